@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+export CGO_ENABLED ?= 1
+
+.PHONY: tools build test test-short vet fmt-check bench
+
+tools: ## install the pinned Azurite into .tools/
+	@./scripts/install-tools.sh
+
+build:
+	$(GO) build -o bin/handler ./handler
+	$(GO) build -o bin/fhirsim ./cmd/fhirsim
+	$(GO) build -o bin/devhost ./cmd/devhost
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: tools fmt-check vet ## unit tests and stack-level tests, with the race detector
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: tools
+	$(GO) test -short -count=1 ./...

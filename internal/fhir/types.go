@@ -1,0 +1,138 @@
+// Package fhir is the client for the FHIR REST and bulk data APIs of Azure API for FHIR and the Azure Health
+// Data Services FHIR service: $export and $import with their status and cancel calls, counts, search with
+// paging, and batch bundles. It is tolerant of every documented variant of the services' answers.
+//
+// Tokens are requested per server for the audience {scheme}://{host}[:{port}] and sent only to hosts on the
+// allow-list (see HostPolicy), never across a redirect to another host or port, and never logged.
+package fhir
+
+import (
+	"strconv"
+	"time"
+)
+
+// ExportRequest is a system-level $export kick-off (GET {base}/$export).
+type ExportRequest struct {
+	// Types becomes _type (comma-joined); empty exports every type.
+	Types []string
+	// Since and Till become _since and _till (RFC 3339) when not nil.
+	Since *time.Time
+	Till  *time.Time
+	// TypeFilter entries such as "Observation?status=final" become _typeFilter (comma-joined).
+	TypeFilter []string
+	// Container becomes _container.
+	Container string
+}
+
+// Manifest is the body of a completed export's status (200).
+type Manifest struct {
+	TransactionTime     string         `json:"transactionTime"`
+	Request             string         `json:"request"`
+	RequiresAccessToken bool           `json:"requiresAccessToken"`
+	Output              []ManifestFile `json:"output"`
+	Error               []ManifestFile `json:"error"`
+}
+
+// ManifestFile is one NDJSON file of an export manifest; Count is per file.
+type ManifestFile struct {
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Count int64  `json:"count"`
+}
+
+// ExportStatus is the answer to a poll of an export's Content-Location.
+type ExportStatus struct {
+	// Done is true on 200; Manifest is then set.
+	Done     bool
+	Manifest *Manifest
+	// RetryAfter is the server's Retry-After (seconds or HTTP-date) when present, clamped to [100ms, 60s];
+	// zero when absent (the usual case on a 202: the caller uses its own backoff).
+	RetryAfter time.Duration
+}
+
+// ImportInput is one NDJSON file to import. URL has no query string. ETag is optional.
+type ImportInput struct {
+	Type string
+	URL  string
+	ETag string
+}
+
+// ImportRequest is a $import kick-off (POST {base}/$import with a Parameters body,
+// inputFormat application/fhir+ndjson).
+type ImportRequest struct {
+	// Mode is "IncrementalLoad" or "InitialLoad".
+	Mode   string
+	Inputs []ImportInput
+}
+
+// ImportResult is the body of a completed import's status (200).
+type ImportResult struct {
+	TransactionTime string            `json:"transactionTime"`
+	Request         string            `json:"request"`
+	Output          []ImportOutput    `json:"output"`
+	Error           []ImportErrorFile `json:"error"`
+}
+
+// ImportOutput counts the resources imported from one input file.
+type ImportOutput struct {
+	Type     string `json:"type"`
+	Count    int64  `json:"count"`
+	InputURL string `json:"inputUrl"`
+}
+
+// ImportErrorFile points to the NDJSON file of OperationOutcomes for the failed lines of one input file.
+type ImportErrorFile struct {
+	Type     string `json:"type"`
+	Count    int64  `json:"count"`
+	InputURL string `json:"inputUrl"`
+	URL      string `json:"url"`
+}
+
+// ImportStatus is the answer to a poll of an import's Content-Location.
+type ImportStatus struct {
+	// Done is true on 200; Result is then set.
+	Done       bool
+	Result     *ImportResult
+	RetryAfter time.Duration
+}
+
+// BatchEntry is one PUT of a batch Bundle: PUT {Type}/{ID} with Resource as the body.
+type BatchEntry struct {
+	Type     string
+	ID       string
+	Resource []byte
+}
+
+// BatchResult is the per-entry outcome of a batch Bundle, in request order.
+type BatchResult struct {
+	// Status holds each entry's response.status, such as "201 Created" or "400 Bad Request".
+	Status []string
+}
+
+// Error is a FHIR server's non-success answer. Op names the call ("export kick-off", "import status", ...).
+// Message is the OperationOutcome's diagnostics/text when the body had one, else a short body excerpt.
+type Error struct {
+	Op         string
+	StatusCode int
+	Message    string
+	// RetryAfter is the server's Retry-After / x-ms-retry-after-ms when present (clamped), else 0.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return e.Op + ": HTTP " + strconv.Itoa(e.StatusCode)
+	}
+	return e.Op + ": HTTP " + strconv.Itoa(e.StatusCode) + ": " + e.Message
+}
+
+// Temporary reports whether the same call may succeed later: 408, 423, 429 and 5xx other than 501.
+func (e *Error) Temporary() bool {
+	switch {
+	case e.StatusCode == 408, e.StatusCode == 423, e.StatusCode == 429:
+		return true
+	case e.StatusCode >= 500 && e.StatusCode != 501:
+		return true
+	}
+	return false
+}
