@@ -1,0 +1,112 @@
+// Package staging is the handler's access to the storage account where the source exports its NDJSON and the
+// destination imports it from: each migration owns one container there.
+package staging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+)
+
+// OwnerKey is the container metadata key naming the migration that owns a staging container.
+const OwnerKey = "fhirmigration"
+
+// ErrContainerTaken: the container belongs to another migration, or holds data of unknown origin.
+var ErrContainerTaken = errors.New("staging: container belongs to another migration")
+
+// Account is one staging storage account.
+type Account struct {
+	client   *azblob.Client
+	endpoint *url.URL // the blob service endpoint, e.g. https://acct.blob.core.windows.net/ or Azurite's path-style one
+}
+
+// New returns the staging account behind client.
+func New(client *azblob.Client) (*Account, error) {
+	u, err := url.Parse(client.URL())
+	if err != nil {
+		return nil, fmt.Errorf("staging endpoint %q: %w", client.URL(), err)
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	return &Account{client: client, endpoint: u}, nil
+}
+
+// Endpoint is the account's blob endpoint with a trailing slash.
+func (a *Account) Endpoint() string { return a.endpoint.String() }
+
+// ClaimContainer creates the container when missing and marks it as migrationID's. An existing container is
+// accepted when it is already migrationID's, or when it is empty and unowned (then claimed).
+func (a *Account) ClaimContainer(ctx context.Context, name, migrationID string) error {
+	cc := a.client.ServiceClient().NewContainerClient(name)
+	_, err := cc.Create(ctx, &container.CreateOptions{Metadata: map[string]*string{OwnerKey: to.Ptr(migrationID)}})
+	if err == nil {
+		return nil
+	}
+	if !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return fmt.Errorf("create staging container %s: %w", name, err)
+	}
+	props, err := cc.GetProperties(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("read staging container %s: %w", name, err)
+	}
+	for k, v := range props.Metadata {
+		if strings.EqualFold(k, OwnerKey) && v != nil {
+			if *v == migrationID {
+				return nil
+			}
+			return fmt.Errorf("%w: %s is owned by %s", ErrContainerTaken, name, *v)
+		}
+	}
+	pager := cc.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{MaxResults: to.Ptr[int32](1)})
+	page, err := pager.NextPage(ctx)
+	if err != nil {
+		return fmt.Errorf("list staging container %s: %w", name, err)
+	}
+	if len(page.Segment.BlobItems) > 0 {
+		return fmt.Errorf("%w: %s already holds blobs of unknown origin", ErrContainerTaken, name)
+	}
+	if _, err := cc.SetMetadata(ctx, &container.SetMetadataOptions{Metadata: map[string]*string{OwnerKey: to.Ptr(migrationID)}}); err != nil {
+		return fmt.Errorf("claim staging container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Locate splits a blob URL of this account into container and blob name; URLs elsewhere are refused, so a
+// manifest cannot make the handler read another account.
+func (a *Account) Locate(blobURL string) (containerName, blobName string, err error) {
+	u, err := url.Parse(blobURL)
+	if err != nil {
+		return "", "", fmt.Errorf("blob url %q: %w", blobURL, err)
+	}
+	if u.Scheme != a.endpoint.Scheme || u.Host != a.endpoint.Host || !strings.HasPrefix(u.Path, a.endpoint.Path) || u.RawQuery != "" {
+		return "", "", fmt.Errorf("blob url %q is not in the staging account %s", blobURL, a.endpoint)
+	}
+	rest := strings.TrimPrefix(u.Path, a.endpoint.Path)
+	containerName, blobName, ok := strings.Cut(rest, "/")
+	if !ok || containerName == "" || blobName == "" {
+		return "", "", fmt.Errorf("blob url %q names no blob", blobURL)
+	}
+	return containerName, blobName, nil
+}
+
+// Open streams one blob of this account, addressed by its full URL as written in an export manifest.
+func (a *Account) Open(ctx context.Context, blobURL string) (io.ReadCloser, error) {
+	c, b, err := a.Locate(blobURL)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.client.DownloadStream(ctx, c, b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open %s/%s: %w", c, b, err)
+	}
+	return resp.Body, nil
+}

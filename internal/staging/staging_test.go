@@ -1,0 +1,84 @@
+package staging_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
+)
+
+var azurite *azuritetest.Azurite
+
+func TestMain(m *testing.M) { azuritetest.Main(m, &azurite) }
+
+func account(t *testing.T) *staging.Account {
+	t.Helper()
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	a, err := staging.New(c)
+	require.NoError(t, err)
+	return a
+}
+
+func TestClaimContainer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := account(t)
+	name := fmt.Sprintf("claim-%d", time.Now().UnixNano())
+
+	require.NoError(t, a.ClaimContainer(ctx, name, "m-1"))
+	require.NoError(t, a.ClaimContainer(ctx, name, "m-1"), "claiming again for the same migration is fine")
+	err := a.ClaimContainer(ctx, name, "m-2")
+	require.ErrorIs(t, err, staging.ErrContainerTaken)
+	require.ErrorContains(t, err, "m-1")
+
+	// An unowned container with data in it is refused; an empty unowned one is claimed.
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	full, err := azurite.CreateContainer(ctx, "unowned-full")
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(ctx, full, "x.ndjson", []byte("{}\n"), nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, a.ClaimContainer(ctx, full, "m-3"), staging.ErrContainerTaken)
+
+	empty, err := azurite.CreateContainer(ctx, "unowned-empty")
+	require.NoError(t, err)
+	require.NoError(t, a.ClaimContainer(ctx, empty, "m-4"))
+	require.ErrorIs(t, a.ClaimContainer(ctx, empty, "m-5"), staging.ErrContainerTaken)
+}
+
+func TestOpenOnlyInsideTheAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := account(t)
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	name, err := azurite.CreateContainer(ctx, "open")
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(ctx, name, "20260101T000000-1/SearchParameter-1.ndjson", []byte("{\"resourceType\":\"SearchParameter\"}\n"), nil)
+	require.NoError(t, err)
+
+	r, err := a.Open(ctx, azurite.BlobEndpoint+"/"+name+"/20260101T000000-1/SearchParameter-1.ndjson")
+	require.NoError(t, err)
+	body, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	require.Equal(t, "{\"resourceType\":\"SearchParameter\"}\n", string(body))
+
+	for _, bad := range []string{
+		"https://evil.blob.core.windows.net/" + name + "/a.ndjson",
+		azurite.BlobEndpoint + "/" + name + "/a.ndjson?sig=abc",
+		azurite.BlobEndpoint + "/" + name,
+		"http://127.0.0.1:1/devstoreaccount1/" + name + "/a.ndjson",
+		"::not a url",
+	} {
+		_, err := a.Open(ctx, bad)
+		require.Error(t, err, bad)
+	}
+}
