@@ -1,0 +1,144 @@
+// Command fhirsim serves the FHIR simulator for the local stack: the source (Azure API for FHIR) on 127.0.0.1:8081
+// or the destination (AHDS FHIR service) on 127.0.0.1:8082. It listens on loopback addresses only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+)
+
+// storageEnv names the environment variable that supplies --storage by default.
+const storageEnv = "FHIRSIM_STORAGE_CONNECTION_STRING"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "fhirsim:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	addr              string
+	flavor            fhirsim.Flavor
+	storage           string
+	seedPatients      int
+	seed              int64
+	pollsBeforeDone   int
+	rollover          int
+	jobDelay          time.Duration
+	initialImportMode bool
+	logLevel          slog.Level
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var flavor string
+	fs := flag.NewFlagSet("fhirsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8081", "loopback address to listen on")
+	fs.StringVar(&flavor, "flavor", string(fhirsim.FlavorAPIForFHIR), "service to behave as: api-for-fhir or ahds")
+	fs.StringVar(&o.storage, "storage", os.Getenv(storageEnv), "blob storage connection string (default $"+storageEnv+")")
+	fs.IntVar(&o.seedPatients, "seed-patients", 0, "number of synthetic patients to generate (about 100 resources each)")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
+	fs.IntVar(&o.pollsBeforeDone, "polls-before-done", fhirsim.DefaultPollsBeforeDone, "status polls answered 202 at least before a job reports done")
+	fs.IntVar(&o.rollover, "rollover", fhirsim.DefaultRollover, "resources per exported NDJSON file")
+	fs.DurationVar(&o.jobDelay, "job-delay", fhirsim.DefaultJobDelay, "least time a background job takes")
+	fs.BoolVar(&o.initialImportMode, "initial-import-mode", false, "accept InitialLoad imports (and lock API writes)")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	var err error
+	if o.flavor, err = fhirsim.ParseFlavor(flavor); err != nil {
+		return options{}, err
+	}
+	if err := requireLoopback(o.addr); err != nil {
+		return options{}, err
+	}
+	if o.storage != "" {
+		if _, err := azblob.NewClientFromConnectionString(o.storage, nil); err != nil {
+			return options{}, errors.New("--storage is not a valid storage connection string")
+		}
+	}
+	return o, nil
+}
+
+// requireLoopback refuses any address a machine other than this one could reach.
+func requireLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--addr %q: the simulator listens on loopback addresses only", addr)
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseOptions(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	sim := fhirsim.New(
+		fhirsim.WithFlavor(o.flavor),
+		fhirsim.WithStorage(o.storage),
+		fhirsim.WithSeed(o.seedPatients, o.seed),
+		fhirsim.WithPollsBeforeDone(o.pollsBeforeDone),
+		fhirsim.WithRollover(o.rollover),
+		fhirsim.WithJobDelay(o.jobDelay),
+		fhirsim.WithInitialImportMode(o.initialImportMode),
+		fhirsim.WithLogger(logger),
+	)
+	defer sim.Close()
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.addr, err)
+	}
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if _, err := fmt.Fprintf(stdout, "fhirsim: %s listening on http://%s\n", o.flavor, ln.Addr()); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("announce: %w", err)
+	}
+	logger.Info("fhirsim started", "addr", ln.Addr().String(), "seed_patients", o.seedPatients, "storage", o.storage != "")
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("fhirsim stopped")
+	return nil
+}

@@ -1,0 +1,306 @@
+package fhirsim
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// exportParams are the $export query parameters Azure API for FHIR accepts; any other is a 400.
+var exportParams = map[string]bool{
+	"_outputFormat": true, "_since": true, "_till": true, "_type": true, "_container": true, "_format": true,
+	"_typeFilter": true, "_isParallel": true, "includeAssociatedData": true, "_maxCount": true,
+	"_anonymizationConfig": true, "_anonymizationConfigEtag": true, "_anonymizationConfigCollectionReference": true,
+}
+
+// exportSpec is a validated $export kick-off.
+type exportSpec struct {
+	types       []string // nil: every type
+	since       *dateFilter
+	till        dateFilter
+	typeFilters map[string][]criteria // ORed per type
+	container   string
+}
+
+type manifestFile struct {
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Count int    `json:"count"`
+}
+
+type exportManifest struct {
+	TransactionTime     string         `json:"transactionTime"`
+	Request             string         `json:"request"`
+	RequiresAccessToken bool           `json:"requiresAccessToken"`
+	Output              []manifestFile `json:"output"`
+	Error               []manifestFile `json:"error"`
+	Issues              []any          `json:"issues"`
+}
+
+type exportJob struct {
+	job
+	output []manifestFile
+}
+
+func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.flavor != FlavorAPIForFHIR {
+		writeOutcome(w, http.StatusBadRequest, "not-supported", `the requested "$export" operation is not enabled on this simulator flavor`)
+		return
+	}
+	if accept := r.Header.Values("Accept"); len(accept) != 1 || accept[0] != "application/fhir+json" {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "the Accept header must be exactly application/fhir+json for $export")
+		return
+	}
+	if !preferContainsRespondAsync(r.Header.Values("Prefer")) {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "the Prefer header must contain respond-async for $export")
+		return
+	}
+	created := s.now()
+	spec, err := parseExportSpec(r.URL.Query(), created)
+	if err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
+		return
+	}
+	blobs, ok := s.storage(w, "$export")
+	if !ok {
+		return
+	}
+
+	snapshot := s.exportSnapshot(spec)
+	j := &exportJob{job: job{id: newJobID(), created: created, request: requestURL(r)}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exports[j.id] = j
+	s.stats.ExportJobs++
+	s.startLocked(&j.job, "export", func(ctx context.Context) error {
+		output, err := s.writeExport(ctx, blobs, j, spec.container, snapshot)
+		if err != nil {
+			return fmt.Errorf("export operation failed for reason: %w", err)
+		}
+		s.mu.Lock()
+		j.output = output
+		s.mu.Unlock()
+		return nil
+	})
+	s.log.Info("export queued", "job_id", j.id, "resources", len(snapshot))
+	w.Header().Set("Content-Location", baseURL(r)+"/_operations/export/"+j.id)
+	writeAccepted(w)
+}
+
+// preferContainsRespondAsync reads Prefer as the export handler does: respond-async among its comma-separated values.
+func preferContainsRespondAsync(values []string) bool {
+	for _, v := range values {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == "respond-async" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if !exportParams[name] {
+			return exportSpec{}, fmt.Errorf("the query parameter %q is not supported for $export", name)
+		}
+	}
+	spec := exportSpec{till: dateFilter{prefix: "le", r: timeRange{start: created, end: created.Add(time.Nanosecond)}}}
+	if v := q.Get("_outputFormat"); v != "" {
+		switch v {
+		case "application/fhir+ndjson", "application/ndjson", "ndjson":
+		default:
+			return exportSpec{}, fmt.Errorf("_outputFormat %q is not supported", v)
+		}
+	}
+	if v := joined(q, "_type"); v != "" {
+		for t := range strings.SplitSeq(v, ",") {
+			t = strings.TrimSpace(t)
+			if !knownType(t) {
+				return exportSpec{}, fmt.Errorf("_type contains the unsupported resource type %q", t)
+			}
+			if !slices.Contains(spec.types, t) {
+				spec.types = append(spec.types, t)
+			}
+		}
+	}
+	typeFilter := joined(q, "_typeFilter")
+	if typeFilter != "" && spec.types == nil {
+		return exportSpec{}, fmt.Errorf("_typeFilter requires _type")
+	}
+	if v := q.Get("includeAssociatedData"); v != "" {
+		if typeFilter != "" {
+			return exportSpec{}, fmt.Errorf("includeAssociatedData cannot be combined with _typeFilter")
+		}
+		for d := range strings.SplitSeq(v, ",") {
+			if d = strings.TrimSpace(d); d != "_history" && d != "_deleted" {
+				return exportSpec{}, fmt.Errorf("includeAssociatedData %q is not supported (want _history or _deleted)", d)
+			}
+		}
+	}
+	if q.Has("_anonymizationConfig") || q.Has("_anonymizationConfigCollectionReference") {
+		return exportSpec{}, fmt.Errorf("anonymized export is not configured on this server")
+	}
+	if v := q.Get("_isParallel"); v != "" && v != "true" && v != "false" {
+		return exportSpec{}, fmt.Errorf("_isParallel %q is not a boolean", v)
+	}
+	if v := q.Get("_maxCount"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n <= 0 {
+			return exportSpec{}, fmt.Errorf("_maxCount %q is not a positive integer", v)
+		}
+	}
+	if v := q.Get("_since"); v != "" {
+		tr, err := parseFHIRTime(v)
+		if err != nil {
+			return exportSpec{}, fmt.Errorf("_since: %w", err)
+		}
+		spec.since = &dateFilter{prefix: "ge", r: tr}
+	}
+	if v := q.Get("_till"); v != "" {
+		tr, err := parseFHIRTime(v)
+		if err != nil {
+			return exportSpec{}, fmt.Errorf("_till: %w", err)
+		}
+		spec.till = dateFilter{prefix: "le", r: tr}
+	}
+	if v := q.Get("_container"); v != "" {
+		if !validContainerName(v) {
+			return exportSpec{}, fmt.Errorf("_container %q is not a valid container name", v)
+		}
+		spec.container = v
+	}
+	if typeFilter != "" {
+		spec.typeFilters = map[string][]criteria{}
+		for f := range strings.SplitSeq(typeFilter, ",") {
+			typ, query, ok := strings.Cut(strings.TrimSpace(f), "?")
+			if !ok || !knownType(typ) {
+				return exportSpec{}, fmt.Errorf("_typeFilter %q must be {ResourceType}?{search parameters}", f)
+			}
+			values, err := url.ParseQuery(query)
+			if err != nil {
+				return exportSpec{}, fmt.Errorf("_typeFilter %q: %w", f, err)
+			}
+			c, err := parseCriteria(typ, values, true)
+			if err != nil {
+				return exportSpec{}, fmt.Errorf("_typeFilter %q: %w", f, err)
+			}
+			if slices.Contains(spec.types, typ) { // a filter for a type not exported is ignored
+				spec.typeFilters[typ] = append(spec.typeFilters[typ], c)
+			}
+		}
+	}
+	return spec, nil
+}
+
+// joined comma-joins every value of a repeatable parameter.
+func joined(q url.Values, name string) string { return strings.Join(q[name], ",") }
+
+// exportSnapshot selects the resources the job exports, at kick-off, ordered by type, lastUpdated and id.
+func (s *Server) exportSnapshot(spec exportSpec) []*resource {
+	types := spec.types
+	if types == nil {
+		types = s.resources.types()
+	}
+	var out []*resource
+	for _, t := range types {
+		filters := spec.typeFilters[t]
+		out = append(out, s.resources.list(t, func(r *resource) bool {
+			if spec.since != nil && !spec.since.match(r.LastUpdated) || !spec.till.match(r.LastUpdated) {
+				return false
+			}
+			if len(filters) == 0 {
+				return true
+			}
+			return slices.ContainsFunc(filters, func(c criteria) bool { return c.match(r) })
+		})...)
+	}
+	slices.SortStableFunc(out, func(a, b *resource) int {
+		return cmp.Or(cmp.Compare(a.Type, b.Type), a.LastUpdated.Compare(b.LastUpdated), cmp.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// writeExport writes the snapshot as NDJSON files, rolling over every s.cfg.rollover resources per type.
+func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJob, container string, snapshot []*resource) ([]manifestFile, error) {
+	prefix := ""
+	if container == "" {
+		container = "export-" + j.id
+	} else {
+		prefix = j.created.UTC().Format("20060102T150405") + "-" + j.id + "/"
+	}
+	if err := blobs.ensureContainer(ctx, container); err != nil {
+		return nil, err
+	}
+	output := []manifestFile{}
+	for len(snapshot) > 0 {
+		typ := snapshot[0].Type
+		end := 1
+		for end < len(snapshot) && snapshot[end].Type == typ {
+			end++
+		}
+		group := snapshot[:end]
+		snapshot = snapshot[end:]
+		for n := 1; len(group) > 0; n++ {
+			chunk := group[:min(s.cfg.rollover, len(group))]
+			group = group[len(chunk):]
+			var buf bytes.Buffer
+			for _, res := range chunk {
+				buf.Write(res.Raw)
+				buf.WriteByte('\n')
+			}
+			u, err := blobs.upload(ctx, container, fmt.Sprintf("%s%s-%d.ndjson", prefix, typ, n), buf.Bytes())
+			if err != nil {
+				return nil, err
+			}
+			output = append(output, manifestFile{Type: typ, URL: u, Count: len(chunk)})
+		}
+	}
+	return output, nil
+}
+
+func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.exports[id]
+	if j == nil || j.state == jobCanceled && r.Method == http.MethodGet {
+		writeOutcome(w, http.StatusNotFound, "not-found", "the export job %q was not found", id)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		if s.pollLocked(&j.job) {
+			writeAccepted(w)
+			return
+		}
+		if j.state == jobFailed {
+			writeOutcome(w, http.StatusInternalServerError, "exception", "%s", j.failure)
+			return
+		}
+		writeJSON(w, http.StatusOK, "application/json", exportManifest{
+			TransactionTime: formatInstant(j.created), Request: j.request, Output: j.output,
+			Error: []manifestFile{}, Issues: []any{},
+		})
+	case http.MethodDelete:
+		if j.state != jobRunning {
+			writeOutcome(w, http.StatusConflict, "conflict", "the export job %q has already finished", id)
+			return
+		}
+		j.state = jobCanceled
+		j.cancel()
+		writeAccepted(w)
+	default:
+		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on an export job", r.Method)
+	}
+}

@@ -1,0 +1,153 @@
+package fhirsim_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+)
+
+type manifest struct {
+	TransactionTime     string `json:"transactionTime"`
+	Request             string `json:"request"`
+	RequiresAccessToken bool   `json:"requiresAccessToken"`
+	Output              []struct {
+		Type  string `json:"type"`
+		URL   string `json:"url"`
+		Count int    `json:"count"`
+	} `json:"output"`
+	Error  []any `json:"error"`
+	Issues []any `json:"issues"`
+}
+
+// exportAll kicks off an export, polls it to the end and returns the manifest and the number of 202 answers.
+func exportAll(t *testing.T, source *sim, query string) (manifest, int) {
+	t.Helper()
+	resp := source.do(t, request{path: "/$export?" + query, headers: exportHeaders()})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	location := resp.Header.Get("Content-Location")
+	require.True(t, strings.HasPrefix(location, source.URL+"/_operations/export/"), location)
+
+	final, body, accepted := source.pollDone(t, location)
+	require.Equal(t, http.StatusOK, final.StatusCode, "%s", body)
+	require.Contains(t, final.Header.Get("Content-Type"), "application/json")
+	var m manifest
+	require.NoError(t, json.Unmarshal(body, &m))
+	require.Equal(t, source.URL+"/$export?"+query, m.Request)
+	require.NotNil(t, m.Error)
+	require.NotNil(t, m.Issues)
+	require.False(t, m.RequiresAccessToken)
+	return m, accepted
+}
+
+// exportedIDs downloads every output file and returns Type/id of each line, checking each file's count.
+func exportedIDs(t *testing.T, m manifest) []string {
+	t.Helper()
+	var ids []string
+	for _, o := range m.Output {
+		lines := readBlobURL(t, o.URL)
+		require.Len(t, lines, o.Count, o.URL)
+		for _, l := range lines {
+			var r struct{ ResourceType, ID string }
+			require.NoError(t, json.Unmarshal([]byte(l), &r))
+			require.Equal(t, o.Type, r.ResourceType)
+			ids = append(ids, r.ResourceType+"/"+r.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func TestExportWritesExactlyTheSelectedResources(t *testing.T) {
+	t.Parallel()
+	const patients, seed = 4, 7
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(patients, seed),
+		fhirsim.WithRollover(40), fhirsim.WithJobDelay(20*time.Millisecond))
+	since := time.Date(2022, 3, 1, 0, 0, 0, 0, time.UTC)
+	container := uniqueName("exp")
+
+	query := url.Values{"_type": {"Observation,Patient"}, "_since": {since.Format(time.RFC3339)}, "_container": {container}}.Encode()
+	m, accepted := exportAll(t, source, query)
+	require.GreaterOrEqual(t, accepted, fhirsim.DefaultPollsBeforeDone)
+
+	var want []string
+	for _, g := range generatedSet(t, patients, seed) {
+		if (g.Type == "Observation" || g.Type == "Patient") && !g.LastUpdated.Before(since) {
+			want = append(want, g.Type+"/"+g.ID)
+		}
+	}
+	slices.Sort(want)
+	require.Equal(t, want, exportedIDs(t, m))
+
+	files := map[string]int{}
+	for _, o := range m.Output {
+		files[o.Type]++
+		require.LessOrEqual(t, o.Count, 40)
+		require.Regexp(t, `^`+azurite.BlobEndpoint+`/`+container+`/\d{8}T\d{6}-[0-9a-f]+/`+o.Type+`-\d+\.ndjson$`, o.URL)
+	}
+	require.Greater(t, files["Observation"], 1, "rollover must split Observation into several files")
+}
+
+func TestExportTypeFilterTillAndDefaultContainer(t *testing.T) {
+	t.Parallel()
+	const patients, seed = 2, 11
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(patients, seed),
+		fhirsim.WithJobDelay(time.Millisecond), fhirsim.WithPollsBeforeDone(0))
+	till := time.Date(2024, 6, 30, 0, 0, 0, 0, time.UTC)
+	query := url.Values{
+		"_type":       {"Observation,Encounter"},
+		"_typeFilter": {"Observation?status=amended,Observation?status=preliminary"},
+		"_till":       {till.Format(time.RFC3339)},
+	}.Encode()
+	m, _ := exportAll(t, source, query)
+
+	var want []string
+	for _, g := range generatedSet(t, patients, seed) {
+		if g.LastUpdated.After(till) {
+			continue
+		}
+		if g.Type == "Encounter" || g.Type == "Observation" && (g.Status == "amended" || g.Status == "preliminary") {
+			want = append(want, g.Type+"/"+g.ID)
+		}
+	}
+	slices.Sort(want)
+	require.NotEmpty(t, want)
+	require.Equal(t, want, exportedIDs(t, m))
+	for _, o := range m.Output {
+		require.Regexp(t, `^`+azurite.BlobEndpoint+`/export-[0-9a-f]+/`+o.Type+`-1\.ndjson$`, o.URL)
+	}
+}
+
+func TestExportCancel(t *testing.T) {
+	t.Parallel()
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(1, 1),
+		fhirsim.WithJobDelay(time.Hour))
+	resp := source.do(t, request{path: "/$export", headers: exportHeaders()})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	location := resp.Header.Get("Content-Location")
+
+	require.Equal(t, http.StatusAccepted, source.do(t, request{path: location}).StatusCode)
+	require.Equal(t, http.StatusAccepted, source.do(t, request{method: http.MethodDelete, path: location}).StatusCode)
+	require.Equal(t, http.StatusNotFound, source.do(t, request{path: location}).StatusCode)
+	require.Equal(t, 1, source.Stats().ExportJobs)
+}
+
+func TestExportFinishedJobCannotBeCanceled(t *testing.T) {
+	t.Parallel()
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(1, 1),
+		fhirsim.WithJobDelay(time.Millisecond), fhirsim.WithPollsBeforeDone(1))
+	resp := source.do(t, request{path: "/$export?_type=Patient", headers: exportHeaders()})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	location := resp.Header.Get("Content-Location")
+	final, _, accepted := source.pollDone(t, location)
+	require.Equal(t, http.StatusOK, final.StatusCode)
+	require.GreaterOrEqual(t, accepted, 1)
+	require.Equal(t, http.StatusConflict, source.do(t, request{method: http.MethodDelete, path: location}).StatusCode)
+}

@@ -1,0 +1,408 @@
+package fhirsim
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Limits of $import registration.
+const (
+	maxImportInputs   = 10_000
+	maxImportBodySize = 32 << 20
+	// importFutureSkew is how far in the future an IncrementalLoad lastUpdated may be.
+	importFutureSkew = 10 * time.Second
+)
+
+const (
+	modeIncremental = "IncrementalLoad"
+	modeInitial     = "InitialLoad"
+)
+
+// importParameterNames are the Parameters names $import understands; any other is a 400.
+var importParameterNames = map[string]bool{
+	"inputFormat": true, "mode": true, "input": true, "storageDetail": true, "inputSource": true,
+	"allowNegativeVersions": true, "eventualConsistency": true, "processingUnitBytesToRead": true,
+	"errorContainerName": true, "force": true,
+}
+
+type fhirParameters struct {
+	ResourceType string          `json:"resourceType"`
+	Parameter    []fhirParameter `json:"parameter"`
+}
+
+type fhirParameter struct {
+	Name         string          `json:"name"`
+	ValueString  *string         `json:"valueString,omitempty"`
+	ValueURI     *string         `json:"valueUri,omitempty"`
+	ValueBoolean *bool           `json:"valueBoolean,omitempty"`
+	ValueInteger *int64          `json:"valueInteger,omitempty"`
+	Part         []fhirParameter `json:"part,omitempty"`
+}
+
+func (p fhirParameter) text() (string, bool) {
+	switch {
+	case p.ValueString != nil:
+		return *p.ValueString, true
+	case p.ValueURI != nil:
+		return *p.ValueURI, true
+	}
+	return "", false
+}
+
+// importInput is one validated input file.
+type importInput struct {
+	Type string `json:"type,omitempty"`
+	URL  string `json:"url"`
+	ETag string `json:"etag,omitempty"`
+}
+
+// importSpec is a validated $import body; its JSON form is the canonical key of idempotent registration.
+type importSpec struct {
+	Mode           string        `json:"mode"`
+	ErrorContainer string        `json:"errorContainer"`
+	Inputs         []importInput `json:"inputs"`
+}
+
+type importOutput struct {
+	Type     string `json:"type"`
+	Count    int    `json:"count"`
+	InputURL string `json:"inputUrl"`
+}
+
+type importErrorFile struct {
+	Type     string `json:"type"`
+	Count    int    `json:"count"`
+	InputURL string `json:"inputUrl"`
+	URL      string `json:"url"`
+}
+
+type importResult struct {
+	TransactionTime string            `json:"transactionTime"`
+	Request         string            `json:"request"`
+	Output          []importOutput    `json:"output"`
+	Error           []importErrorFile `json:"error"`
+}
+
+type importJob struct {
+	job
+	spec   importSpec
+	output []importOutput
+	errors []importErrorFile
+}
+
+func (s *Server) handleImportKickOff(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.flavor != FlavorAHDS {
+		writeOutcome(w, http.StatusBadRequest, "not-supported", `the requested "$import" operation is not enabled on this simulator flavor`)
+		return
+	}
+	if prefer := r.Header.Values("Prefer"); len(prefer) != 1 || strings.TrimSpace(prefer[0]) != "respond-async" {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "the Prefer header must be exactly respond-async for $import")
+		return
+	}
+	if !strings.Contains(r.Header.Get("Content-Type"), "application/fhir+json") {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "the Content-Type header must be application/fhir+json for $import")
+		return
+	}
+	blobs, ok := s.storage(w, "$import")
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxImportBodySize))
+	if err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "read $import body: %v", err)
+		return
+	}
+	spec, err := s.parseImportSpec(body, blobs)
+	if err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
+		return
+	}
+	key, err := json.Marshal(spec)
+	if err != nil {
+		writeOutcome(w, http.StatusInternalServerError, "exception", "encode import key: %v", err)
+		return
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, seen := s.importKeys[string(key)]
+	if !seen {
+		j := &importJob{job: job{id: newJobID(), created: s.now(), request: baseURL(r) + "/$import"}, spec: spec}
+		id = j.id
+		s.imports[id] = j
+		s.importKeys[string(key)] = id
+		s.stats.ImportJobs++
+		s.startLocked(&j.job, "import", func(ctx context.Context) error { return s.runImport(ctx, blobs, j) })
+		s.log.Info("import queued", "job_id", id, "inputs", len(spec.Inputs), "mode", spec.Mode)
+	}
+	w.Header().Set("Content-Location", baseURL(r)+"/_operations/import/"+id)
+	writeAccepted(w)
+}
+
+func (s *Server) parseImportSpec(body []byte, blobs *blobAccount) (importSpec, error) {
+	var p fhirParameters
+	if err := json.Unmarshal(body, &p); err != nil {
+		return importSpec{}, fmt.Errorf("the $import body is not a valid Parameters resource: %w", err)
+	}
+	if p.ResourceType != "Parameters" {
+		return importSpec{}, fmt.Errorf("the $import body must be a Parameters resource, not %q", p.ResourceType)
+	}
+	spec := importSpec{Mode: modeIncremental, ErrorContainer: s.cfg.errorContainer, Inputs: []importInput{}}
+	inputFormat := ""
+	seen := map[string]bool{}
+	for _, prm := range p.Parameter {
+		if !importParameterNames[prm.Name] {
+			return importSpec{}, fmt.Errorf("the $import parameter %q is not supported", prm.Name)
+		}
+		v, _ := prm.text()
+		switch prm.Name {
+		case "inputFormat":
+			inputFormat = v
+		case "mode":
+			spec.Mode = v
+		case "errorContainerName":
+			if !validContainerName(v) {
+				return importSpec{}, fmt.Errorf("errorContainerName %q is not a valid container name", v)
+			}
+			spec.ErrorContainer = v
+		case "storageDetail":
+			for _, part := range prm.Part {
+				if t, _ := part.text(); part.Name == "type" && t != "azure-blob" {
+					return importSpec{}, fmt.Errorf("storageDetail type %q is not supported (want azure-blob)", t)
+				}
+			}
+		case "input":
+			in, err := parseImportInput(prm, blobs)
+			if err != nil {
+				return importSpec{}, fmt.Errorf("input %d: %w", len(spec.Inputs)+1, err)
+			}
+			if seen[in.URL] {
+				return importSpec{}, fmt.Errorf("input %d: the url %s appears more than once", len(spec.Inputs)+1, in.URL)
+			}
+			seen[in.URL] = true
+			spec.Inputs = append(spec.Inputs, in)
+			if len(spec.Inputs) > maxImportInputs {
+				return importSpec{}, fmt.Errorf("an $import request takes at most %d inputs", maxImportInputs)
+			}
+		}
+	}
+	if inputFormat != "application/fhir+ndjson" {
+		return importSpec{}, fmt.Errorf("inputFormat %q is not supported (want application/fhir+ndjson)", inputFormat)
+	}
+	switch spec.Mode {
+	case modeIncremental:
+	case modeInitial:
+		if !s.cfg.initialImportMode {
+			return importSpec{}, errors.New("InitialLoad mode requires the service's initial import mode, which is off")
+		}
+	default:
+		return importSpec{}, fmt.Errorf("import mode %q is not supported (want InitialLoad or IncrementalLoad)", spec.Mode)
+	}
+	if len(spec.Inputs) == 0 {
+		return importSpec{}, errors.New("the $import request has no input")
+	}
+	return spec, nil
+}
+
+func parseImportInput(prm fhirParameter, blobs *blobAccount) (importInput, error) {
+	var in importInput
+	for _, part := range prm.Part {
+		switch part.Name {
+		case "type":
+			if part.ValueString == nil {
+				return in, errors.New("the type part must be a valueString")
+			}
+			in.Type = *part.ValueString
+		case "url":
+			if part.ValueURI == nil {
+				return in, errors.New("the url part must be a valueUri")
+			}
+			in.URL = *part.ValueURI
+		case "etag":
+			in.ETag, _ = part.text()
+		default:
+			return in, fmt.Errorf("the input part %q is not supported", part.Name)
+		}
+	}
+	if in.Type != "" && !knownType(in.Type) {
+		return in, fmt.Errorf("resource type %q is not supported", in.Type)
+	}
+	if in.Type == "SearchParameter" {
+		return in, errors.New("SearchParameter resources cannot be imported")
+	}
+	if in.URL == "" {
+		return in, errors.New("the input has no url")
+	}
+	u, err := url.Parse(in.URL)
+	if err != nil || !u.IsAbs() {
+		return in, fmt.Errorf("the url %q is not an absolute URL", in.URL)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return in, fmt.Errorf("the url %s://%s%s has a query string: SAS URLs are not supported", u.Scheme, u.Host, u.EscapedPath())
+	}
+	if !blobs.inAccount(in.URL) {
+		return in, fmt.Errorf("the url %s is not in the storage account configured for import", in.URL)
+	}
+	return in, nil
+}
+
+// runImport loads every input; a bad line fails alone, a missing or unreadable input fails the job.
+func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob) error {
+	output := make([]importOutput, 0, len(j.spec.Inputs))
+	var errFiles []importErrorFile
+	for i, in := range j.spec.Inputs {
+		loaded, failedLines, err := s.importInput(ctx, blobs, j.spec.Mode, in)
+		if err != nil {
+			return fmt.Errorf("import operation failed for reason: %w", err)
+		}
+		output = append(output, importOutput{Type: in.Type, Count: loaded, InputURL: in.URL})
+		if len(failedLines) == 0 {
+			continue
+		}
+		if err := blobs.ensureContainer(ctx, j.spec.ErrorContainer); err != nil {
+			return fmt.Errorf("import operation failed for reason: %w", err)
+		}
+		name := fmt.Sprintf("%s%s-%d.ndjson", cmp.Or(in.Type, "Resource"), j.id, i+1)
+		u, err := blobs.upload(ctx, j.spec.ErrorContainer, name, bytes.Join(failedLines, nil))
+		if err != nil {
+			return fmt.Errorf("import operation failed for reason: %w", err)
+		}
+		errFiles = append(errFiles, importErrorFile{Type: "OperationOutcome", Count: len(failedLines), InputURL: in.URL, URL: u})
+	}
+	s.mu.Lock()
+	j.output, j.errors = output, errFiles
+	s.mu.Unlock()
+	return nil
+}
+
+// importInput streams one NDJSON blob line by line and returns the loaded count and an OperationOutcome line per
+// failed line.
+func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode string, in importInput) (loaded int, failed [][]byte, err error) {
+	container, name, err := blobs.locate(in.URL)
+	if err != nil {
+		return 0, nil, err
+	}
+	body, err := blobs.open(ctx, container, name)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer body.Close()
+	rd := bufio.NewReaderSize(body, 64<<10)
+	var offset int64
+	for lineNo := 1; ; lineNo++ {
+		line, readErr := rd.ReadBytes('\n')
+		start := offset
+		offset += int64(len(line))
+		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
+			if lineErr := s.importLine(mode, in.Type, trimmed); lineErr != nil {
+				oo, _ := json.Marshal(newOutcome("processing", fmt.Sprintf(
+					"Failed to process resource at line: %d with stream start offset: %d. %v", lineNo, start, lineErr)))
+				failed = append(failed, append(oo, '\n'))
+			} else {
+				loaded++
+			}
+		}
+		if errors.Is(readErr, io.EOF) {
+			return loaded, failed, nil
+		}
+		if readErr != nil {
+			return 0, nil, fmt.Errorf("read %s: %w", in.URL, readErr)
+		}
+	}
+}
+
+// importLine stores one resource according to the import mode.
+func (s *Server) importLine(mode, inputType string, line []byte) error {
+	p, err := parseResource(line)
+	if err != nil {
+		return err
+	}
+	if inputType != "" && p.Type != inputType {
+		return fmt.Errorf("the resource type %q does not match the input type %q", p.Type, inputType)
+	}
+	if !knownType(p.Type) || p.Type == "SearchParameter" {
+		return fmt.Errorf("resource type %q cannot be imported", p.Type)
+	}
+	now := s.now()
+	return s.resources.update(p.Type, p.ID, func(existing *resource) (*resource, error) {
+		if mode == modeInitial {
+			if existing != nil {
+				return nil, fmt.Errorf("%s/%s already exists", p.Type, p.ID)
+			}
+			return stamped(p, 1, now)
+		}
+		var lastUpdated time.Time
+		if p.LastUpdated != "" {
+			tr, err := parseFHIRTime(p.LastUpdated)
+			if err != nil {
+				return nil, fmt.Errorf("meta.lastUpdated: %w", err)
+			}
+			if tr.start.After(now.Add(importFutureSkew)) {
+				return nil, fmt.Errorf("meta.lastUpdated %s is in the future", p.LastUpdated)
+			}
+			lastUpdated = tr.start
+		}
+		version := versionNumber(p.VersionID)
+		if lastUpdated.IsZero() || version == 0 {
+			next := 1
+			if existing != nil {
+				next = versionNumber(existing.VersionID) + 1
+			}
+			return stamped(p, next, cmp.Or(lastUpdated, now))
+		}
+		if existing == nil || versionNumber(existing.VersionID) < version {
+			return storedFrom(p)
+		}
+		if versionNumber(existing.VersionID) == version && !bytes.Equal(existing.Raw, p.Compact) {
+			return nil, fmt.Errorf("version conflict: %s/%s version %d is stored with other content", p.Type, p.ID, version)
+		}
+		return nil, nil // identical or older version: counted as loaded, the current version stays
+	})
+}
+
+func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.imports[id]
+	if j == nil {
+		writeOutcome(w, http.StatusNotFound, "not-found", "the import job %q was not found", id)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		switch {
+		case j.state == jobCanceled:
+			writeOutcome(w, http.StatusBadRequest, "exception", "User requested cancellation of operation.")
+		case s.pollLocked(&j.job):
+			writeAccepted(w)
+		case j.state == jobFailed:
+			writeOutcome(w, http.StatusBadRequest, "exception", "%s", j.failure)
+		default:
+			res := importResult{TransactionTime: formatInstant(j.created), Request: j.request, Output: j.output, Error: j.errors}
+			if res.Error == nil {
+				res.Error = []importErrorFile{}
+			}
+			writeJSON(w, http.StatusOK, "application/json", res)
+		}
+	case http.MethodDelete:
+		if j.state != jobRunning {
+			writeOutcome(w, http.StatusConflict, "conflict", "the import job %q has already finished", id)
+			return
+		}
+		j.state = jobCanceled
+		j.cancel()
+		writeAccepted(w)
+	default:
+		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on an import job", r.Method)
+	}
+}

@@ -1,0 +1,79 @@
+package fhirsim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"time"
+)
+
+type jobState int
+
+const (
+	jobRunning jobState = iota
+	jobCompleted
+	jobFailed
+	jobCanceled
+)
+
+// job is the state an export or import job shares; guarded by Server.mu.
+type job struct {
+	id      string
+	created time.Time
+	request string // the kick-off URL
+	state   jobState
+	polls   int
+	failure string
+	cancel  context.CancelFunc
+}
+
+func newJobID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// startLocked runs work in the background; the job completes no sooner than the configured job delay after it
+// started. work records its results under s.mu itself. Caller holds s.mu, so the job is never seen without its cancel.
+func (s *Server) startLocked(j *job, kind string, work func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	j.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		log := s.log.With("job", kind, "job_id", j.id)
+		began := time.Now()
+		err := work(ctx)
+		if err == nil {
+			wait := time.NewTimer(s.cfg.jobDelay - time.Since(began))
+			select {
+			case <-wait.C:
+			case <-ctx.Done():
+				wait.Stop()
+			}
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case j.state != jobRunning || ctx.Err() != nil:
+			// canceled by DELETE (state already set) or the server is closing
+		case err != nil:
+			j.state, j.failure = jobFailed, err.Error()
+			log.Warn("job failed", "err", err)
+		default:
+			j.state = jobCompleted
+			log.Info("job completed", "elapsed", time.Since(began))
+		}
+	}()
+}
+
+// pollLocked counts a status poll and reports whether it must still answer 202. Caller holds s.mu.
+func (s *Server) pollLocked(j *job) (pending bool) {
+	j.polls++
+	return j.state == jobRunning || j.polls <= s.cfg.pollsBeforeDone
+}
+
+// writeAccepted answers 202 with an empty body and no Retry-After, as the real services do while a job runs.
+func writeAccepted(w http.ResponseWriter) { w.WriteHeader(http.StatusAccepted) }

@@ -1,0 +1,242 @@
+package fhirsim
+
+import (
+	"cmp"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Search page sizes, as on the real service.
+const (
+	defaultPageSize = 10
+	maxPageSize     = 1000
+)
+
+// tokenParams lists the token search parameters the simulator understands, per resource type.
+var tokenParams = map[string]map[string]bool{
+	"Observation":       {"status": true, "code": true},
+	"Condition":         {"code": true},
+	"Encounter":         {"status": true},
+	"MedicationRequest": {"status": true},
+}
+
+// tokenFilter is one token search parameter; its values are ORed.
+type tokenFilter struct {
+	param  string // "status" or "code"
+	values []string
+}
+
+// criteria is a conjunction of search filters over one resource type (or all).
+type criteria struct {
+	ids    map[string]bool // nil: any id
+	dates  []dateFilter
+	tokens []tokenFilter
+}
+
+// parseCriteria reads _id, _lastUpdated and the type's token parameters from q. Other parameters are ignored
+// (lenient handling) unless strict, when they are an error.
+func parseCriteria(typ string, q url.Values, strict bool) (criteria, error) {
+	var c criteria
+	for name, values := range q {
+		switch {
+		case name == "_id":
+			c.ids = map[string]bool{}
+			for _, v := range values {
+				for id := range strings.SplitSeq(v, ",") {
+					c.ids[strings.TrimSpace(id)] = true
+				}
+			}
+		case name == "_lastUpdated":
+			for _, v := range values {
+				f, err := parseDateFilter(v)
+				if err != nil {
+					return criteria{}, fmt.Errorf("invalid _lastUpdated value: %w", err)
+				}
+				c.dates = append(c.dates, f)
+			}
+		case tokenParams[typ][name]:
+			for _, v := range values {
+				c.tokens = append(c.tokens, tokenFilter{param: name, values: strings.Split(v, ",")})
+			}
+		case strict:
+			return criteria{}, fmt.Errorf("the search parameter %q is not supported for %s", name, cmp.Or(typ, "a system search"))
+		}
+	}
+	return c, nil
+}
+
+// searchable is the part of a resource the token filters look at.
+type searchable struct {
+	Status string          `json:"status"`
+	Code   codeableConcept `json:"code"`
+}
+
+func (c criteria) match(r *resource) bool {
+	if c.ids != nil && !c.ids[r.ID] {
+		return false
+	}
+	for _, f := range c.dates {
+		if !f.match(r.LastUpdated) {
+			return false
+		}
+	}
+	if len(c.tokens) == 0 {
+		return true
+	}
+	var s searchable
+	if err := json.Unmarshal(r.Raw, &s); err != nil {
+		return false
+	}
+	for _, t := range c.tokens {
+		if !t.match(s) {
+			return false
+		}
+	}
+	return true
+}
+
+func (t tokenFilter) match(s searchable) bool {
+	for _, v := range t.values {
+		system, code, hasSystem := strings.Cut(v, "|")
+		if !hasSystem {
+			code, system = system, ""
+		}
+		switch t.param {
+		case "status":
+			if s.Status == code {
+				return true
+			}
+		case "code":
+			for _, c := range s.Code.Coding {
+				if hasSystem && c.System != system {
+					continue
+				}
+				if code == "" || c.Code == code {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+type bundle struct {
+	ResourceType string        `json:"resourceType"`
+	ID           string        `json:"id,omitempty"`
+	Type         string        `json:"type"`
+	Total        *int          `json:"total,omitempty"`
+	Link         []bundleLink  `json:"link,omitempty"`
+	Entry        []bundleEntry `json:"entry,omitempty"`
+}
+
+type bundleLink struct {
+	Relation string `json:"relation"`
+	URL      string `json:"url"`
+}
+
+type bundleEntry struct {
+	FullURL  string          `json:"fullUrl,omitempty"`
+	Resource json.RawMessage `json:"resource,omitempty"`
+	Request  *entryRequest   `json:"request,omitempty"`
+	Response *entryResponse  `json:"response,omitempty"`
+}
+
+type entryRequest struct {
+	Method string `json:"method"`
+	URL    string `json:"url"`
+}
+
+type entryResponse struct {
+	Status       string          `json:"status"`
+	Location     string          `json:"location,omitempty"`
+	Etag         string          `json:"etag,omitempty"`
+	LastModified string          `json:"lastModified,omitempty"`
+	Outcome      json.RawMessage `json:"outcome,omitempty"`
+}
+
+// continuationParam carries the key of the last resource of the previous page.
+const continuationParam = "ct"
+
+func (s *Server) handleRead(w http.ResponseWriter, typ, id string) {
+	r := s.resources.get(typ, id)
+	if r == nil {
+		writeOutcome(w, http.StatusNotFound, "not-found", "resource type %q with id %q couldn't be found", typ, id)
+		return
+	}
+	w.Header().Set("ETag", `W/"`+r.VersionID+`"`)
+	w.Header().Set("Last-Modified", r.LastUpdated.UTC().Format(http.TimeFormat))
+	writeRaw(w, http.StatusOK, "application/fhir+json", r.Raw)
+}
+
+// handleSearch serves GET /{Type}?... and GET /?... with _id, _lastUpdated, _count, _summary=count and paging.
+func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string) {
+	q := r.URL.Query()
+	c, err := parseCriteria(typ, q, false)
+	if err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
+		return
+	}
+	pageSize := defaultPageSize
+	if v := q.Get("_count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeOutcome(w, http.StatusBadRequest, "invalid", "invalid _count value %q: want a non-negative integer", v)
+			return
+		}
+		pageSize = min(n, maxPageSize)
+	}
+	after := ""
+	if v := q.Get(continuationParam); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil {
+			writeOutcome(w, http.StatusBadRequest, "invalid", "invalid continuation token")
+			return
+		}
+		after = string(b)
+	}
+	summary := q.Get("_summary")
+	if summary != "" && summary != "count" && summary != "false" {
+		writeOutcome(w, http.StatusBadRequest, "not-supported", "_summary=%s is not supported by the simulator", summary)
+		return
+	}
+
+	selected := s.resources.list(typ, c.match)
+	self := baseURL(r) + r.URL.RequestURI()
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Link: []bundleLink{{Relation: "self", URL: self}}}
+	if summary == "count" || pageSize == 0 {
+		total := len(selected)
+		b.Total = &total
+		writeJSON(w, http.StatusOK, "application/fhir+json", b)
+		return
+	}
+	start := 0
+	if after != "" {
+		for start < len(selected) && selected[start].key() <= after {
+			start++
+		}
+	}
+	end := min(start+pageSize, len(selected))
+	for _, res := range selected[start:end] {
+		b.Entry = append(b.Entry, bundleEntry{FullURL: baseURL(r) + "/" + res.key(), Resource: res.Raw})
+	}
+	if end < len(selected) {
+		next := url.Values{}
+		for k, v := range q {
+			if k != continuationParam {
+				next[k] = v
+			}
+		}
+		next.Set(continuationParam, base64.RawURLEncoding.EncodeToString([]byte(selected[end-1].key())))
+		path := "/"
+		if typ != "" {
+			path += typ
+		}
+		b.Link = append(b.Link, bundleLink{Relation: "next", URL: baseURL(r) + path + "?" + next.Encode()})
+	}
+	writeJSON(w, http.StatusOK, "application/fhir+json", b)
+}

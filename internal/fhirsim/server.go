@@ -1,0 +1,338 @@
+// Package fhirsim is a strict, in-memory simulator of the two FHIR services the migration talks to: Azure API for
+// FHIR (the source, with $export) and the Azure Health Data Services FHIR service (the destination, with $import).
+//
+// It rejects what the real services reject (see shared/reference/fhir-bulk-protocol.md), writes and reads NDJSON in
+// a real blob account (Azurite locally), and shares no code with the project's FHIR client.
+package fhirsim
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+)
+
+// Flavor selects which real service the simulator behaves as.
+type Flavor string
+
+const (
+	// FlavorAPIForFHIR is Azure API for FHIR: $export, no $import.
+	FlavorAPIForFHIR Flavor = "api-for-fhir"
+	// FlavorAHDS is the Azure Health Data Services FHIR service: $import.
+	FlavorAHDS Flavor = "ahds"
+)
+
+// ParseFlavor accepts "api-for-fhir" or "ahds".
+func ParseFlavor(s string) (Flavor, error) {
+	switch f := Flavor(s); f {
+	case FlavorAPIForFHIR, FlavorAHDS:
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown flavor %q (want %q or %q)", s, FlavorAPIForFHIR, FlavorAHDS)
+}
+
+// Defaults of the options.
+const (
+	DefaultPollsBeforeDone = 2
+	DefaultRollover        = 1000
+	DefaultJobDelay        = 200 * time.Millisecond
+	DefaultErrorContainer  = "fhirlogs"
+)
+
+type config struct {
+	flavor            Flavor
+	storage           string
+	seedPatients      int
+	seed              int64
+	pollsBeforeDone   int
+	rollover          int
+	jobDelay          time.Duration
+	errorContainer    string
+	initialImportMode bool
+	auth              bool
+	logger            *slog.Logger
+	now               func() time.Time
+}
+
+// Option configures a Server.
+type Option func(*config)
+
+// WithFlavor sets the service the simulator behaves as (default FlavorAPIForFHIR).
+func WithFlavor(f Flavor) Option { return func(c *config) { c.flavor = f } }
+
+// WithStorage sets the blob account (a full connection string) used for export output and import input.
+// Without it $export and $import answer 400 as a service with no storage configured does.
+func WithStorage(connectionString string) Option {
+	return func(c *config) { c.storage = connectionString }
+}
+
+// WithSeed fills the store with a deterministic synthetic data set of the given number of patients (default none).
+func WithSeed(patients int, seed int64) Option {
+	return func(c *config) { c.seedPatients, c.seed = patients, seed }
+}
+
+// WithPollsBeforeDone sets how many status polls at least answer 202 before a job reports done (default 2).
+func WithPollsBeforeDone(n int) Option { return func(c *config) { c.pollsBeforeDone = max(n, 0) } }
+
+// WithRollover sets the number of resources per exported NDJSON file (default 1000).
+func WithRollover(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.rollover = n
+		}
+	}
+}
+
+// WithJobDelay sets the least time a job's background work takes (default 200ms).
+func WithJobDelay(d time.Duration) Option { return func(c *config) { c.jobDelay = max(d, 0) } }
+
+// WithErrorContainer sets the container that receives import error files (default "fhirlogs").
+func WithErrorContainer(name string) Option { return func(c *config) { c.errorContainer = name } }
+
+// WithInitialImportMode turns on the service's initial import mode, the only state in which InitialLoad is accepted
+// (default off).
+func WithInitialImportMode(on bool) Option { return func(c *config) { c.initialImportMode = on } }
+
+// WithAuth turns bearer-token checking on or off (default on).
+func WithAuth(on bool) Option { return func(c *config) { c.auth = on } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithClock sets the clock used for lastUpdated, transaction times and export windows (default time.Now).
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// Stats counts what the simulator has served.
+type Stats struct {
+	ExportJobs int
+	ImportJobs int
+	// Requests counts answered requests by HTTP status code.
+	Requests map[int]int
+}
+
+// Server is the simulator; it is an http.Handler.
+type Server struct {
+	cfg       config
+	log       *slog.Logger
+	resources *resourceStore
+	blobs     *blobAccount // nil when no storage is configured
+	blobsErr  error
+
+	ctx    context.Context // cancelled by Close: stops job workers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	exports map[string]*exportJob
+	imports map[string]*importJob
+	// importKeys maps a canonicalised $import body to its job id: registration is idempotent.
+	importKeys map[string]string
+	stats      Stats
+}
+
+// New builds a simulator. Invalid storage configuration is reported by $export/$import as the real service would.
+func New(opts ...Option) *Server {
+	cfg := config{
+		flavor:          FlavorAPIForFHIR,
+		pollsBeforeDone: DefaultPollsBeforeDone,
+		rollover:        DefaultRollover,
+		jobDelay:        DefaultJobDelay,
+		errorContainer:  DefaultErrorContainer,
+		auth:            true,
+		now:             time.Now,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.logger.With("flavor", string(cfg.flavor)),
+		resources:  newResourceStore(),
+		ctx:        ctx,
+		cancel:     cancel,
+		exports:    map[string]*exportJob{},
+		imports:    map[string]*importJob{},
+		importKeys: map[string]string{},
+		stats:      Stats{Requests: map[int]int{}},
+	}
+	if cfg.storage != "" {
+		s.blobs, s.blobsErr = newBlobAccount(cfg.storage)
+	}
+	if cfg.seedPatients > 0 {
+		for _, raw := range Generate(cfg.seedPatients, cfg.seed) {
+			p, err := parseResource(raw)
+			if err == nil {
+				var r *resource
+				if r, err = storedFrom(p); err == nil {
+					s.resources.put(r)
+				}
+			}
+			if err != nil {
+				s.log.Error("generated resource rejected", "err", err)
+			}
+		}
+	}
+	return s
+}
+
+// Close stops the background job workers and waits for them.
+func (s *Server) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.stats
+	out.Requests = maps.Clone(s.stats.Requests)
+	return out
+}
+
+// DevToken returns the local development token for an audience such as http://127.0.0.1:8081.
+func DevToken(audience string) string {
+	return "dev." + base64.RawURLEncoding.EncodeToString([]byte(audience))
+}
+
+// statusRecorder remembers the status code written, for Stats.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	s.route(rec, r)
+	if rec.code == 0 {
+		rec.code = http.StatusOK
+	}
+	s.mu.Lock()
+	s.stats.Requests[rec.code]++
+	s.mu.Unlock()
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.code)
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if path == "/metadata" {
+		if r.Method != http.MethodGet {
+			writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on /metadata", r.Method)
+			return
+		}
+		s.handleMetadata(w, r)
+		return
+	}
+	if !s.authorized(w, r) {
+		return
+	}
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	if path == "/" {
+		segs = nil
+	}
+	switch {
+	case len(segs) == 0 && r.Method == http.MethodGet:
+		s.handleSearch(w, r, "")
+	case len(segs) == 0 && r.Method == http.MethodPost:
+		s.handleBatch(w, r)
+	case len(segs) == 1 && segs[0] == "$export" && r.Method == http.MethodGet:
+		s.handleExportKickOff(w, r)
+	case len(segs) == 1 && segs[0] == "$import" && r.Method == http.MethodPost:
+		s.handleImportKickOff(w, r)
+	case len(segs) == 3 && segs[0] == "_operations" && segs[1] == "export":
+		s.handleExportJob(w, r, segs[2])
+	case len(segs) == 3 && segs[0] == "_operations" && segs[1] == "import":
+		s.handleImportJob(w, r, segs[2])
+	case len(segs) >= 2 && strings.HasPrefix(segs[len(segs)-1], "$export"):
+		writeOutcome(w, http.StatusBadRequest, "not-supported",
+			"the simulator supports system-level $export only, not %s", path)
+	case len(segs) == 1 && r.Method == http.MethodGet && !strings.HasPrefix(segs[0], "$") && !strings.HasPrefix(segs[0], "_"):
+		if !knownType(segs[0]) {
+			writeOutcome(w, http.StatusNotFound, "not-found", "resource type %q is not supported", segs[0])
+			return
+		}
+		s.handleSearch(w, r, segs[0])
+	case len(segs) == 2 && r.Method == http.MethodGet && knownType(segs[0]):
+		s.handleRead(w, segs[0], segs[1])
+	case len(segs) == 1 && strings.HasPrefix(segs[0], "$"):
+		writeOutcome(w, http.StatusBadRequest, "not-supported",
+			"the requested %q operation is not enabled on %s", segs[0], s.cfg.flavor)
+	default:
+		writeOutcome(w, http.StatusNotFound, "not-found", "the requested route %s %s was not found", r.Method, path)
+	}
+}
+
+// authorized checks the development bearer token: its audience must be this server's own base URL, port included.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if !s.cfg.auth {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || token == "" {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeOutcome(w, http.StatusUnauthorized, "login", "authentication failed: no bearer token")
+		return false
+	}
+	if token != DevToken(baseURL(r)) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		writeOutcome(w, http.StatusUnauthorized, "login", "authentication failed: the token's audience is not %s", baseURL(r))
+		return false
+	}
+	return true
+}
+
+// baseURL is the simulator's own base URL as its caller addresses it.
+func baseURL(r *http.Request) string { return "http://" + r.Host }
+
+// requestURL is the absolute URL of the request, as reported in manifests.
+func requestURL(r *http.Request) string { return baseURL(r) + r.URL.RequestURI() }
+
+func (s *Server) now() time.Time { return s.cfg.now().UTC() }
+
+// storage returns the blob account, or writes the 400 the real service gives when none is configured.
+func (s *Server) storage(w http.ResponseWriter, op string) (*blobAccount, bool) {
+	if s.blobs == nil {
+		msg := "no storage account is configured"
+		if s.blobsErr != nil {
+			msg = "the storage account configuration is invalid"
+			s.log.Error("storage configuration", "err", s.blobsErr)
+		}
+		writeOutcome(w, http.StatusBadRequest, "not-supported", "the requested %q operation is not enabled: %s", op, msg)
+		return nil, false
+	}
+	return s.blobs, true
+}
+
+func newBlobAccount(connectionString string) (*blobAccount, error) {
+	c, err := azblob.NewClientFromConnectionString(connectionString, nil)
+	if err != nil {
+		return nil, fmt.Errorf("blob client from connection string: %w", err)
+	}
+	return &blobAccount{client: c, endpoint: strings.TrimSuffix(c.URL(), "/")}, nil
+}
