@@ -1,0 +1,102 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+const (
+	migrationPrefix = "migrations/"
+	// maxConflictRetries bounds the reload-and-decide loop of one update.
+	maxConflictRetries = 20
+)
+
+// errUnchanged, returned by a mutation, means "nothing to save": update returns without writing.
+var errUnchanged = errors.New("migration unchanged")
+
+func docName(id string) string { return migrationPrefix + id + ".json" }
+
+func idFromName(name string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(name, migrationPrefix), ".json")
+}
+
+func docMetadata(m *Migration) map[string]string {
+	return map[string]string{"status": string(m.Status)}
+}
+
+func encodeDoc(m *Migration) ([]byte, error) {
+	m.Progress = nil
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode migration %s: %w", m.ID, err)
+	}
+	return data, nil
+}
+
+// load reads a migration and its ETag; a missing one is store.ErrNotFound.
+func (s *Service) load(ctx context.Context, id string) (*Migration, string, error) {
+	if !validID(id) {
+		return nil, "", store.ErrNotFound
+	}
+	data, etag, err := s.cfg.Store.Get(ctx, docName(id))
+	if err != nil {
+		return nil, "", fmt.Errorf("load migration %s: %w", id, err)
+	}
+	var m Migration
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, "", fmt.Errorf("decode migration %s: %w", id, err)
+	}
+	return &m, etag, nil
+}
+
+// validID keeps ids from the outside (URL paths, messages) from naming anything but a migration document.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// update is the one way a migration changes: load, let mutate decide on the fresh document, save with If-Match,
+// and on a conflict do it all again. mutate must be a pure decision on the document it is given (it may run more
+// than once); the effects it returns for the run that was saved are executed by the caller after the save.
+// A mutation returning errUnchanged saves nothing; its effects are still returned.
+func (s *Service) update(ctx context.Context, id string, mutate func(*Migration) (*effects, error)) (*Migration, *effects, error) {
+	for range maxConflictRetries {
+		m, etag, err := s.load(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		eff, err := mutate(m)
+		if errors.Is(err, errUnchanged) {
+			return m, eff, nil
+		}
+		if err != nil {
+			return m, nil, err
+		}
+		m.UpdatedAt = s.now()
+		data, err := encodeDoc(m)
+		if err != nil {
+			return nil, nil, err
+		}
+		_, err = s.cfg.Store.Put(ctx, docName(id), data, etag, docMetadata(m))
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("save migration %s: %w", id, err)
+		}
+		return m, eff, nil
+	}
+	return nil, nil, fmt.Errorf("save migration %s: %w after %d attempts", id, store.ErrConflict, maxConflictRetries)
+}

@@ -1,0 +1,131 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+)
+
+// effects are what a saved decision asks to happen next; they run only after the save, so a lost effect is
+// re-driven from the document and never acts on a decision that was not stored.
+type effects struct {
+	messages []bus.Message
+	cancels  []remoteJob
+	releases []slotRef
+}
+
+// remoteJob is a job on a FHIR server, addressed by its Content-Location.
+type remoteJob struct {
+	baseURL, contentLocation, jobID string
+}
+
+type slotRef struct {
+	baseURL, kind, holder string
+}
+
+func (e *effects) send(m bus.Message) { e.messages = append(e.messages, m) }
+
+func (e *effects) cancel(baseURL, contentLocation, jobID string) {
+	e.cancels = append(e.cancels, remoteJob{baseURL: baseURL, contentLocation: contentLocation, jobID: jobID})
+}
+
+func (e *effects) release(baseURL, kind, holder string) {
+	e.releases = append(e.releases, slotRef{baseURL: baseURL, kind: kind, holder: holder})
+}
+
+func (e *effects) merge(o *effects) {
+	if o == nil {
+		return
+	}
+	e.messages = append(e.messages, o.messages...)
+	e.cancels = append(e.cancels, o.cancels...)
+	e.releases = append(e.releases, o.releases...)
+}
+
+// perform runs the effects of a saved decision. Failures are logged, not returned: each effect is re-driven
+// from the document (messages by the sweep's redrive, slots by eviction of leaked holders).
+func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {
+	if e == nil {
+		return
+	}
+	log := s.log.With("migration", migrationID)
+	for _, m := range e.messages {
+		if err := s.cfg.Bus.Send(ctx, m); err != nil {
+			log.Error("send message failed; the sweep will re-send it", "queue", m.Queue, "messageId", m.ID, "err", err)
+		}
+	}
+	for _, c := range e.cancels {
+		client, err := s.cfg.FHIR(c.baseURL)
+		if err == nil {
+			err = client.CancelJob(ctx, c.contentLocation)
+		}
+		if err != nil {
+			log.Warn("cancel of a server job failed", "job", c.jobID, "contentLocation", c.contentLocation, "err", err)
+			continue
+		}
+		log.Info("server job canceled", "job", c.jobID, "contentLocation", c.contentLocation)
+	}
+	type group struct{ baseURL, kind string }
+	grouped := map[group][]string{}
+	var order []group
+	for _, r := range e.releases {
+		g := group{r.baseURL, r.kind}
+		if _, ok := grouped[g]; !ok {
+			order = append(order, g)
+		}
+		grouped[g] = append(grouped[g], r.holder)
+	}
+	for _, g := range order {
+		if err := s.releaseSlots(ctx, g.baseURL, g.kind, grouped[g]); err != nil {
+			log.Error("release slots failed", "kind", g.kind, "holders", grouped[g], "err", err)
+		}
+	}
+}
+
+// RunImportMessage is the body of a run-import message.
+type RunImportMessage struct {
+	MigrationID string `json:"migrationId"`
+	JobID       string `json:"jobId"`
+}
+
+// VerifyMessage is the body of a verify-counts message.
+type VerifyMessage struct {
+	MigrationID string `json:"migrationId"`
+	Generation  int    `json:"generation"`
+}
+
+// runImportMessage builds the run-import message of one dispatch of a job; the MessageId changes with the
+// dispatch number, so a deliberate re-send is not dropped as a duplicate while a repeated send of one is.
+func runImportMessage(migrationID, jobID string, dispatch int, notBefore time.Time) bus.Message {
+	body, _ := json.Marshal(RunImportMessage{MigrationID: migrationID, JobID: jobID})
+	return bus.Message{
+		Queue:     bus.QueueRunImport,
+		ID:        fmt.Sprintf("%s/run-import/%s/%d", migrationID, jobID, dispatch),
+		Body:      body,
+		NotBefore: notBefore,
+	}
+}
+
+// verifyMessage builds the verify-counts message of one dispatch of a verification generation.
+func verifyMessage(migrationID string, generation, dispatch int) bus.Message {
+	body, _ := json.Marshal(VerifyMessage{MigrationID: migrationID, Generation: generation})
+	return bus.Message{
+		Queue: bus.QueueVerifyCounts,
+		ID:    fmt.Sprintf("%s/verify/%d/%d", migrationID, generation, dispatch),
+		Body:  body,
+	}
+}
+
+// dispatch records a new run-import dispatch of job, due at at, and queues its message.
+func dispatch(m *Migration, j *Job, at time.Time, now time.Time, e *effects) {
+	j.Dispatch++
+	j.DispatchAt = timePtr(at)
+	var notBefore time.Time
+	if at.After(now) {
+		notBefore = at
+	}
+	e.send(runImportMessage(m.ID, j.ID, j.Dispatch, notBefore))
+}

@@ -1,0 +1,300 @@
+package migration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+const (
+	// maxBatchEntries bounds the entries of one batch Bundle of a copy job.
+	maxBatchEntries = 100
+	// maxResourceLine bounds one NDJSON line (one resource) read by a copy job.
+	maxResourceLine = 16 << 20
+)
+
+// reindexNote is added once a copy job wrote SearchParameter resources to the destination.
+const reindexNote = "SearchParameter resources were copied to the destination: run $reindex there before relying on them in searches"
+
+// RunImport handles a run-import message: it starts one import job on the destination (within the destination's
+// limit, else it schedules its own retry), or runs one copy job. Malformed, unknown, duplicate and stale messages
+// are acknowledged (nil); an error means a transient fault worth an immediate redelivery.
+func (s *Service) RunImport(ctx context.Context, body []byte) error {
+	var msg RunImportMessage
+	if err := json.Unmarshal(body, &msg); err != nil || msg.MigrationID == "" || msg.JobID == "" {
+		s.log.Warn("malformed run-import message acknowledged", "body", truncate(string(body), 200))
+		return nil
+	}
+	log := s.log.With("migration", msg.MigrationID, "job", msg.JobID)
+	m, _, err := s.load(ctx, msg.MigrationID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("run-import for an unknown migration acknowledged")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	j := m.job(msg.JobID)
+	if j == nil || j.Kind == KindExport || !runnable(m, j) {
+		log.Info("run-import acknowledged without action", "status", m.Status, "state", jobState(j))
+		return nil
+	}
+	if j.Kind == KindCopy {
+		return s.runCopy(ctx, m.ID, j.ID)
+	}
+	return s.runImport(ctx, m, j.ID)
+}
+
+func runnable(m *Migration, j *Job) bool {
+	return j != nil && !m.Status.Terminal() && j.State == JobQueued
+}
+
+func jobState(j *Job) JobState {
+	if j == nil {
+		return ""
+	}
+	return j.State
+}
+
+func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) error {
+	log := s.log.With("migration", m.ID, "job", jobID)
+	dest := m.Request.Destination
+	ok, err := s.acquireSlot(ctx, dest, slotImport, m.ID+"/"+jobID, s.cfg.MaxImportsPerDestination)
+	if err != nil {
+		return fmt.Errorf("acquire import slot: %w", err)
+	}
+	now := s.now()
+	if !ok {
+		_, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+			j := m.job(jobID)
+			if !runnable(m, j) {
+				return nil, errUnchanged
+			}
+			e := &effects{}
+			dispatch(m, j, now.Add(s.cfg.RetryDelay), now, e)
+			return e, nil
+		})
+		if err != nil {
+			return fmt.Errorf("schedule import retry: %w", err)
+		}
+		log.Info("destination busy, import retry scheduled", "after", s.cfg.RetryDelay)
+		s.perform(ctx, m.ID, eff)
+		return nil
+	}
+	attempt, m, err := s.startAttempt(ctx, m.ID, jobID, true)
+	if err != nil || attempt == 0 {
+		return err
+	}
+	j := m.job(jobID)
+	client, err := s.cfg.FHIR(dest)
+	var contentLocation string
+	if err == nil {
+		contentLocation, err = client.ImportKickoff(ctx, importRequest(m, j))
+	}
+	_, eff, uerr := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+		e := &effects{}
+		s.applyKickoff(m, &Job{ID: jobID, Kind: KindImport}, attempt, contentLocation, err, s.now(), e)
+		settle(m, s.now(), e)
+		return e, nil
+	})
+	if uerr != nil {
+		// The attempt stays starting; the sweep re-sends it and $import answers the same job for the same body.
+		return fmt.Errorf("save import kick-off: %w", uerr)
+	}
+	s.perform(ctx, m.ID, eff)
+	if err != nil {
+		log.Warn("import kick-off failed", "attempt", attempt, "err", err)
+	} else {
+		log.Info("import started", "attempt", attempt, "contentLocation", contentLocation)
+	}
+	return nil
+}
+
+func importRequest(m *Migration, j *Job) fhir.ImportRequest {
+	inputs := make([]fhir.ImportInput, len(j.Inputs))
+	for i, in := range j.Inputs {
+		inputs[i] = fhir.ImportInput{Type: in.Type, URL: in.URL}
+	}
+	return fhir.ImportRequest{Mode: m.Request.ImportMode, Inputs: inputs}
+}
+
+// startAttempt saves a new kick-off attempt of a queued import or copy job before the call; it returns 0 when
+// the job is no longer queued (a duplicate message lost the race), freeing a slot the job does not use.
+func (s *Service) startAttempt(ctx context.Context, migrationID, jobID string, holdsSlot bool) (int, *Migration, error) {
+	var attempt int
+	m, eff, err := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
+		attempt = 0
+		j := m.job(jobID)
+		if !runnable(m, j) {
+			e := &effects{}
+			if holdsSlot && (j == nil || (j.State != JobStarting && j.State != JobRunning)) {
+				e.release(m.Request.Destination, slotImport, m.ID+"/"+jobID)
+			}
+			return e, errUnchanged
+		}
+		attempt = recordAttempt(j, s.now())
+		return nil, nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("record attempt of %s: %w", jobID, err)
+	}
+	s.perform(ctx, migrationID, eff)
+	return attempt, m, nil
+}
+
+// runCopy writes the SearchParameter resources of a copy job to the destination with batch PUTs.
+func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error {
+	attempt, m, err := s.startAttempt(ctx, migrationID, jobID, false)
+	if err != nil || attempt == 0 {
+		return err
+	}
+	j := m.job(jobID)
+	tally, err := s.copyResources(ctx, m, j)
+	_, eff, uerr := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
+		e := &effects{}
+		now := s.now()
+		s.applyKickoff(m, &Job{ID: jobID, Kind: KindCopy}, attempt, "", err, now, e)
+		if err != nil {
+			return e, nil
+		}
+		cj := m.job(jobID)
+		if cj == nil || cj.State != JobRunning {
+			return e, nil
+		}
+		cj.Counts = tally.written
+		cj.Errors = tally.errorFiles()
+		finishJob(m, cj, JobDone, now, e)
+		if !slices.Contains(m.Notes, reindexNote) {
+			m.Notes = append(m.Notes, reindexNote)
+		}
+		settle(m, now, e)
+		return e, nil
+	})
+	if uerr != nil {
+		return fmt.Errorf("save copy result: %w", uerr)
+	}
+	s.perform(ctx, migrationID, eff)
+	if err != nil {
+		s.log.Warn("copy failed", "migration", migrationID, "job", jobID, "err", err)
+	}
+	return nil
+}
+
+// copyTally counts the entries of a copy job.
+type copyTally struct {
+	written map[string]int64
+	failed  map[string]int64
+	reasons map[string]string
+}
+
+func (t *copyTally) fail(typ, reason string) {
+	t.failed[typ]++
+	if _, ok := t.reasons[typ]; !ok {
+		t.reasons[typ] = reason
+	}
+}
+
+func (t *copyTally) errorFiles() []ErrorFile {
+	var out []ErrorFile
+	for typ, n := range t.failed {
+		out = append(out, ErrorFile{Type: typ, Count: n, Message: t.reasons[typ]})
+	}
+	slices.SortFunc(out, func(a, b ErrorFile) int { return strings.Compare(a.Type, b.Type) })
+	return out
+}
+
+func (s *Service) copyResources(ctx context.Context, m *Migration, j *Job) (*copyTally, error) {
+	tally := &copyTally{written: map[string]int64{}, failed: map[string]int64{}, reasons: map[string]string{}}
+	client, err := s.cfg.FHIR(m.Request.Destination)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	}
+	var batch []fhir.BatchEntry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		res, err := client.Batch(ctx, batch)
+		if err != nil {
+			return fmt.Errorf("batch of %d: %w", len(batch), err)
+		}
+		for i, e := range batch {
+			status := ""
+			if res != nil && i < len(res.Status) {
+				status = res.Status[i]
+			}
+			if strings.HasPrefix(status, "2") {
+				tally.written[e.Type]++
+			} else {
+				tally.fail(e.Type, fmt.Sprintf("PUT %s/%s: %q", e.Type, e.ID, status))
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for _, in := range j.Inputs {
+		if err := s.readResources(ctx, in, tally, func(e fhir.BatchEntry) error {
+			batch = append(batch, e)
+			if len(batch) == maxBatchEntries {
+				return flush()
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return tally, nil
+}
+
+// readResources streams one NDJSON file, one resource per line.
+func (s *Service) readResources(ctx context.Context, in Input, tally *copyTally, emit func(fhir.BatchEntry) error) error {
+	rc, err := s.cfg.Staging.Open(ctx, in.URL)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", in.URL, err)
+	}
+	defer func() { _ = rc.Close() }()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 0, 64<<10), maxResourceLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(text), &head); err != nil || head.ResourceType == "" || head.ID == "" {
+			tally.fail(in.Type, fmt.Sprintf("%s line %d is not a resource with resourceType and id", in.URL, line))
+			continue
+		}
+		if err := emit(fhir.BatchEntry{Type: head.ResourceType, ID: head.ID, Resource: []byte(text)}); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return permanent(fmt.Errorf("%s line %d is over %d bytes", in.URL, line+1, maxResourceLine))
+	} else if err != nil {
+		return fmt.Errorf("read %s after line %d: %w", in.URL, line, err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

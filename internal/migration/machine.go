@@ -1,0 +1,203 @@
+package migration
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxImportInputs is the most input files one $import request may carry.
+const maxImportInputs = 10000
+
+// typeSearchParameter resources cannot be imported: they are copied with batch PUTs.
+const typeSearchParameter = "SearchParameter"
+
+// The decisions below are pure functions of (document, time): they change the document and record effects,
+// and never call anything. The steps around them load, call the servers, and save.
+
+// releaseSlot records the release of the slot a job may hold (exports on the source, imports on the destination).
+func releaseSlot(m *Migration, j *Job, e *effects) {
+	switch j.Kind {
+	case KindExport:
+		e.release(m.Request.Source, slotExport, j.holder(m.ID))
+	case KindImport:
+		e.release(m.Request.Destination, slotImport, j.holder(m.ID))
+	}
+}
+
+func serverOf(m *Migration, j *Job) string {
+	if j.Kind == KindExport {
+		return m.Request.Source
+	}
+	return m.Request.Destination
+}
+
+// finishJob ends a job in state and frees what it held.
+func finishJob(m *Migration, j *Job, state JobState, now time.Time, e *effects) {
+	j.State = state
+	j.NextPollAt = nil
+	j.FinishedAt = timePtr(now)
+	releaseSlot(m, j, e)
+}
+
+// failMigration fails job permanently, and with it the migration: every other unfinished job is canceled (the
+// running ones on their server too) and every slot released.
+func failMigration(m *Migration, j *Job, reason string, now time.Time, e *effects) {
+	j.LastError = reason
+	finishJob(m, j, JobFailed, now, e)
+	m.Error = &Failure{Code: string(j.Kind) + "_failed", Message: fmt.Sprintf("%s job %s failed: %s", j.Kind, j.ID, reason)}
+	stopMigration(m, StatusFailed, now, e)
+}
+
+// stopMigration ends the migration in status, canceling every unfinished job.
+func stopMigration(m *Migration, status Status, now time.Time, e *effects) {
+	m.Status = status
+	for _, o := range m.Jobs {
+		if o.State.Finished() {
+			continue
+		}
+		if o.State == JobRunning && o.ContentLocation != "" {
+			e.cancel(serverOf(m, o), o.ContentLocation, o.ID)
+		}
+		finishJob(m, o, JobCanceled, now, e)
+	}
+}
+
+// settle moves the migration's status from its jobs: exporting until every export is done, importing until every
+// import and copy is done, then verifying (a new verification generation and its message).
+func settle(m *Migration, now time.Time, e *effects) {
+	if m.Status.Terminal() || m.Status == StatusVerifying {
+		return
+	}
+	exportsDone, othersDone := true, true
+	for _, j := range m.Jobs {
+		if j.State == JobDone {
+			continue
+		}
+		if j.Kind == KindExport {
+			exportsDone = false
+		} else {
+			othersDone = false
+		}
+	}
+	switch {
+	case !exportsDone:
+		m.Status = StatusExporting
+	case !othersDone:
+		m.Status = StatusImporting
+	default:
+		m.Status = StatusVerifying
+		gen := 1
+		if m.Verification != nil {
+			gen = m.Verification.Generation + 1
+		}
+		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now}
+		e.send(verifyMessage(m.ID, gen, 1))
+	}
+}
+
+// completeExport records an export's manifest, frees its slot, and plans the jobs that carry its files to the
+// destination: imports of at most maxImportInputs files each, and one copy job for SearchParameter files.
+func completeExport(m *Migration, j *Job, output []File, errorFiles []ErrorFile, now time.Time, e *effects) {
+	j.Output = output
+	j.Errors = errorFiles
+	j.Counts = map[string]int64{}
+	for _, f := range output {
+		j.Counts[f.Type] += f.Count
+	}
+	finishJob(m, j, JobDone, now, e)
+
+	var imports, copies []Input
+	for _, f := range output {
+		in := Input{Type: f.Type, URL: stripQuery(f.URL)}
+		if f.Type == typeSearchParameter {
+			copies = append(copies, in)
+		} else {
+			imports = append(imports, in)
+		}
+	}
+	for n, batch := range chunk(imports, maxImportInputs) {
+		addCarrier(m, &Job{ID: fmt.Sprintf("import-%s-%d", j.ID, n+1), Kind: KindImport, Inputs: batch}, j, now, e)
+	}
+	if len(copies) > 0 {
+		addCarrier(m, &Job{ID: "copy-" + j.ID, Kind: KindCopy, Inputs: copies}, j, now, e)
+	}
+}
+
+// addCarrier adds an import or copy job for the files of export job from, and dispatches it.
+func addCarrier(m *Migration, j *Job, from *Job, now time.Time, e *effects) {
+	if m.job(j.ID) != nil {
+		return
+	}
+	j.From, j.State, j.CreatedAt = from.ID, JobQueued, now
+	for _, in := range j.Inputs {
+		if !slices.Contains(j.Types, in.Type) {
+			j.Types = append(j.Types, in.Type)
+		}
+	}
+	m.Jobs = append(m.Jobs, j)
+	dispatch(m, j, now, now, e)
+}
+
+func chunk[T any](s []T, size int) [][]T {
+	var out [][]T
+	for len(s) > 0 {
+		n := min(size, len(s))
+		out = append(out, s[:n:n])
+		s = s[n:]
+	}
+	return out
+}
+
+// stripQuery drops a SAS or any query string: $import refuses input URLs with one.
+func stripQuery(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+// housekeep is the sweep's first decision on a migration: requeue kick-offs orphaned by a crash, re-dispatch
+// run-import and verify-counts messages that made no progress, and settle the status.
+func housekeep(m *Migration, now time.Time, redriveAfter time.Duration, e *effects) bool {
+	if m.Status.Terminal() {
+		return false
+	}
+	changed := false
+	cutoff := now.Add(-redriveAfter)
+	for _, j := range m.Jobs {
+		switch j.State {
+		case JobStarting:
+			a := j.lastAttempt()
+			if a == nil || a.ContentLocation != "" || a.StartedAt.After(cutoff) {
+				continue
+			}
+			// The handler died between recording the attempt and saving its answer.
+			a.Orphaned = true
+			j.State = JobQueued
+			changed = true
+			if j.Kind == KindExport {
+				j.Orphans++
+				j.NextPollAt = nil
+				continue
+			}
+			// An import re-sent with the identical body is the same server job; a copy only re-PUTs.
+			dispatch(m, j, now, now, e)
+		case JobQueued:
+			if j.Kind != KindExport && j.DispatchAt != nil && !j.DispatchAt.After(cutoff) {
+				dispatch(m, j, now, now, e)
+				changed = true
+			}
+		}
+	}
+	if v := m.Verification; m.Status == StatusVerifying && v != nil && !v.DispatchAt.After(cutoff) {
+		v.Dispatch++
+		v.DispatchAt = now
+		e.send(verifyMessage(m.ID, v.Generation, v.Dispatch))
+		changed = true
+	}
+	before := m.Status
+	settle(m, now, e)
+	return changed || m.Status != before
+}

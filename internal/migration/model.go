@@ -1,0 +1,275 @@
+package migration
+
+import (
+	"time"
+)
+
+// Status is a migration's phase.
+type Status string
+
+// Migration statuses (contract).
+const (
+	StatusExporting Status = "exporting"
+	StatusImporting Status = "importing"
+	StatusVerifying Status = "verifying"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusCanceled  Status = "canceled"
+)
+
+// Terminal reports whether nothing more will happen to a migration in this status.
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCanceled
+}
+
+// JobKind says what a job does.
+type JobKind string
+
+// Job kinds: an $export on the source, an $import on the destination, or a copy of SearchParameter resources
+// with batch PUTs (they cannot be imported).
+const (
+	KindExport JobKind = "export"
+	KindImport JobKind = "import"
+	KindCopy   JobKind = "copy"
+)
+
+// JobState is where a job is in its life; one state machine serves every kind.
+type JobState string
+
+// Job states.
+const (
+	JobQueued   JobState = "queued"
+	JobStarting JobState = "starting" // a kick-off attempt is recorded and its answer not yet saved
+	JobRunning  JobState = "running"  // the server accepted it: ContentLocation is polled
+	JobDone     JobState = "done"
+	JobFailed   JobState = "failed"
+	JobCanceled JobState = "canceled"
+)
+
+// Finished reports whether the job will not change any more.
+func (s JobState) Finished() bool { return s == JobDone || s == JobFailed || s == JobCanceled }
+
+// Migration is the stored document of one migration, "migrations/{id}.json".
+type Migration struct {
+	ID        string    `json:"id"`
+	Status    Status    `json:"status"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Request   Request   `json:"request"`
+	Jobs      []*Job    `json:"jobs"`
+	// Verification is set once every job is done.
+	Verification *Verification `json:"verification,omitempty"`
+	// Notes are things an operator must know or do (e.g. $reindex on the destination).
+	Notes []string `json:"notes,omitempty"`
+	Error *Failure `json:"error,omitempty"`
+	// Progress is derived when serving; never stored.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Request is the accepted start request with its defaults applied.
+type Request struct {
+	Source         string     `json:"source"`
+	Destination    string     `json:"destination"`
+	Types          []string   `json:"types,omitempty"`
+	Since          *time.Time `json:"since,omitempty"`
+	Till           *time.Time `json:"till,omitempty"`
+	TypeFilter     []string   `json:"typeFilter,omitempty"`
+	ExportStrategy string     `json:"exportStrategy"`
+	ImportMode     string     `json:"importMode"`
+	Container      string     `json:"container"`
+	Verify         string     `json:"verify"`
+	VerifySample   int        `json:"verifySample"`
+	DryRun         bool       `json:"dryRun,omitempty"`
+}
+
+// Failure is why a migration failed.
+type Failure struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Job is one unit of work on a FHIR server: an export of some types in a time window, an import of a batch of
+// files, or a copy of SearchParameter files.
+type Job struct {
+	ID    string   `json:"id"`
+	Kind  JobKind  `json:"kind"`
+	Types []string `json:"types,omitempty"`
+	// Since and Till are the export window (per job, so that a migration can be split into windows).
+	Since      *time.Time `json:"since,omitempty"`
+	Till       *time.Time `json:"till,omitempty"`
+	TypeFilter []string   `json:"typeFilter,omitempty"`
+	// From names the export job whose files an import or copy job carries.
+	From  string   `json:"from,omitempty"`
+	State JobState `json:"state"`
+
+	ContentLocation string     `json:"contentLocation,omitempty"`
+	NextPollAt      *time.Time `json:"nextPollAt,omitempty"`
+	// Polls counts status polls of the running attempt (the backoff exponent).
+	Polls int `json:"polls,omitempty"`
+	// PollFailures counts consecutive failed status polls.
+	PollFailures int       `json:"pollFailures,omitempty"`
+	Attempts     []Attempt `json:"attempts,omitempty"`
+	// Orphans counts export attempts whose Content-Location was never saved (their files stay in the container).
+	Orphans   int    `json:"orphans,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+
+	// Dispatch numbers the run-import messages of an import or copy job; DispatchAt is when the latest is due.
+	Dispatch   int        `json:"dispatch,omitempty"`
+	DispatchAt *time.Time `json:"dispatchAt,omitempty"`
+
+	// Inputs are the files an import or copy job reads.
+	Inputs []Input `json:"inputs,omitempty"`
+	// Output is the manifest of a finished export.
+	Output []File `json:"output,omitempty"`
+	// Counts: resources per type exported (export), imported (import) or written (copy).
+	Counts map[string]int64 `json:"counts,omitempty"`
+	// Errors: files of failed lines (import, export) or failed entries (copy), per type.
+	Errors []ErrorFile `json:"errors,omitempty"`
+
+	CreatedAt  time.Time  `json:"createdAt"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+// Attempt is one kick-off of a job, recorded before the call.
+type Attempt struct {
+	N               int        `json:"n"`
+	StartedAt       time.Time  `json:"startedAt"`
+	ContentLocation string     `json:"contentLocation,omitempty"`
+	AnsweredAt      *time.Time `json:"answeredAt,omitempty"`
+	Error           string     `json:"error,omitempty"`
+	// Orphaned: the attempt was recorded but its answer never saved (the handler died in between).
+	Orphaned bool `json:"orphaned,omitempty"`
+}
+
+// Input is one NDJSON file to import or copy.
+type Input struct {
+	Type string `json:"type"`
+	URL  string `json:"url"`
+}
+
+// File is one file of an export manifest.
+type File struct {
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Count int64  `json:"count"`
+}
+
+// ErrorFile counts the failed resources of one type, with the file describing them when there is one.
+type ErrorFile struct {
+	Type     string `json:"type"`
+	Count    int64  `json:"count"`
+	URL      string `json:"url,omitempty"`
+	InputURL string `json:"inputUrl,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
+// Verification is the comparison of exported and destination counts.
+type Verification struct {
+	// Generation numbers verification rounds; a verify-counts message for another generation is stale.
+	Generation int        `json:"generation"`
+	Dispatch   int        `json:"dispatch"`
+	DispatchAt time.Time  `json:"dispatchAt"`
+	Skipped    bool       `json:"skipped,omitempty"`
+	CheckedAt  *time.Time `json:"checkedAt,omitempty"`
+	Rows       []TypeRow  `json:"rows,omitempty"`
+}
+
+// TypeRow is the verification of one resource type.
+type TypeRow struct {
+	Type         string `json:"type"`
+	Exported     int64  `json:"exported"`
+	Imported     int64  `json:"imported"`
+	ImportErrors int64  `json:"importErrors"`
+	Destination  int64  `json:"destination"`
+	Match        bool   `json:"match"`
+}
+
+// Progress is derived from the jobs when a document is served.
+type Progress struct {
+	Exports           JobTally `json:"exports"`
+	Imports           JobTally `json:"imports"`
+	Copies            JobTally `json:"copies"`
+	ResourcesExported int64    `json:"resourcesExported"`
+	ResourcesImported int64    `json:"resourcesImported"`
+	OrphanedAttempts  int      `json:"orphanedAttempts"`
+}
+
+// JobTally counts the jobs of one kind.
+type JobTally struct {
+	Done  int `json:"done"`
+	Total int `json:"total"`
+}
+
+// Summary is one line of the migration list.
+type Summary struct {
+	ID          string    `json:"id"`
+	Status      Status    `json:"status"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	Source      string    `json:"source"`
+	Destination string    `json:"destination"`
+	Progress    Progress  `json:"progress"`
+	Error       *Failure  `json:"error,omitempty"`
+}
+
+// Plan is the answer to a dry run: the jobs a migration would start with.
+type Plan struct {
+	DryRun  bool    `json:"dryRun"`
+	Request Request `json:"request"`
+	Jobs    []*Job  `json:"jobs"`
+}
+
+func (m *Migration) job(id string) *Job {
+	for _, j := range m.Jobs {
+		if j.ID == id {
+			return j
+		}
+	}
+	return nil
+}
+
+func (m *Migration) progress() Progress {
+	var p Progress
+	for _, j := range m.Jobs {
+		t := &p.Exports
+		switch j.Kind {
+		case KindImport:
+			t = &p.Imports
+		case KindCopy:
+			t = &p.Copies
+		}
+		t.Total++
+		if j.State == JobDone {
+			t.Done++
+		}
+		for _, n := range j.Counts {
+			if j.Kind == KindExport {
+				p.ResourcesExported += n
+			} else {
+				p.ResourcesImported += n
+			}
+		}
+		p.OrphanedAttempts += j.Orphans
+	}
+	return p
+}
+
+// served returns the document as the API shows it, with its derived progress.
+func (m *Migration) served() *Migration {
+	p := m.progress()
+	m.Progress = &p
+	return m
+}
+
+// lastAttempt is the job's latest kick-off attempt, or nil.
+func (j *Job) lastAttempt() *Attempt {
+	if len(j.Attempts) == 0 {
+		return nil
+	}
+	return &j.Attempts[len(j.Attempts)-1]
+}
+
+func (j *Job) holder(migrationID string) string { return migrationID + "/" + j.ID }
+
+func timePtr(t time.Time) *time.Time { return &t }

@@ -1,0 +1,363 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// Poll is the PollJob timer sweep: for every active migration, re-drive what stalled, kick off queued exports
+// within the source's limit, poll every due export and import, and apply the answers. One migration's errors are
+// logged and do not stop the others.
+func (s *Service) Poll(ctx context.Context) error {
+	items, err := s.cfg.Store.List(ctx, migrationPrefix)
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	for _, it := range items {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if Status(metaValue(it.Metadata, "status")).Terminal() {
+			continue
+		}
+		id := idFromName(it.Name)
+		if err := s.advance(ctx, id); err != nil {
+			s.log.Error("advance migration failed", "migration", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// metaValue reads listed metadata case-insensitively (HTTP header canonicalisation may capitalise the key).
+func metaValue(md map[string]string, key string) string {
+	if v, ok := md[key]; ok {
+		return v
+	}
+	for k, v := range md {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}
+
+// call is one FHIR call of a sweep and its answer, matched back to its job by job id and Content-Location (a
+// status poll) or attempt number (a kick-off).
+type call struct {
+	jobID string
+	kind  JobKind
+	// attempt is set for an export kick-off; contentLocation is the polled one, or the one a kick-off got.
+	attempt         int
+	contentLocation string
+	export          *fhir.ExportStatus
+	imp             *fhir.ImportStatus
+	err             error
+}
+
+func (c *call) isKickoff() bool { return c.attempt > 0 }
+
+// advance moves one migration forward.
+func (s *Service) advance(ctx context.Context, id string) error {
+	now := s.now()
+	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		e := &effects{}
+		if !housekeep(m, now, s.cfg.RedriveAfter, e) {
+			return e, errUnchanged
+		}
+		return e, nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.perform(ctx, id, eff)
+	if m.Status.Terminal() {
+		return nil
+	}
+
+	kickoffs, m, err := s.recordExportAttempts(ctx, m, now)
+	if err != nil {
+		return err
+	}
+	calls := kickoffs
+	for _, j := range m.Jobs {
+		if j.State == JobRunning && j.ContentLocation != "" && (j.NextPollAt == nil || !j.NextPollAt.After(now)) {
+			calls = append(calls, &call{jobID: j.ID, kind: j.Kind, contentLocation: j.ContentLocation})
+		}
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	s.runCalls(ctx, m, calls)
+
+	_, eff, err = s.update(ctx, id, func(m *Migration) (*effects, error) {
+		e := &effects{}
+		for _, c := range calls {
+			s.applyCall(m, c, now, e)
+		}
+		settle(m, now, e)
+		return e, nil
+	})
+	if err != nil {
+		// The servers' answers are lost with this save: kick-offs become orphans, polls are repeated.
+		return fmt.Errorf("save answers: %w", err)
+	}
+	s.perform(ctx, id, eff)
+	return nil
+}
+
+// recordExportAttempts takes source slots for the due queued exports, in order, while one is free, and records
+// their kick-off attempts (state starting) before any call is made.
+func (s *Service) recordExportAttempts(ctx context.Context, m *Migration, now time.Time) ([]*call, *Migration, error) {
+	var acquired []string
+	for _, j := range m.Jobs {
+		if j.Kind != KindExport || j.State != JobQueued || (j.NextPollAt != nil && j.NextPollAt.After(now)) {
+			continue
+		}
+		ok, err := s.acquireSlot(ctx, m.Request.Source, slotExport, j.holder(m.ID), s.cfg.MaxExportsPerSource)
+		if err != nil {
+			s.log.Error("acquire export slot failed", "migration", m.ID, "job", j.ID, "err", err)
+			break
+		}
+		if !ok {
+			break
+		}
+		acquired = append(acquired, j.ID)
+	}
+	if len(acquired) == 0 {
+		return nil, m, nil
+	}
+	var kickoffs []*call
+	saved, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+		kickoffs = kickoffs[:0]
+		e := &effects{}
+		for _, id := range acquired {
+			j := m.job(id)
+			if m.Status.Terminal() || j == nil || j.State != JobQueued || (j.NextPollAt != nil && j.NextPollAt.After(now)) {
+				if j == nil || (j.State != JobStarting && j.State != JobRunning) {
+					e.release(m.Request.Source, slotExport, m.ID+"/"+id)
+				}
+				continue
+			}
+			kickoffs = append(kickoffs, &call{jobID: id, kind: KindExport, attempt: recordAttempt(j, now)})
+		}
+		if len(kickoffs) == 0 {
+			return e, errUnchanged
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("record export attempts: %w", err)
+	}
+	s.perform(ctx, m.ID, eff)
+	return kickoffs, saved, nil
+}
+
+// recordAttempt starts a new kick-off attempt of j and returns its number.
+func recordAttempt(j *Job, now time.Time) int {
+	n := len(j.Attempts) + 1
+	j.Attempts = append(j.Attempts, Attempt{N: n, StartedAt: now})
+	j.State = JobStarting
+	j.ContentLocation = ""
+	j.NextPollAt = nil
+	j.Polls, j.PollFailures = 0, 0
+	if j.StartedAt == nil {
+		j.StartedAt = timePtr(now)
+	}
+	return n
+}
+
+// runCalls makes the sweep's FHIR calls for one migration concurrently, at most PollConcurrency at a time.
+func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
+	clients := map[string]FHIRClient{}
+	clientErr := map[string]error{}
+	for _, base := range []string{m.Request.Source, m.Request.Destination} {
+		clients[base], clientErr[base] = s.cfg.FHIR(base)
+	}
+	sem := make(chan struct{}, s.cfg.PollConcurrency)
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		j := m.job(c.jobID)
+		base := serverOf(m, j)
+		if clientErr[base] != nil {
+			c.err = fmt.Errorf("client for %s: %w", base, clientErr[base])
+			continue
+		}
+		client := clients[base]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			switch {
+			case c.isKickoff():
+				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
+			case c.kind == KindExport:
+				c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
+			default:
+				c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
+	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container}
+}
+
+// applyCall applies one answer to the fresh document; answers that no longer match their job are stale.
+func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
+	if c.isKickoff() {
+		s.applyKickoff(m, &Job{ID: c.jobID, Kind: c.kind}, c.attempt, c.contentLocation, c.err, now, e)
+		return
+	}
+	j := m.job(c.jobID)
+	if j == nil || j.State != JobRunning || j.ContentLocation != c.contentLocation || m.Status.Terminal() {
+		return
+	}
+	if c.err != nil {
+		s.applyPollError(m, j, c.err, now, e)
+		return
+	}
+	switch {
+	case c.export != nil && c.export.Done:
+		if c.export.Manifest == nil {
+			s.applyPollError(m, j, errors.New("completed export status without a manifest"), now, e)
+			return
+		}
+		output := make([]File, 0, len(c.export.Manifest.Output))
+		for _, f := range c.export.Manifest.Output {
+			output = append(output, File(f))
+		}
+		var errorFiles []ErrorFile
+		for _, f := range c.export.Manifest.Error {
+			errorFiles = append(errorFiles, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL})
+		}
+		completeExport(m, j, output, errorFiles, now, e)
+	case c.imp != nil && c.imp.Done:
+		if c.imp.Result == nil {
+			s.applyPollError(m, j, errors.New("completed import status without a result"), now, e)
+			return
+		}
+		j.Counts = map[string]int64{}
+		for _, o := range c.imp.Result.Output {
+			j.Counts[o.Type] += o.Count
+		}
+		j.Errors = nil
+		for _, f := range c.imp.Result.Error {
+			j.Errors = append(j.Errors, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL, InputURL: f.InputURL})
+		}
+		finishJob(m, j, JobDone, now, e)
+	default:
+		var retryAfter time.Duration
+		if c.export != nil {
+			retryAfter = c.export.RetryAfter
+		} else if c.imp != nil {
+			retryAfter = c.imp.RetryAfter
+		}
+		j.Polls++
+		j.PollFailures = 0
+		j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, j.Polls)))
+	}
+}
+
+// delay is the server's Retry-After when it sent one, else the job's backoff.
+func (s *Service) delay(retryAfter time.Duration, n int) time.Duration {
+	if retryAfter > 0 {
+		return retryAfter
+	}
+	return s.backoff(n)
+}
+
+func (s *Service) applyPollError(m *Migration, j *Job, err error, now time.Time, e *effects) {
+	temporary, retryAfter, reason := classify(err)
+	if !temporary {
+		failMigration(m, j, reason, now, e)
+		return
+	}
+	j.PollFailures++
+	j.LastError = reason
+	if j.PollFailures > s.cfg.MaxPollFailures {
+		failMigration(m, j, fmt.Sprintf("%d status polls in a row failed, the last: %s", j.PollFailures, reason), now, e)
+		return
+	}
+	j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, j.Polls+j.PollFailures)))
+}
+
+// applyKickoff applies the answer to kick-off attempt n of a job (export, import or copy alike). An answer for
+// an attempt that is no longer the job's current one is stale; a server job it created is canceled.
+func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation string, err error, now time.Time, e *effects) {
+	j := m.job(ref.ID)
+	current := j != nil && !m.Status.Terminal() && j.State == JobStarting && j.lastAttempt() != nil &&
+		j.lastAttempt().N == n && !j.lastAttempt().Orphaned
+	if !current {
+		if err == nil && contentLocation != "" && (j == nil || j.ContentLocation != contentLocation) {
+			e.cancel(serverOf(m, ref), contentLocation, ref.ID)
+		}
+		if j == nil || (j.State != JobStarting && j.State != JobRunning) {
+			releaseSlot(m, ref, e)
+		}
+		return
+	}
+	a := j.lastAttempt()
+	a.AnsweredAt = timePtr(now)
+	if err == nil {
+		a.ContentLocation = contentLocation
+		j.State = JobRunning
+		j.ContentLocation = contentLocation
+		j.NextPollAt = timePtr(now.Add(s.cfg.PollInitial))
+		j.LastError = ""
+		return
+	}
+	temporary, retryAfter, reason := classify(err)
+	a.Error = reason
+	j.LastError = reason
+	switch {
+	case !temporary:
+		failMigration(m, j, reason, now, e)
+	case len(j.Attempts) >= s.cfg.MaxAttempts:
+		failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed, the last: %s", len(j.Attempts), reason), now, e)
+	default:
+		j.State = JobQueued
+		releaseSlot(m, j, e)
+		if j.Kind == KindExport {
+			j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, len(j.Attempts)-1)))
+			return
+		}
+		if retryAfter <= 0 {
+			retryAfter = s.cfg.RetryDelay
+		}
+		dispatch(m, j, now.Add(retryAfter), now, e)
+	}
+}
+
+// classify tells a fault worth retrying from a refusal: a FHIR server's answer says so itself; anything else
+// (network, timeouts) is temporary.
+func classify(err error) (temporary bool, retryAfter time.Duration, reason string) {
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return false, 0, err.Error()
+	}
+	var fe *fhir.Error
+	if errors.As(err, &fe) {
+		return fe.Temporary(), fe.RetryAfter, fe.Error()
+	}
+	return true, 0, err.Error()
+}
+
+// permanentError marks a fault of our own that a retry cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err: err} }

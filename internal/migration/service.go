@@ -1,0 +1,188 @@
+// Package migration is the engine of the service: the migration document, its job state machine, and the steps
+// that drive it (start, the poll sweep, run-import, verify-counts, cancel).
+//
+// The stored documents are the only truth. Every step loads a document, decides, and saves it with the ETag it
+// read (reloading and deciding again on a conflict); calls to FHIR servers that start work are recorded in the
+// document before they are made, and messages are sent only after the save that decided them.
+package migration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/url"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// FHIRClient is what the engine needs of a FHIR server; *fhir.Client satisfies it.
+type FHIRClient interface {
+	BaseURL() string
+	ResourceTypes(ctx context.Context) ([]string, error)
+	ExportKickoff(ctx context.Context, r fhir.ExportRequest) (string, error)
+	ExportStatus(ctx context.Context, contentLocation string) (*fhir.ExportStatus, error)
+	ImportKickoff(ctx context.Context, r fhir.ImportRequest) (string, error)
+	ImportStatus(ctx context.Context, contentLocation string) (*fhir.ImportStatus, error)
+	CancelJob(ctx context.Context, contentLocation string) error
+	Count(ctx context.Context, resourceType string, query url.Values) (int64, error)
+	Batch(ctx context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error)
+}
+
+// ClientFactory returns the client of the FHIR server at baseURL (already checked by the URLPolicy).
+type ClientFactory func(baseURL string) (FHIRClient, error)
+
+// URLPolicy validates and normalises a FHIR base URL from a start request; *fhir.HostPolicy satisfies it.
+type URLPolicy interface {
+	CheckBaseURL(raw string) (string, error)
+}
+
+// Staging is the storage account the source exports into and the destination imports from.
+type Staging interface {
+	// ClaimContainer creates the export container when missing and marks it as owned by migrationID; it returns
+	// ErrContainerTaken when the container belongs to another migration (or holds data of unknown origin).
+	ClaimContainer(ctx context.Context, container, migrationID string) error
+	// Open streams one staged blob, addressed by its full URL as written in an export manifest.
+	Open(ctx context.Context, blobURL string) (io.ReadCloser, error)
+}
+
+// ErrContainerTaken: the requested staging container belongs to another migration.
+var ErrContainerTaken = errors.New("migration: staging container belongs to another migration")
+
+// Config is everything the engine needs; NewService fills the defaults.
+type Config struct {
+	Store   store.Store
+	Bus     bus.Sender
+	FHIR    ClientFactory
+	Policy  URLPolicy
+	Staging Staging
+	// Clock defaults to time.Now.
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// NewID defaults to m-{yyyyMMdd-HHmmss}-{6 random hex}.
+	NewID func() string
+	// Random returns a number in [0,1) for backoff jitter; defaults to math/rand/v2.
+	Random func() float64
+
+	// MaxExportsPerSource bounds running exports per source host across all migrations (default 4).
+	MaxExportsPerSource int
+	// MaxImportsPerDestination bounds running imports per destination host (default 5).
+	MaxImportsPerDestination int
+	// PollInitial is the first status poll delay and the backoff base (default 5s).
+	PollInitial time.Duration
+	// PollMax caps the backoff (default 2m).
+	PollMax time.Duration
+	// RetryDelay delays a scheduled retry when a destination is busy and sent no Retry-After (default 30s).
+	RetryDelay time.Duration
+	// RedriveAfter: a message-driven step with no progress after this long is re-sent by the sweep (default 2m).
+	RedriveAfter time.Duration
+	// MaxAttempts bounds kick-off attempts per job (default 5).
+	MaxAttempts int
+	// MaxPollFailures bounds consecutive failed status polls of one job (default 10).
+	MaxPollFailures int
+	// PollConcurrency bounds the concurrent FHIR calls of one migration in a sweep (default 8).
+	PollConcurrency int
+}
+
+// Service runs migrations. It keeps no state between calls: everything is in the Store.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// NewService validates cfg and fills its defaults.
+func NewService(cfg Config) (*Service, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("migration config: Store is required")
+	case cfg.Bus == nil:
+		return nil, errors.New("migration config: Bus is required")
+	case cfg.FHIR == nil:
+		return nil, errors.New("migration config: FHIR client factory is required")
+	case cfg.Policy == nil:
+		return nil, errors.New("migration config: Policy is required")
+	case cfg.Staging == nil:
+		return nil, errors.New("migration config: Staging is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Random == nil {
+		cfg.Random = mrand.Float64
+	}
+	if cfg.NewID == nil {
+		clock := cfg.Clock
+		cfg.NewID = func() string { return defaultID(clock()) }
+	}
+	positive := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	positiveInt := func(n *int, def int) {
+		if *n <= 0 {
+			*n = def
+		}
+	}
+	positiveInt(&cfg.MaxExportsPerSource, 4)
+	positiveInt(&cfg.MaxImportsPerDestination, 5)
+	positiveInt(&cfg.MaxAttempts, 5)
+	positiveInt(&cfg.MaxPollFailures, 10)
+	positiveInt(&cfg.PollConcurrency, 8)
+	positive(&cfg.PollInitial, 5*time.Second)
+	positive(&cfg.PollMax, 2*time.Minute)
+	positive(&cfg.RetryDelay, 30*time.Second)
+	positive(&cfg.RedriveAfter, 2*time.Minute)
+	if cfg.PollMax < cfg.PollInitial {
+		return nil, fmt.Errorf("migration config: PollMax %s is below PollInitial %s", cfg.PollMax, cfg.PollInitial)
+	}
+	return &Service{cfg: cfg, log: cfg.Logger}, nil
+}
+
+func defaultID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "m-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+func (s *Service) now() time.Time { return s.cfg.Clock().UTC() }
+
+// backoff is the delay before poll number n (0-based) of a job: PollInitial doubled per poll, capped at PollMax,
+// jittered into [d/2, d] so that jobs started together do not poll together.
+func (s *Service) backoff(n int) time.Duration {
+	d := s.cfg.PollInitial
+	for i := 0; i < n && d < s.cfg.PollMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.PollMax)
+	return d/2 + time.Duration(s.cfg.Random()*float64(d/2))
+}
+
+// APIError is an error the HTTP API answers as {"error":{"code","message","field"}} with Status.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+	Field   string
+}
+
+func (e *APIError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Code, e.Field, e.Message)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func badRequest(code, field, format string, args ...any) *APIError {
+	return &APIError{Status: 400, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,341 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+)
+
+// MaxStartBody is the largest start request accepted.
+const MaxStartBody = 1 << 20
+
+// Request field values.
+const (
+	StrategySystem  = "system"
+	StrategyPerType = "per-type"
+	ModeIncremental = "IncrementalLoad"
+	ModeInitial     = "InitialLoad"
+	VerifyCounts    = "counts"
+	VerifyNone      = "none"
+)
+
+var (
+	typePattern      = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
+	containerPattern = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+)
+
+// startRequest is the start request as sent; pointers tell "absent" from "empty".
+type startRequest struct {
+	Source         *string  `json:"source"`
+	Destination    *string  `json:"destination"`
+	Types          []string `json:"types"`
+	Since          *string  `json:"since"`
+	Till           *string  `json:"till"`
+	TypeFilter     []string `json:"typeFilter"`
+	ExportStrategy *string  `json:"exportStrategy"`
+	ImportMode     *string  `json:"importMode"`
+	Container      *string  `json:"container"`
+	Verify         *string  `json:"verify"`
+	VerifySample   *int     `json:"verifySample"`
+	DryRun         bool     `json:"dryRun"`
+}
+
+// Result is the answer to a start request: 202 with the new migration, or 200 with the plan of a dry run.
+type Result struct {
+	Status    int
+	Migration *Migration
+	Plan      *Plan
+}
+
+// Start validates a start request, checks both servers, and creates the migration (or, for a dry run, only
+// answers its plan). Nothing is stored or claimed when it returns an error.
+func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
+	raw, apiErr := decodeStart(body)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	req, apiErr := s.validate(raw)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	sourceTypes, err := s.preflight(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	id := s.cfg.NewID()
+	now := s.now()
+	if req.Container == "" {
+		req.Container = id
+		if !validContainer(req.Container) {
+			return nil, fmt.Errorf("migration id %q is not a valid container name", id)
+		}
+	}
+	jobs := planExports(req, sourceTypes, now)
+	if req.DryRun {
+		return &Result{Status: http.StatusOK, Plan: &Plan{DryRun: true, Request: *req, Jobs: jobs}}, nil
+	}
+	if err := s.cfg.Staging.ClaimContainer(ctx, req.Container, id); err != nil {
+		if errors.Is(err, ErrContainerTaken) {
+			return nil, &APIError{Status: http.StatusConflict, Code: "container_in_use", Field: "container",
+				Message: fmt.Sprintf("container %s belongs to another migration or holds other data", req.Container)}
+		}
+		return nil, fmt.Errorf("claim container %s: %w", req.Container, err)
+	}
+	m := &Migration{ID: id, Status: StatusExporting, CreatedAt: now, UpdatedAt: now, Request: *req, Jobs: jobs}
+	data, err := encodeDoc(m)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Store.Put(ctx, docName(id), data, "", docMetadata(m)); err != nil {
+		return nil, fmt.Errorf("create migration %s: %w", id, err)
+	}
+	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
+		"exportJobs", len(jobs), "container", req.Container)
+	return &Result{Status: http.StatusAccepted, Migration: m.served()}, nil
+}
+
+// decodeStart decodes strictly: size first, then JSON with no unknown fields and nothing after the object.
+func decodeStart(body []byte) (*startRequest, *APIError) {
+	if len(body) > MaxStartBody {
+		return nil, badRequest("body_too_large", "", "the request body is over %d bytes", MaxStartBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var r startRequest
+	if err := dec.Decode(&r); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			name = strings.Trim(name, `"`)
+			return nil, badRequest("unknown_field", name, "unknown field %q", name)
+		}
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return nil, badRequest("invalid_json", typeErr.Field, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+		}
+		return nil, badRequest("invalid_json", "", "the body is not a JSON object: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, badRequest("invalid_json", "", "unexpected data after the JSON object")
+	}
+	return &r, nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string", "ptr":
+		return "string"
+	case "slice":
+		return "array"
+	case "int", "int64":
+		return "integer"
+	case "bool":
+		return "boolean"
+	}
+	return "value of another type"
+}
+
+// validate checks every field and applies the defaults that need no server.
+func (s *Service) validate(r *startRequest) (*Request, *APIError) {
+	req := &Request{DryRun: r.DryRun}
+	var apiErr *APIError
+	if req.Source, apiErr = s.checkServer(r.Source, "source"); apiErr != nil {
+		return nil, apiErr
+	}
+	if req.Destination, apiErr = s.checkServer(r.Destination, "destination"); apiErr != nil {
+		return nil, apiErr
+	}
+	if req.Source == req.Destination {
+		return nil, badRequest("same_server", "destination", "source and destination are the same server")
+	}
+	for i, t := range r.Types {
+		field := fmt.Sprintf("types[%d]", i)
+		if !typePattern.MatchString(t) {
+			return nil, badRequest("invalid_type", field, "%q is not a FHIR resource type", t)
+		}
+		if slices.Contains(r.Types[:i], t) {
+			return nil, badRequest("invalid_type", field, "%s is listed twice", t)
+		}
+	}
+	req.Types = r.Types
+	var err error
+	if req.Since, err = parseTime(r.Since); err != nil {
+		return nil, badRequest("invalid_time", "since", "since must be an RFC 3339 time: %v", err)
+	}
+	if req.Till, err = parseTime(r.Till); err != nil {
+		return nil, badRequest("invalid_time", "till", "till must be an RFC 3339 time: %v", err)
+	}
+	if req.Since != nil && req.Till != nil && !req.Since.Before(*req.Till) {
+		return nil, badRequest("invalid_window", "since", "since must be before till")
+	}
+	for i, f := range r.TypeFilter {
+		if apiErr := checkTypeFilter(f, req.Types, fmt.Sprintf("typeFilter[%d]", i)); apiErr != nil {
+			return nil, apiErr
+		}
+	}
+	req.TypeFilter = r.TypeFilter
+	req.ExportStrategy = StrategySystem
+	if len(req.Types) > 0 {
+		req.ExportStrategy = StrategyPerType
+	}
+	if r.ExportStrategy != nil {
+		if *r.ExportStrategy != StrategySystem && *r.ExportStrategy != StrategyPerType {
+			return nil, badRequest("invalid_export_strategy", "exportStrategy", "exportStrategy must be %q or %q", StrategySystem, StrategyPerType)
+		}
+		req.ExportStrategy = *r.ExportStrategy
+	}
+	req.ImportMode = ModeIncremental
+	if r.ImportMode != nil {
+		if *r.ImportMode != ModeIncremental && *r.ImportMode != ModeInitial {
+			return nil, badRequest("invalid_import_mode", "importMode", "importMode must be %q or %q", ModeIncremental, ModeInitial)
+		}
+		req.ImportMode = *r.ImportMode
+	}
+	if r.Container != nil {
+		if !validContainer(*r.Container) {
+			return nil, badRequest("invalid_container", "container",
+				"container must be 3-63 characters of lowercase letters, digits and single hyphens, starting and ending with a letter or digit")
+		}
+		req.Container = *r.Container
+	}
+	req.Verify = VerifyCounts
+	if r.Verify != nil {
+		switch *r.Verify {
+		case VerifyCounts, VerifyNone:
+			req.Verify = *r.Verify
+		case "ids", "full":
+			return nil, badRequest("unsupported_verify", "verify", "verify %q is not supported yet; use %q or %q", *r.Verify, VerifyCounts, VerifyNone)
+		default:
+			return nil, badRequest("invalid_verify", "verify", "verify must be %q or %q", VerifyCounts, VerifyNone)
+		}
+	}
+	if r.VerifySample != nil {
+		if *r.VerifySample < 0 {
+			return nil, badRequest("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
+		}
+		req.VerifySample = *r.VerifySample
+	}
+	return req, nil
+}
+
+func (s *Service) checkServer(raw *string, field string) (string, *APIError) {
+	if raw == nil || strings.TrimSpace(*raw) == "" {
+		return "", badRequest("missing_field", field, "%s is required", field)
+	}
+	u, err := url.Parse(strings.TrimSpace(*raw))
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return "", badRequest("invalid_url", field, "%s is not an absolute URL", field)
+	}
+	base, err := s.cfg.Policy.CheckBaseURL(*raw)
+	if errors.Is(err, fhir.ErrHostNotAllowed) {
+		return "", badRequest("host_not_allowed", field, "%s: %v", field, err)
+	}
+	if err != nil {
+		return "", badRequest("invalid_url", field, "%s: %v", field, err)
+	}
+	return base, nil
+}
+
+func parseTime(raw *string) (*time.Time, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, *raw)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func checkTypeFilter(f string, types []string, field string) *APIError {
+	typ, query, ok := strings.Cut(f, "?")
+	if !ok || query == "" || !typePattern.MatchString(typ) {
+		return badRequest("invalid_type_filter", field, "%q is not Type?query", f)
+	}
+	if _, err := url.ParseQuery(query); err != nil {
+		return badRequest("invalid_type_filter", field, "the query of %q is malformed: %v", f, err)
+	}
+	if len(types) > 0 && !slices.Contains(types, typ) {
+		return badRequest("invalid_type_filter", field, "%s is not among the requested types", typ)
+	}
+	return nil
+}
+
+func validContainer(c string) bool {
+	return len(c) >= 3 && len(c) <= 63 && containerPattern.MatchString(c)
+}
+
+// preflight asks both servers for their resource types: the source's list checks the request and plans
+// per-type exports; the destination's proves it answers.
+func (s *Service) preflight(ctx context.Context, req *Request) ([]string, error) {
+	var sourceTypes []string
+	src, err := s.cfg.FHIR(req.Source)
+	if err == nil {
+		sourceTypes, err = src.ResourceTypes(ctx)
+	}
+	if err != nil {
+		return nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: "source",
+			Message: fmt.Sprintf("the source's CapabilityStatement could not be read: %v", err)}
+	}
+	for i, t := range req.Types {
+		if !slices.Contains(sourceTypes, t) {
+			return nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
+		}
+	}
+	for i, f := range req.TypeFilter {
+		typ, _, _ := strings.Cut(f, "?")
+		if !slices.Contains(sourceTypes, typ) {
+			return nil, badRequest("unknown_type", fmt.Sprintf("typeFilter[%d]", i), "the source does not support %s", typ)
+		}
+	}
+	dst, err := s.cfg.FHIR(req.Destination)
+	if err == nil {
+		_, err = dst.ResourceTypes(ctx)
+	}
+	if err != nil {
+		return nil, &APIError{Status: http.StatusBadGateway, Code: "destination_unreachable", Field: "destination",
+			Message: fmt.Sprintf("the destination's CapabilityStatement could not be read: %v", err)}
+	}
+	return sourceTypes, nil
+}
+
+// planExports makes the export jobs: one per type (per-type), or one system export of the requested types.
+func planExports(req *Request, sourceTypes []string, now time.Time) []*Job {
+	newJob := func(id string, types []string) *Job {
+		var filters []string
+		for _, f := range req.TypeFilter {
+			typ, _, _ := strings.Cut(f, "?")
+			if len(types) == 0 || slices.Contains(types, typ) {
+				filters = append(filters, f)
+			}
+		}
+		return &Job{ID: id, Kind: KindExport, Types: types, Since: req.Since, Till: req.Till, TypeFilter: filters,
+			State: JobQueued, CreatedAt: now}
+	}
+	if req.ExportStrategy == StrategyPerType {
+		types := req.Types
+		if len(types) == 0 {
+			types = sourceTypes
+		}
+		jobs := make([]*Job, 0, len(types))
+		for _, t := range types {
+			jobs = append(jobs, newJob("export-"+t, []string{t}))
+		}
+		return jobs
+	}
+	types := req.Types
+	if len(types) == 0 && len(req.TypeFilter) > 0 {
+		// _typeFilter needs _type: name every type the source has, which exports the same as none.
+		types = sourceTypes
+	}
+	return []*Job{newJob("export-system", types)}
+}

@@ -1,0 +1,171 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+)
+
+func TestStartRejects(t *testing.T) {
+	t.Parallel()
+	const ok = `"source":"` + srcBase + `","destination":"` + dstBase + `"`
+	tests := []struct {
+		name   string
+		body   string
+		setup  func(h *harness)
+		status int
+		code   string
+		field  string
+	}{
+		{"malformed json", `{"source":`, nil, 400, "invalid_json", ""},
+		{"not an object", `[1]`, nil, 400, "invalid_json", ""},
+		{"trailing data", `{` + ok + `} {}`, nil, 400, "invalid_json", ""},
+		{"wrong field type", `{` + ok + `,"types":"Patient"}`, nil, 400, "invalid_json", "types"},
+		{"unknown field", `{` + ok + `,"typo":1}`, nil, 400, "unknown_field", "typo"},
+		{"too large", `{` + ok + `,"container":"` + strings.Repeat("a", MaxStartBody) + `"}`, nil, 400, "body_too_large", ""},
+		{"missing source", `{"destination":"` + dstBase + `"}`, nil, 400, "missing_field", "source"},
+		{"missing destination", `{"source":"` + srcBase + `"}`, nil, 400, "missing_field", "destination"},
+		{"not a url", `{"source":"src","destination":"` + dstBase + `"}`, nil, 400, "invalid_url", "source"},
+		{"host not allowed", `{"source":"https://evil.example.com","destination":"` + dstBase + `"}`, nil, 400, "host_not_allowed", "source"},
+		{"http not allowed", `{"source":"http://src.azurehealthcareapis.com","destination":"` + dstBase + `"}`, nil, 400, "host_not_allowed", "source"},
+		{"same server", `{"source":"` + srcBase + `","destination":"` + srcBase + `/"}`, nil, 400, "same_server", "destination"},
+		{"bad type", `{` + ok + `,"types":["Patient","observation"]}`, nil, 400, "invalid_type", "types[1]"},
+		{"duplicate type", `{` + ok + `,"types":["Patient","Observation","Patient"]}`, nil, 400, "invalid_type", "types[2]"},
+		{"bad since", `{` + ok + `,"since":"2020-01-01"}`, nil, 400, "invalid_time", "since"},
+		{"bad till", `{` + ok + `,"till":"yesterday"}`, nil, 400, "invalid_time", "till"},
+		{"empty window", `{` + ok + `,"since":"2021-01-01T00:00:00Z","till":"2021-01-01T00:00:00Z"}`, nil, 400, "invalid_window", "since"},
+		{"type filter without query", `{` + ok + `,"typeFilter":["Patient"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter bad type", `{` + ok + `,"typeFilter":["Patient?active=true","obs?x=1"]}`, nil, 400, "invalid_type_filter", "typeFilter[1]"},
+		{"type filter not in types", `{` + ok + `,"types":["Patient"],"typeFilter":["Observation?status=final"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"export strategy", `{` + ok + `,"exportStrategy":"parallel"}`, nil, 400, "invalid_export_strategy", "exportStrategy"},
+		{"import mode", `{` + ok + `,"importMode":"Fast"}`, nil, 400, "invalid_import_mode", "importMode"},
+		{"container short", `{` + ok + `,"container":"ab"}`, nil, 400, "invalid_container", "container"},
+		{"container upper", `{` + ok + `,"container":"Migration"}`, nil, 400, "invalid_container", "container"},
+		{"container double hyphen", `{` + ok + `,"container":"a--b"}`, nil, 400, "invalid_container", "container"},
+		{"container trailing hyphen", `{` + ok + `,"container":"abc-"}`, nil, 400, "invalid_container", "container"},
+		{"verify ids", `{` + ok + `,"verify":"ids"}`, nil, 400, "unsupported_verify", "verify"},
+		{"verify full", `{` + ok + `,"verify":"full"}`, nil, 400, "unsupported_verify", "verify"},
+		{"verify other", `{` + ok + `,"verify":"all"}`, nil, 400, "invalid_verify", "verify"},
+		{"verify sample", `{` + ok + `,"verifySample":-1}`, nil, 400, "invalid_verify_sample", "verifySample"},
+		{"source down", `{` + ok + `}`, func(h *harness) { h.src.typesErr = errors.New("dial tcp: refused") }, 502, "source_unreachable", "source"},
+		{"unknown type", `{` + ok + `,"types":["Patient","Device"]}`, nil, 400, "unknown_type", "types[1]"},
+		{"unknown filter type", `{` + ok + `,"typeFilter":["Device?x=1"]}`, nil, 400, "unknown_type", "typeFilter[0]"},
+		{"destination down", `{` + ok + `}`, func(h *harness) { h.dst.typesErr = &fhir.Error{Op: "metadata", StatusCode: 503} }, 502, "destination_unreachable", "destination"},
+		{"container taken", `{` + ok + `,"container":"shared"}`, func(h *harness) { h.staging.owners["shared"] = "m-other" }, 409, "container_in_use", "container"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, nil)
+			if tc.setup != nil {
+				tc.setup(h)
+			}
+			res, err := h.svc.Start(context.Background(), []byte(tc.body))
+			require.Nil(t, res)
+			var apiErr *APIError
+			require.ErrorAs(t, err, &apiErr)
+			require.Equal(t, tc.status, apiErr.Status, apiErr.Message)
+			require.Equal(t, tc.code, apiErr.Code, apiErr.Message)
+			require.Equal(t, tc.field, apiErr.Field)
+			require.NotEmpty(t, apiErr.Message)
+			items, err := h.store.List(context.Background(), "")
+			require.NoError(t, err)
+			require.Empty(t, items, "no document on a rejected start")
+			if tc.code != "container_in_use" {
+				require.Empty(t, h.staging.claimed(), "no container claimed on a rejected start")
+			}
+		})
+	}
+}
+
+func TestStartDryRunStoresNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	res, err := h.svc.Start(context.Background(), []byte(`{"source":"`+srcBase+`","destination":"`+dstBase+`",
+		"types":["Patient","Observation"],"typeFilter":["Observation?status=final"],"dryRun":true}`))
+	require.NoError(t, err)
+	require.Equal(t, 200, res.Status)
+	require.Nil(t, res.Migration)
+	require.NotNil(t, res.Plan)
+	require.Len(t, res.Plan.Jobs, 2)
+	require.Equal(t, "export-Patient", res.Plan.Jobs[0].ID)
+	require.Empty(t, res.Plan.Jobs[0].TypeFilter)
+	require.Equal(t, []string{"Observation?status=final"}, res.Plan.Jobs[1].TypeFilter)
+	require.Equal(t, StrategyPerType, res.Plan.Request.ExportStrategy)
+	items, err := h.store.List(context.Background(), "")
+	require.NoError(t, err)
+	require.Empty(t, items)
+	require.Empty(t, h.staging.claimed())
+	ex, _, _ := h.src.snapshot()
+	require.Zero(t, ex)
+}
+
+func TestStartDefaultsAndPlans(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		extra    string
+		strategy string
+		jobs     []string
+		types    [][]string
+	}{
+		{"system by default", ``, StrategySystem, []string{"export-system"}, [][]string{nil}},
+		{"per-type when types given", `,"types":["Patient"]`, StrategyPerType, []string{"export-Patient"}, [][]string{{"Patient"}}},
+		{"system with types", `,"types":["Patient","Observation"],"exportStrategy":"system"`, StrategySystem,
+			[]string{"export-system"}, [][]string{{"Patient", "Observation"}}},
+		{"per-type from the capability statement", `,"exportStrategy":"per-type"`, StrategyPerType,
+			[]string{"export-Observation", "export-Patient", "export-SearchParameter"}, [][]string{{"Observation"}, {"Patient"}, {"SearchParameter"}}},
+		{"system with a filter names the types", `,"typeFilter":["Patient?active=true"]`, StrategySystem,
+			[]string{"export-system"}, [][]string{{"Observation", "Patient", "SearchParameter"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, nil)
+			m := h.start(`{"source":"` + srcBase + `/","destination":"` + dstBase + `"` + tc.extra + `}`)
+			require.Equal(t, StatusExporting, m.Status)
+			require.Equal(t, srcBase, m.Request.Source)
+			require.Equal(t, tc.strategy, m.Request.ExportStrategy)
+			require.Equal(t, ModeIncremental, m.Request.ImportMode)
+			require.Equal(t, VerifyCounts, m.Request.Verify)
+			require.Equal(t, m.ID, m.Request.Container)
+			require.Equal(t, map[string]string{m.ID: m.ID}, h.staging.claimed())
+			var ids []string
+			var types [][]string
+			for _, j := range m.Jobs {
+				ids = append(ids, j.ID)
+				types = append(types, j.Types)
+				require.Equal(t, JobQueued, j.State)
+			}
+			require.Equal(t, tc.jobs, ids)
+			require.Equal(t, tc.types, types)
+			require.Equal(t, len(tc.jobs), m.Progress.Exports.Total)
+			stored := h.get(m.ID)
+			require.Equal(t, m.Jobs[0].ID, stored.Jobs[0].ID)
+		})
+	}
+}
+
+func TestDefaultIDIsAValidContainer(t *testing.T) {
+	t.Parallel()
+	id := defaultID(h0())
+	require.Regexp(t, `^m-20260102-030405-[0-9a-f]{6}$`, id)
+	require.True(t, validContainer(id))
+}
+
+func TestGetUnknownIsNotFound(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	for _, id := range []string{"m-nope", "../hosts/x", ""} {
+		_, err := h.svc.Get(context.Background(), id)
+		var apiErr *APIError
+		require.ErrorAs(t, err, &apiErr)
+		require.Equal(t, 404, apiErr.Status)
+		require.Equal(t, "not_found", apiErr.Code)
+	}
+}
