@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools build test test-short vet fmt-check bench
+.PHONY: tools build demo stack-up stack-down test test-short vet fmt-check bench
 
 tools: ## install the pinned Azurite into .tools/
 	@./scripts/install-tools.sh
@@ -12,6 +12,16 @@ build:
 	$(GO) build -o bin/handler ./handler
 	$(GO) build -o bin/fhirsim ./cmd/fhirsim
 	$(GO) build -o bin/devhost ./cmd/devhost
+	$(GO) build -o bin/fhirmigrate ./cmd/fhirmigrate
+
+demo: ## the README's first command: a whole migration on the local stack
+	@./scripts/demo.sh
+
+stack-up: ## the local stack, left running for Postman or curl (SEED_PATIENTS sets the seed size)
+	@./scripts/stack.sh up
+
+stack-down:
+	@./scripts/stack.sh down
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

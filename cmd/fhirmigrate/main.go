@@ -1,0 +1,348 @@
+// Command fhirmigrate is the operator's client of the migration service's HTTP API: start a migration, watch it
+// to the end, show, list or cancel migrations. It speaks only the public HTTP API, so it works the same against
+// the local stack and a Function App in Azure (pass --key with the function key there).
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code, err := run(ctx, os.Args[1:], os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fhirmigrate:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const usage = `usage: fhirmigrate [--url URL] [--key KEY] COMMAND
+commands:
+  start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
+        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|none] [--body FILE] [--watch]
+  watch ID      show progress until the migration ends; exit 0 only when it completed
+  status ID     print the migration document
+  list          list migrations
+  cancel ID     cancel a migration`
+
+// run executes one command and returns the process exit code.
+func run(ctx context.Context, args []string, out io.Writer) (int, error) {
+	global := flag.NewFlagSet("fhirmigrate", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	base := global.String("url", envOr("FHIRMIGRATE_URL", "http://127.0.0.1:7071"), "base URL of the Function App")
+	key := global.String("key", os.Getenv("FHIRMIGRATE_KEY"), "function key (x-functions-key)")
+	interval := global.Duration("interval", time.Second, "poll interval of watch")
+	if err := global.Parse(args); err != nil || global.NArg() == 0 {
+		return 2, errors.New(usage)
+	}
+	c := &client{base: strings.TrimSuffix(*base, "/"), key: *key, http: &http.Client{Timeout: 60 * time.Second}}
+	rest := global.Args()[1:]
+	switch global.Arg(0) {
+	case "start":
+		return cmdStart(ctx, c, rest, out, *interval)
+	case "watch":
+		if len(rest) != 1 {
+			return 2, errors.New("usage: fhirmigrate watch ID")
+		}
+		return watch(ctx, c, rest[0], out, *interval)
+	case "status":
+		if len(rest) != 1 {
+			return 2, errors.New("usage: fhirmigrate status ID")
+		}
+		return printRaw(ctx, c, http.MethodGet, "/api/migrations/"+rest[0], out)
+	case "cancel":
+		if len(rest) != 1 {
+			return 2, errors.New("usage: fhirmigrate cancel ID")
+		}
+		return printRaw(ctx, c, http.MethodDelete, "/api/migrations/"+rest[0], out)
+	case "list":
+		return printRaw(ctx, c, http.MethodGet, "/api/migrations", out)
+	default:
+		return 2, errors.New(usage)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, interval time.Duration) (int, error) {
+	fs := flag.NewFlagSet("start", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	source := fs.String("source", "", "source FHIR base URL (Azure API for FHIR)")
+	dest := fs.String("destination", "", "destination FHIR base URL (AHDS FHIR service)")
+	types := fs.String("types", "", "comma-separated resource types (default: all)")
+	since := fs.String("since", "", "export resources last updated at or after this RFC 3339 time")
+	till := fs.String("till", "", "export resources last updated at or before this RFC 3339 time")
+	strategy := fs.String("strategy", "", "exportStrategy: system or per-type")
+	mode := fs.String("import-mode", "", "importMode: IncrementalLoad or InitialLoad")
+	container := fs.String("container", "", "staging container (default: derived from the migration id)")
+	verify := fs.String("verify", "", "verify: counts or none")
+	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
+	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
+	if err := fs.Parse(args); err != nil {
+		return 2, fmt.Errorf("start: %w\n%s", err, usage)
+	}
+	var body []byte
+	if *bodyFile != "" {
+		b, err := os.ReadFile(*bodyFile)
+		if err != nil {
+			return 2, fmt.Errorf("read %s: %w", *bodyFile, err)
+		}
+		body = b
+	} else {
+		req := map[string]any{"source": *source, "destination": *dest}
+		if *types != "" {
+			req["types"] = strings.Split(*types, ",")
+		}
+		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
+			"importMode": *mode, "container": *container, "verify": *verify} {
+			if v != "" {
+				req[k] = v
+			}
+		}
+		body, _ = json.Marshal(req)
+	}
+	status, raw, err := c.do(ctx, http.MethodPost, "/api/migrations", body)
+	if err != nil {
+		return 1, err
+	}
+	if status/100 != 2 {
+		return 1, fmt.Errorf("start refused (HTTP %d): %s", status, errorText(raw))
+	}
+	var m migrationDoc
+	if err := json.Unmarshal(raw, &m); err != nil || m.ID == "" {
+		return 1, fmt.Errorf("start: unexpected answer (HTTP %d): %s", status, excerpt(raw))
+	}
+	fmt.Fprintf(out, "started migration %s (%s -> %s), %d export job(s)\n", m.ID, m.Source(), m.Destination(), len(m.jobsOf("export")))
+	if !*doWatch {
+		return 0, nil
+	}
+	return watch(ctx, c, m.ID, out, interval)
+}
+
+// watch prints a progress line whenever it changes and the final report at the end.
+func watch(ctx context.Context, c *client, id string, out io.Writer, interval time.Duration) (int, error) {
+	start := time.Now()
+	last := ""
+	for {
+		status, raw, err := c.do(ctx, http.MethodGet, "/api/migrations/"+id, nil)
+		if err != nil {
+			return 1, err
+		}
+		if status != http.StatusOK {
+			return 1, fmt.Errorf("get %s (HTTP %d): %s", id, status, errorText(raw))
+		}
+		var m migrationDoc
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return 1, fmt.Errorf("get %s: unreadable document: %w", id, err)
+		}
+		line := m.progressLine()
+		if line != last {
+			fmt.Fprintf(out, "[%4.0fs] %s\n", time.Since(start).Seconds(), line)
+			last = line
+		}
+		if m.terminal() {
+			m.report(out)
+			if m.Status == "completed" {
+				return 0, nil
+			}
+			return 1, fmt.Errorf("migration %s ended %s", id, m.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return 130, ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+func printRaw(ctx context.Context, c *client, method, path string, out io.Writer) (int, error) {
+	status, raw, err := c.do(ctx, method, path, nil)
+	if err != nil {
+		return 1, err
+	}
+	_, _ = out.Write(raw)
+	if status/100 != 2 {
+		return 1, fmt.Errorf("HTTP %d", status)
+	}
+	return 0, nil
+}
+
+type client struct {
+	base string
+	key  string
+	http *http.Client
+}
+
+func (c *client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.key != "" {
+		req.Header.Set("x-functions-key", c.key)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp.StatusCode, raw, nil
+}
+
+func errorText(raw []byte) string {
+	var e struct {
+		Error struct{ Code, Message, Field string } `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
+		s := e.Error.Code + ": " + e.Error.Message
+		if e.Error.Field != "" {
+			s += " (field " + e.Error.Field + ")"
+		}
+		return s
+	}
+	return excerpt(raw)
+}
+
+func excerpt(raw []byte) string {
+	s := strings.TrimSpace(string(raw))
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// migrationDoc holds the contract fields of a migration document that the CLI shows.
+type migrationDoc struct {
+	ID      string `json:"id"`
+	Status  string `json:"status"`
+	Request struct {
+		Source      string `json:"source"`
+		Destination string `json:"destination"`
+	} `json:"request"`
+	Jobs []struct {
+		ID     string           `json:"id"`
+		Kind   string           `json:"kind"`
+		State  string           `json:"state"`
+		Counts map[string]int64 `json:"counts"`
+	} `json:"jobs"`
+	Verification *struct {
+		Rows []struct {
+			Type         string `json:"type"`
+			Exported     int64  `json:"exported"`
+			Imported     int64  `json:"imported"`
+			ImportErrors int64  `json:"importErrors"`
+			Destination  int64  `json:"destination"`
+			Match        bool   `json:"match"`
+		} `json:"rows"`
+		Skipped bool `json:"skipped"`
+	} `json:"verification"`
+	Notes []string `json:"notes"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (m *migrationDoc) Source() string      { return m.Request.Source }
+func (m *migrationDoc) Destination() string { return m.Request.Destination }
+
+func (m *migrationDoc) terminal() bool {
+	return m.Status == "completed" || m.Status == "failed" || m.Status == "canceled"
+}
+
+func (m *migrationDoc) jobsOf(kind string) []int {
+	var idx []int
+	for i, j := range m.Jobs {
+		if j.Kind == kind {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+func (m *migrationDoc) progressLine() string {
+	parts := []string{fmt.Sprintf("%-10s", m.Status)}
+	for _, kind := range []struct{ name, plural string }{{"export", "exports"}, {"import", "imports"}, {"copy", "copies"}} {
+		idx := m.jobsOf(kind.name)
+		if len(idx) == 0 {
+			continue
+		}
+		done, running := 0, 0
+		var resources int64
+		for _, i := range idx {
+			switch m.Jobs[i].State {
+			case "done":
+				done++
+			case "starting", "running":
+				running++
+			}
+			for _, n := range m.Jobs[i].Counts {
+				resources += n
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %d/%d done (%d running, %d resources)", kind.plural, done, len(idx), running, resources))
+	}
+	return strings.Join(parts, "  ")
+}
+
+func (m *migrationDoc) report(out io.Writer) {
+	fmt.Fprintf(out, "\nmigration %s: %s\n", m.ID, m.Status)
+	if m.Error != nil {
+		fmt.Fprintf(out, "error: %s: %s\n", m.Error.Code, m.Error.Message)
+	}
+	if v := m.Verification; v != nil {
+		if v.Skipped {
+			fmt.Fprintln(out, "verification: skipped (verify: none)")
+		} else {
+			rows := v.Rows
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Type < rows[j].Type })
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "type\texported\timported\timport errors\tdestination\tmatch\t")
+			var exp, dst int64
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t\n", r.Type, r.Exported, r.Imported, r.ImportErrors, r.Destination, r.Match)
+				exp += r.Exported
+				dst += r.Destination
+			}
+			fmt.Fprintf(tw, "total\t%d\t\t\t%d\t\t\n", exp, dst)
+			_ = tw.Flush()
+		}
+	}
+	for _, n := range m.Notes {
+		fmt.Fprintln(out, "note:", n)
+	}
+}

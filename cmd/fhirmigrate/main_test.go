@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fakeService answers like the migration service: a start, then documents that progress to a final status.
+func fakeService(t *testing.T, final string) (*httptest.Server, *atomic.Value) {
+	t.Helper()
+	var gets atomic.Int32
+	var lastStart atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/api/migrations":
+			body, _ := io.ReadAll(r.Body)
+			lastStart.Store(string(body))
+			if strings.Contains(string(body), "Spaceship") {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = io.WriteString(w, `{"error":{"code":"unknown_type","message":"Spaceship is not a type of the source","field":"types[0]"}}`)
+				return
+			}
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = io.WriteString(w, `{"id":"m-1","status":"exporting","request":{"source":"http://s","destination":"http://d"},"jobs":[{"id":"export-system","kind":"export","state":"queued"}]}`)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/migrations/m-1":
+			if gets.Add(1) < 3 {
+				_, _ = io.WriteString(w, `{"id":"m-1","status":"exporting","jobs":[{"id":"export-system","kind":"export","state":"running"}]}`)
+				return
+			}
+			_, _ = io.WriteString(w, `{"id":"m-1","status":"`+final+`","jobs":[{"id":"export-system","kind":"export","state":"done","counts":{"Patient":3}},{"id":"import-export-system-1","kind":"import","state":"done","counts":{"Patient":3}}],
+				"verification":{"rows":[{"type":"Patient","exported":3,"imported":3,"destination":3,"match":true}]},
+				"error":`+map[bool]string{true: `null`, false: `{"code":"verification_mismatch","message":"Patient exported 3, destination has 2"}`}[final == "completed"]+`}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &lastStart
+}
+
+func TestStartAndWatchCompleted(t *testing.T) {
+	t.Parallel()
+	srv, lastStart := fakeService(t, "completed")
+	var out bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", srv.URL, "--interval", "1ms", "start", "--watch",
+		"--source", "http://s", "--destination", "http://d", "--types", "Patient,Observation", "--since", "2020-01-01T00:00:00Z"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	require.JSONEq(t, `{"source":"http://s","destination":"http://d","types":["Patient","Observation"],"since":"2020-01-01T00:00:00Z"}`, lastStart.Load().(string))
+	text := out.String()
+	require.Contains(t, text, "started migration m-1")
+	require.Contains(t, text, "exports 0/1 done (1 running, 0 resources)")
+	require.Contains(t, text, "exports 1/1 done (0 running, 3 resources)")
+	require.Contains(t, text, "migration m-1: completed")
+	require.Regexp(t, `Patient\s+3\s+3\s+0\s+3\s+true`, text)
+}
+
+func TestWatchFailedExitsNonZero(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeService(t, "failed")
+	var out bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", srv.URL, "--interval", "1ms", "watch", "m-1"}, &out)
+	require.Error(t, err)
+	require.Equal(t, 1, code)
+	require.Contains(t, out.String(), "verification_mismatch: Patient exported 3, destination has 2")
+}
+
+func TestStartRefusedShowsCodeAndField(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeService(t, "completed")
+	code, err := run(context.Background(), []string{"--url", srv.URL, "start", "--source", "http://s", "--destination", "http://d", "--types", "Spaceship"}, io.Discard)
+	require.Equal(t, 1, code)
+	require.ErrorContains(t, err, "unknown_type: Spaceship is not a type of the source (field types[0])")
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	code, err := run(context.Background(), nil, io.Discard)
+	require.Equal(t, 2, code)
+	require.ErrorContains(t, err, "usage")
+}

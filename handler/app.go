@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// app is the wired handler: one migration service behind the HTTP API and the function invocations.
+type app struct {
+	svc       *migration.Service
+	logger    *slog.Logger
+	messaging string
+	closers   []func()
+}
+
+func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, error) {
+	a := &app{logger: logger}
+
+	// One Azure identity for storage and Service Bus when they are reached by URL; FHIR tokens may use the
+	// local development credential instead.
+	var azureCred azcore.TokenCredential
+	azure := func() (azcore.TokenCredential, error) {
+		if azureCred == nil {
+			c, err := fhir.NewCredential(fhir.CredentialAzure, cfg.ManagedIdentityClientID)
+			if err != nil {
+				return nil, fmt.Errorf("azure credential: %w", err)
+			}
+			azureCred = c
+		}
+		return azureCred, nil
+	}
+
+	docClient, err := blobClient(cfg.DocumentStorage, azure)
+	if err != nil {
+		return nil, fmt.Errorf("document storage: %w", err)
+	}
+	docs, err := store.NewBlob(ctx, docClient, cfg.DocumentContainer)
+	if err != nil {
+		return nil, err
+	}
+	stagingClient, err := blobClient(cfg.StagingStorage, azure)
+	if err != nil {
+		return nil, fmt.Errorf("staging storage: %w", err)
+	}
+	stage, err := staging.New(stagingClient)
+	if err != nil {
+		return nil, err
+	}
+
+	var sender bus.Sender
+	switch {
+	case cfg.ServiceBusNamespace != "":
+		cred, err := azure()
+		if err != nil {
+			return nil, err
+		}
+		sb, err := bus.NewServiceBus(cfg.ServiceBusNamespace, cred)
+		if err != nil {
+			return nil, err
+		}
+		sender, a.messaging = sb, "service bus "+cfg.ServiceBusNamespace
+		a.closers = append(a.closers, func() { _ = sb.Close(context.Background()) })
+	case cfg.ServiceBusConnectionString != "":
+		sb, err := bus.NewServiceBusFromConnectionString(cfg.ServiceBusConnectionString)
+		if err != nil {
+			return nil, err
+		}
+		sender, a.messaging = sb, "service bus (connection string)"
+		a.closers = append(a.closers, func() { _ = sb.Close(context.Background()) })
+	default:
+		dh, err := bus.NewDevHost(cfg.DevHostURL)
+		if err != nil {
+			return nil, err
+		}
+		sender, a.messaging = dh, "local host "+cfg.DevHostURL
+	}
+
+	policy, err := fhir.ParseHostPolicy(cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("AllowedHosts: %w", err)
+	}
+	fhirCred, err := fhir.NewCredential(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
+	if err != nil {
+		return nil, err
+	}
+	factory := func(base string) (migration.FHIRClient, error) {
+		return fhir.New(base, fhir.Config{Credential: fhirCred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
+	}
+
+	svc, err := migration.NewService(migration.Config{
+		Store:                    docs,
+		Bus:                      sender,
+		FHIR:                     factory,
+		Policy:                   policy,
+		Staging:                  stagingAdapter{stage},
+		Logger:                   logger,
+		MaxExportsPerSource:      cfg.MaxExportsPerSource,
+		MaxImportsPerDestination: cfg.MaxImportsPerDestination,
+		PollInitial:              cfg.PollInitial,
+		PollMax:                  cfg.PollMax,
+		RetryDelay:               cfg.RetryDelay,
+		RedriveAfter:             cfg.RedriveAfter,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.svc = svc
+	return a, nil
+}
+
+// Close releases the connections.
+func (a *app) Close() {
+	for _, c := range a.closers {
+		c()
+	}
+}
+
+func blobClient(s Storage, azure func() (azcore.TokenCredential, error)) (*azblob.Client, error) {
+	if s.ConnectionString != "" {
+		c, err := azblob.NewClientFromConnectionString(s.ConnectionString, nil)
+		if err != nil {
+			// The SDK's error may quote the connection string: never pass it on.
+			return nil, errors.New("the storage connection string is malformed")
+		}
+		return c, nil
+	}
+	cred, err := azure()
+	if err != nil {
+		return nil, err
+	}
+	c, err := azblob.NewClient(s.ServiceURL, cred, nil)
+	if err != nil {
+		return nil, fmt.Errorf("blob client for %s: %w", s.ServiceURL, err)
+	}
+	return c, nil
+}
+
+// stagingAdapter gives the engine its own error for a container owned by another migration.
+type stagingAdapter struct{ *staging.Account }
+
+func (s stagingAdapter) ClaimContainer(ctx context.Context, name, migrationID string) error {
+	err := s.Account.ClaimContainer(ctx, name, migrationID)
+	if errors.Is(err, staging.ErrContainerTaken) {
+		return fmt.Errorf("%w: %w", migration.ErrContainerTaken, err)
+	}
+	return err
+}
+
+// Routes is the handler's whole surface: readiness, the forwarded HTTP API, and one endpoint per non-HTTP function.
+func (a *app) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("POST /api/migrations", a.startMigration)
+	mux.HandleFunc("GET /api/migrations", a.listMigrations)
+	mux.HandleFunc("GET /api/migrations/{id}", a.getMigration)
+	mux.HandleFunc("DELETE /api/migrations/{id}", a.cancelMigration)
+	mux.HandleFunc("POST /PollJob", a.invocation("PollJob", a.pollJob))
+	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
+	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, "")
+	})
+	return withInvocationLog(a.logger, mux)
+}
+
+// withInvocationLog logs each request with the host's invocation id.
+func withInvocationLog(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		logger.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"invocationId", r.Header.Get("X-Azure-Functions-InvocationId"), "ms", time.Since(start).Milliseconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/funcs"
+)
+
+// Config is every setting the handler reads, validated at start. In Azure the settings are app settings; locally
+// they are the Values of local.settings.json, which the local host passes as environment variables.
+type Config struct {
+	// ListenAddr is 127.0.0.1:{FUNCTIONS_CUSTOMHANDLER_PORT}.
+	ListenAddr string
+
+	// AllowedHosts is the FHIR host allow-list (setting AllowedHosts).
+	AllowedHosts string
+	// FHIRCredential is "azure" (DefaultAzureCredential / managed identity) or "dev" (local development tokens,
+	// loopback audiences only) (setting FhirCredential).
+	FHIRCredential string
+	// ManagedIdentityClientID selects a user-assigned identity (setting AZURE_CLIENT_ID).
+	ManagedIdentityClientID string
+
+	// DocumentStorage is where migration documents live: the host's storage account (AzureWebJobsStorage as a
+	// connection string, or AzureWebJobsStorage__blobServiceUri / __accountName with the identity).
+	DocumentStorage Storage
+	// DocumentContainer is the container of the documents (setting MigrationContainer).
+	DocumentContainer string
+	// StagingStorage is the account the source exports into and the destination imports from (StagingStorage as
+	// a connection string, or StagingStorage__blobServiceUri with the identity).
+	StagingStorage Storage
+
+	// Messaging: Service Bus in Azure (ServiceBusConnection__fullyQualifiedNamespace, or ServiceBusConnection as a
+	// connection string); the local host's queues when it set DEVHOST_URL.
+	ServiceBusNamespace        string
+	ServiceBusConnectionString string
+	DevHostURL                 string
+
+	MaxExportsPerSource      int           // setting MaxExportsPerSource, default 4
+	MaxImportsPerDestination int           // setting MaxImportsPerDestination, default 5
+	PollInitial              time.Duration // setting PollInitial, default 5s
+	PollMax                  time.Duration // setting PollMax, default 2m
+	RetryDelay               time.Duration // setting RetryDelay, default 30s
+	RedriveAfter             time.Duration // setting RedriveAfter, default 2m
+
+	LogLevel slog.Level // setting LogLevel: debug, info (default), warn, error
+}
+
+// Storage is a storage account reached by connection string (local) or by URL with the identity (Azure).
+type Storage struct {
+	ConnectionString string
+	ServiceURL       string
+}
+
+func (s Storage) configured() bool { return s.ConnectionString != "" || s.ServiceURL != "" }
+
+// LoadConfig reads and validates the settings; the error names every missing or malformed setting.
+func LoadConfig(getenv func(string) string) (*Config, error) {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+
+	c := &Config{
+		AllowedHosts:               get("AllowedHosts", "*.azurehealthcareapis.com"),
+		FHIRCredential:             get("FhirCredential", "azure"),
+		ManagedIdentityClientID:    get("AZURE_CLIENT_ID", ""),
+		DocumentContainer:          get("MigrationContainer", "fhir-migrations"),
+		ServiceBusNamespace:        get("ServiceBusConnection__fullyQualifiedNamespace", ""),
+		ServiceBusConnectionString: get("ServiceBusConnection", ""),
+		DevHostURL:                 get("DEVHOST_URL", ""),
+	}
+
+	if addr, err := funcs.ListenAddr(getenv); err != nil {
+		bad("%v", err)
+	} else {
+		c.ListenAddr = addr
+	}
+
+	if c.FHIRCredential != "azure" && c.FHIRCredential != "dev" {
+		bad("FhirCredential: want \"azure\" or \"dev\", got %q", c.FHIRCredential)
+	}
+
+	c.DocumentStorage = Storage{ConnectionString: get("AzureWebJobsStorage", "")}
+	if !c.DocumentStorage.configured() {
+		if u := get("AzureWebJobsStorage__blobServiceUri", ""); u != "" {
+			c.DocumentStorage.ServiceURL = u
+		} else if acct := get("AzureWebJobsStorage__accountName", ""); acct != "" {
+			c.DocumentStorage.ServiceURL = "https://" + acct + ".blob.core.windows.net/"
+		}
+	}
+	if !c.DocumentStorage.configured() {
+		bad("AzureWebJobsStorage: set a connection string, or AzureWebJobsStorage__accountName / __blobServiceUri")
+	} else if c.DocumentStorage.ServiceURL != "" {
+		checkServiceURL("AzureWebJobsStorage__blobServiceUri", c.DocumentStorage.ServiceURL, bad)
+	}
+
+	c.StagingStorage = Storage{ConnectionString: get("StagingStorage", ""), ServiceURL: get("StagingStorage__blobServiceUri", "")}
+	switch {
+	case !c.StagingStorage.configured():
+		bad("StagingStorage__blobServiceUri: set the staging account's blob URL (or StagingStorage as a connection string)")
+	case c.StagingStorage.ConnectionString != "" && c.StagingStorage.ServiceURL != "":
+		bad("StagingStorage: set either a connection string or StagingStorage__blobServiceUri, not both")
+	case c.StagingStorage.ServiceURL != "":
+		checkServiceURL("StagingStorage__blobServiceUri", c.StagingStorage.ServiceURL, bad)
+	}
+
+	if c.ServiceBusNamespace == "" && c.ServiceBusConnectionString == "" && c.DevHostURL == "" {
+		bad("ServiceBusConnection__fullyQualifiedNamespace: set the Service Bus namespace (e.g. myns.servicebus.windows.net)")
+	}
+
+	c.MaxExportsPerSource = positiveInt(get("MaxExportsPerSource", "4"), "MaxExportsPerSource", bad)
+	c.MaxImportsPerDestination = positiveInt(get("MaxImportsPerDestination", "5"), "MaxImportsPerDestination", bad)
+	c.PollInitial = positiveDuration(get("PollInitial", "5s"), "PollInitial", bad)
+	c.PollMax = positiveDuration(get("PollMax", "2m"), "PollMax", bad)
+	c.RetryDelay = positiveDuration(get("RetryDelay", "30s"), "RetryDelay", bad)
+	c.RedriveAfter = positiveDuration(get("RedriveAfter", "2m"), "RedriveAfter", bad)
+	if c.PollMax > 0 && c.PollInitial > c.PollMax {
+		bad("PollInitial (%s) must not exceed PollMax (%s)", c.PollInitial, c.PollMax)
+	}
+
+	if err := c.LogLevel.UnmarshalText([]byte(get("LogLevel", "info"))); err != nil {
+		bad("LogLevel: want debug, info, warn or error, got %q", get("LogLevel", ""))
+	}
+
+	if len(problems) > 0 {
+		return nil, errors.New("invalid settings:\n  " + strings.Join(problems, "\n  "))
+	}
+	return c, nil
+}
+
+func checkServiceURL(name, raw string, bad func(string, ...any)) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		bad("%s: want a blob endpoint URL such as https://account.blob.core.windows.net/", name)
+	case u.RawQuery != "" || u.User != nil:
+		// Never echo it: a query string here is usually a SAS token.
+		bad("%s: must not carry a query string or credentials; access uses the managed identity", name)
+	}
+}
+
+func positiveInt(v, name string, bad func(string, ...any)) int {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		bad("%s: want a positive integer, got %q", name, v)
+		return 0
+	}
+	return n
+}
+
+func positiveDuration(v, name string, bad func(string, ...any)) time.Duration {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		bad("%s: want a positive duration such as 30s or 2m, got %q", name, v)
+		return 0
+	}
+	return d
+}
