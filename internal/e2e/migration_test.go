@@ -166,3 +166,38 @@ func withoutMeta(t *testing.T, raw json.RawMessage) json.RawMessage {
 	require.NoError(t, err)
 	return out
 }
+
+// TestStrayMessagesAreAcknowledged: messages for unknown migrations or jobs, and unreadable bodies, reach the
+// handler through the host and are completed on the first delivery, never redelivered or dead-lettered.
+func TestStrayMessagesAreAcknowledged(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{patients: 1})
+	strays := map[string][]string{
+		"run-import":    {`{"migrationId":"m-unknown","jobId":"import-x-1"}`, `not json`, `{"jobId":7}`},
+		"verify-counts": {`{"migrationId":"m-unknown","generation":1}`, `[]`},
+	}
+	want := 0
+	for queue, bodies := range strays {
+		for i, body := range bodies {
+			require.NoError(t, s.host.Send(queue, queue+"-stray-"+string(rune('a'+i)), body, "application/json", time.Time{}))
+			want++
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := s.host.Stats()
+		completed, abandoned, dead := 0, 0, 0
+		for _, q := range st.Queues {
+			completed += q.Completed
+			abandoned += q.Abandoned
+			dead += q.DeadLettered
+		}
+		require.Zero(t, abandoned, "a stray message must not fail its invocation")
+		require.Zero(t, dead)
+		if completed == want {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "only %d of %d stray messages completed", completed, want)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
