@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools build demo stack-up stack-down test test-short vet fmt-check bench
+.PHONY: tools build demo stack-up stack-down package test test-short vet fmt-check bench
 
 tools: ## install the pinned Azurite into .tools/
 	@./scripts/install-tools.sh
@@ -23,6 +23,9 @@ stack-up: ## the local stack, left running for Postman or curl (SEED_PATIENTS se
 stack-down:
 	@./scripts/stack.sh down
 
+package: ## the Azure Functions zip: dist/fhir-migrator.zip (static linux/amd64 bin/handler, host.json, function folders)
+	@./scripts/package.sh
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -34,3 +37,6 @@ test: tools fmt-check vet ## unit tests and stack-level tests, with the race det
 
 test-short: tools
 	$(GO) test -short -count=1 ./...
+
+bench: ## benchmarks (speed and memory are measured here, never asserted in tests)
+	$(GO) test -run '^$$' -bench . -benchmem ./...

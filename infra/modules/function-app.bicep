@@ -1,0 +1,109 @@
+// The Linux Function App running the Go custom handler (bin/handler, named by host.json), on Flex Consumption
+// (default) or Elastic Premium, with the user-assigned identity only.
+param name string
+param planName string
+param location string
+param tags object
+@allowed([
+  'FlexConsumption'
+  'ElasticPremium'
+])
+param hostingPlan string
+param identityId string
+param storageAccountName string
+param deploymentContainer string
+@description('The handler and host settings; plan-specific ones are added here.')
+param appSettings object
+param maximumInstanceCount int
+@description('azd finds the app to deploy to by this tag (services.handler in azure.yaml).')
+param serviceName string = 'handler'
+
+var isFlex = hostingPlan == 'FlexConsumption'
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: isFlex ? 'functionapp' : 'elastic'
+  sku: isFlex ? {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  } : {
+    name: 'EP1'
+    tier: 'ElasticPremium'
+  }
+  properties: union({
+    reserved: true
+  }, isFlex ? {} : {
+    maximumElasticWorkerCount: 20
+  })
+}
+
+// Flex takes runtime and deployment from functionAppConfig (FUNCTIONS_WORKER_RUNTIME is refused there).
+var flexConfig = {
+  functionAppConfig: {
+    deployment: {
+      storage: {
+        type: 'blobContainer'
+        value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainer}'
+        authentication: {
+          type: 'UserAssignedIdentity'
+          userAssignedIdentityResourceId: identityId
+        }
+      }
+    }
+    scaleAndConcurrency: {
+      maximumInstanceCount: maximumInstanceCount
+      instanceMemoryMB: 2048
+    }
+    runtime: {
+      name: 'custom'
+      version: '1.0'
+    }
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': serviceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: union({
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+    }
+  }, isFlex ? flexConfig : {})
+}
+
+// Elastic Premium keeps the app content on an Azure Files share, which only a key can mount.
+var premiumSettings = isFlex ? {} : {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: 'custom'
+  WEBSITE_RUN_FROM_PACKAGE: '1'
+  WEBSITE_CONTENTSHARE: toLower(name)
+  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: 'DefaultEndpointsProtocol=https;AccountName=${hostStorage.name};EndpointSuffix=${environment().suffixes.storage};AccountKey=${hostStorage.listKeys().keys[0].value}'
+}
+
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: union(appSettings, premiumSettings)
+}
+
+output name string = site.name
+output url string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,20 @@
+// The host's account: identity-based AzureWebJobsStorage (blob leases for timers and singletons, Flex deployment
+// package) and the migration documents, all blob. No queue or table trigger is used, so no queue or table role.
+param storageAccountName string
+param principalId string
+param identityId string
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, identityId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+  scope: hostStorage
+  properties: {
+    // Storage Blob Data Owner
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}

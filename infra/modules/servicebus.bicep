@@ -1,0 +1,66 @@
+// Service Bus for the chained steps. Standard tier: duplicate detection and scheduled messages need it.
+param name string
+param location string
+param tags object
+param principalId string
+param identityId string
+
+// Queue names are the queueName of RunImport/ and VerifyCounts/ function.json (checked by handler/infra_test.go).
+var queueNames = [
+  'run-import'
+  'verify-counts'
+]
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2021-11-01' = {
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+    tier: 'Standard'
+  }
+  properties: {
+    disableLocalAuth: true
+  }
+}
+
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = [for queueName in queueNames: {
+  parent: namespace
+  name: queueName
+  properties: {
+    // The longest step (an import kick-off or a manifest copy) takes minutes at most; the host renews the lock too.
+    lockDuration: 'PT5M'
+    maxDeliveryCount: 10
+    // MessageIds derive from document transitions, so a re-sent transition is dropped here.
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P14D'
+    requiresSession: false
+  }
+}]
+
+resource dataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(namespace.id, identityId, '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39')
+  scope: namespace
+  properties: {
+    // Azure Service Bus Data Sender
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource dataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(namespace.id, identityId, '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0')
+  scope: namespace
+  properties: {
+    // Azure Service Bus Data Receiver
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
+output queueNames array = queueNames
