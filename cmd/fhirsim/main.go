@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,11 +46,16 @@ type options struct {
 	jobDelay          time.Duration
 	initialImportMode bool
 	logLevel          slog.Level
+	faults            fhirsim.Faults
+	faultSeed         int64
+	faultSeedSet      bool
+	importHold        time.Duration
+	maxImports        int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
-	var flavor string
+	var flavor, faults string
 	fs := flag.NewFlagSet("fhirsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8081", "loopback address to listen on")
@@ -62,15 +68,29 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.jobDelay, "job-delay", fhirsim.DefaultJobDelay, "least time a background job takes")
 	fs.BoolVar(&o.initialImportMode, "initial-import-mode", false, "accept InitialLoad imports (and lock API writes)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.StringVar(&faults, "faults", "", "faults to inject, name=probability,... (names: "+strings.Join(fhirsim.FaultNames(), ", ")+")")
+	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
+	fs.DurationVar(&o.importHold, "import-hold", fhirsim.DefaultImportHold, "how long import-hold holds a completed import's status call")
+	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	fs.Visit(func(f *flag.Flag) { o.faultSeedSet = o.faultSeedSet || f.Name == "fault-seed" })
 	var err error
 	if o.flavor, err = fhirsim.ParseFlavor(flavor); err != nil {
 		return options{}, err
+	}
+	if o.faults, err = fhirsim.ParseFaults(faults); err != nil {
+		return options{}, fmt.Errorf("--faults: %w", err)
+	}
+	if o.importHold < 0 {
+		return options{}, errors.New("--import-hold must not be negative")
+	}
+	if o.maxImports < 0 {
+		return options{}, errors.New("--max-imports must not be negative")
 	}
 	if err := requireLoopback(o.addr); err != nil {
 		return options{}, err
@@ -104,7 +124,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	sim := fhirsim.New(
+	opts := []fhirsim.Option{
 		fhirsim.WithFlavor(o.flavor),
 		fhirsim.WithStorage(o.storage),
 		fhirsim.WithSeed(o.seedPatients, o.seed),
@@ -113,7 +133,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fhirsim.WithJobDelay(o.jobDelay),
 		fhirsim.WithInitialImportMode(o.initialImportMode),
 		fhirsim.WithLogger(logger),
-	)
+		fhirsim.WithFaults(o.faults),
+		fhirsim.WithImportHold(o.importHold),
+		fhirsim.WithMaxImports(o.maxImports),
+	}
+	if o.faultSeedSet {
+		opts = append(opts, fhirsim.WithFaultSeed(o.faultSeed))
+	}
+	sim := fhirsim.New(opts...)
 	defer sim.Close()
 
 	ln, err := net.Listen("tcp", o.addr)

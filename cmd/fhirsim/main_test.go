@@ -3,12 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 )
 
 func TestRunRefusesBadOptions(t *testing.T) {
@@ -25,6 +29,10 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		{"unknown flavor", []string{"--addr", "127.0.0.1:0", "--flavor", "gcp"}, "flavor"},
 		{"bad storage", []string{"--addr", "127.0.0.1:0", "--storage", "not-a-connection-string"}, "--storage"},
 		{"extra argument", []string{"--addr", "127.0.0.1:0", "serve"}, "unexpected"},
+		{"unknown fault", []string{"--addr", "127.0.0.1:0", "--faults", "status-500=0.1,statsu-503=0.1"}, `--faults: unknown fault "statsu-503"`},
+		{"bad fault probability", []string{"--addr", "127.0.0.1:0", "--faults", "drop-conn=2"}, `--faults: fault "drop-conn": probability "2"`},
+		{"negative import hold", []string{"--addr", "127.0.0.1:0", "--import-hold", "-1s"}, "--import-hold"},
+		{"negative max imports", []string{"--addr", "127.0.0.1:0", "--max-imports", "-1"}, "--max-imports"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +61,52 @@ func TestRunAnnouncesServesAndStops(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestParseOptionsFaults(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions([]string{"--faults", "kickoff-429=0.25,import-drop=0.1", "--fault-seed", "0",
+		"--import-hold", "2s", "--max-imports", "5"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, fhirsim.Faults{"kickoff-429": 0.25, "import-drop": 0.1}, o.faults)
+	require.True(t, o.faultSeedSet, "an explicit --fault-seed 0 is a seed")
+	require.Zero(t, o.faultSeed)
+	require.Equal(t, 2*time.Second, o.importHold)
+	require.Equal(t, 5, o.maxImports)
+
+	o, err = parseOptions(nil, io.Discard)
+	require.NoError(t, err)
+	require.Empty(t, o.faults)
+	require.False(t, o.faultSeedSet)
+	require.Equal(t, fhirsim.DefaultImportHold, o.importHold)
+}
+
+func TestRunServesStatsWithTheFaultSeed(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	out, announce := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--flavor", "ahds", "--storage", "", "--faults", "status-503=0.5",
+			"--fault-seed", "99"}, announce)
+		_ = announce.Close()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	m := regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)\n$`).FindStringSubmatch(line)
+	require.NotNil(t, m, line)
+
+	resp, err := http.Get(m[1] + "/_sim/stats")
+	require.NoError(t, err)
+	var st fhirsim.Stats
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.EqualValues(t, 99, st.FaultSeed)
+	require.NotNil(t, st.FaultsInjected)
 
 	cancel()
 	require.NoError(t, <-done)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 )
 
@@ -18,6 +19,9 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	settingsPath := fs.String("settings", "local.settings.json", "local.settings.json whose Values become the app settings")
 	addr := fs.String("addr", "127.0.0.1:7071", "listen address (loopback only)")
 	maxDelivery := fs.Int("max-delivery-count", 10, "Service Bus maxDeliveryCount of every queue")
+	duplicateRate := fs.Float64("duplicate-rate", 0, "chaos: probability that a delivery loses its lock and the message is delivered again")
+	dropRate := fs.Float64("drop-rate", 0, "chaos: probability that a message accepted by the send API is lost (201, never delivered)")
+	chaosSeed := fs.Int64("chaos-seed", 0, "chaos: seed of the rolls (0: from the time)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -30,13 +34,21 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := checkLoopback(*addr); err != nil {
 		return err
 	}
+	for _, r := range []struct {
+		flag string
+		p    float64
+	}{{"--duplicate-rate", *duplicateRate}, {"--drop-rate", *dropRate}} {
+		if math.IsNaN(r.p) || r.p < 0 || r.p > 1 {
+			return fmt.Errorf("%s %v: want a probability in [0,1]", r.flag, r.p)
+		}
+	}
 	settings, err := LoadSettings(*settingsPath)
 	if err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	h, err := New(Config{AppRoot: *appRoot, Settings: settings, Addr: *addr, MaxDeliveryCount: *maxDelivery,
-		HandlerStdout: stdout, Logger: logger})
+		HandlerStdout: stdout, Logger: logger, DuplicateRate: *duplicateRate, DropRate: *dropRate, ChaosSeed: *chaosSeed})
 	if err != nil {
 		return err
 	}

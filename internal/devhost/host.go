@@ -35,6 +35,13 @@ type Config struct {
 	HandlerStdout    io.Writer         // where the handler's stdout/stderr go (default os.Stdout)
 	Logger           *slog.Logger
 	Clock            func() time.Time // optional; stamps envelopes and decides when scheduled messages are due
+
+	// Chaos hooks (default off). DuplicateRate: probability that a delivery loses its lock, so the same message
+	// (same MessageId) is delivered again with DeliveryCount+1. DropRate: probability that a message accepted by the
+	// send API is lost (201, never delivered). ChaosSeed seeds both rolls (0: seeded from the time).
+	DuplicateRate float64
+	DropRate      float64
+	ChaosSeed     int64
 }
 
 // Stats is what the host has done so far.
@@ -44,6 +51,10 @@ type Stats struct {
 	Invocations     map[string]int        `json:"invocations"`
 	// TimerSkips counts ticks skipped because the previous invocation of the timer function still ran.
 	TimerSkips map[string]int `json:"timerSkips"`
+	// HandlerKills counts KillHandler calls (POST /admin/handler/kill) that killed a running handler.
+	HandlerKills int `json:"handlerKills"`
+	// ChaosSeed is the seed of the chaos rolls: Config.ChaosSeed with it replays them.
+	ChaosSeed int64 `json:"chaosSeed"`
 }
 
 // Host is a running local Functions host.
@@ -53,6 +64,7 @@ type Host struct {
 	log    *slog.Logger
 	now    func() time.Time
 	queues map[string]*queue // by queue name
+	chaos  *chaos
 	timers map[string]*timerState
 	client *http.Client
 
@@ -120,17 +132,28 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.ChaosSeed == 0 {
+		cfg.ChaosSeed = time.Now().UnixNano()
+	}
+	ch, err := newChaos(cfg.DuplicateRate, cfg.DropRate, cfg.ChaosSeed)
+	if err != nil {
+		return nil, err
+	}
 	a, err := loadApp(cfg.AppRoot, cfg.ExecutablePath, cfg.Settings)
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{cfg: cfg, app: a, log: cfg.Logger, now: cfg.Clock, queues: map[string]*queue{},
+	if cfg.DuplicateRate > 0 || cfg.DropRate > 0 {
+		cfg.Logger.Info("chaos hooks on", "duplicateRate", cfg.DuplicateRate, "dropRate", cfg.DropRate,
+			"chaosSeed", cfg.ChaosSeed)
+	}
+	h := &Host{cfg: cfg, app: a, log: cfg.Logger, now: cfg.Clock, queues: map[string]*queue{}, chaos: ch,
 		timers: map[string]*timerState{}, invocations: map[string]int{},
 		client: &http.Client{Timeout: a.FunctionTimeout}}
 	for _, fn := range a.Functions {
 		switch fn.Kind {
 		case triggerServiceBus:
-			h.queues[fn.Queue] = newQueue(fn.Queue, cfg.MaxDeliveryCount, a.MaxConcurrentCalls, cfg.Clock,
+			h.queues[fn.Queue] = newQueue(fn.Queue, cfg.MaxDeliveryCount, a.MaxConcurrentCalls, cfg.Clock, ch,
 				func(ctx context.Context, d delivery) settle { return h.deliverMessage(ctx, fn, d) })
 		case triggerTimer:
 			h.timers[fn.Name] = &timerState{fn: fn}
@@ -212,7 +235,9 @@ func (h *Host) Stats() Stats {
 	}
 	if h.worker != nil {
 		s.HandlerRestarts = h.worker.restartCount()
+		s.HandlerKills = h.worker.killCount()
 	}
+	s.ChaosSeed = h.cfg.ChaosSeed
 	h.mu.Lock()
 	for k, v := range h.invocations {
 		s.Invocations[k] = v
@@ -244,9 +269,30 @@ func (h *Host) Send(queueName, messageID, body, contentType string, notBefore ti
 	if messageID == "" {
 		messageID = newUUID()
 	}
-	if !q.send(messageID, body, contentType, "", notBefore) {
+	h.logSend(queueName, messageID, q.send(messageID, body, contentType, "", notBefore))
+	return nil
+}
+
+func (h *Host) logSend(queueName, messageID string, outcome sendOutcome) {
+	switch outcome {
+	case sendDuplicate:
 		h.log.Info("duplicate message dropped", "queue", queueName, "messageId", messageID)
+	case sendLost:
+		h.log.Warn("chaos: accepted message lost", "queue", queueName, "messageId", messageID)
 	}
+}
+
+// KillHandler SIGKILLs the handler's process group now, as a crash would: in-flight invocations fail (their
+// messages are redelivered) and the host restarts the handler as after any unexpected exit.
+func (h *Host) KillHandler() error {
+	if h.worker == nil {
+		return errors.New("local host not started")
+	}
+	pid, err := h.worker.kill()
+	if err != nil {
+		return err
+	}
+	h.log.Warn("chaos: handler killed", "pid", pid)
 	return nil
 }
 

@@ -25,6 +25,7 @@ func (h *Host) routes() http.Handler {
 	mux.HandleFunc("GET /admin/servicebus/queues", h.adminQueues)
 	mux.HandleFunc("GET /admin/servicebus/queues/{queue}/deadletters", h.adminDeadLetters)
 	mux.HandleFunc("POST /admin/functions/{name}", h.adminInvoke)
+	mux.HandleFunc("POST /admin/handler/kill", h.adminKill)
 	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.Stats()) })
 	mux.HandleFunc("/", h.serveFunction)
 	return mux
@@ -89,11 +90,17 @@ func (h *Host) adminSend(w http.ResponseWriter, r *http.Request) {
 	if req.MessageID == "" {
 		req.MessageID = newUUID()
 	}
-	if !q.send(req.MessageID, req.Body, req.ContentType, req.CorrelationID, notBefore) {
-		h.log.Info("duplicate message dropped", "queue", name, "messageId", req.MessageID)
-	}
-	// 201 for a dropped duplicate too: Service Bus does not tell the sender.
+	h.logSend(name, req.MessageID, q.send(req.MessageID, req.Body, req.ContentType, req.CorrelationID, notBefore))
+	// 201 for a dropped duplicate or a lost message too: Service Bus does not tell the sender.
 	writeJSON(w, http.StatusCreated, map[string]string{"messageId": req.MessageID})
+}
+
+func (h *Host) adminKill(w http.ResponseWriter, _ *http.Request) {
+	if err := h.KillHandler(); err != nil {
+		writeError(w, http.StatusConflict, "handler_not_running", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "killed"})
 }
 
 func (h *Host) adminQueues(w http.ResponseWriter, _ *http.Request) {

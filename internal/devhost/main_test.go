@@ -222,6 +222,9 @@ type hostOptions struct {
 	maxDelivery int
 	clock       func() time.Time
 	settings    map[string]string
+	// chaos hooks
+	duplicateRate, dropRate float64
+	chaosSeed               int64
 }
 
 type testHost struct {
@@ -272,6 +275,9 @@ func startHost(t *testing.T, opts hostOptions) *testHost {
 		HandlerStdout:    logs,
 		Logger:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:            opts.clock,
+		DuplicateRate:    opts.duplicateRate,
+		DropRate:         opts.dropRate,
+		ChaosSeed:        opts.chaosSeed,
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

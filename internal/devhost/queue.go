@@ -19,6 +19,11 @@ type QueueStats struct {
 	Abandoned         int `json:"abandoned"`
 	DuplicatesDropped int `json:"duplicatesDropped"`
 	DeadLettered      int `json:"deadLettered"`
+	// DuplicatesInjected counts deliveries whose lock was lost on purpose (Config.DuplicateRate): the message was
+	// delivered again while that delivery ran, and its outcome was discarded.
+	DuplicatesInjected int `json:"duplicatesInjected"`
+	// DropsInjected counts accepted messages lost on purpose (Config.DropRate): answered 201, never delivered.
+	DropsInjected int `json:"dropsInjected"`
 	// Active, Scheduled and InFlight are the messages waiting now, waiting for their time, and being delivered.
 	Active    int `json:"active"`
 	Scheduled int `json:"scheduled"`
@@ -45,6 +50,7 @@ type message struct {
 	enqueuedAt    time.Time
 	visibleAt     time.Time
 	deliveryCount int
+	lockLost      bool // a duplicate was injected for this message once; never twice
 }
 
 // settle is the outcome of one delivery.
@@ -62,6 +68,7 @@ type queue struct {
 	maxConc     int
 	now         func() time.Time
 	deliver     func(ctx context.Context, d delivery) settle
+	chaos       *chaos // nil: no injected faults
 
 	mu          sync.Mutex
 	ready       []*message
@@ -75,8 +82,8 @@ type queue struct {
 	wg          sync.WaitGroup
 }
 
-func newQueue(name string, maxDelivery, maxConc int, now func() time.Time, deliver func(context.Context, delivery) settle) *queue {
-	return &queue{name: name, maxDelivery: maxDelivery, maxConc: maxConc, now: now, deliver: deliver,
+func newQueue(name string, maxDelivery, maxConc int, now func() time.Time, c *chaos, deliver func(context.Context, delivery) settle) *queue {
+	return &queue{name: name, maxDelivery: maxDelivery, maxConc: maxConc, now: now, deliver: deliver, chaos: c,
 		seen: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 }
 
@@ -87,8 +94,17 @@ func (q *queue) kick() {
 	}
 }
 
-// send enqueues a message; it reports false when duplicate detection dropped it.
-func (q *queue) send(id, body, contentType, correlationID string, notBefore time.Time) bool {
+// sendOutcome is what became of a sent message; the sender is told 201 in every case, as Service Bus does.
+type sendOutcome int
+
+const (
+	sendQueued sendOutcome = iota
+	sendDuplicate
+	sendLost
+)
+
+// send enqueues a message, unless duplicate detection or an injected drop discards it.
+func (q *queue) send(id, body, contentType, correlationID string, notBefore time.Time) sendOutcome {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.now()
@@ -99,7 +115,12 @@ func (q *queue) send(id, body, contentType, correlationID string, notBefore time
 	}
 	if _, dup := q.seen[id]; dup {
 		q.stats.DuplicatesDropped++
-		return false
+		return sendDuplicate
+	}
+	if q.chaos.drop() {
+		// Lost before it reached the entity: not in the duplicate detection history either.
+		q.stats.DropsInjected++
+		return sendLost
 	}
 	q.seen[id] = now
 	q.seq++
@@ -116,7 +137,7 @@ func (q *queue) send(id, body, contentType, correlationID string, notBefore time
 		q.ready = append(q.ready, m)
 	}
 	q.kick()
-	return true
+	return sendQueued
 }
 
 // run delivers messages until ctx ends, then waits for the deliveries in flight.
@@ -162,10 +183,23 @@ func (q *queue) dispatch(ctx context.Context) time.Duration {
 		q.stats.Delivered++
 		d := delivery{MessageID: m.id, Body: m.body, ContentType: m.contentType, CorrelationID: m.correlationID,
 			SequenceNumber: m.seq, DeliveryCount: m.deliveryCount, EnqueuedAt: m.enqueuedAt, LockToken: newUUID()}
+		lockLost := !m.lockLost && q.chaos.duplicate()
+		if lockLost {
+			// The lock expires while this delivery runs: the message is visible again at once, with
+			// DeliveryCount+1 on its next delivery, and this delivery's outcome cannot settle it.
+			m.lockLost = true
+			q.stats.DuplicatesInjected++
+			q.ready = append([]*message{m}, q.ready...)
+		}
 		q.wg.Add(1)
 		go func() {
 			defer q.wg.Done()
-			q.settle(m, q.deliver(ctx, d), ctx.Err() != nil)
+			s := q.deliver(ctx, d)
+			if lockLost {
+				q.lockLostSettled()
+				return
+			}
+			q.settle(m, s, ctx.Err() != nil)
 		}()
 	}
 	wait := time.Minute
@@ -175,6 +209,14 @@ func (q *queue) dispatch(ctx context.Context) time.Duration {
 		}
 	}
 	return wait
+}
+
+// lockLostSettled ends a delivery whose lock was lost: its complete or abandon fails, so only the slot is freed.
+func (q *queue) lockLostSettled() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.inFlight--
+	q.kick()
 }
 
 func (q *queue) settle(m *message, s settle, stopping bool) {

@@ -35,6 +35,7 @@ type worker struct {
 	done       chan struct{} // closed when cmd has exited
 	startedAt  time.Time
 	restarts   int
+	kills      int
 	deliberate bool
 	closing    bool
 	stop       chan struct{}
@@ -291,6 +292,32 @@ func (w *worker) killGroup(sig syscall.Signal) {
 	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		_ = cmd.Process.Signal(sig)
 	}
+}
+
+// kill SIGKILLs the running handler's process group without telling the supervisor: it sees an unexpected exit.
+func (w *worker) kill() (pid int, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || w.cmd == nil || w.cmd.Process == nil {
+		return 0, errors.New("handler is not running")
+	}
+	select {
+	case <-w.done:
+		return 0, errors.New("handler is not running: it is being restarted")
+	default:
+	}
+	pid = w.cmd.Process.Pid
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("kill handler process group %d: %w", pid, err)
+	}
+	w.kills++
+	return pid, nil
+}
+
+func (w *worker) killCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.kills
 }
 
 func (w *worker) restartCount() int {

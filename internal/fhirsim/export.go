@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -47,6 +48,9 @@ type exportManifest struct {
 type exportJob struct {
 	job
 	output []manifestFile
+	fault  string // the job fault assigned at kick-off, "" for none
+	// earlyAnswered is set once FaultEarly200 has answered its short manifest.
+	earlyAnswered bool
 }
 
 func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
@@ -72,15 +76,35 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if s.faults.roll(FaultKickoff429) {
+		s.log.Info("fault injected", "fault", FaultKickoff429, "op", "$export")
+		s.writeThrottled(w, "$export")
+		return
+	}
 
 	snapshot := s.exportSnapshot(spec)
-	j := &exportJob{job: job{id: newJobID(), created: created, request: requestURL(r)}}
+	fault := s.exportJobFault()
+	j := &exportJob{job: job{id: newJobID(), created: created, request: requestURL(r)}, fault: fault}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.exports[j.id] = j
 	s.stats.ExportJobs++
+	if fault != "" {
+		s.log.Info("fault injected", "fault", fault, "job_id", j.id)
+	}
 	s.startLocked(&j.job, "export", func(ctx context.Context) error {
-		output, err := s.writeExport(ctx, blobs, j, spec.container, snapshot)
+		written := snapshot
+		switch fault {
+		case FaultExportFail:
+			return errors.New("export operation failed for reason: the export storage account denied the write (403 AuthorizationPermissionMismatch)")
+		case FaultExportStall:
+			<-ctx.Done() // runs until a DELETE cancels it or the simulator stops
+			return ctx.Err()
+		case FaultExportCancel:
+			// Canceled by the system half-way: what was written is reported as if it were everything.
+			written = snapshot[:len(snapshot)/2]
+		}
+		output, err := s.writeExport(ctx, blobs, j, spec.container, written)
 		if err != nil {
 			return fmt.Errorf("export operation failed for reason: %w", err)
 		}
@@ -270,6 +294,13 @@ func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJ
 	return output, nil
 }
 
+func writeManifest(w http.ResponseWriter, j *exportJob, output []manifestFile) {
+	writeJSON(w, http.StatusOK, "application/json", exportManifest{
+		TransactionTime: formatInstant(j.created), Request: j.request, Output: output,
+		Error: []manifestFile{}, Issues: []any{},
+	})
+}
+
 func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -280,7 +311,17 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 	}
 	switch r.Method {
 	case http.MethodGet:
-		if s.pollLocked(&j.job) {
+		if s.statusFault(w, "export", id) {
+			return
+		}
+		if j.fault == FaultEarly200 && !j.earlyAnswered && j.state == jobCompleted {
+			// Answered 200 before every file is listed, once; later polls see the whole manifest.
+			j.earlyAnswered = true
+			j.polls++
+			writeManifest(w, j, j.output[:len(j.output)/2])
+			return
+		}
+		if s.pollLocked(&j.job) && !j.earlyAnswered {
 			writeAccepted(w)
 			return
 		}
@@ -288,10 +329,7 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 			writeOutcome(w, http.StatusInternalServerError, "exception", "%s", j.failure)
 			return
 		}
-		writeJSON(w, http.StatusOK, "application/json", exportManifest{
-			TransactionTime: formatInstant(j.created), Request: j.request, Output: j.output,
-			Error: []manifestFile{}, Issues: []any{},
-		})
+		writeManifest(w, j, j.output)
 	case http.MethodDelete:
 		if j.state != jobRunning {
 			writeOutcome(w, http.StatusConflict, "conflict", "the export job %q has already finished", id)

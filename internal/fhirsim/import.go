@@ -132,11 +132,27 @@ func (s *Server) handleImportKickOff(w http.ResponseWriter, r *http.Request) {
 		writeOutcome(w, http.StatusInternalServerError, "exception", "encode import key: %v", err)
 		return
 	}
+	if s.faults.roll(FaultKickoff429) {
+		s.log.Info("fault injected", "fault", FaultKickoff429, "op", "$import")
+		s.writeThrottled(w, "$import")
+		return
+	}
+	if s.faults.roll(FaultImportBusy) {
+		s.log.Info("fault injected", "fault", FaultImportBusy, "op", "$import")
+		writeOutcome(w, http.StatusLocked, "lock-error", "the service is busy with another operation: retry the $import later")
+		return
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id, seen := s.importKeys[string(key)]
 	if !seen {
+		if s.cfg.maxImports > 0 && s.runningImportsLocked() >= s.cfg.maxImports {
+			s.faults.countThrottled()
+			s.log.Info("import throttled", "running", s.cfg.maxImports)
+			s.writeThrottled(w, "$import")
+			return
+		}
 		j := &importJob{job: job{id: newJobID(), created: s.now(), request: baseURL(r) + "/$import"}, spec: spec}
 		id = j.id
 		s.imports[id] = j
@@ -304,7 +320,13 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 		start := offset
 		offset += int64(len(line))
 		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
-			if lineErr := s.importLine(mode, in.Type, trimmed); lineErr != nil {
+			var lineErr error
+			if s.faults.roll(FaultImportLineErrors) {
+				lineErr = errors.New("the resource could not be written: the data store timed out")
+			} else {
+				lineErr = s.importLine(mode, in.Type, trimmed)
+			}
+			if lineErr != nil {
 				oo, _ := json.Marshal(newOutcome("processing", fmt.Sprintf(
 					"Failed to process resource at line: %d with stream start offset: %d. %v", lineNo, start, lineErr)))
 				failed = append(failed, append(oo, '\n'))
@@ -332,6 +354,10 @@ func (s *Server) importLine(mode, inputType string, line []byte) error {
 	}
 	if !knownType(p.Type) || p.Type == "SearchParameter" {
 		return fmt.Errorf("resource type %q cannot be imported", p.Type)
+	}
+	if s.faults.roll(FaultImportDrop) {
+		s.faults.recordDropped(p.Type + "/" + p.ID)
+		return nil // counted as loaded, never stored
 	}
 	now := s.now()
 	return s.resources.update(p.Type, p.ID, func(existing *resource) (*resource, error) {
@@ -370,7 +396,32 @@ func (s *Server) importLine(mode, inputType string, line []byte) error {
 	})
 }
 
+func (s *Server) runningImportsLocked() int {
+	n := 0
+	for _, j := range s.imports {
+		if j.state == jobRunning {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method == http.MethodGet {
+		answer, completed := s.importStatus(w, id)
+		if completed && s.faults.roll(FaultImportHold) {
+			s.log.Info("fault injected", "fault", FaultImportHold, "job_id", id, "hold", s.cfg.importHold)
+			hold := time.NewTimer(s.cfg.importHold)
+			select {
+			case <-hold.C:
+			case <-r.Context().Done():
+			case <-s.ctx.Done():
+			}
+			hold.Stop()
+		}
+		answer()
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.imports[id]
@@ -379,21 +430,6 @@ func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id stri
 		return
 	}
 	switch r.Method {
-	case http.MethodGet:
-		switch {
-		case j.state == jobCanceled:
-			writeOutcome(w, http.StatusBadRequest, "exception", "User requested cancellation of operation.")
-		case s.pollLocked(&j.job):
-			writeAccepted(w)
-		case j.state == jobFailed:
-			writeOutcome(w, http.StatusBadRequest, "exception", "%s", j.failure)
-		default:
-			res := importResult{TransactionTime: formatInstant(j.created), Request: j.request, Output: j.output, Error: j.errors}
-			if res.Error == nil {
-				res.Error = []importErrorFile{}
-			}
-			writeJSON(w, http.StatusOK, "application/json", res)
-		}
 	case http.MethodDelete:
 		if j.state != jobRunning {
 			writeOutcome(w, http.StatusConflict, "conflict", "the import job %q has already finished", id)
@@ -405,4 +441,32 @@ func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id stri
 	default:
 		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on an import job", r.Method)
 	}
+}
+
+// importStatus decides a status answer under s.mu; it is written later, outside the lock, after any hold. completed
+// reports a 200 for a completed job.
+func (s *Server) importStatus(w http.ResponseWriter, id string) (answer func(), completed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.imports[id]
+	switch {
+	case j == nil:
+		return func() { writeOutcome(w, http.StatusNotFound, "not-found", "the import job %q was not found", id) }, false
+	case s.statusFault(w, "import", id):
+		return func() {}, false
+	case j.state == jobCanceled:
+		return func() {
+			writeOutcome(w, http.StatusBadRequest, "exception", "User requested cancellation of operation.")
+		}, false
+	case s.pollLocked(&j.job):
+		return func() { writeAccepted(w) }, false
+	case j.state == jobFailed:
+		failure := j.failure
+		return func() { writeOutcome(w, http.StatusBadRequest, "exception", "%s", failure) }, false
+	}
+	res := importResult{TransactionTime: formatInstant(j.created), Request: j.request, Output: j.output, Error: j.errors}
+	if res.Error == nil {
+		res.Error = []importErrorFile{}
+	}
+	return func() { writeJSON(w, http.StatusOK, "application/json", res) }, true
 }

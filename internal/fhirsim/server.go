@@ -6,6 +6,7 @@
 package fhirsim
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -59,6 +60,11 @@ type config struct {
 	auth              bool
 	logger            *slog.Logger
 	now               func() time.Time
+	faults            Faults
+	faultSeed         int64
+	faultSeedSet      bool
+	importHold        time.Duration
+	maxImports        int
 }
 
 // Option configures a Server.
@@ -109,12 +115,21 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // WithClock sets the clock used for lastUpdated, transaction times and export windows (default time.Now).
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
-// Stats counts what the simulator has served.
+// Stats counts what the simulator has served; GET /_sim/stats answers it as JSON.
 type Stats struct {
-	ExportJobs int
-	ImportJobs int
-	// Requests counts answered requests by HTTP status code.
-	Requests map[int]int
+	// ExportJobs and ImportJobs count the jobs created (distinct job ids).
+	ExportJobs int `json:"exportJobs"`
+	ImportJobs int `json:"importJobs"`
+	// Requests counts answered requests by HTTP status code (answers cut by drop-conn are not counted).
+	Requests map[int]int `json:"requests"`
+	// FaultSeed is the seed of the fault rolls: WithFaultSeed(FaultSeed) replays them.
+	FaultSeed int64 `json:"faultSeed"`
+	// FaultsInjected counts injected faults by name; job faults count when assigned at kick-off.
+	FaultsInjected map[string]int `json:"faultsInjected"`
+	// ImportsThrottled counts $import kick-offs answered 429 by the WithMaxImports limit.
+	ImportsThrottled int `json:"importsThrottled"`
+	// DroppedResources are the "Type/id" keys import-drop left out while reporting them imported, sorted.
+	DroppedResources []string `json:"droppedResources"`
 }
 
 // Server is the simulator; it is an http.Handler.
@@ -135,6 +150,8 @@ type Server struct {
 	// importKeys maps a canonicalised $import body to its job id: registration is idempotent.
 	importKeys map[string]string
 	stats      Stats
+
+	faults *injector
 }
 
 // New builds a simulator. Invalid storage configuration is reported by $export/$import as the real service would.
@@ -147,12 +164,24 @@ func New(opts ...Option) *Server {
 		errorContainer:  DefaultErrorContainer,
 		auth:            true,
 		now:             time.Now,
+		importHold:      DefaultImportHold,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if !cfg.faultSeedSet {
+		cfg.faultSeed = time.Now().UnixNano()
+	}
+	faults := Faults{}
+	for name, p := range cfg.faults {
+		if err := (Faults{name: p}).Validate(); err != nil {
+			cfg.logger.Error("fault ignored", "err", err)
+			continue
+		}
+		faults[name] = p
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -165,6 +194,11 @@ func New(opts ...Option) *Server {
 		imports:    map[string]*importJob{},
 		importKeys: map[string]string{},
 		stats:      Stats{Requests: map[int]int{}},
+		faults:     newInjector(faults, cfg.faultSeed),
+	}
+	if len(faults) > 0 || cfg.maxImports > 0 {
+		s.log.Info("fault injection on", "faults", faults.String(), "fault_seed", cfg.faultSeed,
+			"import_hold", cfg.importHold, "max_imports", cfg.maxImports)
 	}
 	if cfg.storage != "" {
 		s.blobs, s.blobsErr = newBlobAccount(cfg.storage)
@@ -198,6 +232,7 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	out := s.stats
 	out.Requests = maps.Clone(s.stats.Requests)
+	s.faults.fill(&out)
 	return out
 }
 
@@ -227,15 +262,42 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &statusRecorder{ResponseWriter: w}
-	s.route(rec, r)
-	if rec.code == 0 {
-		rec.code = http.StatusOK
+	if r.URL.Path == simStatsPath {
+		s.handleSimStats(w, r)
+		return
+	}
+	var code int
+	if s.faults.enabled(FaultDropConn) {
+		buf := newBufferedResponse()
+		s.route(buf, r)
+		code = buf.status()
+		// A 4xx stays intact: faults never hide the answer to a bad request.
+		if code/100 != 4 && s.faults.roll(FaultDropConn) {
+			s.log.Info("fault injected", "fault", FaultDropConn, "method", r.Method, "path", r.URL.Path, "status", code)
+			s.dropConnection(w, buf)
+			return
+		}
+		buf.writeTo(w)
+	} else {
+		rec := &statusRecorder{ResponseWriter: w}
+		s.route(rec, r)
+		code = cmp.Or(rec.code, http.StatusOK)
 	}
 	s.mu.Lock()
-	s.stats.Requests[rec.code]++
+	s.stats.Requests[code]++
 	s.mu.Unlock()
-	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.code)
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code)
+}
+
+// simStatsPath serves Stats as JSON to tools on this machine (a chaos runner driving the binaries); no token.
+const simStatsPath = "/_sim/stats"
+
+func (s *Server) handleSimStats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on %s", r.Method, simStatsPath)
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/json", s.Stats())
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
