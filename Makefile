@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools build demo stack-up stack-down package test test-short vet fmt-check bench
+.PHONY: tools build demo stack-up stack-down package chaos fuzz test test-short vet fmt-check bench
 
 tools: ## install the pinned Azurite into .tools/
 	@./scripts/install-tools.sh
@@ -32,11 +32,24 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: tools fmt-check vet ## unit tests and stack-level tests, with the race detector
+test: tools fmt-check vet fuzz ## a short fuzz of each target, then unit tests, stack-level tests and a small chaos run with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-short: tools
 	$(GO) test -short -count=1 ./...
+
+chaos: ## 3 migrations against faulty simulators, duplicate/dropped messages and handler kills; ends with the summary line
+	$(GO) run ./cmd/chaos
+
+# Each fuzz target briefly (their seed corpora already run in every go test). FUZZTIME=1m for longer.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := internal/migration:FuzzStart internal/migration:FuzzMessages internal/migration:FuzzResourceLine \
+	internal/migration:FuzzErrorLine internal/fhir:FuzzParseManifest internal/fhir:FuzzParseImportStatus \
+	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg >/dev/null; done
 
 bench: ## benchmarks (speed and memory are measured here, never asserted in tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

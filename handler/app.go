@@ -113,6 +113,9 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, error)
 		PollMax:                  cfg.PollMax,
 		RetryDelay:               cfg.RetryDelay,
 		RedriveAfter:             cfg.RedriveAfter,
+		ExportDeadline:           cfg.ExportDeadline,
+		ConfirmDelay:             cfg.ConfirmDelay,
+		MaxReexports:             cfg.MaxReexports,
 	})
 	if err != nil {
 		return nil, err
@@ -167,6 +170,9 @@ func (a *app) Routes() http.Handler {
 	mux.HandleFunc("GET /api/migrations", a.listMigrations)
 	mux.HandleFunc("GET /api/migrations/{id}", a.getMigration)
 	mux.HandleFunc("DELETE /api/migrations/{id}", a.cancelMigration)
+	mux.HandleFunc("GET /api/migrations/{id}/report", a.migrationReport)
+	mux.HandleFunc("GET /api/migrations/{id}/report/{part}", a.migrationReport)
+	mux.HandleFunc("POST /api/migrations/{id}/{action}", a.migrationAction)
 	mux.HandleFunc("POST /PollJob", a.invocation("PollJob", a.pollJob))
 	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
 	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))

@@ -47,6 +47,9 @@ type Config struct {
 	PollMax                  time.Duration // setting PollMax, default 2m
 	RetryDelay               time.Duration // setting RetryDelay, default 30s
 	RedriveAfter             time.Duration // setting RedriveAfter, default 2m
+	ExportDeadline           time.Duration // setting ExportDeadline, default 6h: a running export older than this is canceled and re-run
+	ConfirmDelay             time.Duration // setting ConfirmDelay, default 1m: wait before re-polling a manifest short of the kick-off counts
+	MaxReexports             int           // setting MaxReexports, default 3: re-runs of one export (stalled, short, failed) before the migration fails
 
 	LogLevel slog.Level // setting LogLevel: debug, info (default), warn, error
 }
@@ -124,6 +127,9 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 	c.PollMax = positiveDuration(get("PollMax", "2m"), "PollMax", bad)
 	c.RetryDelay = positiveDuration(get("RetryDelay", "30s"), "RetryDelay", bad)
 	c.RedriveAfter = positiveDuration(get("RedriveAfter", "2m"), "RedriveAfter", bad)
+	c.ExportDeadline = positiveDuration(get("ExportDeadline", "6h"), "ExportDeadline", bad)
+	c.ConfirmDelay = positiveDuration(get("ConfirmDelay", "1m"), "ConfirmDelay", bad)
+	c.MaxReexports = positiveInt(get("MaxReexports", "3"), "MaxReexports", bad)
 	if c.PollMax > 0 && c.PollInitial > c.PollMax {
 		bad("PollInitial (%s) must not exceed PollMax (%s)", c.PollInitial, c.PollMax)
 	}

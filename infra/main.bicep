@@ -67,6 +67,15 @@ param retryDelay string = '30s'
 @description('A chained step without progress for this long is re-sent by the timer (Go duration).')
 param redriveAfter string = '2m'
 
+@description('A running export older than this is canceled and exported again.')
+param exportDeadline string = '6h'
+
+@description('Wait before re-polling an export manifest whose counts fall short of the counts taken at kick-off.')
+param confirmDelay string = '1m'
+
+@description('Re-runs of one export (stalled, short or failed) before the migration fails.')
+param maxReexports int = 3
+
 @description('debug, info, warn or error.')
 @allowed([
   'debug'
@@ -231,6 +240,9 @@ var handlerSettings = {
   PollMax: pollMax
   RetryDelay: retryDelay
   RedriveAfter: redriveAfter
+  ExportDeadline: exportDeadline
+  ConfirmDelay: confirmDelay
+  MaxReexports: string(maxReexports)
   MaxExportsPerSource: string(maxExportsPerSource)
   MaxImportsPerDestination: string(maxImportsPerDestination)
   LogLevel: logLevel

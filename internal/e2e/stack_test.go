@@ -87,6 +87,8 @@ type stack struct {
 type stackOptions struct {
 	patients int
 	settings map[string]string
+	// destOptions are added to the destination simulator's options (faults, seed data).
+	destOptions []fhirsim.Option
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -100,8 +102,8 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	s := &stack{t: t, logs: &syncBuffer{}}
 	s.srcSim = fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAPIForFHIR), fhirsim.WithStorage(azurite.ConnectionString),
 		fhirsim.WithSeed(opts.patients, 7), fhirsim.WithJobDelay(50*time.Millisecond), fhirsim.WithRollover(500))
-	s.destSim = fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
-		fhirsim.WithJobDelay(50*time.Millisecond))
+	s.destSim = fhirsim.New(append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
+		fhirsim.WithJobDelay(50 * time.Millisecond)}, opts.destOptions...)...)
 	s.source = serveLoopback(t, s.srcSim)
 	s.dest = serveLoopback(t, s.destSim)
 	t.Cleanup(func() { s.srcSim.Close(); s.destSim.Close() })

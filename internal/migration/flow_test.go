@@ -65,9 +65,9 @@ func TestMigrationPerTypeImportsWhileExporting(t *testing.T) {
 	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
 	require.Nil(t, done.Error)
 	rows := rowsByType(done)
-	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Match: true}, rows["Patient"])
-	require.Equal(t, TypeRow{Type: "Observation", Exported: 7, Imported: 7, Destination: 7, Match: true}, rows["Observation"])
-	require.Equal(t, TypeRow{Type: "SearchParameter", Exported: 2, Imported: 2, Destination: 2, Match: true}, rows["SearchParameter"])
+	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Expected: 5, Match: true}, rows["Patient"])
+	require.Equal(t, TypeRow{Type: "Observation", Exported: 7, Imported: 7, Destination: 7, Expected: 7, Match: true}, rows["Observation"])
+	require.Equal(t, TypeRow{Type: "SearchParameter", Exported: 2, Imported: 2, Destination: 2, Expected: 2, Match: true}, rows["SearchParameter"])
 	require.Equal(t, Progress{Exports: JobTally{3, 3}, Imports: JobTally{2, 2}, Copies: JobTally{1, 1},
 		ResourcesExported: 14, ResourcesImported: 14}, *done.Progress)
 	ex, im, _ := h.src.snapshot()
@@ -205,7 +205,7 @@ func TestDuplicateMessagesAreHarmless(t *testing.T) {
 	require.NoError(t, h.svc.RunImport(context.Background(), msgs[0].Body))
 	done := h.get(m.ID)
 	require.Equal(t, StatusCompleted, done.Status)
-	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Match: true}, rowsByType(done)["Patient"])
+	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Expected: 5, Match: true}, rowsByType(done)["Patient"])
 	_, im, _ = h.dst.snapshot()
 	require.Equal(t, 1, im)
 

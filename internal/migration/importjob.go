@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -272,15 +273,12 @@ func (s *Service) readResources(ctx context.Context, in Input, tally *copyTally,
 		if text == "" {
 			continue
 		}
-		var head struct {
-			ResourceType string `json:"resourceType"`
-			ID           string `json:"id"`
-		}
-		if err := json.Unmarshal([]byte(text), &head); err != nil || head.ResourceType == "" || head.ID == "" {
+		entry, ok := parseResourceLine(text)
+		if !ok {
 			tally.fail(in.Type, fmt.Sprintf("%s line %d is not a resource with resourceType and id", in.URL, line))
 			continue
 		}
-		if err := emit(fhir.BatchEntry{Type: head.ResourceType, ID: head.ID, Resource: []byte(text)}); err != nil {
+		if err := emit(entry); err != nil {
 			return err
 		}
 	}
@@ -297,4 +295,23 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+var (
+	resourceTypePattern = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
+	resourceIDPattern   = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+)
+
+// parseResourceLine reads one NDJSON line as a resource to PUT: a JSON object whose resourceType and id are
+// valid FHIR names (they become the request path).
+func parseResourceLine(text string) (fhir.BatchEntry, bool) {
+	var head struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(text), &head); err != nil ||
+		!resourceTypePattern.MatchString(head.ResourceType) || !resourceIDPattern.MatchString(head.ID) {
+		return fhir.BatchEntry{}, false
+	}
+	return fhir.BatchEntry{Type: head.ResourceType, ID: head.ID, Resource: []byte(text)}, true
 }

@@ -158,16 +158,25 @@ func stripQuery(u string) string {
 	return u
 }
 
-// housekeep is the sweep's first decision on a migration: requeue kick-offs orphaned by a crash, re-dispatch
-// run-import and verify-counts messages that made no progress, and settle the status.
-func housekeep(m *Migration, now time.Time, redriveAfter time.Duration, e *effects) bool {
+// housekeep is the sweep's first decision on a migration: requeue kick-offs orphaned by a crash, cancel and
+// requeue exports stalled past the deadline, re-dispatch run-import and verify-counts messages that made no
+// progress, and settle the status.
+func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 	if m.Status.Terminal() {
 		return false
 	}
 	changed := false
-	cutoff := now.Add(-redriveAfter)
+	cutoff := now.Add(-s.cfg.RedriveAfter)
 	for _, j := range m.Jobs {
+		if m.Status.Terminal() {
+			break
+		}
 		switch j.State {
+		case JobRunning:
+			if stalled(j, now, s.cfg.ExportDeadline) {
+				s.reexport(m, j, fmt.Sprintf("stalled: not finished %s after the source accepted it; canceled", s.cfg.ExportDeadline), true, now, e)
+				changed = true
+			}
 		case JobStarting:
 			a := j.lastAttempt()
 			if a == nil || a.ContentLocation != "" || a.StartedAt.After(cutoff) {
@@ -179,6 +188,12 @@ func housekeep(m *Migration, now time.Time, redriveAfter time.Duration, e *effec
 			changed = true
 			if j.Kind == KindExport {
 				j.Orphans++
+			}
+			if n := failedKickoffs(j); n >= s.cfg.MaxAttempts {
+				failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed or were never answered", n), now, e)
+				continue
+			}
+			if j.Kind == KindExport {
 				j.NextPollAt = nil
 				continue
 			}

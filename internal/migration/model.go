@@ -62,6 +62,10 @@ type Migration struct {
 	// Notes are things an operator must know or do (e.g. $reindex on the destination).
 	Notes []string `json:"notes,omitempty"`
 	Error *Failure `json:"error,omitempty"`
+	// Baseline is the destination's per-type counts before anything was imported.
+	Baseline *Baseline `json:"baseline,omitempty"`
+	// Cleanup records what was deleted of the staged files.
+	Cleanup *Cleanup `json:"cleanup,omitempty"`
 	// Progress is derived when serving; never stored.
 	Progress *Progress `json:"progress,omitempty"`
 }
@@ -80,6 +84,8 @@ type Request struct {
 	Verify         string     `json:"verify"`
 	VerifySample   int        `json:"verifySample"`
 	DryRun         bool       `json:"dryRun,omitempty"`
+	// Cleanup is "after-verify" to delete the staged files once verification passed, or empty.
+	Cleanup string `json:"cleanup,omitempty"`
 }
 
 // Failure is why a migration failed.
@@ -129,6 +135,35 @@ type Job struct {
 	CreatedAt  time.Time  `json:"createdAt"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+
+	// Expected: the source's resource counts per type for an export job's window, taken at its kick-off; a
+	// manifest short of them is not trusted. Absent when a count cannot stand for the export (typeFilter);
+	// key "*" is the total of a system export of every type.
+	Expected map[string]int64 `json:"expected,omitempty"`
+	// ShortManifests counts the completed answers of the running attempt that fell short of Expected.
+	ShortManifests int `json:"shortManifests,omitempty"`
+	// Reexports counts attempts given up after the server accepted them (stalled past the deadline, or a
+	// manifest still short after a re-poll); bounded by the engine's MaxReexports.
+	Reexports int `json:"reexports,omitempty"`
+	// ErrorSummary digests the error files of a finished import: failed lines per type and the first errors.
+	ErrorSummary *ErrorSummary `json:"errorSummary,omitempty"`
+}
+
+// ErrorSummary is the digest of an import job's error files.
+type ErrorSummary struct {
+	// ByType counts the failed resources per type, as the server reported them.
+	ByType map[string]int64 `json:"byType"`
+	// First are the first errors read from the error files, in file order.
+	First []ErrorLine `json:"first,omitempty"`
+	// Unread says why some error file could not be read (its counts are still in ByType).
+	Unread string `json:"unread,omitempty"`
+}
+
+// ErrorLine is one failed resource read from an import error file.
+type ErrorLine struct {
+	Type     string `json:"type"`
+	InputURL string `json:"inputUrl,omitempty"`
+	Message  string `json:"message"`
 }
 
 // Attempt is one kick-off of a job, recorded before the call.
@@ -140,6 +175,8 @@ type Attempt struct {
 	Error           string     `json:"error,omitempty"`
 	// Orphaned: the attempt was recorded but its answer never saved (the handler died in between).
 	Orphaned bool `json:"orphaned,omitempty"`
+	// Abandoned says why an accepted attempt was given up and the job exported again.
+	Abandoned string `json:"abandoned,omitempty"`
 }
 
 // Input is one NDJSON file to import or copy.
@@ -173,6 +210,22 @@ type Verification struct {
 	Skipped    bool       `json:"skipped,omitempty"`
 	CheckedAt  *time.Time `json:"checkedAt,omitempty"`
 	Rows       []TypeRow  `json:"rows,omitempty"`
+	// Mode and Sample are this round's verify mode and verifySample (a re-verify may choose others).
+	Mode   string `json:"mode,omitempty"`
+	Sample int    `json:"sample,omitempty"`
+	// IDs is the progress of an ids or full check, saved after every file.
+	IDs *IDCheck `json:"ids,omitempty"`
+	// Missing lists the first missing ids as Type/id; MissingCount counts them all, listed in MissingReport.
+	Missing       []string `json:"missing,omitempty"`
+	MissingCount  int64    `json:"missingCount,omitempty"`
+	MissingReport string   `json:"missingReport,omitempty"`
+	// Differences are the first resources whose destination copy differs, with JSON paths.
+	Differences []Difference `json:"differences,omitempty"`
+	// System compares the destination's total of every type.
+	System *SystemTotal `json:"system,omitempty"`
+	Passed bool         `json:"passed,omitempty"`
+	// Report names the readable report (Markdown) in the document store.
+	Report string `json:"report,omitempty"`
 }
 
 // TypeRow is the verification of one resource type.
@@ -182,7 +235,17 @@ type TypeRow struct {
 	Imported     int64  `json:"imported"`
 	ImportErrors int64  `json:"importErrors"`
 	Destination  int64  `json:"destination"`
-	Match        bool   `json:"match"`
+	// DestinationBefore is the baseline; Expected is DestinationBefore + Exported - Duplicates.
+	DestinationBefore int64 `json:"destinationBefore"`
+	Expected          int64 `json:"expected"`
+	Duplicates        int64 `json:"duplicates,omitempty"`
+	// Checked, Missing: ids looked up and not found (ids, full); Compared, Different: contents (full).
+	Checked     int64  `json:"checked,omitempty"`
+	Missing     int64  `json:"missing,omitempty"`
+	Compared    int64  `json:"compared,omitempty"`
+	Different   int64  `json:"different,omitempty"`
+	Explanation string `json:"explanation,omitempty"`
+	Match       bool   `json:"match"`
 }
 
 // Progress is derived from the jobs when a document is served.
@@ -273,3 +336,62 @@ func (j *Job) lastAttempt() *Attempt {
 func (j *Job) holder(migrationID string) string { return migrationID + "/" + j.ID }
 
 func timePtr(t time.Time) *time.Time { return &t }
+
+// Baseline is the destination's counts taken by StartMigration, so that a destination that was not empty can be
+// verified.
+type Baseline struct {
+	TakenAt time.Time        `json:"takenAt"`
+	Counts  map[string]int64 `json:"counts,omitempty"`
+	Total   int64            `json:"total"`
+	Error   string           `json:"error,omitempty"`
+}
+
+// IDCheck is the cursor of an ids or full verification: files before NextFile are done and tallied.
+type IDCheck struct {
+	NextFile int                 `json:"nextFile"`
+	Files    int                 `json:"files"`
+	Types    map[string]*IDTally `json:"types,omitempty"`
+}
+
+// IDTally counts the id and content checks of one type.
+type IDTally struct {
+	Checked    int64 `json:"checked"`
+	Missing    int64 `json:"missing"`
+	Duplicates int64 `json:"duplicates,omitempty"`
+	Compared   int64 `json:"compared,omitempty"`
+	Different  int64 `json:"different,omitempty"`
+}
+
+// Difference is one resource whose destination copy differs from the exported one, by JSON path.
+type Difference struct {
+	Resource string   `json:"resource"`
+	Paths    []string `json:"paths"`
+}
+
+// SystemTotal is the destination's count of every resource, before and after.
+type SystemTotal struct {
+	Before   int64 `json:"before"`
+	After    int64 `json:"after"`
+	Exported int64 `json:"exported"`
+}
+
+// Cleanup is the record of the deletion of a migration's staged files.
+type Cleanup struct {
+	State       string       `json:"state"` // pending, done, failed
+	RequestedAt time.Time    `json:"requestedAt"`
+	FinishedAt  *time.Time   `json:"finishedAt,omitempty"`
+	Forced      bool         `json:"forced,omitempty"`
+	Container   string       `json:"container"`
+	Blobs       int          `json:"blobs"`
+	Bytes       int64        `json:"bytes"`
+	Deleted     []StagedBlob `json:"deleted,omitempty"`
+	Truncated   bool         `json:"truncated,omitempty"`
+	ErrorFiles  []StagedBlob `json:"errorFiles,omitempty"`
+	Error       string       `json:"error,omitempty"`
+}
+
+// StagedBlob is one staged file: its name in the container (or URL for error files) and size.
+type StagedBlob struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}

@@ -59,6 +59,11 @@ type call struct {
 	export          *fhir.ExportStatus
 	imp             *fhir.ImportStatus
 	err             error
+	// expected are the source's counts taken before an export kick-off.
+	expected map[string]int64
+	// importErrors are a finished import's error files, typed by input, and their digest.
+	importErrors []ErrorFile
+	errorSummary *ErrorSummary
 }
 
 func (c *call) isKickoff() bool { return c.attempt > 0 }
@@ -68,7 +73,7 @@ func (s *Service) advance(ctx context.Context, id string) error {
 	now := s.now()
 	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		e := &effects{}
-		if !housekeep(m, now, s.cfg.RedriveAfter, e) {
+		if !s.housekeep(m, now, e) {
 			return e, errUnchanged
 		}
 		return e, nil
@@ -170,6 +175,7 @@ func recordAttempt(j *Job, now time.Time) int {
 	j.ContentLocation = ""
 	j.NextPollAt = nil
 	j.Polls, j.PollFailures = 0, 0
+	j.Expected, j.ShortManifests = nil, 0
 	if j.StartedAt == nil {
 		j.StartedAt = timePtr(now)
 	}
@@ -199,11 +205,17 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			defer func() { <-sem; wg.Done() }()
 			switch {
 			case c.isKickoff():
-				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
+				if c.expected, c.err = expectedCounts(ctx, client, j); c.err == nil {
+					c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
+				}
 			case c.kind == KindExport:
 				c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
 			default:
 				c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
+				if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
+					c.importErrors = importErrorFiles(j, c.imp.Result.Error)
+					c.errorSummary = s.summariseErrors(ctx, c.importErrors)
+				}
 			}
 		}()
 	}
@@ -218,6 +230,9 @@ func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
 func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 	if c.isKickoff() {
 		s.applyKickoff(m, &Job{ID: c.jobID, Kind: c.kind}, c.attempt, c.contentLocation, c.err, now, e)
+		if j := m.job(c.jobID); c.err == nil && j != nil && j.State == JobRunning && j.ContentLocation == c.contentLocation {
+			j.Expected = c.expected
+		}
 		return
 	}
 	j := m.job(c.jobID)
@@ -238,6 +253,10 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		for _, f := range c.export.Manifest.Output {
 			output = append(output, File(f))
 		}
+		if reason := shortfall(j.Expected, output); reason != "" {
+			s.distrustManifest(m, j, reason, now, e)
+			return
+		}
 		var errorFiles []ErrorFile
 		for _, f := range c.export.Manifest.Error {
 			errorFiles = append(errorFiles, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL})
@@ -252,10 +271,8 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		for _, o := range c.imp.Result.Output {
 			j.Counts[o.Type] += o.Count
 		}
-		j.Errors = nil
-		for _, f := range c.imp.Result.Error {
-			j.Errors = append(j.Errors, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL, InputURL: f.InputURL})
-		}
+		j.Errors = c.importErrors
+		j.ErrorSummary = c.errorSummary
 		finishJob(m, j, JobDone, now, e)
 	default:
 		var retryAfter time.Duration
@@ -280,6 +297,15 @@ func (s *Service) delay(retryAfter time.Duration, n int) time.Duration {
 
 func (s *Service) applyPollError(m *Migration, j *Job, err error, now time.Time, e *effects) {
 	temporary, retryAfter, reason := classify(err)
+	if serverJobFailed(err) {
+		// The job itself failed on the server (not the status call): an export is run again, bounded.
+		if j.Kind == KindExport {
+			s.reexport(m, j, reason, false, now, e)
+			return
+		}
+		failMigration(m, j, reason, now, e)
+		return
+	}
 	if !temporary {
 		failMigration(m, j, reason, now, e)
 		return
@@ -324,8 +350,8 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 	switch {
 	case !temporary:
 		failMigration(m, j, reason, now, e)
-	case len(j.Attempts) >= s.cfg.MaxAttempts:
-		failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed, the last: %s", len(j.Attempts), reason), now, e)
+	case failedKickoffs(j) >= s.cfg.MaxAttempts:
+		failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed, the last: %s", failedKickoffs(j), reason), now, e)
 	default:
 		j.State = JobQueued
 		releaseSlot(m, j, e)
@@ -349,7 +375,7 @@ func classify(err error) (temporary bool, retryAfter time.Duration, reason strin
 	}
 	var fe *fhir.Error
 	if errors.As(err, &fe) {
-		return fe.Temporary(), fe.RetryAfter, fe.Error()
+		return fe.Temporary(), fe.RetryAfter, err.Error()
 	}
 	return true, 0, err.Error()
 }

@@ -89,6 +89,15 @@ type Config struct {
 	MaxPollFailures int
 	// PollConcurrency bounds the concurrent FHIR calls of one migration in a sweep (default 8).
 	PollConcurrency int
+	// ExportDeadline: an export accepted this long ago and still not finished is canceled and exported again
+	// (default 6h).
+	ExportDeadline time.Duration
+	// ConfirmDelay: a completed export whose manifest falls short of the source's counts is polled again after
+	// this delay before it is exported again (default 1m).
+	ConfirmDelay time.Duration
+	// MaxReexports bounds the times one export job is exported again after a stall or a short manifest
+	// (default 3).
+	MaxReexports int
 }
 
 // Service runs migrations. It keeps no state between calls: everything is in the Store.
@@ -143,6 +152,9 @@ func NewService(cfg Config) (*Service, error) {
 	positive(&cfg.PollMax, 2*time.Minute)
 	positive(&cfg.RetryDelay, 30*time.Second)
 	positive(&cfg.RedriveAfter, 2*time.Minute)
+	positive(&cfg.ExportDeadline, 6*time.Hour)
+	positive(&cfg.ConfirmDelay, time.Minute)
+	positiveInt(&cfg.MaxReexports, 3)
 	if cfg.PollMax < cfg.PollInitial {
 		return nil, fmt.Errorf("migration config: PollMax %s is below PollInitial %s", cfg.PollMax, cfg.PollInitial)
 	}

@@ -49,6 +49,7 @@ type startRequest struct {
 	Verify         *string  `json:"verify"`
 	VerifySample   *int     `json:"verifySample"`
 	DryRun         bool     `json:"dryRun"`
+	Cleanup        *string  `json:"cleanup"`
 }
 
 // Result is the answer to a start request: 202 with the new migration, or 200 with the plan of a dry run.
@@ -69,7 +70,7 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 	if apiErr != nil {
 		return nil, apiErr
 	}
-	sourceTypes, err := s.preflight(ctx, req)
+	sourceTypes, destTypes, err := s.preflight(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +93,8 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 		}
 		return nil, fmt.Errorf("claim container %s: %w", req.Container, err)
 	}
-	m := &Migration{ID: id, Status: StatusExporting, CreatedAt: now, UpdatedAt: now, Request: *req, Jobs: jobs}
+	m := &Migration{ID: id, Status: StatusExporting, CreatedAt: now, UpdatedAt: now, Request: *req, Jobs: jobs,
+		Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes)}
 	data, err := encodeDoc(m)
 	if err != nil {
 		return nil, err
@@ -210,12 +212,10 @@ func (s *Service) validate(r *startRequest) (*Request, *APIError) {
 	req.Verify = VerifyCounts
 	if r.Verify != nil {
 		switch *r.Verify {
-		case VerifyCounts, VerifyNone:
+		case VerifyCounts, VerifyIDs, VerifyFull, VerifyNone:
 			req.Verify = *r.Verify
-		case "ids", "full":
-			return nil, badRequest("unsupported_verify", "verify", "verify %q is not supported yet; use %q or %q", *r.Verify, VerifyCounts, VerifyNone)
 		default:
-			return nil, badRequest("invalid_verify", "verify", "verify must be %q or %q", VerifyCounts, VerifyNone)
+			return nil, badRequest("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull, VerifyNone)
 		}
 	}
 	if r.VerifySample != nil {
@@ -223,6 +223,12 @@ func (s *Service) validate(r *startRequest) (*Request, *APIError) {
 			return nil, badRequest("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
 		}
 		req.VerifySample = *r.VerifySample
+	}
+	if r.Cleanup != nil {
+		if *r.Cleanup != CleanupAfterVerify && *r.Cleanup != "" {
+			return nil, badRequest("invalid_cleanup", "cleanup", "cleanup must be %q or absent", CleanupAfterVerify)
+		}
+		req.Cleanup = *r.Cleanup
 	}
 	return req, nil
 }
@@ -276,36 +282,35 @@ func validContainer(c string) bool {
 
 // preflight asks both servers for their resource types: the source's list checks the request and plans
 // per-type exports; the destination's proves it answers.
-func (s *Service) preflight(ctx context.Context, req *Request) ([]string, error) {
-	var sourceTypes []string
+func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, destTypes []string, err error) {
 	src, err := s.cfg.FHIR(req.Source)
 	if err == nil {
 		sourceTypes, err = src.ResourceTypes(ctx)
 	}
 	if err != nil {
-		return nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: "source",
+		return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: "source",
 			Message: fmt.Sprintf("the source's CapabilityStatement could not be read: %v", err)}
 	}
 	for i, t := range req.Types {
 		if !slices.Contains(sourceTypes, t) {
-			return nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
+			return nil, nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
 		}
 	}
 	for i, f := range req.TypeFilter {
 		typ, _, _ := strings.Cut(f, "?")
 		if !slices.Contains(sourceTypes, typ) {
-			return nil, badRequest("unknown_type", fmt.Sprintf("typeFilter[%d]", i), "the source does not support %s", typ)
+			return nil, nil, badRequest("unknown_type", fmt.Sprintf("typeFilter[%d]", i), "the source does not support %s", typ)
 		}
 	}
 	dst, err := s.cfg.FHIR(req.Destination)
 	if err == nil {
-		_, err = dst.ResourceTypes(ctx)
+		destTypes, err = dst.ResourceTypes(ctx)
 	}
 	if err != nil {
-		return nil, &APIError{Status: http.StatusBadGateway, Code: "destination_unreachable", Field: "destination",
+		return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "destination_unreachable", Field: "destination",
 			Message: fmt.Sprintf("the destination's CapabilityStatement could not be read: %v", err)}
 	}
-	return sourceTypes, nil
+	return sourceTypes, destTypes, nil
 }
 
 // planExports makes the export jobs: one per type (per-type), or one system export of the requested types.

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+)
+
+// migrationReport serves GET /api/migrations/{id}/report (Markdown) and .../report/missing (every missing id).
+func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	switch r.PathValue("part") {
+	case "":
+		report, err := a.svc.Report(r.Context(), id)
+		if err != nil {
+			a.writeServiceError(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(report)
+	case "missing":
+		// Buffered so that an error found before anything was sent can still answer with its status.
+		lw := &lazyHeader{w: w}
+		bw := bufio.NewWriterSize(lw, 64<<10)
+		err := a.svc.MissingIDs(r.Context(), id, bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil && !lw.started {
+			a.writeServiceError(w, r, err)
+			return
+		}
+		if err != nil {
+			a.logger.Error("missing ids stream broken", "migration", id, "err", err)
+			return
+		}
+		if !lw.started {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusOK)
+		}
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "no such report: "+r.PathValue("part"), "")
+	}
+}
+
+// lazyHeader sends the 200 and content type with the first bytes of the body.
+type lazyHeader struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (l *lazyHeader) Write(p []byte) (int, error) {
+	if !l.started {
+		l.started = true
+		l.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		l.w.WriteHeader(http.StatusOK)
+	}
+	return l.w.Write(p)
+}
+
+// maxActionBody bounds an action's body; the engine refuses anything over 1 MiB with a 400.
+const maxActionBody = 1<<20 + 1
+
+// migrationAction serves POST /api/migrations/{id}/verify and .../cleanup.
+func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxActionBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_body", "the request body could not be read", "")
+		return
+	}
+	id := r.PathValue("id")
+	switch r.PathValue("action") {
+	case "verify":
+		m, err := a.svc.Reverify(r.Context(), id, body)
+		if err != nil {
+			a.writeServiceError(w, r, err)
+			return
+		}
+		w.Header().Set("Location", "/api/migrations/"+m.ID)
+		writeJSON(w, http.StatusAccepted, m)
+	case "cleanup":
+		res, err := a.svc.Cleanup(r.Context(), id, body)
+		if err != nil {
+			a.writeServiceError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	default:
+		writeError(w, http.StatusNotFound, "unknown_action",
+			"no action "+r.PathValue("action")+": use verify or cleanup", "")
+	}
+}

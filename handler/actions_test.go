@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+type noStaging struct{}
+
+func (noStaging) ClaimContainer(context.Context, string, string) error { return nil }
+func (noStaging) Open(context.Context, string) (io.ReadCloser, error) {
+	return nil, errors.New("no staging in this test")
+}
+
+// actionsServer serves the routes over an engine whose store holds one verified migration, m-1.
+func actionsServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	ctx := context.Background()
+	docs := store.NewMemory()
+	policy, err := fhir.ParseHostPolicy("")
+	require.NoError(t, err)
+	svc, err := migration.NewService(migration.Config{Store: docs, Bus: &bus.Memory{}, Policy: policy, Staging: noStaging{},
+		FHIR: func(string) (migration.FHIRClient, error) { return nil, errors.New("no FHIR server in this test") }})
+	require.NoError(t, err)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := migration.Migration{ID: "m-1", Status: migration.StatusFailed, CreatedAt: now, UpdatedAt: now,
+		Request: migration.Request{Container: "m-1", Verify: "ids"},
+		Error:   &migration.Failure{Code: "verification_mismatch", Message: "Patient: 2 missing"},
+		Verification: &migration.Verification{Generation: 1, CheckedAt: &now, Report: "reports/m-1.md",
+			IDs: &migration.IDCheck{NextFile: 2, Files: 2}, MissingReport: "reports/m-1-missing/1/", MissingCount: 3}}
+	data, err := json.Marshal(m)
+	require.NoError(t, err)
+	for name, body := range map[string]string{
+		"migrations/m-1.json":              string(data),
+		"reports/m-1.md":                   "# Verification of migration m-1\n",
+		"reports/m-1-missing/1/000000.txt": "Patient/a\nPatient/b\n",
+		"reports/m-1-missing/1/000001.txt": "Observation/c\n",
+		"reports/m-1-missing/0/000000.txt": "Patient/from-an-older-round\n",
+		"migrations/m-2.json":              `{"id":"m-2","status":"exporting","request":{"container":"m-2"}}`,
+	} {
+		_, err := docs.Put(ctx, name, []byte(body), "", nil)
+		require.NoError(t, err)
+	}
+	a := &app{svc: svc, logger: slog.New(slog.DiscardHandler)}
+	srv := httptest.NewServer(a.Routes())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestReportAndActionRoutes(t *testing.T) {
+	t.Parallel()
+	srv := actionsServer(t)
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		contentType, contains    string
+	}{
+		{"report", "GET", "/api/migrations/m-1/report", "", 200, "text/markdown", "# Verification of migration m-1"},
+		{"every missing id", "GET", "/api/migrations/m-1/report/missing", "", 200, "text/plain", "Patient/a\nPatient/b\nObservation/c\n"},
+		{"report of an unknown migration", "GET", "/api/migrations/m-9/report", "", 404, "application/json", `"not_found"`},
+		{"report not ready", "GET", "/api/migrations/m-2/report", "", 404, "application/json", `"report_not_ready"`},
+		{"missing not ready", "GET", "/api/migrations/m-2/report/missing", "", 404, "application/json", `"report_not_ready"`},
+		{"unknown report part", "GET", "/api/migrations/m-1/report/other", "", 404, "application/json", `"not_found"`},
+		{"unknown action", "POST", "/api/migrations/m-1/explode", "", 404, "application/json", `"unknown_action"`},
+		{"verify unknown migration", "POST", "/api/migrations/m-9/verify", "", 404, "application/json", `"not_found"`},
+		{"verify bad mode", "POST", "/api/migrations/m-1/verify", `{"verify":"all"}`, 400, "application/json", `"invalid_verify"`},
+		{"verify bad body", "POST", "/api/migrations/m-1/verify", `{"verify":`, 400, "application/json", `"invalid_json"`},
+		{"verify running", "POST", "/api/migrations/m-2/verify", "", 409, "application/json", `"not_verifiable"`},
+		{"cleanup unknown field", "POST", "/api/migrations/m-1/cleanup", `{"forse":true}`, 400, "application/json", `"invalid_json"`},
+		{"cleanup running", "POST", "/api/migrations/m-2/cleanup", `{"force":true}`, 409, "application/json", `"migration_running"`},
+		{"cleanup without cleaner", "POST", "/api/migrations/m-1/cleanup", `{"force":true}`, 501, "application/json", `"cleanup_unsupported"`},
+		{"re-verify", "POST", "/api/migrations/m-1/verify", `{"verify":"counts"}`, 202, "application/json", `"status": "verifying"`},
+	}
+	for _, tc := range cases {
+		req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, tc.status, resp.StatusCode, "%s: %s", tc.name, body)
+		require.Contains(t, resp.Header.Get("Content-Type"), tc.contentType, tc.name)
+		require.Contains(t, string(body), tc.contains, tc.name)
+	}
+}

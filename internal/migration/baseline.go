@@ -1,0 +1,65 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// takeBaseline counts, before anything is imported, the destination's resources of every type the migration may
+// bring (those the destination supports) and its total, so that a destination that was not empty can be
+// verified. A failed count does not stop the start: the baseline records the error and the report says so.
+func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, destTypes []string) *Baseline {
+	b := &Baseline{TakenAt: s.now(), Counts: map[string]int64{}}
+	types := req.Types
+	if len(types) == 0 {
+		types = sourceTypes
+	}
+	var counted []string
+	for _, t := range types {
+		if slices.Contains(destTypes, t) {
+			counted = append(counted, t)
+		}
+	}
+	client, err := s.cfg.FHIR(req.Destination)
+	if err != nil {
+		b.Error = fmt.Sprintf("client for %s: %v", req.Destination, err)
+		return b
+	}
+	counts := make([]int64, len(counted))
+	errs := make([]error, len(counted)+1)
+	sem := make(chan struct{}, s.cfg.PollConcurrency)
+	var wg sync.WaitGroup
+	for i := range len(counted) + 1 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if i == len(counted) {
+				b.Total, errs[i] = client.Count(ctx, "", nil)
+				b.Total = max(b.Total, 0)
+				return
+			}
+			n, err := client.Count(ctx, counted[i], nil)
+			if err != nil {
+				errs[i] = fmt.Errorf("count %s: %w", counted[i], err)
+				return
+			}
+			// A count below zero is no count: a misbehaving server must not lower the expectation.
+			counts[i] = max(n, 0)
+		}()
+	}
+	wg.Wait()
+	for i, t := range counted {
+		if errs[i] == nil && counts[i] > 0 {
+			b.Counts[t] = counts[i]
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.Error = err.Error()
+		s.log.Warn("destination baseline incomplete", "destination", req.Destination, "err", err)
+	}
+	return b
+}

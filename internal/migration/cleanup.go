@@ -1,0 +1,220 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// CleanupAfterVerify, as the start request's "cleanup", deletes the staged files once verification passed.
+const CleanupAfterVerify = "after-verify"
+
+// Cleanup states.
+const (
+	cleanupPending = "pending"
+	cleanupDone    = "done"
+	cleanupFailed  = "failed"
+)
+
+// maxRecordedBlobs bounds the deleted blobs named in the document; the counts cover them all.
+const maxRecordedBlobs = 1000
+
+// StagingCleaner is what cleanup needs of the staging account, beside Staging.
+type StagingCleaner interface {
+	// ListContainer lists the blobs of a migration's container with their sizes; ErrContainerNotOwned when the
+	// container is not migrationID's; an empty list when it does not exist.
+	ListContainer(ctx context.Context, container, migrationID string) ([]StagedBlob, error)
+	// DeleteContainer deletes a migration's container with everything in it; ErrContainerNotOwned when it is
+	// not migrationID's; nil when it does not exist.
+	DeleteContainer(ctx context.Context, container, migrationID string) error
+	// BlobSize and DeleteBlob address one blob of the account by URL; a missing blob is ErrBlobNotFound.
+	BlobSize(ctx context.Context, blobURL string) (int64, error)
+	DeleteBlob(ctx context.Context, blobURL string) error
+}
+
+var (
+	// ErrContainerNotOwned: the staging container is not the migration's own (cleanup refuses to touch it).
+	ErrContainerNotOwned = errors.New("migration: staging container is not owned by this migration")
+	// ErrBlobNotFound: the staged blob does not exist.
+	ErrBlobNotFound = errors.New("migration: staged blob not found")
+)
+
+// CleanupRequest is the body of POST /api/migrations/{id}/cleanup.
+type CleanupRequest struct {
+	// Force cleans up although verification did not pass.
+	Force bool `json:"force"`
+	// DryRun lists what would be deleted, with sizes, and deletes nothing.
+	DryRun bool `json:"dryRun"`
+	// ErrorFiles also deletes the destination's import error files (kept by default).
+	ErrorFiles bool `json:"errorFiles"`
+}
+
+// CleanupResult answers a cleanup: what was (or, for a dry run, would be) deleted.
+type CleanupResult struct {
+	DryRun     bool         `json:"dryRun"`
+	Container  string       `json:"container"`
+	Blobs      []StagedBlob `json:"blobs"`
+	ErrorFiles []StagedBlob `json:"errorFiles,omitempty"`
+	Bytes      int64        `json:"bytes"`
+	Migration  *Migration   `json:"migration,omitempty"`
+}
+
+// Cleanup handles POST /api/migrations/{id}/cleanup.
+func (s *Service) Cleanup(ctx context.Context, id string, body []byte) (*CleanupResult, error) {
+	var req CleanupRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		if apiErr := decodeAction(body, &req); apiErr != nil {
+			return nil, apiErr
+		}
+	}
+	return s.cleanup(ctx, id, req)
+}
+
+// decodeAction decodes an action's JSON body strictly.
+func decodeAction(body []byte, v any) *APIError {
+	if len(body) > MaxStartBody {
+		return badRequest("body_too_large", "", "the request body is over %d bytes", MaxStartBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return badRequest("invalid_json", typeErr.Field, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+		}
+		return badRequest("invalid_json", "", "the body is not a valid JSON object: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("invalid_json", "", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*CleanupResult, error) {
+	m, _, err := s.load(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if apiErr := cleanable(m, req.Force); apiErr != nil {
+		return nil, apiErr
+	}
+	cleaner, ok := s.cfg.Staging.(StagingCleaner)
+	if !ok {
+		return nil, &APIError{Status: http.StatusNotImplemented, Code: "cleanup_unsupported", Message: "the staging account cannot be cleaned up"}
+	}
+	container := m.Request.Container
+	blobs, err := cleaner.ListContainer(ctx, container, m.ID)
+	if errors.Is(err, ErrContainerNotOwned) {
+		return nil, &APIError{Status: http.StatusConflict, Code: "container_not_owned",
+			Message: fmt.Sprintf("container %s is not owned by migration %s; nothing was deleted", container, m.ID)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list staged files of %s: %w", m.ID, err)
+	}
+	res := &CleanupResult{DryRun: req.DryRun, Container: container, Blobs: blobs}
+	if res.Blobs == nil {
+		res.Blobs = []StagedBlob{}
+	}
+	for _, b := range blobs {
+		res.Bytes += b.Size
+	}
+	if req.ErrorFiles {
+		for _, u := range stagedErrorFiles(m) {
+			size, err := cleaner.BlobSize(ctx, u)
+			if errors.Is(err, ErrBlobNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("size of error file %s: %w", u, err)
+			}
+			res.ErrorFiles = append(res.ErrorFiles, StagedBlob{Name: u, Size: size})
+			res.Bytes += size
+		}
+	}
+	if req.DryRun {
+		return res, nil
+	}
+	now := s.now()
+	// The intent is saved first, so that a crash in the middle leaves a record to retry from.
+	if _, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		m.Cleanup = &Cleanup{State: cleanupPending, RequestedAt: now, Forced: req.Force, Container: container}
+		return nil, nil
+	}); err != nil {
+		return nil, fmt.Errorf("record cleanup of %s: %w", id, err)
+	}
+	delErr := cleaner.DeleteContainer(ctx, container, id)
+	if delErr == nil {
+		for _, f := range res.ErrorFiles {
+			if err := cleaner.DeleteBlob(ctx, f.Name); err != nil && !errors.Is(err, ErrBlobNotFound) {
+				delErr = fmt.Errorf("delete error file %s: %w", f.Name, err)
+				break
+			}
+		}
+	}
+	saved, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		c := &Cleanup{State: cleanupDone, RequestedAt: now, FinishedAt: timePtr(s.now()), Forced: req.Force,
+			Container: container, Blobs: len(blobs), Bytes: res.Bytes, ErrorFiles: res.ErrorFiles}
+		c.Deleted = blobs[:min(len(blobs), maxRecordedBlobs)]
+		c.Truncated = len(blobs) > maxRecordedBlobs
+		if delErr != nil {
+			c.State, c.Error = cleanupFailed, delErr.Error()
+		}
+		m.Cleanup = c
+		return nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record cleanup of %s: %w", id, err)
+	}
+	if delErr != nil {
+		return nil, fmt.Errorf("clean up %s: %w", id, delErr)
+	}
+	s.log.Info("staged files deleted", "migration", id, "container", container, "blobs", len(blobs),
+		"errorFiles", len(res.ErrorFiles), "bytes", res.Bytes, "forced", req.Force)
+	res.Migration = saved.served()
+	return res, nil
+}
+
+// cleanable refuses to clean up a running migration, and one whose verification did not pass unless forced.
+func cleanable(m *Migration, force bool) *APIError {
+	if !m.Status.Terminal() {
+		return &APIError{Status: http.StatusConflict, Code: "migration_running",
+			Message: fmt.Sprintf("migration %s is %s: cancel it or wait until it ends", m.ID, m.Status)}
+	}
+	if force || verificationPassed(m) {
+		return nil
+	}
+	return &APIError{Status: http.StatusConflict, Code: "verification_not_passed",
+		Message: fmt.Sprintf("migration %s is %s and its verification did not pass; send {\"force\": true} to clean up anyway", m.ID, m.Status)}
+}
+
+func verificationPassed(m *Migration) bool {
+	v := m.Verification
+	return m.Status == StatusCompleted && v != nil && !v.Skipped && v.CheckedAt != nil && v.Passed
+}
+
+// stagedErrorFiles are the destination's error files named by finished import jobs.
+func stagedErrorFiles(m *Migration) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, j := range m.Jobs {
+		if j.Kind != KindImport {
+			continue
+		}
+		for _, f := range j.Errors {
+			if f.URL != "" && !seen[f.URL] {
+				seen[f.URL] = true
+				out = append(out, stripQuery(f.URL))
+			}
+		}
+	}
+	return out
+}

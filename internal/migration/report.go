@@ -1,0 +1,185 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// Reports live in the document store beside the migration documents, not in the staging container: cleanup
+// deletes that container, and the report must outlive it.
+const reportPrefix = "reports/"
+
+func reportDocName(id string) string { return reportPrefix + id + ".md" }
+
+// missingReportPrefix names the missing-id lists of one verification round, one part per exported file.
+func missingReportPrefix(id string, generation int) string {
+	return fmt.Sprintf("%s%s-missing/%d/", reportPrefix, id, generation)
+}
+
+func missingPartName(id string, generation, file int) string {
+	return fmt.Sprintf("%s%06d.txt", missingReportPrefix(id, generation), file)
+}
+
+// putReport writes a report document, replacing an older one (a re-verify, or a re-sent message).
+func (s *Service) putReport(ctx context.Context, name string, data []byte) error {
+	etag := ""
+	for range maxConflictRetries {
+		_, err := s.cfg.Store.Put(ctx, name, data, etag, map[string]string{"kind": "report"})
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		_, etag, err = s.cfg.Store.Get(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			etag = ""
+		} else if err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("write %s: %w", name, store.ErrConflict)
+}
+
+// Report returns the readable (Markdown) verification report of a migration.
+func (s *Service) Report(ctx context.Context, id string) ([]byte, error) {
+	m, _, err := s.load(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.Verification == nil || m.Verification.Report == "" {
+		return nil, &APIError{Status: http.StatusNotFound, Code: "report_not_ready",
+			Message: fmt.Sprintf("migration %s has no verification report yet (status %s)", id, m.Status)}
+	}
+	data, _, err := s.cfg.Store.Get(ctx, m.Verification.Report)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &APIError{Status: http.StatusNotFound, Code: "report_not_ready", Message: "the report is not written yet"}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read report of %s: %w", id, err)
+	}
+	return data, nil
+}
+
+// MissingIDs writes every missing id of the latest verification, one Type/id a line, part after part.
+func (s *Service) MissingIDs(ctx context.Context, id string, w io.Writer) error {
+	m, _, err := s.load(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(id)
+	}
+	if err != nil {
+		return err
+	}
+	v := m.Verification
+	if v == nil || v.CheckedAt == nil || v.IDs == nil {
+		return &APIError{Status: http.StatusNotFound, Code: "report_not_ready",
+			Message: fmt.Sprintf("migration %s has no finished id verification", id)}
+	}
+	if v.MissingReport == "" {
+		return nil
+	}
+	items, err := s.cfg.Store.List(ctx, v.MissingReport)
+	if err != nil {
+		return fmt.Errorf("list missing ids of %s: %w", id, err)
+	}
+	for _, it := range items {
+		data, _, err := s.cfg.Store.Get(ctx, it.Name)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", it.Name, err)
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// renderReport is the readable report of a decided verification.
+func renderReport(m *Migration) []byte {
+	v := m.Verification
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# Verification of migration %s\n\n", m.ID)
+	result := "PASSED"
+	if !v.Passed {
+		result = "FAILED (verification_mismatch)"
+	}
+	p("- Result: **%s**\n", result)
+	p("- Mode: %s", verifyMode(m))
+	if verifyMode(m) == VerifyFull && verifySample(m) > 0 {
+		p(" (contents compared for %d resources per type)", verifySample(m))
+	}
+	p("\n- Source: %s\n- Destination: %s\n- Import mode: %s\n", m.Request.Source, m.Request.Destination, m.Request.ImportMode)
+	if v.CheckedAt != nil {
+		p("- Checked at: %s (round %d)\n", v.CheckedAt.Format(time.RFC3339), v.Generation)
+	}
+	if m.Baseline != nil {
+		p("- Destination counts before the import taken at %s", m.Baseline.TakenAt.Format(time.RFC3339))
+		if m.Baseline.Error != "" {
+			p(" (incomplete: %s)", m.Baseline.Error)
+		}
+		p("\n")
+	}
+	p("\n## Per type\n\n")
+	p("| Type | Exported | Duplicates | Imported | Import errors | Before | Expected | After | Ids checked | Missing | Compared | Different | Result |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, r := range v.Rows {
+		res := "ok"
+		if !r.Match {
+			res = "MISMATCH"
+		}
+		p("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s |\n", r.Type, r.Exported, r.Duplicates,
+			r.Imported, r.ImportErrors, r.DestinationBefore, r.Expected, r.Destination, r.Checked, r.Missing,
+			r.Compared, r.Different, res)
+	}
+	var explained bool
+	for _, r := range v.Rows {
+		if r.Explanation == "" {
+			continue
+		}
+		if !explained {
+			p("\n## Explanations\n\n")
+			explained = true
+		}
+		p("- **%s**: %s.\n", r.Type, r.Explanation)
+	}
+	p("\nExpected = before + exported - duplicates. With IncrementalLoad, an exported resource whose id already " +
+		"existed in the destination overwrites it instead of adding one, so a count below the expected one is not " +
+		"by itself a loss: the ids mode tells. Soft-deleted resources are not in search counts.\n")
+	if s := v.System; s != nil {
+		p("\n## Whole destination\n\nEvery type (`?_summary=count`): before %d, exported %d, after %d.", s.Before, s.Exported, s.After)
+		if s.After != s.Before+s.Exported {
+			p(" The difference of %d is explained by the types above, or by writes to types that were not migrated.", s.After-(s.Before+s.Exported))
+		}
+		p("\n")
+	}
+	if v.MissingCount > 0 {
+		p("\n## Missing ids (%d)\n\n", v.MissingCount)
+		if int64(len(v.Missing)) < v.MissingCount {
+			p("The first %d are listed; `GET /api/migrations/%s/report/missing` lists them all.\n\n", len(v.Missing), m.ID)
+		}
+		for _, id := range v.Missing {
+			p("- %s\n", id)
+		}
+	}
+	if len(v.Differences) > 0 {
+		p("\n## Differing resources\n\n")
+		for _, d := range v.Differences {
+			p("- %s: %s\n", d.Resource, strings.Join(d.Paths, ", "))
+		}
+	}
+	if len(m.Notes) > 0 {
+		p("\n## Notes\n\n")
+		for _, n := range m.Notes {
+			p("- %s\n", n)
+		}
+	}
+	return []byte(b.String())
+}

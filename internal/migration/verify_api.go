@@ -1,0 +1,91 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
+
+// ReverifyRequest is the optional body of POST /api/migrations/{id}/verify: this round's mode and sample.
+type ReverifyRequest struct {
+	Verify       *string `json:"verify"`
+	VerifySample *int    `json:"verifySample"`
+}
+
+// Reverify starts a new verification round of a migration whose jobs all finished (for example once the
+// destination's search index caught up): status verifying, a new generation, and its verify-counts message.
+func (s *Service) Reverify(ctx context.Context, id string, body []byte) (*Migration, error) {
+	var req ReverifyRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		if apiErr := decodeAction(body, &req); apiErr != nil {
+			return nil, apiErr
+		}
+	}
+	if req.Verify != nil {
+		switch *req.Verify {
+		case VerifyCounts, VerifyIDs, VerifyFull:
+		default:
+			return nil, badRequest("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull)
+		}
+	}
+	if req.VerifySample != nil && *req.VerifySample < 0 {
+		return nil, badRequest("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
+	}
+	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		mode, sample := m.Request.Verify, m.Request.VerifySample
+		if mode == VerifyNone {
+			mode = VerifyCounts
+		}
+		if req.Verify != nil {
+			mode = *req.Verify
+		}
+		if req.VerifySample != nil {
+			sample = *req.VerifySample
+		}
+		if apiErr := reverifiable(m, mode); apiErr != nil {
+			return nil, apiErr
+		}
+		now := s.now()
+		gen := 1
+		if m.Verification != nil {
+			gen = m.Verification.Generation + 1
+		}
+		m.Status = StatusVerifying
+		m.Error = nil
+		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now, Mode: mode, Sample: sample}
+		e := &effects{}
+		e.send(verifyMessage(m.ID, gen, 1))
+		return e, nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.perform(ctx, id, eff)
+	s.log.Info("verification started again", "migration", id, "generation", m.Verification.Generation, "mode", m.Verification.Mode)
+	return m.served(), nil
+}
+
+// reverifiable: every job finished and the migration is completed, or failed by its verification.
+func reverifiable(m *Migration, mode string) *APIError {
+	switch {
+	case m.Status == StatusVerifying:
+		return &APIError{Status: http.StatusConflict, Code: "verification_running",
+			Message: fmt.Sprintf("migration %s is being verified already", m.ID)}
+	case m.Status == StatusCompleted, m.Status == StatusFailed && m.Error != nil && m.Error.Code == "verification_mismatch":
+	default:
+		return &APIError{Status: http.StatusConflict, Code: "not_verifiable",
+			Message: fmt.Sprintf("migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)}
+	}
+	if mode != VerifyCounts && m.Cleanup != nil && m.Cleanup.State != cleanupFailed {
+		return &APIError{Status: http.StatusConflict, Code: "staged_files_deleted", Field: "verify",
+			Message: fmt.Sprintf("the staged files of migration %s were cleaned up: only \"counts\" can be verified again", m.ID)}
+	}
+	return nil
+}

@@ -1,0 +1,360 @@
+package migration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// idsPerSearch is how many ids one _id search asks for.
+const idsPerSearch = 100
+
+// lookupIDPattern is a FHIR id; anything else cannot be looked up with _id and counts as missing.
+var lookupIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+
+// ResourceSearcher is the search the ids and full checks need of the destination; *fhir.Client satisfies it.
+type ResourceSearcher interface {
+	Search(ctx context.Context, resourceType string, query url.Values, each func(resource json.RawMessage) error) error
+}
+
+// stagedFiles are the exported NDJSON files in a stable order: the cursor of an ids check indexes them.
+func stagedFiles(m *Migration) []File {
+	var out []File
+	for _, j := range m.Jobs {
+		if j.Kind == KindExport && j.State == JobDone {
+			out = append(out, j.Output...)
+		}
+	}
+	return out
+}
+
+// fileCheck is what checking one file found.
+type fileCheck struct {
+	types   map[string]*IDTally
+	missing []string
+	diffs   []Difference
+}
+
+func (f *fileCheck) tally(t string) *IDTally {
+	if f.types[t] == nil {
+		f.types[t] = &IDTally{}
+	}
+	return f.types[t]
+}
+
+// checkIDs checks the files from the saved cursor on, saving after each one; when the budget is spent it sends
+// the next message and returns false. It returns true once every file is checked.
+func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (bool, error) {
+	files := stagedFiles(m)
+	client, err := s.cfg.FHIR(m.Request.Destination)
+	if err != nil {
+		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	}
+	searcher, ok := client.(ResourceSearcher)
+	if !ok {
+		return false, permanent(errors.New("the destination client cannot search"))
+	}
+	started := s.now()
+	v := m.Verification
+	next := 0
+	if v.IDs != nil {
+		next = v.IDs.NextFile
+	}
+	for i := next; i < len(files); i++ {
+		compare := map[string]int64{} // per type: contents still to compare (-1: all)
+		if verifyMode(m) == VerifyFull {
+			for _, f := range files {
+				compare[f.Type] = -1
+				if n := verifySample(m); n > 0 {
+					done := int64(0)
+					if v.IDs != nil && v.IDs.Types[f.Type] != nil {
+						done = v.IDs.Types[f.Type].Compared
+					}
+					compare[f.Type] = max(int64(n)-done, 0)
+				}
+			}
+		}
+		res, err := s.checkFile(ctx, searcher, files[i], compare, m.Request.ImportMode)
+		if err != nil {
+			return false, err
+		}
+		if len(res.missing) > 0 {
+			var b strings.Builder
+			for _, id := range res.missing {
+				b.WriteString(id)
+				b.WriteByte('\n')
+			}
+			if err := s.putReport(ctx, missingPartName(m.ID, generation, i), []byte(b.String())); err != nil {
+				return false, fmt.Errorf("write missing ids of file %d: %w", i, err)
+			}
+		}
+		more := i+1 < len(files) && s.now().Sub(started) >= verifyBudget
+		saved, err := s.saveFileCheck(ctx, m.ID, generation, i, len(files), res, more)
+		if err != nil || !saved {
+			return false, err
+		}
+		if m, _, err = s.load(ctx, m.ID); err != nil {
+			return false, err
+		}
+		v = m.Verification
+		if more {
+			s.log.Info("verification continues in a new message", "migration", m.ID, "nextFile", i+1, "files", len(files))
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// saveFileCheck adds file i's results and moves the cursor past it; false means another invocation got there
+// first (a re-sent message), and this one stops.
+func (s *Service) saveFileCheck(ctx context.Context, id string, generation, i, files int, res *fileCheck, more bool) (bool, error) {
+	saved := false
+	_, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		saved = false
+		if !verifiable(m, generation) {
+			return nil, errUnchanged
+		}
+		v := m.Verification
+		if v.IDs == nil {
+			v.IDs = &IDCheck{Types: map[string]*IDTally{}}
+		}
+		if v.IDs.NextFile != i {
+			return nil, errUnchanged
+		}
+		saved = true
+		v.IDs.NextFile, v.IDs.Files = i+1, files
+		for t, n := range res.types {
+			cur := v.IDs.Types[t]
+			if cur == nil {
+				cur = &IDTally{}
+				v.IDs.Types[t] = cur
+			}
+			cur.Checked += n.Checked
+			cur.Missing += n.Missing
+			cur.Duplicates += n.Duplicates
+			cur.Compared += n.Compared
+			cur.Different += n.Different
+		}
+		v.MissingCount += int64(len(res.missing))
+		if len(res.missing) > 0 {
+			v.MissingReport = missingReportPrefix(m.ID, generation)
+		}
+		for _, id := range res.missing {
+			if len(v.Missing) >= maxListedMissing {
+				break
+			}
+			v.Missing = append(v.Missing, id)
+		}
+		for _, d := range res.diffs {
+			if len(v.Differences) >= maxListedDifferences {
+				break
+			}
+			v.Differences = append(v.Differences, d)
+		}
+		// Progress is a heartbeat: the sweep re-sends verify-counts only when nothing moved for a while.
+		v.DispatchAt = s.now()
+		if !more {
+			return nil, nil
+		}
+		e := &effects{}
+		v.Dispatch++
+		e.send(verifyMessage(m.ID, generation, v.Dispatch))
+		return e, nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("save verification progress: %w", err)
+	}
+	if saved {
+		s.perform(ctx, id, eff)
+	}
+	return saved, nil
+}
+
+// idBatch is up to idsPerSearch resources of one type looked up with one search.
+type idBatch struct {
+	typ string
+	ids []string
+	// raw holds the exported lines of resources to compare (full mode), by id.
+	raw map[string][]byte
+}
+
+// checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
+// the batches in flight and the file's ids (for duplicates) are held in memory.
+func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f File, compare map[string]int64, importMode string) (*fileCheck, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	res := &fileCheck{types: map[string]*IDTally{}}
+	var mu sync.Mutex
+	batches := make(chan *idBatch)
+	var wg sync.WaitGroup
+	for range s.cfg.PollConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				missing, compared, diffs, err := lookUp(ctx, searcher, b, importMode)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				mu.Lock()
+				t := res.tally(b.typ)
+				t.Missing += int64(len(missing))
+				t.Compared += int64(compared)
+				t.Different += int64(len(diffs))
+				res.missing = append(res.missing, missing...)
+				res.diffs = append(res.diffs, diffs...)
+				mu.Unlock()
+			}
+		}()
+	}
+	readErr := s.readIDs(ctx, f, compare, res, &mu, batches)
+	close(batches)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// readIDs reads the file line by line and hands full batches to the workers.
+func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64, res *fileCheck, mu *sync.Mutex, out chan<- *idBatch) error {
+	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", stripQuery(f.URL), err)
+	}
+	defer func() { _ = rc.Close() }()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 0, 64<<10), maxResourceLine)
+	seen := map[string]struct{}{}
+	pending := map[string]*idBatch{}
+	send := func(b *idBatch) error {
+		select {
+		case out <- b:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	line := 0
+	for sc.Scan() {
+		line++
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		typ := f.Type
+		if err := json.Unmarshal(text, &head); err == nil && head.ResourceType != "" {
+			typ = head.ResourceType
+		}
+		mu.Lock()
+		t := res.tally(typ)
+		t.Checked++
+		key := typ + "/" + head.ID
+		_, dup := seen[key]
+		switch {
+		case head.ID == "" || !lookupIDPattern.MatchString(head.ID) || !typePattern.MatchString(typ):
+			t.Missing++
+			res.missing = append(res.missing, fmt.Sprintf("%s/%s (line %d has no valid id)", typ, head.ID, line))
+		case dup:
+			t.Duplicates++
+		}
+		mu.Unlock()
+		if dup || head.ID == "" || !lookupIDPattern.MatchString(head.ID) || !typePattern.MatchString(typ) {
+			continue
+		}
+		seen[key] = struct{}{}
+		b := pending[typ]
+		if b == nil {
+			b = &idBatch{typ: typ}
+			pending[typ] = b
+		}
+		b.ids = append(b.ids, head.ID)
+		if n := compare[typ]; n != 0 {
+			if b.raw == nil {
+				b.raw = map[string][]byte{}
+			}
+			b.raw[head.ID] = bytes.Clone(text)
+			if n > 0 {
+				compare[typ] = n - 1
+			}
+		}
+		if len(b.ids) == idsPerSearch {
+			delete(pending, typ)
+			if err := send(b); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return permanent(fmt.Errorf("%s line %d is over %d bytes", stripQuery(f.URL), line+1, maxResourceLine))
+	} else if err != nil {
+		return fmt.Errorf("read %s after line %d: %w", stripQuery(f.URL), line, err)
+	}
+	for _, b := range pending {
+		if err := send(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lookUp searches one batch of ids; it returns the ids not found (as Type/id) and the differing contents.
+func lookUp(ctx context.Context, searcher ResourceSearcher, b *idBatch, importMode string) ([]string, int, []Difference, error) {
+	q := url.Values{"_id": {strings.Join(b.ids, ",")}, "_count": {strconv.Itoa(len(b.ids))}}
+	if len(b.raw) == 0 {
+		q.Set("_elements", "id")
+	}
+	found := make(map[string]bool, len(b.ids))
+	var diffs []Difference
+	compared := 0
+	err := searcher.Search(ctx, b.typ, q, func(r json.RawMessage) error {
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		if err := json.Unmarshal(r, &head); err != nil || head.ResourceType != b.typ {
+			return nil
+		}
+		if exported, ok := b.raw[head.ID]; ok && !found[head.ID] {
+			compared++
+			paths, err := differences(exported, r, ignoredPaths(b.typ, importMode))
+			if err != nil {
+				return fmt.Errorf("compare %s/%s: %w", b.typ, head.ID, err)
+			}
+			if len(paths) > 0 {
+				diffs = append(diffs, Difference{Resource: b.typ + "/" + head.ID, Paths: paths})
+			}
+		}
+		found[head.ID] = true
+		return nil
+	})
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("look up %d %s ids: %w", len(b.ids), b.typ, err)
+	}
+	var missing []string
+	for _, id := range b.ids {
+		if !found[id] {
+			missing = append(missing, b.typ+"/"+id)
+		}
+	}
+	return missing, compared, diffs, nil
+}

@@ -1,0 +1,443 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+)
+
+// resourceLine is the NDJSON line of a generated staged resource; the searchable destination answers the same.
+func resourceLine(typ, id, status string) string {
+	return fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":"1","lastUpdated":"2025-01-01T00:00:00Z"},"status":%q}`, typ, id, status)
+}
+
+// stagedIDs are the ids the content staging writes into a file.
+func stagedIDs(u string, n int64) []string {
+	parts := strings.Split(stripQuery(u), "/")
+	stem := parts[len(parts)-2] + "-" + strings.TrimSuffix(parts[len(parts)-1], ".ndjson")
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", stem, i)
+	}
+	return out
+}
+
+func typeOfFile(u string) string {
+	name := u[strings.LastIndex(u, "/")+1:]
+	return name[:strings.Index(name, "-")]
+}
+
+// contentStaging serves generated NDJSON for every staged file and keeps containers in memory for cleanup.
+type contentStaging struct {
+	*fakeStaging
+	mu      sync.Mutex
+	deleted []string
+	extra   map[string][]StagedBlob // container -> blobs the test put there
+	opens   int
+}
+
+func (s *contentStaging) Open(ctx context.Context, u string) (io.ReadCloser, error) {
+	s.mu.Lock()
+	s.opens++
+	s.mu.Unlock()
+	if typeOfFile(u) == typeSearchParameter {
+		return s.fakeStaging.Open(ctx, u)
+	}
+	n := s.reg.count(u)
+	var b bytes.Buffer
+	for _, id := range stagedIDs(u, n) {
+		b.WriteString(resourceLine(typeOfFile(u), id, "final") + "\n")
+	}
+	return io.NopCloser(&b), nil
+}
+
+func (s *contentStaging) ListContainer(_ context.Context, c, id string) ([]StagedBlob, error) {
+	if owner := s.claimed()[c]; owner != id {
+		return nil, fmt.Errorf("%w: %s", ErrContainerNotOwned, owner)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Contains(s.deleted, c) {
+		return nil, nil
+	}
+	return slices.Clone(s.extra[c]), nil
+}
+
+func (s *contentStaging) DeleteContainer(_ context.Context, c, id string) error {
+	if owner := s.claimed()[c]; owner != id {
+		return ErrContainerNotOwned
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = append(s.deleted, c)
+	return nil
+}
+
+func (s *contentStaging) BlobSize(context.Context, string) (int64, error) { return 10, nil }
+func (s *contentStaging) DeleteBlob(context.Context, string) error        { return nil }
+
+// searchDest is the destination fake with _id search: every imported id is found except the dropped ones, and
+// changed ones come back with another status.
+type searchDest struct {
+	*fakeServer
+	mu      sync.Mutex
+	dropped map[string]bool
+	// droppedSuffixes drop ids by suffix, since export job numbers depend on the order of concurrent kick-offs.
+	droppedSuffixes []string
+	changed         map[string]bool
+	searches        int
+	// onSearch runs on each search (e.g. to advance the clock).
+	onSearch func()
+}
+
+func (d *searchDest) Search(_ context.Context, typ string, q url.Values, each func(json.RawMessage) error) error {
+	d.mu.Lock()
+	d.searches++
+	on := d.onSearch
+	var lines []string
+	for id := range strings.SplitSeq(q.Get("_id"), ",") {
+		key := typ + "/" + id
+		if d.dropped[key] || slices.ContainsFunc(d.droppedSuffixes, func(sfx string) bool { return strings.HasSuffix(key, sfx) }) {
+			continue
+		}
+		status := "final"
+		if d.changed[key] {
+			status = "amended"
+		}
+		lines = append(lines, resourceLine(typ, id, status))
+	}
+	d.mu.Unlock()
+	if on != nil {
+		on()
+	}
+	for _, l := range lines {
+		if err := each(json.RawMessage(l)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type idHarness struct {
+	*harness
+	dest    *searchDest
+	staging *contentStaging
+}
+
+func newIDHarness(t *testing.T) *idHarness {
+	ih := &idHarness{dest: &searchDest{dropped: map[string]bool{}, changed: map[string]bool{}}}
+	ih.harness = newHarness(t, func(c *Config) {
+		orig := c.FHIR
+		c.FHIR = func(base string) (FHIRClient, error) {
+			cl, err := orig(base)
+			if err != nil || base != dstBase {
+				return cl, err
+			}
+			ih.dest.fakeServer = cl.(*fakeServer)
+			return ih.dest, nil
+		}
+		ih.staging = &contentStaging{fakeStaging: c.Staging.(*fakeStaging), extra: map[string][]StagedBlob{}}
+		c.Staging = ih.staging
+	})
+	return ih
+}
+
+// drop makes the destination lose the ids of typ ending in the suffixes, and lowers its count.
+func (ih *idHarness) drop(typ string, suffixes ...string) {
+	ih.dest.mu.Lock()
+	for _, sfx := range suffixes {
+		ih.dest.droppedSuffixes = append(ih.dest.droppedSuffixes, sfx)
+	}
+	ih.dest.mu.Unlock()
+	ih.dst.mu.Lock()
+	if ih.dst.countOffset == nil {
+		ih.dst.countOffset = map[string]int64{}
+	}
+	ih.dst.countOffset[typ] -= int64(len(suffixes))
+	ih.dst.mu.Unlock()
+}
+
+func TestVerifyIDsFindsExactlyTheLostResources(t *testing.T) {
+	t.Parallel()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"ids"}`)
+	// The first Patient file holds 3 patients: the last two are lost.
+	ih.drop("Patient", "-Patient-1-1", "-Patient-1-2")
+
+	done := ih.drive(m.ID, time.Minute, 30)
+	var lost []string
+	for _, f := range stagedFiles(done) {
+		if strings.Contains(f.URL, "/Patient-1.ndjson") {
+			lost = stagedIDs(f.URL, 3)[1:]
+		}
+	}
+	require.Len(t, lost, 2)
+	dbg, _ := json.Marshal(done)
+	require.Equal(t, StatusFailed, done.Status, string(dbg))
+	require.Equal(t, "verification_mismatch", done.Error.Code)
+	require.Equal(t, "Patient: 2 of 5 exported ids missing in the destination", done.Error.Message)
+	rows := rowsByType(done)
+	require.Equal(t, int64(2), rows["Patient"].Missing)
+	require.Equal(t, int64(5), rows["Patient"].Checked)
+	require.Equal(t, int64(3), rows["Patient"].Destination)
+	require.Equal(t, int64(5), rows["Patient"].Expected)
+	require.False(t, rows["Patient"].Match)
+	require.True(t, rows["Observation"].Match)
+	require.Equal(t, int64(7), rows["Observation"].Checked)
+	require.Contains(t, rows["Patient"].Explanation, "2 exported ids are not in the destination")
+
+	want := []string{"Patient/" + lost[0], "Patient/" + lost[1]}
+	require.Equal(t, want, done.Verification.Missing)
+	require.Equal(t, int64(2), done.Verification.MissingCount)
+	var all bytes.Buffer
+	require.NoError(t, ih.svc.MissingIDs(context.Background(), m.ID, &all))
+	require.Equal(t, strings.Join(want, "\n")+"\n", all.String())
+
+	report, err := ih.svc.Report(context.Background(), m.ID)
+	require.NoError(t, err)
+	require.Contains(t, string(report), "FAILED")
+	require.Contains(t, string(report), "| Patient | 5 | 0 | 5 | 0 | 0 | 5 | 3 | 5 | 2 |")
+	require.Contains(t, string(report), "- Patient/"+lost[0])
+
+	_, err = ih.svc.Cleanup(context.Background(), m.ID, nil)
+	require.ErrorContains(t, err, "verification_not_passed")
+}
+
+func TestVerifyIntoANonEmptyDestination(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		mode string
+		// overwritten: exported ids that already existed in the destination (IncrementalLoad overwrites them).
+		overwritten int64
+		passed      bool
+		explain     string
+	}{
+		{"ids, other data only", "ids", 0, true, ""},
+		{"counts, other data only", "counts", 0, true, ""},
+		{"ids, some ids already there", "ids", 2, true, "overwritten (IncrementalLoad), not lost"},
+		{"counts, some ids already there", "counts", 2, false, "verify with \"ids\" to tell"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ih := newIDHarness(t)
+			ih.dst.countOffset = map[string]int64{"Patient": 100, "": 250}
+			m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"` + tc.mode + `"}`)
+			require.Equal(t, int64(100), ih.get(m.ID).Baseline.Counts["Patient"])
+			ih.dst.mu.Lock()
+			ih.dst.countOffset["Patient"] -= tc.overwritten
+			ih.dst.mu.Unlock()
+
+			done := ih.drive(m.ID, time.Minute, 30)
+			require.Equal(t, tc.passed, done.Verification.Passed, "%+v", done.Error)
+			row := rowsByType(done)["Patient"]
+			require.Equal(t, int64(100), row.DestinationBefore)
+			require.Equal(t, int64(105), row.Expected)
+			require.Equal(t, 105-tc.overwritten, row.Destination)
+			if tc.explain != "" {
+				require.Contains(t, row.Explanation, tc.explain)
+			}
+			if tc.passed {
+				require.Equal(t, StatusCompleted, done.Status)
+			} else {
+				require.Equal(t, "Patient exported 5, destination had 100 before and has 103 (expected 105)", done.Error.Message)
+			}
+		})
+	}
+}
+
+func TestVerifyIDsResumesAcrossMessages(t *testing.T) {
+	t.Parallel()
+	ih := newIDHarness(t)
+	// Every search takes "5 minutes": each invocation checks one file, saves its cursor, and sends the next.
+	ih.dest.onSearch = func() { ih.clock.Advance(5 * time.Minute) }
+	m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"ids"}`)
+	var first []bus.Message
+	for range 10 {
+		ih.clock.Advance(time.Minute)
+		ih.poll()
+		for _, msg := range ih.bus.Take() {
+			if msg.Queue == bus.QueueRunImport {
+				require.NoError(t, ih.svc.RunImport(context.Background(), msg.Body))
+			} else {
+				first = append(first, msg)
+			}
+		}
+		if ih.get(m.ID).Status == StatusVerifying {
+			break
+		}
+	}
+	require.Equal(t, StatusVerifying, ih.get(m.ID).Status)
+	var verifyMsgs []bus.Message
+	for round := 0; ; round++ {
+		require.Less(t, round, 10)
+		msgs := append(first, ih.bus.Take()...)
+		first = nil
+		if len(msgs) == 0 {
+			break
+		}
+		for _, msg := range msgs {
+			require.Equal(t, bus.QueueVerifyCounts, msg.Queue)
+			verifyMsgs = append(verifyMsgs, msg)
+			// Delivered twice: the second delivery finds the cursor moved and cannot count a file twice.
+			require.NoError(t, ih.svc.Verify(context.Background(), msg.Body))
+			require.NoError(t, ih.svc.Verify(context.Background(), msg.Body))
+		}
+	}
+	done := ih.get(m.ID)
+	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	require.Equal(t, int64(5), rowsByType(done)["Patient"].Checked)
+	require.Equal(t, int64(7), rowsByType(done)["Observation"].Checked)
+	require.Equal(t, 3, done.Verification.IDs.Files)
+	require.GreaterOrEqual(t, len(verifyMsgs), 2, "the check continued in a new message")
+	require.Equal(t, m.ID+"/verify/1/2", verifyMsgs[1].ID)
+}
+
+func TestVerifyFullReportsDifferencesByPath(t *testing.T) {
+	t.Parallel()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Observation"],"verify":"full","verifySample":4}`)
+	// One export job only: its Content-Location is number 1.
+	ids := stagedIDs(blobBase+"/"+m.ID+"/1/Observation-1.ndjson", 7)
+	ih.dest.changed["Observation/"+ids[1]] = true
+	ih.dest.changed["Observation/"+ids[6]] = true // beyond the sample: not compared
+
+	done := ih.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusFailed, done.Status)
+	row := rowsByType(done)["Observation"]
+	require.Equal(t, int64(4), row.Compared)
+	require.Equal(t, int64(1), row.Different)
+	require.Equal(t, int64(7), row.Checked)
+	require.Equal(t, []Difference{{Resource: "Observation/" + ids[1], Paths: []string{"status"}}}, done.Verification.Differences)
+}
+
+func TestDifferences(t *testing.T) {
+	t.Parallel()
+	initial := ignoredPaths("Patient", ModeInitial)
+	cases := []struct {
+		name     string
+		a, b     string
+		ignore   map[string]bool
+		expected []string
+	}{
+		{"equal", `{"a":1,"b":[1,2]}`, `{"b":[1,2],"a":1}`, nil, nil},
+		{"nested", `{"name":[{"given":["A","B"]}]}`, `{"name":[{"given":["A","C"]}]}`, nil, []string{"name[0].given[1]"}},
+		{"added and removed", `{"a":1}`, `{"b":1}`, nil, []string{"a", "b"}},
+		{"array length", `{"a":[1]}`, `{"a":[1,2]}`, nil, []string{"a"}},
+		{"initial load meta", `{"meta":{"versionId":"3","lastUpdated":"x"},"id":"1"}`, `{"meta":{"versionId":"1","lastUpdated":"y"},"id":"1"}`, initial, nil},
+		{"initial load adds meta", `{"id":"1"}`, `{"meta":{"versionId":"1","lastUpdated":"y"},"id":"1"}`, initial, nil},
+		{"incremental keeps meta", `{"meta":{"versionId":"3"}}`, `{"meta":{"versionId":"1"}}`, ignoredPaths("Patient", ModeIncremental), []string{"meta.versionId"}},
+		{"type change", `{"a":{"b":1}}`, `{"a":"x"}`, nil, []string{"a"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := differences([]byte(tc.a), []byte(tc.b), tc.ignore)
+			require.NoError(t, err)
+			require.Equal(t, tc.expected, got)
+		})
+	}
+}
+
+func TestReverifyAfterTheDestinationCaughtUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
+	ih.dst.countOffset = map[string]int64{"Patient": -2} // the search index lags
+	done := ih.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusFailed, done.Status)
+
+	_, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"everything"}`))
+	require.ErrorContains(t, err, "invalid_verify")
+	_, err = ih.svc.Reverify(ctx, "m-nope", nil)
+	require.ErrorContains(t, err, "not_found")
+
+	ih.dst.mu.Lock()
+	ih.dst.countOffset = nil
+	ih.dst.mu.Unlock()
+	again, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+	require.NoError(t, err)
+	require.Equal(t, StatusVerifying, again.Status)
+	require.Nil(t, again.Error)
+	_, err = ih.svc.Reverify(ctx, m.ID, nil)
+	require.ErrorContains(t, err, "verification_running")
+
+	done = ih.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	require.Equal(t, 2, done.Verification.Generation)
+	require.Equal(t, VerifyIDs, done.Verification.Mode)
+	require.Equal(t, int64(5), rowsByType(done)["Patient"].Checked)
+}
+
+func TestCleanupRules(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
+	ih.staging.extra[m.ID] = []StagedBlob{{Name: "1/Patient-1.ndjson", Size: 300}, {Name: "orphan/Patient-1.ndjson", Size: 200}}
+
+	_, err := ih.svc.Cleanup(ctx, m.ID, nil)
+	require.ErrorContains(t, err, "migration_running")
+	_, err = ih.svc.Cleanup(ctx, m.ID, []byte(`{"forse":true}`))
+	require.ErrorContains(t, err, "invalid_json")
+	_, err = ih.svc.Cleanup(ctx, "m-nope", nil)
+	require.ErrorContains(t, err, "not_found")
+
+	done := ih.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusCompleted, done.Status)
+
+	dry, err := ih.svc.Cleanup(ctx, m.ID, []byte(`{"dryRun":true}`))
+	require.NoError(t, err)
+	require.True(t, dry.DryRun)
+	require.Equal(t, int64(500), dry.Bytes)
+	require.Len(t, dry.Blobs, 2)
+	require.Empty(t, ih.staging.deleted, "a dry run deletes nothing")
+	require.Nil(t, ih.get(m.ID).Cleanup)
+
+	res, err := ih.svc.Cleanup(ctx, m.ID, []byte(`{}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{m.ID}, ih.staging.deleted)
+	c := ih.get(m.ID).Cleanup
+	require.Equal(t, cleanupDone, c.State)
+	require.Equal(t, 2, c.Blobs)
+	require.Equal(t, int64(500), c.Bytes)
+	require.Equal(t, res.Blobs, c.Deleted)
+
+	_, err = ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+	require.ErrorContains(t, err, "staged_files_deleted")
+	_, err = ih.svc.Reverify(ctx, m.ID, nil)
+	require.NoError(t, err, "counts need no staged files")
+}
+
+func TestCleanupAfterVerify(t *testing.T) {
+	t.Parallel()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Patient"],"cleanup":"after-verify"}`)
+	done := ih.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusCompleted, done.Status)
+	require.Equal(t, []string{m.ID}, ih.staging.deleted)
+	require.Equal(t, cleanupDone, done.Cleanup.State)
+
+	// Not after a failed verification.
+	ih2 := newIDHarness(t)
+	ih2.dst.countOffset = map[string]int64{"Patient": -1}
+	m2 := ih2.start(`{` + endpoints + `,"types":["Patient"],"cleanup":"after-verify"}`)
+	done2 := ih2.drive(m2.ID, time.Minute, 30)
+	require.Equal(t, StatusFailed, done2.Status)
+	require.Empty(t, ih2.staging.deleted)
+	require.Nil(t, done2.Cleanup)
+}
