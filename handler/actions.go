@@ -59,12 +59,9 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// maxActionBody bounds an action's body; the engine refuses anything over 1 MiB with a 400.
-const maxActionBody = 1<<20 + 1
-
 // migrationAction serves POST /api/migrations/{id}/verify and .../cleanup.
 func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxActionBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_body", "the request body could not be read", "")
 		return

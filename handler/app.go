@@ -26,8 +26,14 @@ type app struct {
 	closers   []func()
 }
 
-func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err error) {
 	a := &app{logger: logger}
+	// A start that fails after the Service Bus client was made must not leave its connection open.
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
 
 	// One Azure identity for storage and Service Bus when they are reached by URL; FHIR tokens may use the
 	// local development credential instead.
@@ -72,14 +78,14 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, error)
 			return nil, err
 		}
 		sender, a.messaging = sb, "service bus "+cfg.ServiceBusNamespace
-		a.closers = append(a.closers, func() { _ = sb.Close(context.Background()) })
+		a.closeServiceBus(sb)
 	case cfg.ServiceBusConnectionString != "":
 		sb, err := bus.NewServiceBusFromConnectionString(cfg.ServiceBusConnectionString)
 		if err != nil {
 			return nil, err
 		}
 		sender, a.messaging = sb, "service bus (connection string)"
-		a.closers = append(a.closers, func() { _ = sb.Close(context.Background()) })
+		a.closeServiceBus(sb)
 	default:
 		dh, err := bus.NewDevHost(cfg.DevHostURL)
 		if err != nil {
@@ -124,6 +130,15 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, error)
 	return a, nil
 }
 
+// closeServiceBus has Close release the Service Bus connection.
+func (a *app) closeServiceBus(sb *bus.ServiceBus) {
+	a.closers = append(a.closers, func() {
+		if err := sb.Close(context.Background()); err != nil {
+			a.logger.Warn("close service bus", "err", err)
+		}
+	})
+}
+
 // Close releases the connections.
 func (a *app) Close() {
 	for _, c := range a.closers {
@@ -149,17 +164,6 @@ func blobClient(s Storage, azure func() (azcore.TokenCredential, error)) (*azblo
 		return nil, fmt.Errorf("blob client for %s: %w", s.ServiceURL, err)
 	}
 	return c, nil
-}
-
-// stagingAdapter gives the engine its own error for a container owned by another migration.
-type stagingAdapter struct{ *staging.Account }
-
-func (s stagingAdapter) ClaimContainer(ctx context.Context, name, migrationID string) error {
-	err := s.Account.ClaimContainer(ctx, name, migrationID)
-	if errors.Is(err, staging.ErrContainerTaken) {
-		return fmt.Errorf("%w: %w", migration.ErrContainerTaken, err)
-	}
-	return err
 }
 
 // Routes is the handler's whole surface: readiness, the forwarded HTTP API, and one endpoint per non-HTTP function.

@@ -12,11 +12,12 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
-// maxStartBody bounds what is read of a start request; the engine refuses anything over 1 MiB with a 400.
-const maxStartBody = 1<<20 + 1
+// maxRequestBody bounds what is read of a start or action request: one byte over the engine's limit, so that the
+// engine sees an oversized body and answers it with a 400.
+const maxRequestBody = migration.MaxStartBody + 1
 
 func (a *app) startMigration(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxStartBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_body", "the request body could not be read", "")
 		return

@@ -50,7 +50,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	srv := &http.Server{
 		Handler:           app.Routes(),
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// In-flight invocations finish during the graceful shutdown instead of being canceled by the signal.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	logger.Info("handler listening", "addr", cfg.ListenAddr, "messaging", app.messaging)
 	errc := make(chan error, 1)

@@ -9,7 +9,13 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 )
 
-// The cleanup half of stagingAdapter: the staging package's errors and types become the engine's.
+// stagingAdapter serves the engine's staging needs from the staging account: its errors and types become the
+// engine's.
+type stagingAdapter struct{ *staging.Account }
+
+func (s stagingAdapter) ClaimContainer(ctx context.Context, name, migrationID string) error {
+	return stagingError(s.Account.ClaimContainer(ctx, name, migrationID))
+}
 
 func (s stagingAdapter) ListContainer(ctx context.Context, name, migrationID string) ([]migration.StagedBlob, error) {
 	list, err := s.Account.ListContainer(ctx, name, migrationID)
@@ -38,6 +44,8 @@ func (s stagingAdapter) DeleteBlob(ctx context.Context, blobURL string) error {
 
 func stagingError(err error) error {
 	switch {
+	case errors.Is(err, staging.ErrContainerTaken):
+		return fmt.Errorf("%w: %w", migration.ErrContainerTaken, err)
 	case errors.Is(err, staging.ErrNotOwned):
 		return fmt.Errorf("%w: %w", migration.ErrContainerNotOwned, err)
 	case errors.Is(err, staging.ErrBlobNotFound):

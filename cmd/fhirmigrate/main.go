@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -34,10 +35,10 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: fhirmigrate [--url URL] [--key KEY] COMMAND
+const usage = `usage: fhirmigrate [--url URL] [--key KEY] [--interval D] COMMAND
 commands:
   start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
-        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|none] [--body FILE] [--watch]
+        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none] [--body FILE] [--watch]
   watch ID      show progress until the migration ends; exit 0 only when it completed
   status ID     print the migration document
   list          list migrations
@@ -67,18 +68,21 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 		if len(rest) != 1 {
 			return 2, errors.New("usage: fhirmigrate status ID")
 		}
-		return printRaw(ctx, c, http.MethodGet, "/api/migrations/"+rest[0], out)
+		return printRaw(ctx, c, http.MethodGet, migrationPath(rest[0]), out)
 	case "cancel":
 		if len(rest) != 1 {
 			return 2, errors.New("usage: fhirmigrate cancel ID")
 		}
-		return printRaw(ctx, c, http.MethodDelete, "/api/migrations/"+rest[0], out)
+		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), out)
 	case "list":
 		return printRaw(ctx, c, http.MethodGet, "/api/migrations", out)
 	default:
 		return 2, errors.New(usage)
 	}
 }
+
+// migrationPath is the API path of one migration; the id is one path segment whatever it holds.
+func migrationPath(id string) string { return "/api/migrations/" + url.PathEscape(id) }
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -98,7 +102,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	strategy := fs.String("strategy", "", "exportStrategy: system or per-type")
 	mode := fs.String("import-mode", "", "importMode: IncrementalLoad or InitialLoad")
 	container := fs.String("container", "", "staging container (default: derived from the migration id)")
-	verify := fs.String("verify", "", "verify: counts or none")
+	verify := fs.String("verify", "", "verify: counts, ids, full or none")
 	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
 	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
 	if err := fs.Parse(args); err != nil {
@@ -147,7 +151,7 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 	start := time.Now()
 	last := ""
 	for {
-		status, raw, err := c.do(ctx, http.MethodGet, "/api/migrations/"+id, nil)
+		status, raw, err := c.do(ctx, http.MethodGet, migrationPath(id), nil)
 		if err != nil {
 			return 1, err
 		}

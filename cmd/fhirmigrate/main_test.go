@@ -87,3 +87,17 @@ func TestUsage(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.ErrorContains(t, err, "usage")
 }
+
+func TestIDIsOnePathSegment(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Method + " " + r.URL.EscapedPath())
+		_, _ = io.WriteString(w, `{"id":"m-1","status":"canceled"}`)
+	}))
+	t.Cleanup(srv.Close)
+	code, err := run(context.Background(), []string{"--url", srv.URL, "cancel", "m-1/cleanup"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	require.Equal(t, "DELETE /api/migrations/m-1%2Fcleanup", got.Load())
+}

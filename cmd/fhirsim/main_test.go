@@ -7,13 +7,19 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 )
+
+var azurite *azuritetest.Azurite
+
+func TestMain(m *testing.M) { azuritetest.Main(m, &azurite) }
 
 func TestRunRefusesBadOptions(t *testing.T) {
 	t.Parallel()
@@ -110,4 +116,84 @@ func TestRunServesStatsWithTheFaultSeed(t *testing.T) {
 
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestStopReleasesAHeldImportStatus: stopping the binary answers a status call held by import-hold and exits cleanly
+// instead of waiting out the hold.
+func TestStopReleasesAHeldImportStatus(t *testing.T) {
+	t.Parallel()
+	container, err := azurite.CreateContainer(t.Context(), "held")
+	require.NoError(t, err)
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(t.Context(), container, "Patient-1.ndjson",
+		[]byte(`{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2021-01-01T00:00:00Z"}}`+"\n"), nil)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out, announce := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--flavor", "ahds", "--storage", azurite.ConnectionString,
+			"--faults", "import-hold=1", "--import-hold", "1h", "--job-delay", "1ms", "--polls-before-done", "0"}, announce)
+		_ = announce.Close()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	m := regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)\n$`).FindStringSubmatch(line)
+	require.NotNil(t, m, line)
+	base := m[1]
+	call := func(method, path, body string, header map[string]string) *http.Response {
+		r, err := http.NewRequest(method, path, strings.NewReader(body))
+		require.NoError(t, err)
+		r.Header.Set("Authorization", "Bearer "+fhirsim.DevToken(base))
+		for k, v := range header {
+			r.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		require.NoError(t, err)
+		return resp
+	}
+	body := `{"resourceType":"Parameters","parameter":[{"name":"inputFormat","valueString":"application/fhir+ndjson"},` +
+		`{"name":"input","part":[{"name":"url","valueUri":"` + azurite.BlobEndpoint + "/" + container + `/Patient-1.ndjson"}]}]}`
+	resp := call(http.MethodPost, base+"/$import", body, map[string]string{"Prefer": "respond-async", "Content-Type": "application/fhir+json"})
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	location := resp.Header.Get("Content-Location")
+
+	held := make(chan int, 1)
+	go func() {
+		for {
+			r, err := http.NewRequest(http.MethodGet, location, nil)
+			if err != nil {
+				held <- 0
+				return
+			}
+			r.Header.Set("Authorization", "Bearer "+fhirsim.DevToken(base))
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				held <- 0
+				return
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				held <- resp.StatusCode
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/_sim/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st fhirsim.Stats
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.FaultsInjected["import-hold"] == 1
+	}, 20*time.Second, 5*time.Millisecond)
+
+	cancel()
+	require.NoError(t, <-done, "the held call must not outlast the shutdown")
+	require.Equal(t, http.StatusOK, <-held)
 }

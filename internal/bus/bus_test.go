@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,13 +43,19 @@ func TestSDKMessage(t *testing.T) {
 
 func TestDevHostSender(t *testing.T) {
 	t.Parallel()
+	var mu sync.Mutex
 	var got []devHostMessage
 	var paths []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		paths = append(paths, r.URL.Path)
 		var m devHostMessage
-		require.NoError(t, json.NewDecoder(r.Body).Decode(&m))
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
 		got = append(got, m)
+		mu.Unlock()
 		if r.URL.Path == "/admin/servicebus/queues/nope/messages" {
 			http.Error(w, `{"error":"unknown queue"}`, http.StatusNotFound)
 			return
@@ -63,8 +70,10 @@ func TestDevHostSender(t *testing.T) {
 	require.NoError(t, d.Send(context.Background(), Message{Queue: QueueVerifyCounts, ID: "m-1/verify/1/1", Body: []byte(`{"migrationId":"m-1"}`), NotBefore: at}))
 	err = d.Send(context.Background(), Message{Queue: "nope", ID: "x", Body: []byte(`{}`)})
 	require.ErrorContains(t, err, "404")
-	require.Error(t, d.Send(context.Background(), Message{Queue: QueueVerifyCounts, Body: []byte(`{}`)}), "message id is required")
+	require.ErrorContains(t, d.Send(context.Background(), Message{Queue: QueueVerifyCounts, Body: []byte(`{}`)}), "message id is required")
 
+	mu.Lock()
+	defer mu.Unlock()
 	require.Equal(t, []string{"/admin/servicebus/queues/verify-counts/messages", "/admin/servicebus/queues/nope/messages"}, paths)
 	require.Equal(t, "m-1/verify/1/1", got[0].MessageID)
 	require.Equal(t, `{"migrationId":"m-1"}`, got[0].Body)

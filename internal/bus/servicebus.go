@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -91,9 +92,15 @@ func (s *ServiceBus) sender(queue string) (*azservicebus.Sender, error) {
 func (s *ServiceBus) Close(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var errs []error
 	for q, snd := range s.senders {
-		_ = snd.Close(ctx)
+		if err := snd.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close sender for %s: %w", q, err))
+		}
 		delete(s.senders, q)
 	}
-	return s.client.Close(ctx)
+	if err := s.client.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close service bus client: %w", err))
+	}
+	return errors.Join(errs...)
 }

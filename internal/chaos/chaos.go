@@ -468,7 +468,6 @@ func (r *run) startKiller(ctx context.Context) *killer {
 			}
 			if err := r.host.KillHandler(); err != nil {
 				r.logf("kill: %v", err)
-				continue
 			}
 		}
 	}()
@@ -665,7 +664,10 @@ func getJSON(ctx context.Context, base, u string, into any) error {
 			case resp.StatusCode != http.StatusOK:
 				err = fmt.Errorf("GET %s: HTTP %d: %s", u, resp.StatusCode, truncate(raw))
 			default:
-				return json.Unmarshal(raw, into)
+				if err := json.Unmarshal(raw, into); err != nil {
+					return fmt.Errorf("GET %s: decode: %w", u, err)
+				}
+				return nil
 			}
 		}
 		last = err

@@ -300,7 +300,8 @@ func loadFunction(file, name string, forwardEnabled bool, settings map[string]st
 	return fn, nil
 }
 
-// parseTimeSpan reads a .NET TimeSpan "[d.]hh:mm:ss[.fff]"; "-1" means unbounded.
+// parseTimeSpan reads a .NET TimeSpan "[d.]hh:mm:ss[.fff]"; "-1" (unbounded in Azure) gives 0, which leaves the
+// local host's default in force.
 func parseTimeSpan(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "-1" {

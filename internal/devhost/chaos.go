@@ -11,7 +11,6 @@ import (
 type chaos struct {
 	duplicateRate float64
 	dropRate      float64
-	seed          int64
 
 	mu  sync.Mutex
 	rng *rand.Rand
@@ -26,7 +25,7 @@ func newChaos(duplicateRate, dropRate float64, seed int64) (*chaos, error) {
 			return nil, fmt.Errorf("%s %v is not a probability in [0,1]", r.name, r.p)
 		}
 	}
-	return &chaos{duplicateRate: duplicateRate, dropRate: dropRate, seed: seed,
+	return &chaos{duplicateRate: duplicateRate, dropRate: dropRate,
 		rng: rand.New(rand.NewPCG(uint64(seed), 0x5851f42d4c957f2d))}, nil
 }
 

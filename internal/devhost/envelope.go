@@ -174,7 +174,7 @@ var localIdentity = []any{map[string]any{
 	"RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
 }}
 
-// maxHTTPBody bounds a request body relayed in payload form.
+// maxHTTPBody bounds a body relayed in payload form, and what is read of an invocation's response.
 const maxHTTPBody = 100 << 20
 
 func encodeHTTP(function, bindingName string, r *http.Request, params map[string]string, now time.Time) ([]byte, error) {

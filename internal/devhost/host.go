@@ -203,10 +203,7 @@ func (h *Host) Start(ctx context.Context) error {
 			q.run(h.ctx)
 		}()
 	}
-	if err := h.startTimers(); err != nil {
-		_ = h.Close()
-		return err
-	}
+	h.startTimers()
 	h.log.Info("local host ready", "url", h.URL(), "functions", len(h.app.Functions))
 	return nil
 }
@@ -266,20 +263,22 @@ func (h *Host) Send(queueName, messageID, body, contentType string, notBefore ti
 	if !ok {
 		return fmt.Errorf("queue %q does not exist", queueName)
 	}
-	if messageID == "" {
-		messageID = newUUID()
-	}
-	h.logSend(queueName, messageID, q.send(messageID, body, contentType, "", notBefore))
+	h.enqueue(q, messageID, body, contentType, "", notBefore)
 	return nil
 }
 
-func (h *Host) logSend(queueName, messageID string, outcome sendOutcome) {
-	switch outcome {
-	case sendDuplicate:
-		h.log.Info("duplicate message dropped", "queue", queueName, "messageId", messageID)
-	case sendLost:
-		h.log.Warn("chaos: accepted message lost", "queue", queueName, "messageId", messageID)
+// enqueue sends a message to q, naming it when the sender did not, and returns its MessageId.
+func (h *Host) enqueue(q *queue, messageID, body, contentType, correlationID string, notBefore time.Time) string {
+	if messageID == "" {
+		messageID = newUUID()
 	}
+	switch q.send(messageID, body, contentType, correlationID, notBefore) {
+	case sendDuplicate:
+		h.log.Info("duplicate message dropped", "queue", q.name, "messageId", messageID)
+	case sendLost:
+		h.log.Warn("chaos: accepted message lost", "queue", q.name, "messageId", messageID)
+	}
+	return messageID
 }
 
 // KillHandler SIGKILLs the handler's process group now, as a crash would: in-flight invocations fail (their

@@ -87,12 +87,9 @@ func (h *Host) adminSend(w http.ResponseWriter, r *http.Request) {
 		}
 		notBefore = t
 	}
-	if req.MessageID == "" {
-		req.MessageID = newUUID()
-	}
-	h.logSend(name, req.MessageID, q.send(req.MessageID, req.Body, req.ContentType, req.CorrelationID, notBefore))
+	id := h.enqueue(q, req.MessageID, req.Body, req.ContentType, req.CorrelationID, notBefore)
 	// 201 for a dropped duplicate or a lost message too: Service Bus does not tell the sender.
-	writeJSON(w, http.StatusCreated, map[string]string{"messageId": req.MessageID})
+	writeJSON(w, http.StatusCreated, map[string]string{"messageId": id})
 }
 
 func (h *Host) adminKill(w http.ResponseWriter, _ *http.Request) {

@@ -21,7 +21,7 @@ type timerState struct {
 	skips       int
 }
 
-func (h *Host) startTimers() error {
+func (h *Host) startTimers() {
 	h.cron = cron.New(cron.WithLocation(time.UTC), cron.WithParser(ncrontab))
 	for _, ts := range h.timers {
 		if spec, ok := ts.fn.Schedule.(*cron.SpecSchedule); ok {
@@ -40,7 +40,6 @@ func (h *Host) startTimers() error {
 		}
 	}
 	h.cron.Start()
-	return nil
 }
 
 // fireTimer invokes a timer function once; with wait false a tick that finds the previous invocation still

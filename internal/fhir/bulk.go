@@ -133,7 +133,7 @@ func (c *Client) ExportStatus(ctx context.Context, contentLocation string) (*Exp
 	}
 	switch resp.status {
 	case http.StatusAccepted:
-		return &ExportStatus{RetryAfter: parseRetryAfter(resp.header, c.now())}, nil
+		return &ExportStatus{RetryAfter: ParseRetryAfter(resp.header, c.now())}, nil
 	case http.StatusOK:
 		m, err := ParseManifest(resp.body)
 		if err != nil {
@@ -255,7 +255,7 @@ func (c *Client) ImportStatus(ctx context.Context, contentLocation string) (*Imp
 	}
 	switch resp.status {
 	case http.StatusAccepted:
-		return &ImportStatus{RetryAfter: parseRetryAfter(resp.header, c.now())}, nil
+		return &ImportStatus{RetryAfter: ParseRetryAfter(resp.header, c.now())}, nil
 	case http.StatusOK:
 		r, err := ParseImportResult(resp.body)
 		if err != nil {
@@ -284,10 +284,10 @@ func (c *Client) CancelJob(ctx context.Context, contentLocation string) error {
 		return err
 	}
 	switch resp.status {
-	case http.StatusOK, http.StatusAccepted, http.StatusNoContent, http.StatusNotFound, http.StatusConflict:
-		if resp.status == http.StatusConflict || resp.status == http.StatusNotFound {
-			c.log.InfoContext(ctx, "cancel: job not running", "url", redactURL(u), "status", resp.status)
-		}
+	case http.StatusOK, http.StatusAccepted, http.StatusNoContent:
+		return nil
+	case http.StatusNotFound, http.StatusConflict:
+		c.log.InfoContext(ctx, "cancel: job not running", "url", redactURL(u), "status", resp.status)
 		return nil
 	default:
 		return newError(op, resp, c.now())

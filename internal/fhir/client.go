@@ -73,7 +73,8 @@ type Client struct {
 	sleep func(context.Context, time.Duration) error
 
 	tokenMu sync.Mutex
-	tokens  map[string]azcore.AccessToken
+	// token is the cached token for scope; the zero value means none.
+	token azcore.AccessToken
 }
 
 // New returns a client for the FHIR server at baseURL, which must pass cfg.Policy.CheckBaseURL.
@@ -103,7 +104,6 @@ func New(baseURL string, cfg Config) (*Client, error) {
 		requestTimeout: cfg.RequestTimeout,
 		now:            cfg.Now,
 		sleep:          sleepContext,
-		tokens:         map[string]azcore.AccessToken{},
 	}
 	c.scope = c.baseOrigin.String() + "/.default"
 	if c.log == nil {
@@ -181,7 +181,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out := req.Clone(req.Context())
 	out.Header.Del("Authorization")
 	if originOf(req.URL) == t.client.baseOrigin {
-		tok, err := t.client.token(req.Context())
+		tok, err := t.client.bearer(req.Context())
 		if err != nil {
 			closeBody()
 			return nil, err
@@ -191,12 +191,12 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.next.RoundTrip(out)
 }
 
-// token returns a cached token for the base origin's scope, fetching a new one near expiry.
-func (c *Client) token(ctx context.Context) (string, error) {
+// bearer returns the cached token for the base origin's scope, fetching a new one near expiry.
+func (c *Client) bearer(ctx context.Context) (string, error) {
 	c.tokenMu.Lock()
 	defer c.tokenMu.Unlock()
 	now := c.now()
-	if tok, ok := c.tokens[c.scope]; ok && now.Before(tok.ExpiresOn.Add(-tokenRefreshMargin)) &&
+	if tok := c.token; tok.Token != "" && now.Before(tok.ExpiresOn.Add(-tokenRefreshMargin)) &&
 		(tok.RefreshOn.IsZero() || now.Before(tok.RefreshOn)) {
 		return tok.Token, nil
 	}
@@ -204,7 +204,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("get token for %s: %w", c.scope, err)
 	}
-	c.tokens[c.scope] = tok
+	c.token = tok
 	return tok.Token, nil
 }
 
@@ -212,7 +212,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 func (c *Client) forgetToken() {
 	c.tokenMu.Lock()
 	defer c.tokenMu.Unlock()
-	delete(c.tokens, c.scope)
+	c.token = azcore.AccessToken{}
 }
 
 // call is one logical request; do may send it several times.
@@ -254,7 +254,7 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 			}
 			delay = backoff(attempt)
 		case retryableStatus(resp.status):
-			delay = parseRetryAfter(resp.header, c.now())
+			delay = ParseRetryAfter(resp.header, c.now())
 			if delay == 0 {
 				delay = backoff(attempt)
 			}
@@ -294,6 +294,11 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*response, 
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
+		// *url.Error repeats the whole URL, query included; the redacted one is added below.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
 		c.log.DebugContext(ctx, "fhir call failed", "op", cl.op, "method", cl.method, "url", redactURL(cl.url),
 			"attempt", attempt, "duration", time.Since(start), "error", err)
 		return nil, fmt.Errorf("%s %s: %w", cl.op, redactURL(cl.url), err)

@@ -998,3 +998,22 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestConnectionErrorsCarryNoQuery: a failed connection is reported and logged with the redacted URL only.
+func TestConnectionErrorsCarryNoQuery(t *testing.T) {
+	t.Parallel()
+	srv := newFHIRServer(t, hangUp)
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newTestClient(t, srv.URL, "127.0.0.1", func(cfg *Config) { cfg.Logger = logger })
+	err := c.Search(context.Background(), "Patient", url.Values{"sig": {"s3cr3t"}}, func(json.RawMessage) error { return nil })
+	require.Error(t, err)
+	require.Contains(t, err.Error(), srv.URL+"/Patient")
+	require.NotContains(t, err.Error(), "s3cr3t")
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	require.Contains(t, out, "fhir call failed")
+	require.NotContains(t, out, "s3cr3t")
+}

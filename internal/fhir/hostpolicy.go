@@ -279,7 +279,7 @@ func validPort(s string) bool {
 	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == s
 }
 
-// validDNSName accepts LDH labels separated by dots (no empty label, no trailing dot).
+// validDNSName accepts LDH labels, underscores tolerated, separated by dots (no empty label, no trailing dot).
 func validDNSName(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false

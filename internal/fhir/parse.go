@@ -29,10 +29,6 @@ var (
 // ParseRetryAfter reads x-ms-retry-after-ms, else Retry-After (seconds or HTTP-date), clamped to [100ms, 60s];
 // 0 when absent or unreadable.
 func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
-	return parseRetryAfter(h, now)
-}
-
-func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 	if v := strings.TrimSpace(h.Get("x-ms-retry-after-ms")); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(ms) && !math.IsInf(ms, 0) && ms >= 0 {
 			return clampRetryAfter(ms / 1000)
@@ -70,7 +66,7 @@ func newError(op string, r *response, now time.Time) *Error {
 		Op:         op,
 		StatusCode: r.status,
 		Message:    outcomeMessage(r.body),
-		RetryAfter: parseRetryAfter(r.header, now),
+		RetryAfter: ParseRetryAfter(r.header, now),
 	}
 }
 

@@ -32,12 +32,9 @@ func (c *Client) ResourceTypes(ctx context.Context) ([]string, error) {
 
 // Count returns Bundle.total of GET {base}[/{Type}]?{query}&_summary=count; resourceType "" counts at system level.
 func (c *Client) Count(ctx context.Context, resourceType string, query url.Values) (int64, error) {
-	op := "count " + resourceType
-	if resourceType == "" {
-		op = "count"
-	}
-	if resourceType != "" && !resourceTypePattern.MatchString(resourceType) {
-		return 0, fmt.Errorf("%s: invalid resource type", op)
+	op, err := typeOp("count", resourceType)
+	if err != nil {
+		return 0, err
 	}
 	q := cloneValues(query)
 	q.Set("_summary", "count")
@@ -70,12 +67,9 @@ func (c *Client) Count(ctx context.Context, resourceType string, query url.Value
 // search.mode "outcome" are skipped. An error from each stops the search and is returned wrapped.
 func (c *Client) Search(ctx context.Context, resourceType string, query url.Values,
 	each func(resource json.RawMessage) error) error {
-	op := "search " + resourceType
-	if resourceType == "" {
-		op = "search"
-	}
-	if resourceType != "" && !resourceTypePattern.MatchString(resourceType) {
-		return fmt.Errorf("%s: invalid resource type", op)
+	op, err := typeOp("search", resourceType)
+	if err != nil {
+		return err
 	}
 	if each == nil {
 		return fmt.Errorf("%s: nil callback", op)
@@ -200,6 +194,18 @@ func batchBody(entries []BatchEntry) ([]byte, error) {
 		return nil, fmt.Errorf("encode bundle: %w", err)
 	}
 	return body, nil
+}
+
+// typeOp names a call at type level ("count Patient") or system level ("count") and checks the type.
+func typeOp(verb, resourceType string) (string, error) {
+	if resourceType == "" {
+		return verb, nil
+	}
+	op := verb + " " + resourceType
+	if !resourceTypePattern.MatchString(resourceType) {
+		return "", fmt.Errorf("%s: invalid resource type", op)
+	}
+	return op, nil
 }
 
 func cloneValues(v url.Values) url.Values {

@@ -151,3 +151,14 @@ func TestExportFinishedJobCannotBeCanceled(t *testing.T) {
 	require.GreaterOrEqual(t, accepted, 1)
 	require.Equal(t, http.StatusConflict, source.do(t, request{method: http.MethodDelete, path: location}).StatusCode)
 }
+
+// TestExportAfterCloseFails: a kick-off that reaches a closed simulator starts no worker; its job fails.
+func TestExportAfterCloseFails(t *testing.T) {
+	t.Parallel()
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(1, 1),
+		fhirsim.WithPollsBeforeDone(0))
+	source.Close()
+	final, body, _ := source.pollDone(t, kickOffExport(t, source, "_type=Patient"))
+	require.Equal(t, http.StatusInternalServerError, final.StatusCode)
+	require.Contains(t, string(body), "shutting down")
+}

@@ -39,6 +39,10 @@ func newJobID() string {
 func (s *Server) startLocked(j *job, kind string, work func(ctx context.Context) error) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	j.cancel = cancel
+	if ctx.Err() != nil {
+		j.state, j.failure = jobFailed, kind+" operation failed for reason: the service is shutting down"
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -220,9 +220,13 @@ func New(opts ...Option) *Server {
 	return s
 }
 
-// Close stops the background job workers and waits for them.
+// Close stops the background job workers and waits for them; held status calls are released. Jobs kicked off
+// afterwards fail at once.
 func (s *Server) Close() {
+	// Cancelled under s.mu, so startLocked never adds a worker while wg.Wait runs.
+	s.mu.Lock()
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 

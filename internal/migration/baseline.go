@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 )
 
 // takeBaseline counts, before anything is imported, the destination's resources of every type the migration may
@@ -30,28 +29,24 @@ func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, d
 	}
 	counts := make([]int64, len(counted))
 	errs := make([]error, len(counted)+1)
-	sem := make(chan struct{}, s.cfg.PollConcurrency)
-	var wg sync.WaitGroup
-	for i := range len(counted) + 1 {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if i == len(counted) {
-				b.Total, errs[i] = client.Count(ctx, "", nil)
-				b.Total = max(b.Total, 0)
-				return
-			}
-			n, err := client.Count(ctx, counted[i], nil)
+	fanOut(len(counted)+1, s.cfg.PollConcurrency, func(i int) {
+		if i == len(counted) {
+			total, err := client.Count(ctx, "", nil)
 			if err != nil {
-				errs[i] = fmt.Errorf("count %s: %w", counted[i], err)
+				errs[i] = fmt.Errorf("count every resource: %w", err)
 				return
 			}
-			// A count below zero is no count: a misbehaving server must not lower the expectation.
-			counts[i] = max(n, 0)
-		}()
-	}
-	wg.Wait()
+			b.Total = max(total, 0)
+			return
+		}
+		n, err := client.Count(ctx, counted[i], nil)
+		if err != nil {
+			errs[i] = fmt.Errorf("count %s: %w", counted[i], err)
+			return
+		}
+		// A count below zero is no count: a misbehaving server must not lower the expectation.
+		counts[i] = max(n, 0)
+	})
 	for i, t := range counted {
 		if errs[i] == nil && counts[i] > 0 {
 			b.Counts[t] = counts[i]

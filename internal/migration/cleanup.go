@@ -146,6 +146,10 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	now := s.now()
 	// The intent is saved first, so that a crash in the middle leaves a record to retry from.
 	if _, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+		// Decided again on the fresh document: a re-verify may have started since it was first read.
+		if apiErr := cleanable(m, req.Force); apiErr != nil {
+			return nil, apiErr
+		}
 		m.Cleanup = &Cleanup{State: cleanupPending, RequestedAt: now, Forced: req.Force, Container: container}
 		return nil, nil
 	}); err != nil {
@@ -210,9 +214,9 @@ func stagedErrorFiles(m *Migration) []string {
 			continue
 		}
 		for _, f := range j.Errors {
-			if f.URL != "" && !seen[f.URL] {
-				seen[f.URL] = true
-				out = append(out, stripQuery(f.URL))
+			if u := stripQuery(f.URL); u != "" && !seen[u] {
+				seen[u] = true
+				out = append(out, u)
 			}
 		}
 	}

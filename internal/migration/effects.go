@@ -36,15 +36,6 @@ func (e *effects) release(baseURL, kind, holder string) {
 	e.releases = append(e.releases, slotRef{baseURL: baseURL, kind: kind, holder: holder})
 }
 
-func (e *effects) merge(o *effects) {
-	if o == nil {
-		return
-	}
-	e.messages = append(e.messages, o.messages...)
-	e.cancels = append(e.cancels, o.cancels...)
-	e.releases = append(e.releases, o.releases...)
-}
-
 // perform runs the effects of a saved decision. Failures are logged, not returned: each effect is re-driven
 // from the document (messages by the sweep's redrive, slots by eviction of leaked holders).
 func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {

@@ -506,7 +506,7 @@ func FuzzResourceLine(f *testing.F) {
 		if !ok {
 			return
 		}
-		if !resourceTypePattern.MatchString(e.Type) || !resourceIDPattern.MatchString(e.ID) {
+		if !typePattern.MatchString(e.Type) || !idPattern.MatchString(e.ID) {
 			t.Fatalf("accepted %q/%q from %q", e.Type, e.ID, line)
 		}
 		if !json.Valid(e.Resource) {

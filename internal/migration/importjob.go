@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -67,7 +66,7 @@ func jobState(j *Job) JobState {
 func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) error {
 	log := s.log.With("migration", m.ID, "job", jobID)
 	dest := m.Request.Destination
-	ok, err := s.acquireSlot(ctx, dest, slotImport, m.ID+"/"+jobID, s.cfg.MaxImportsPerDestination)
+	ok, err := s.acquireSlot(ctx, dest, slotImport, slotHolder(m.ID, jobID), s.cfg.MaxImportsPerDestination)
 	if err != nil {
 		return fmt.Errorf("acquire import slot: %w", err)
 	}
@@ -136,7 +135,7 @@ func (s *Service) startAttempt(ctx context.Context, migrationID, jobID string, h
 		if !runnable(m, j) {
 			e := &effects{}
 			if holdsSlot && (j == nil || (j.State != JobStarting && j.State != JobRunning)) {
-				e.release(m.Request.Destination, slotImport, m.ID+"/"+jobID)
+				e.release(m.Request.Destination, slotImport, slotHolder(m.ID, jobID))
 			}
 			return e, errUnchanged
 		}
@@ -297,11 +296,6 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-var (
-	resourceTypePattern = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
-	resourceIDPattern   = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-)
-
 // parseResourceLine reads one NDJSON line as a resource to PUT: a JSON object whose resourceType and id are
 // valid FHIR names (they become the request path).
 func parseResourceLine(text string) (fhir.BatchEntry, bool) {
@@ -310,7 +304,7 @@ func parseResourceLine(text string) (fhir.BatchEntry, bool) {
 		ID           string `json:"id"`
 	}
 	if err := json.Unmarshal([]byte(text), &head); err != nil ||
-		!resourceTypePattern.MatchString(head.ResourceType) || !resourceIDPattern.MatchString(head.ID) {
+		!typePattern.MatchString(head.ResourceType) || !idPattern.MatchString(head.ID) {
 		return fhir.BatchEntry{}, false
 	}
 	return fhir.BatchEntry{Type: head.ResourceType, ID: head.ID, Resource: []byte(text)}, true

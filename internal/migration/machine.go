@@ -20,9 +20,9 @@ const typeSearchParameter = "SearchParameter"
 func releaseSlot(m *Migration, j *Job, e *effects) {
 	switch j.Kind {
 	case KindExport:
-		e.release(m.Request.Source, slotExport, j.holder(m.ID))
+		e.release(m.Request.Source, slotExport, slotHolder(m.ID, j.ID))
 	case KindImport:
-		e.release(m.Request.Destination, slotImport, j.holder(m.ID))
+		e.release(m.Request.Destination, slotImport, slotHolder(m.ID, j.ID))
 	}
 }
 

@@ -333,7 +333,8 @@ func (j *Job) lastAttempt() *Attempt {
 	return &j.Attempts[len(j.Attempts)-1]
 }
 
-func (j *Job) holder(migrationID string) string { return migrationID + "/" + j.ID }
+// slotHolder names a job in a host's slot document; staleHolders parses it back.
+func slotHolder(migrationID, jobID string) string { return migrationID + "/" + jobID }
 
 func timePtr(t time.Time) *time.Time { return &t }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
@@ -128,7 +127,7 @@ func (s *Service) recordExportAttempts(ctx context.Context, m *Migration, now ti
 		if j.Kind != KindExport || j.State != JobQueued || (j.NextPollAt != nil && j.NextPollAt.After(now)) {
 			continue
 		}
-		ok, err := s.acquireSlot(ctx, m.Request.Source, slotExport, j.holder(m.ID), s.cfg.MaxExportsPerSource)
+		ok, err := s.acquireSlot(ctx, m.Request.Source, slotExport, slotHolder(m.ID, j.ID), s.cfg.MaxExportsPerSource)
 		if err != nil {
 			s.log.Error("acquire export slot failed", "migration", m.ID, "job", j.ID, "err", err)
 			break
@@ -149,7 +148,7 @@ func (s *Service) recordExportAttempts(ctx context.Context, m *Migration, now ti
 			j := m.job(id)
 			if m.Status.Terminal() || j == nil || j.State != JobQueued || (j.NextPollAt != nil && j.NextPollAt.After(now)) {
 				if j == nil || (j.State != JobStarting && j.State != JobRunning) {
-					e.release(m.Request.Source, slotExport, m.ID+"/"+id)
+					e.release(m.Request.Source, slotExport, slotHolder(m.ID, id))
 				}
 				continue
 			}
@@ -189,37 +188,30 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 	for _, base := range []string{m.Request.Source, m.Request.Destination} {
 		clients[base], clientErr[base] = s.cfg.FHIR(base)
 	}
-	sem := make(chan struct{}, s.cfg.PollConcurrency)
-	var wg sync.WaitGroup
-	for _, c := range calls {
+	fanOut(len(calls), s.cfg.PollConcurrency, func(i int) {
+		c := calls[i]
 		j := m.job(c.jobID)
 		base := serverOf(m, j)
-		if clientErr[base] != nil {
-			c.err = fmt.Errorf("client for %s: %w", base, clientErr[base])
-			continue
+		if err := clientErr[base]; err != nil {
+			c.err = fmt.Errorf("client for %s: %w", base, err)
+			return
 		}
 		client := clients[base]
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			switch {
-			case c.isKickoff():
-				if c.expected, c.err = expectedCounts(ctx, client, j); c.err == nil {
-					c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
-				}
-			case c.kind == KindExport:
-				c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
-			default:
-				c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
-				if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
-					c.importErrors = importErrorFiles(j, c.imp.Result.Error)
-					c.errorSummary = s.summariseErrors(ctx, c.importErrors)
-				}
+		switch {
+		case c.isKickoff():
+			if c.expected, c.err = expectedCounts(ctx, client, j); c.err == nil {
+				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
 			}
-		}()
-	}
-	wg.Wait()
+		case c.kind == KindExport:
+			c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
+		default:
+			c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
+			if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
+				c.importErrors = importErrorFiles(j, c.imp.Result.Error)
+				c.errorSummary = s.summariseErrors(ctx, c.importErrors)
+			}
+		}
+	})
 }
 
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
@@ -369,8 +361,7 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 // classify tells a fault worth retrying from a refusal: a FHIR server's answer says so itself; anything else
 // (network, timeouts) is temporary.
 func classify(err error) (temporary bool, retryAfter time.Duration, reason string) {
-	var pe *permanentError
-	if errors.As(err, &pe) {
+	if isPermanent(err) {
 		return false, 0, err.Error()
 	}
 	var fe *fhir.Error
@@ -387,3 +378,8 @@ func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
 func permanent(err error) error { return &permanentError{err: err} }
+
+func isPermanent(err error) bool {
+	var pe *permanentError
+	return errors.As(err, &pe)
+}

@@ -95,7 +95,7 @@ func (s *Service) MissingIDs(ctx context.Context, id string, w io.Writer) error 
 			return fmt.Errorf("read %s: %w", it.Name, err)
 		}
 		if _, err := w.Write(data); err != nil {
-			return err
+			return fmt.Errorf("write missing ids of %s: %w", id, err)
 		}
 	}
 	return nil
@@ -109,7 +109,7 @@ func renderReport(m *Migration) []byte {
 	p("# Verification of migration %s\n\n", m.ID)
 	result := "PASSED"
 	if !v.Passed {
-		result = "FAILED (verification_mismatch)"
+		result = "FAILED (" + codeVerificationMismatch + ")"
 	}
 	p("- Result: **%s**\n", result)
 	p("- Mode: %s", verifyMode(m))

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
@@ -178,6 +179,20 @@ func (s *Service) backoff(n int) time.Duration {
 	}
 	d = min(d, s.cfg.PollMax)
 	return d/2 + time.Duration(s.cfg.Random()*float64(d/2))
+}
+
+// fanOut runs fn(0) .. fn(n-1) with at most limit of them at a time, and returns when all have.
+func fanOut(n, limit int, fn func(i int)) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
 }
 
 // APIError is an error the HTTP API answers as {"error":{"code","message","field"}} with Status.

@@ -31,7 +31,9 @@ const (
 )
 
 var (
+	// typePattern is a FHIR resource type, idPattern a FHIR id: only such names become request paths and _id searches.
 	typePattern      = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 	containerPattern = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 )
 
@@ -60,7 +62,8 @@ type Result struct {
 }
 
 // Start validates a start request, checks both servers, and creates the migration (or, for a dry run, only
-// answers its plan). Nothing is stored or claimed when it returns an error.
+// answers its plan). Nothing is stored when it returns an error, and nothing is claimed unless the final save
+// of the document fails (the container then stays claimed for the unused id).
 func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 	raw, apiErr := decodeStart(body)
 	if apiErr != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
@@ -29,12 +28,20 @@ const (
 	verifyBudget = 4 * time.Minute
 )
 
+// Error codes of a verification round that did not pass.
+const (
+	// codeVerificationMismatch: the destination does not hold what was exported.
+	codeVerificationMismatch = "verification_mismatch"
+	// codeVerificationFailed: the check itself could not be done, whatever the retries.
+	codeVerificationFailed = "verification_failed"
+)
+
 // Verify handles a verify-counts message. Counts mode compares exported, imported and destination counts per type
 // (with the baseline taken at start) in one invocation. Ids and full modes first stream every exported file and
 // look its ids up in the destination, saving a cursor after each file and continuing in a new message when the
 // invocation's budget is spent; the last invocation takes the counts, writes the report and finishes the
 // migration (completed, or failed with verification_mismatch). Stale and duplicate messages are acknowledged; a
-// failed call is returned as a transient fault.
+// failed call is returned as a transient fault, and a fault no retry can fix fails the round (verification_failed).
 func (s *Service) Verify(ctx context.Context, body []byte) error {
 	var msg VerifyMessage
 	if err := json.Unmarshal(body, &msg); err != nil || msg.MigrationID == "" || msg.Generation <= 0 {
@@ -60,6 +67,9 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 	}
 	if mode == VerifyIDs || mode == VerifyFull {
 		done, err := s.checkIDs(ctx, m, msg.Generation)
+		if isPermanent(err) {
+			return s.failVerification(ctx, msg, err)
+		}
 		if err != nil {
 			return fmt.Errorf("verify ids of migration %s: %w", m.ID, err)
 		}
@@ -89,6 +99,24 @@ func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error
 	if err != nil {
 		return fmt.Errorf("save verification: %w", err)
 	}
+	return nil
+}
+
+// failVerification ends a round that cannot be done: redelivering it would fail the same way for ever. The
+// migration can be verified again (for example by counts).
+func (s *Service) failVerification(ctx context.Context, msg VerifyMessage, cause error) error {
+	_, _, err := s.update(ctx, msg.MigrationID, func(m *Migration) (*effects, error) {
+		if !verifiable(m, msg.Generation) {
+			return nil, errUnchanged
+		}
+		m.Status = StatusFailed
+		m.Error = &Failure{Code: codeVerificationFailed, Message: cause.Error()}
+		return nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("save verification failure: %w", err)
+	}
+	s.log.Error("verification could not be done", "migration", msg.MigrationID, "generation", msg.Generation, "err", cause)
 	return nil
 }
 
@@ -188,7 +216,7 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		return
 	}
 	m.Status = StatusFailed
-	m.Error = &Failure{Code: "verification_mismatch", Message: strings.Join(mismatches, "; ")}
+	m.Error = &Failure{Code: codeVerificationMismatch, Message: strings.Join(mismatches, "; ")}
 }
 
 // judgeRow decides one type. Counts mode needs the destination to hold exactly before + exported; ids and full
@@ -277,22 +305,14 @@ func (s *Service) countRows(ctx context.Context, m *Migration) ([]TypeRow, error
 		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
 	errs := make([]error, len(rows))
-	sem := make(chan struct{}, s.cfg.PollConcurrency)
-	var wg sync.WaitGroup
-	for i := range rows {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			n, err := client.Count(ctx, rows[i].Type, nil)
-			if err != nil {
-				errs[i] = fmt.Errorf("count %s on the destination: %w", rows[i].Type, err)
-				return
-			}
-			rows[i].Destination = n
-		}()
-	}
-	wg.Wait()
+	fanOut(len(rows), s.cfg.PollConcurrency, func(i int) {
+		n, err := client.Count(ctx, rows[i].Type, nil)
+		if err != nil {
+			errs[i] = fmt.Errorf("count %s on the destination: %w", rows[i].Type, err)
+			return
+		}
+		rows[i].Destination = n
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -78,7 +78,8 @@ func reverifiable(m *Migration, mode string) *APIError {
 	case m.Status == StatusVerifying:
 		return &APIError{Status: http.StatusConflict, Code: "verification_running",
 			Message: fmt.Sprintf("migration %s is being verified already", m.ID)}
-	case m.Status == StatusCompleted, m.Status == StatusFailed && m.Error != nil && m.Error.Code == "verification_mismatch":
+	case m.Status == StatusCompleted,
+		m.Status == StatusFailed && m.Error != nil && (m.Error.Code == codeVerificationMismatch || m.Error.Code == codeVerificationFailed):
 	default:
 		return &APIError{Status: http.StatusConflict, Code: "not_verifiable",
 			Message: fmt.Sprintf("migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)}

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,9 +16,6 @@ import (
 
 // idsPerSearch is how many ids one _id search asks for.
 const idsPerSearch = 100
-
-// lookupIDPattern is a FHIR id; anything else cannot be looked up with _id and counts as missing.
-var lookupIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
 // ResourceSearcher is the search the ids and full checks need of the destination; *fhir.Client satisfies it.
 type ResourceSearcher interface {
@@ -63,26 +60,20 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		return false, permanent(errors.New("the destination client cannot search"))
 	}
 	started := s.now()
-	v := m.Verification
 	next := 0
-	if v.IDs != nil {
-		next = v.IDs.NextFile
+	if m.Verification.IDs != nil {
+		next = m.Verification.IDs.NextFile
 	}
-	for i := next; i < len(files); i++ {
-		compare := map[string]int64{} // per type: contents still to compare (-1: all)
-		if verifyMode(m) == VerifyFull {
-			for _, f := range files {
-				compare[f.Type] = -1
-				if n := verifySample(m); n > 0 {
-					done := int64(0)
-					if v.IDs != nil && v.IDs.Types[f.Type] != nil {
-						done = v.IDs.Types[f.Type].Compared
-					}
-					compare[f.Type] = max(int64(n)-done, 0)
-				}
+	var types []string // compared in full mode
+	if verifyMode(m) == VerifyFull {
+		for _, f := range files {
+			if !slices.Contains(types, f.Type) {
+				types = append(types, f.Type)
 			}
 		}
-		res, err := s.checkFile(ctx, searcher, files[i], compare, m.Request.ImportMode)
+	}
+	for i := next; i < len(files); i++ {
+		res, err := s.checkFile(ctx, searcher, files[i], compareBudget(m, types), m.Request.ImportMode)
 		if err != nil {
 			return false, err
 		}
@@ -104,13 +95,29 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		if m, _, err = s.load(ctx, m.ID); err != nil {
 			return false, err
 		}
-		v = m.Verification
 		if more {
 			s.log.Info("verification continues in a new message", "migration", m.ID, "nextFile", i+1, "files", len(files))
 			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// compareBudget is, per type, how many more resources a full check compares (-1: all), given those compared so far.
+func compareBudget(m *Migration, types []string) map[string]int64 {
+	compare := make(map[string]int64, len(types))
+	sample := int64(verifySample(m))
+	for _, t := range types {
+		compare[t] = -1
+		if sample > 0 {
+			var done int64
+			if ids := m.Verification.IDs; ids != nil && ids.Types[t] != nil {
+				done = ids.Types[t].Compared
+			}
+			compare[t] = max(sample-done, 0)
+		}
+	}
+	return compare
 }
 
 // saveFileCheck adds file i's results and moves the cursor past it; false means another invocation got there
@@ -265,20 +272,21 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		if err := json.Unmarshal(text, &head); err == nil && head.ResourceType != "" {
 			typ = head.ResourceType
 		}
+		valid := idPattern.MatchString(head.ID) && typePattern.MatchString(typ)
+		key := typ + "/" + head.ID
+		_, dup := seen[key]
 		mu.Lock()
 		t := res.tally(typ)
 		t.Checked++
-		key := typ + "/" + head.ID
-		_, dup := seen[key]
 		switch {
-		case head.ID == "" || !lookupIDPattern.MatchString(head.ID) || !typePattern.MatchString(typ):
+		case !valid:
 			t.Missing++
 			res.missing = append(res.missing, fmt.Sprintf("%s/%s (line %d has no valid id)", typ, head.ID, line))
 		case dup:
 			t.Duplicates++
 		}
 		mu.Unlock()
-		if dup || head.ID == "" || !lookupIDPattern.MatchString(head.ID) || !typePattern.MatchString(typ) {
+		if !valid || dup {
 			continue
 		}
 		seen[key] = struct{}{}

@@ -46,6 +46,8 @@ type contentStaging struct {
 	deleted []string
 	extra   map[string][]StagedBlob // container -> blobs the test put there
 	opens   int
+	// onList runs when a container is listed (e.g. a request racing the cleanup).
+	onList func()
 }
 
 func (s *contentStaging) Open(ctx context.Context, u string) (io.ReadCloser, error) {
@@ -64,6 +66,9 @@ func (s *contentStaging) Open(ctx context.Context, u string) (io.ReadCloser, err
 }
 
 func (s *contentStaging) ListContainer(_ context.Context, c, id string) ([]StagedBlob, error) {
+	if s.onList != nil {
+		s.onList()
+	}
 	if owner := s.claimed()[c]; owner != id {
 		return nil, fmt.Errorf("%w: %s", ErrContainerNotOwned, owner)
 	}
@@ -440,4 +445,44 @@ func TestCleanupAfterVerify(t *testing.T) {
 	require.Equal(t, StatusFailed, done2.Status)
 	require.Empty(t, ih2.staging.deleted)
 	require.Nil(t, done2.Cleanup)
+}
+
+func TestVerifyThatCannotBeDoneFailsOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// The plain harness's destination cannot search: no retry can check ids there.
+	h := newHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"verify":"ids"}`)
+	done := h.drive(m.ID, time.Minute, 30)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, "verification_failed", done.Error.Code)
+	require.Contains(t, done.Error.Message, "cannot search")
+	require.False(t, done.Verification.Passed)
+
+	h.clock.Advance(time.Hour)
+	h.poll()
+	require.Empty(t, h.bus.Take(), "a failed round is not re-driven")
+
+	again, err := h.svc.Reverify(ctx, m.ID, []byte(`{"verify":"counts"}`))
+	require.NoError(t, err, "a round that could not be done can be done again")
+	require.Equal(t, StatusVerifying, again.Status)
+	require.Equal(t, StatusCompleted, h.drive(m.ID, time.Minute, 30).Status)
+}
+
+func TestCleanupRacingAReverifyDeletesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ih := newIDHarness(t)
+	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
+	require.Equal(t, StatusCompleted, ih.drive(m.ID, time.Minute, 30).Status)
+	ih.staging.onList = func() {
+		_, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+		require.NoError(t, err)
+	}
+	_, err := ih.svc.Cleanup(ctx, m.ID, nil)
+	require.ErrorContains(t, err, "migration_running")
+	require.Empty(t, ih.staging.deleted, "the files the re-verify reads are kept")
+	got := ih.get(m.ID)
+	require.Nil(t, got.Cleanup)
+	require.Equal(t, StatusVerifying, got.Status)
 }

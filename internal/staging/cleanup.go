@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -33,10 +32,8 @@ func (a *Account) checkOwner(ctx context.Context, name, migrationID string) (exi
 	if err != nil {
 		return false, fmt.Errorf("read staging container %s: %w", name, err)
 	}
-	for k, v := range props.Metadata {
-		if strings.EqualFold(k, OwnerKey) && v != nil && *v == migrationID {
-			return true, nil
-		}
+	if owner, ok := ownerOf(props.Metadata); ok && owner == migrationID {
+		return true, nil
 	}
 	return true, fmt.Errorf("%w: %s is not %s's", ErrNotOwned, name, migrationID)
 }

@@ -58,13 +58,11 @@ func (a *Account) ClaimContainer(ctx context.Context, name, migrationID string) 
 	if err != nil {
 		return fmt.Errorf("read staging container %s: %w", name, err)
 	}
-	for k, v := range props.Metadata {
-		if strings.EqualFold(k, OwnerKey) && v != nil {
-			if *v == migrationID {
-				return nil
-			}
-			return fmt.Errorf("%w: %s is owned by %s", ErrContainerTaken, name, *v)
+	if owner, ok := ownerOf(props.Metadata); ok {
+		if owner == migrationID {
+			return nil
 		}
+		return fmt.Errorf("%w: %s is owned by %s", ErrContainerTaken, name, owner)
 	}
 	pager := cc.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{MaxResults: to.Ptr[int32](1)})
 	page, err := pager.NextPage(ctx)
@@ -78,6 +76,16 @@ func (a *Account) ClaimContainer(ctx context.Context, name, migrationID string) 
 		return fmt.Errorf("claim staging container %s: %w", name, err)
 	}
 	return nil
+}
+
+// ownerOf reads the owning migration from container metadata, whose keys come back in any case.
+func ownerOf(metadata map[string]*string) (string, bool) {
+	for k, v := range metadata {
+		if strings.EqualFold(k, OwnerKey) && v != nil {
+			return *v, true
+		}
+	}
+	return "", false
 }
 
 // Locate splits a blob URL of this account into container and blob name; URLs elsewhere are refused, so a
@@ -94,6 +102,12 @@ func (a *Account) Locate(blobURL string) (containerName, blobName string, err er
 	containerName, blobName, ok := strings.Cut(rest, "/")
 	if !ok || containerName == "" || blobName == "" {
 		return "", "", fmt.Errorf("blob url %q names no blob", blobURL)
+	}
+	// A dot segment could step out of the container (or the account) once a server normalises the path.
+	for _, seg := range strings.Split(rest, "/") {
+		if seg == "." || seg == ".." {
+			return "", "", fmt.Errorf("blob url %q has a dot segment", blobURL)
+		}
 	}
 	return containerName, blobName, nil
 }

@@ -82,3 +82,22 @@ func TestOpenOnlyInsideTheAccount(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// TestLocateRefusesDotSegments: a URL from a manifest or an import result cannot step out of its container.
+func TestLocateRefusesDotSegments(t *testing.T) {
+	t.Parallel()
+	a := account(t)
+	c, b, err := a.Locate(azurite.BlobEndpoint + "/staged/20260101T000000-1/Patient-1.ndjson")
+	require.NoError(t, err)
+	require.Equal(t, "staged", c)
+	require.Equal(t, "20260101T000000-1/Patient-1.ndjson", b)
+	for _, bad := range []string{
+		azurite.BlobEndpoint + "/staged/../migrations/m-1.json",
+		azurite.BlobEndpoint + "/staged/%2e%2e/migrations/m-1.json",
+		azurite.BlobEndpoint + "/staged/./Patient-1.ndjson",
+		azurite.BlobEndpoint + "/../devstoreaccount2/staged/Patient-1.ndjson",
+	} {
+		_, _, err := a.Locate(bad)
+		require.ErrorContains(t, err, "dot segment", bad)
+	}
+}
