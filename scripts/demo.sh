@@ -10,6 +10,6 @@ trap '"$root/scripts/stack.sh" down' EXIT
 start=$(date +%s)
 rc=0
 bin/fhirmigrate --url http://127.0.0.1:7071 start --watch \
-  --source http://127.0.0.1:8081 --destination http://127.0.0.1:8082 ${DEMO_ARGS:-} || rc=$?
+  --source http://127.0.0.1:8081 --destination http://127.0.0.1:8082 ${DEMO_ARGS:---verify ids --cleanup after-verify} || rc=$?
 echo "demo: finished in $(( $(date +%s) - start ))s (poll schedule: $(grep -o '"PollSchedule": *"[^"]*"' local.settings.json | cut -d'"' -f4))"
 exit $rc

@@ -38,11 +38,15 @@ func main() {
 const usage = `usage: fhirmigrate [--url URL] [--key KEY] [--interval D] COMMAND
 commands:
   start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
-        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none] [--body FILE] [--watch]
+        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none]
+        [--cleanup after-verify] [--body FILE] [--watch]
   watch ID      show progress until the migration ends; exit 0 only when it completed
   status ID     print the migration document
   list          list migrations
-  cancel ID     cancel a migration`
+  cancel ID     cancel a migration
+  report ID [--missing]                       the readable verification report (--missing: every missing id)
+  verify ID [--verify counts|ids|full] [--sample N]   verify a finished migration again
+  cleanup ID [--dry-run] [--force] [--error-files]    delete the migration's staged export files`
 
 // run executes one command and returns the process exit code.
 func run(ctx context.Context, args []string, out io.Writer) (int, error) {
@@ -68,14 +72,16 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 		if len(rest) != 1 {
 			return 2, errors.New("usage: fhirmigrate status ID")
 		}
-		return printRaw(ctx, c, http.MethodGet, migrationPath(rest[0]), out)
+		return printRaw(ctx, c, http.MethodGet, migrationPath(rest[0]), nil, out)
 	case "cancel":
 		if len(rest) != 1 {
 			return 2, errors.New("usage: fhirmigrate cancel ID")
 		}
-		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), out)
+		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), nil, out)
 	case "list":
-		return printRaw(ctx, c, http.MethodGet, "/api/migrations", out)
+		return printRaw(ctx, c, http.MethodGet, "/api/migrations", nil, out)
+	case "report", "verify", "cleanup":
+		return cmdAction(ctx, c, global.Arg(0), rest, out)
 	default:
 		return 2, errors.New(usage)
 	}
@@ -103,6 +109,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	mode := fs.String("import-mode", "", "importMode: IncrementalLoad or InitialLoad")
 	container := fs.String("container", "", "staging container (default: derived from the migration id)")
 	verify := fs.String("verify", "", "verify: counts, ids, full or none")
+	cleanup := fs.String("cleanup", "", "cleanup: after-verify deletes the staged files once verification passed")
 	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
 	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
 	if err := fs.Parse(args); err != nil {
@@ -121,7 +128,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 			req["types"] = strings.Split(*types, ",")
 		}
 		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
-			"importMode": *mode, "container": *container, "verify": *verify} {
+			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup} {
 			if v != "" {
 				req[k] = v
 			}
@@ -182,14 +189,54 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 	}
 }
 
-func printRaw(ctx context.Context, c *client, method, path string, out io.Writer) (int, error) {
-	status, raw, err := c.do(ctx, method, path, nil)
+// cmdAction runs the commands on one finished migration: report, verify, cleanup.
+func cmdAction(ctx context.Context, c *client, name string, args []string, out io.Writer) (int, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return 2, fmt.Errorf("usage: fhirmigrate %s ID [flags]\n%s", name, usage)
+	}
+	id := args[0]
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	missing := fs.Bool("missing", false, "report: every missing id instead of the report")
+	mode := fs.String("verify", "", "verify: counts, ids or full (default: the migration's own)")
+	sample := fs.Int("sample", 0, "verify: with full, compare only this many resources per type")
+	dryRun := fs.Bool("dry-run", false, "cleanup: list what would be deleted, with sizes")
+	force := fs.Bool("force", false, "cleanup: even when verification did not pass")
+	errorFiles := fs.Bool("error-files", false, "cleanup: also delete the import error files")
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
+		return 2, fmt.Errorf("%s: bad flags\n%s", name, usage)
+	}
+	switch name {
+	case "report":
+		path := migrationPath(id) + "/report"
+		if *missing {
+			path += "/missing"
+		}
+		return printRaw(ctx, c, http.MethodGet, path, nil, out)
+	case "verify":
+		req := map[string]any{}
+		if *mode != "" {
+			req["verify"] = *mode
+		}
+		if *sample > 0 {
+			req["verifySample"] = *sample
+		}
+		body, _ := json.Marshal(req)
+		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/verify", body, out)
+	default:
+		body, _ := json.Marshal(map[string]bool{"dryRun": *dryRun, "force": *force, "errorFiles": *errorFiles})
+		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cleanup", body, out)
+	}
+}
+
+func printRaw(ctx context.Context, c *client, method, path string, body []byte, out io.Writer) (int, error) {
+	status, raw, err := c.do(ctx, method, path, body)
 	if err != nil {
 		return 1, err
 	}
 	_, _ = out.Write(raw)
 	if status/100 != 2 {
-		return 1, fmt.Errorf("HTTP %d", status)
+		return 1, fmt.Errorf("HTTP %d: %s", status, errorText(raw))
 	}
 	return 0, nil
 }
@@ -265,16 +312,30 @@ type migrationDoc struct {
 	} `json:"jobs"`
 	Verification *struct {
 		Rows []struct {
-			Type         string `json:"type"`
-			Exported     int64  `json:"exported"`
-			Imported     int64  `json:"imported"`
-			ImportErrors int64  `json:"importErrors"`
-			Destination  int64  `json:"destination"`
-			Match        bool   `json:"match"`
+			Type              string `json:"type"`
+			Exported          int64  `json:"exported"`
+			Imported          int64  `json:"imported"`
+			ImportErrors      int64  `json:"importErrors"`
+			DestinationBefore int64  `json:"destinationBefore"`
+			Destination       int64  `json:"destination"`
+			Checked           int64  `json:"checked"`
+			Missing           int64  `json:"missing"`
+			Different         int64  `json:"different"`
+			Explanation       string `json:"explanation"`
+			Match             bool   `json:"match"`
 		} `json:"rows"`
-		Skipped bool `json:"skipped"`
+		Mode    string   `json:"mode"`
+		Skipped bool     `json:"skipped"`
+		Missing []string `json:"missing"`
 	} `json:"verification"`
-	Notes []string `json:"notes"`
+	Notes   []string `json:"notes"`
+	Cleanup *struct {
+		State     string `json:"state"`
+		Container string `json:"container"`
+		Blobs     int    `json:"blobs"`
+		Bytes     int64  `json:"bytes"`
+		Error     string `json:"error"`
+	} `json:"cleanup"`
 	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -334,17 +395,47 @@ func (m *migrationDoc) report(out io.Writer) {
 		} else {
 			rows := v.Rows
 			sort.Slice(rows, func(i, j int) bool { return rows[i].Type < rows[j].Type })
+			checked := v.Mode == "ids" || v.Mode == "full"
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "type\texported\timported\timport errors\tdestination\tmatch\t")
+			head := "type\texported\timported\timport errors\tbefore\tdestination\t"
+			if checked {
+				head += "ids checked\tmissing\t"
+				if v.Mode == "full" {
+					head += "different\t"
+				}
+			}
+			fmt.Fprintln(tw, head+"match\t")
 			var exp, dst int64
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t\n", r.Type, r.Exported, r.Imported, r.ImportErrors, r.Destination, r.Match)
+				line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%d\t", r.Type, r.Exported, r.Imported, r.ImportErrors, r.DestinationBefore, r.Destination)
+				if checked {
+					line += fmt.Sprintf("%d\t%d\t", r.Checked, r.Missing)
+					if v.Mode == "full" {
+						line += fmt.Sprintf("%d\t", r.Different)
+					}
+				}
+				fmt.Fprintln(tw, line+fmt.Sprintf("%v\t", r.Match))
 				exp += r.Exported
 				dst += r.Destination
 			}
-			fmt.Fprintf(tw, "total\t%d\t\t\t%d\t\t\n", exp, dst)
+			fmt.Fprintf(tw, "total\t%d\t\t\t\t%d\t\n", exp, dst)
 			_ = tw.Flush()
+			for _, r := range rows {
+				if r.Explanation != "" {
+					fmt.Fprintf(out, "%s: %s\n", r.Type, r.Explanation)
+				}
+			}
+			if len(v.Missing) > 0 {
+				fmt.Fprintf(out, "missing ids, first of them (`fhirmigrate report %s --missing` lists all): %s\n", m.ID, strings.Join(v.Missing[:min(len(v.Missing), 10)], ", "))
+			}
 		}
+	}
+	if c := m.Cleanup; c != nil {
+		fmt.Fprintf(out, "cleanup: %s, %d staged file(s), %d bytes in container %s", c.State, c.Blobs, c.Bytes, c.Container)
+		if c.Error != "" {
+			fmt.Fprintf(out, ": %s", c.Error)
+		}
+		fmt.Fprintln(out)
 	}
 	for _, n := range m.Notes {
 		fmt.Fprintln(out, "note:", n)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -60,7 +61,7 @@ func TestStartAndWatchCompleted(t *testing.T) {
 	require.Contains(t, text, "exports 0/1 done (1 running, 0 resources)")
 	require.Contains(t, text, "exports 1/1 done (0 running, 3 resources)")
 	require.Contains(t, text, "migration m-1: completed")
-	require.Regexp(t, `Patient\s+3\s+3\s+0\s+3\s+true`, text)
+	require.Regexp(t, `Patient\s+3\s+3\s+0\s+0\s+3\s+true`, text)
 }
 
 func TestWatchFailedExitsNonZero(t *testing.T) {
@@ -100,4 +101,50 @@ func TestIDIsOnePathSegment(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
 	require.Equal(t, "DELETE /api/migrations/m-1%2Fcleanup", got.Load())
+}
+
+func TestActionsCallTheirEndpoints(t *testing.T) {
+	t.Parallel()
+	type call struct{ method, path, body string }
+	var got []call
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, call{r.Method, r.URL.Path, string(body)})
+		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/cleanup") && !strings.Contains(string(body), `"dryRun":true`) {
+			w.WriteHeader(http.StatusConflict)
+			_, _ = io.WriteString(w, `{"error":{"code":"verification_not_passed","message":"send force"}}`)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	}))
+	t.Cleanup(srv.Close)
+	runOK := func(args ...string) string {
+		var out bytes.Buffer
+		code, err := run(context.Background(), append([]string{"--url", srv.URL}, args...), &out)
+		require.NoError(t, err)
+		require.Equal(t, 0, code)
+		return out.String()
+	}
+	require.Equal(t, "ok\n", runOK("report", "m-1"))
+	runOK("report", "m-1", "--missing")
+	runOK("verify", "m-1", "--verify", "ids")
+	runOK("cleanup", "m-1", "--dry-run")
+	code, err := run(context.Background(), []string{"--url", srv.URL, "cleanup", "m-1"}, io.Discard)
+	require.Equal(t, 1, code)
+	require.ErrorContains(t, err, "verification_not_passed")
+	code, _ = run(context.Background(), []string{"--url", srv.URL, "verify"}, io.Discard)
+	require.Equal(t, 2, code)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []call{
+		{"GET", "/api/migrations/m-1/report", ""},
+		{"GET", "/api/migrations/m-1/report/missing", ""},
+		{"POST", "/api/migrations/m-1/verify", `{"verify":"ids"}`},
+		{"POST", "/api/migrations/m-1/cleanup", `{"dryRun":true,"errorFiles":false,"force":false}`},
+		{"POST", "/api/migrations/m-1/cleanup", `{"dryRun":false,"errorFiles":false,"force":false}`},
+	}, got)
 }

@@ -92,7 +92,7 @@ func settle(m *Migration, now time.Time, e *effects) {
 		if m.Verification != nil {
 			gen = m.Verification.Generation + 1
 		}
-		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now}
+		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now, Mode: m.Request.Verify, Sample: m.Request.VerifySample}
 		e.send(verifyMessage(m.ID, gen, 1))
 	}
 }
