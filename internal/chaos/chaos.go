@@ -13,11 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +23,7 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
 	"github.com/fhir-migrator/fhir-migrator/internal/devhost"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
 // DefaultFaults are the faults of a chaos run: each is answered by the handler without losing data. Faults
@@ -145,7 +143,7 @@ func (o *Options) defaults() error {
 		o.Progress = io.Discard
 	}
 	if o.RepoRoot == "" {
-		root, err := findRepoRoot()
+		root, err := localstack.RepoRoot()
 		if err != nil {
 			return err
 		}
@@ -185,16 +183,11 @@ type run struct {
 	progress io.Writer
 
 	azurite  *azuritetest.Azurite
-	source   *simulator
-	dests    []*simulator
+	source   *localstack.Simulator
+	dests    []*localstack.Simulator
 	host     *devhost.Host
-	logs     *syncBuffer
+	logs     *localstack.SyncBuffer
 	cleanups []func()
-}
-
-type simulator struct {
-	sim *fhirsim.Server
-	url string
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -225,83 +218,39 @@ func (r *run) setUp(ctx context.Context) error {
 			return fmt.Errorf("temporary folder: %w", err)
 		}
 		r.cleanups = append(r.cleanups, func() { _ = os.RemoveAll(dir) })
-		bin = filepath.Join(dir, "handler")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./handler")
-		build.Dir = o.RepoRoot
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("build handler: %w\n%s", err, out)
+		if bin, err = localstack.BuildHandler(ctx, o.RepoRoot, dir); err != nil {
+			return err
 		}
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	var err error
-	r.source, err = r.serve(fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAPIForFHIR), fhirsim.WithStorage(r.azurite.ConnectionString),
-		fhirsim.WithSeed(o.Patients, 7), fhirsim.WithJobDelay(50*time.Millisecond), fhirsim.WithRollover(300),
-		fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(quiet)))
-	if err != nil {
-		return err
+	dests := make([][]fhirsim.Option, o.Migrations)
+	for i := range dests {
+		dests[i] = []fhirsim.Option{fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed + int64(i) + 1),
+			fhirsim.WithImportHold(2 * time.Second), fhirsim.WithMaxImports(2), fhirsim.WithLogger(quiet)}
 	}
-	for i := range o.Migrations {
-		d, err := r.serve(fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(r.azurite.ConnectionString),
-			fhirsim.WithJobDelay(50*time.Millisecond), fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed+int64(i)+1),
-			fhirsim.WithImportHold(2*time.Second), fhirsim.WithMaxImports(2), fhirsim.WithLogger(quiet)))
-		if err != nil {
-			return err
-		}
-		r.dests = append(r.dests, d)
-	}
-
-	r.logs = &syncBuffer{}
-	var handlerOut io.Writer = r.logs
-	if o.HandlerLog != nil {
-		handlerOut = io.MultiWriter(r.logs, o.HandlerLog)
-	}
-	settings := map[string]string{
-		"FUNCTIONS_WORKER_RUNTIME": "custom",
-		"AzureWebJobsStorage":      r.azurite.ConnectionString,
-		"StagingStorage":           r.azurite.ConnectionString,
-		"MigrationContainer":       fmt.Sprintf("chaos-docs-%d", o.Seed),
-		"AllowedHosts":             "127.0.0.1",
-		"FhirCredential":           "dev",
-		"PollSchedule":             "*/1 * * * * *",
-		"PollInitial":              "200ms",
-		"PollMax":                  "1s",
-		"RetryDelay":               "1s",
-		"RedriveAfter":             "8s",
-		"ExportDeadline":           "20s",
-		"ConfirmDelay":             "2s",
-		"MaxReexports":             "4",
-		"LogLevel":                 "info",
-	}
-	h, err := devhost.New(devhost.Config{
-		AppRoot: o.RepoRoot, Settings: settings, Addr: "127.0.0.1:0", ExecutablePath: bin,
-		HandlerStdout: handlerOut, Logger: slog.New(slog.NewTextHandler(handlerOut, nil)),
+	r.logs = &localstack.SyncBuffer{}
+	st, err := localstack.Start(ctx, localstack.Options{
+		Storage: r.azurite.ConnectionString, RepoRoot: o.RepoRoot, HandlerBinary: bin,
+		Source: []fhirsim.Option{fhirsim.WithSeed(o.Patients, 7), fhirsim.WithRollover(300),
+			fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(quiet)},
+		Dests: dests,
+		Settings: map[string]string{
+			"MigrationContainer": fmt.Sprintf("chaos-docs-%d", o.Seed),
+			"RedriveAfter":       "8s",
+			"ExportDeadline":     "20s",
+			"ConfirmDelay":       "2s",
+			"MaxReexports":       "4",
+		},
+		Logs: r.logs, HandlerLog: o.HandlerLog, HostLog: true,
 		DuplicateRate: o.DuplicateRate, DropRate: o.DropRate, ChaosSeed: o.Seed,
 	})
 	if err != nil {
-		return fmt.Errorf("local host: %w", err)
+		return err
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	if err := h.Start(startCtx); err != nil {
-		return fmt.Errorf("start local host: %w", err)
-	}
-	r.host = h
-	r.cleanups = append(r.cleanups, func() { _ = h.Close() })
-	r.logf("stack up: source %s, %d destinations, host %s, faults %q, seed %d", r.source.url, len(r.dests), h.URL(), r.faults.String(), o.Seed)
+	r.cleanups = append(r.cleanups, st.Close)
+	r.source, r.dests, r.host = st.Source, st.Dests, st.Host
+	r.logf("stack up: source %s, %d destinations, host %s, faults %q, seed %d", r.source.URL, len(r.dests), r.host.URL(), r.faults.String(), o.Seed)
 	return nil
-}
-
-// serve runs a simulator on a loopback ephemeral port.
-func (r *run) serve(sim *fhirsim.Server) (*simulator, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		sim.Close()
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	r.cleanups = append(r.cleanups, func() { _ = srv.Close(); sim.Close() })
-	return &simulator{sim: sim, url: "http://" + ln.Addr().String()}, nil
 }
 
 func (r *run) execute(ctx context.Context) (Summary, error) {
@@ -309,7 +258,7 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 	sum := Summary{Migrations: o.Migrations, Reasons: map[string]string{}, Seed: o.Seed}
 	ids := make([]string, 0, o.Migrations)
 	for i, d := range r.dests {
-		req := map[string]any{"source": r.source.url, "destination": d.url}
+		req := map[string]any{"source": r.source.URL, "destination": d.URL}
 		for k, v := range migrationShapes[i%len(migrationShapes)] {
 			req[k] = v
 		}
@@ -317,7 +266,7 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 		if err != nil {
 			return sum, fmt.Errorf("start migration %d: %w", i+1, err)
 		}
-		r.logf("started %s into %s", id, d.url)
+		r.logf("started %s into %s", id, d.URL)
 		ids = append(ids, id)
 	}
 
@@ -338,7 +287,7 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 	}
 	sum.FaultsByName = map[string]int{}
 	var exportAttempts int
-	srcStats := r.source.sim.Stats()
+	srcStats := r.source.Sim.Stats()
 	addFaults(&sum, srcStats)
 	for i, id := range ids {
 		d, ok := docs[id]
@@ -347,7 +296,7 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 			sum.Reasons[id] = "no document read"
 			continue
 		}
-		dstStats := r.dests[i].sim.Stats()
+		dstStats := r.dests[i].Sim.Stats()
 		addFaults(&sum, dstStats)
 		var importAttempts int
 		for _, j := range d.Jobs {
@@ -411,15 +360,15 @@ func (r *run) start(ctx context.Context, req map[string]any) (string, error) {
 		case status == http.StatusAccepted:
 			var d document
 			if err := json.Unmarshal(raw, &d); err != nil || d.ID == "" {
-				return "", fmt.Errorf("start answer %s: %v", truncate(raw), err)
+				return "", fmt.Errorf("start answer %s: %v", localstack.Truncate(raw), err)
 			}
 			return d.ID, nil
 		case status >= 500:
-			last = fmt.Errorf("HTTP %d: %s", status, truncate(raw))
+			last = fmt.Errorf("HTTP %d: %s", status, localstack.Truncate(raw))
 		default:
-			return "", fmt.Errorf("start refused: HTTP %d: %s", status, truncate(raw))
+			return "", fmt.Errorf("start refused: HTTP %d: %s", status, localstack.Truncate(raw))
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := localstack.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return "", err
 		}
 	}
@@ -429,18 +378,7 @@ func (r *run) start(ctx context.Context, req map[string]any) (string, error) {
 func (r *run) api(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, r.host.URL()+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw, err
+	return localstack.API(ctx, r.host.URL(), method, path, body)
 }
 
 // killer kills the handler at random moments until stopped.
@@ -463,7 +401,7 @@ func (r *run) startKiller(ctx context.Context) *killer {
 		defer close(k.done)
 		for {
 			wait := every/2 + time.Duration(rng.Int64N(int64(every)))
-			if sleep(ctx, wait) != nil {
+			if localstack.Sleep(ctx, wait) != nil {
 				return
 			}
 			if err := r.host.KillHandler(); err != nil {
@@ -501,7 +439,7 @@ func (r *run) await(ctx context.Context, ids []string) (map[string]*document, er
 		if ended == len(ids) && r.host.Stats().HandlerKills >= r.opts.Kills {
 			return docs, nil
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := localstack.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return docs, err
 		}
 	}
@@ -543,7 +481,7 @@ func (d *document) errorText() string {
 // compare checks each completed migration resource by resource: every source resource of its types is in its
 // destination with the same content (SearchParameters, copied by PUT, without meta).
 func (r *run) compare(ctx context.Context, ids []string, docs map[string]*document, sum *Summary) error {
-	source, err := readAll(ctx, r.source.url)
+	source, err := localstack.Resources(ctx, r.source.URL)
 	if err != nil {
 		return fmt.Errorf("read the source: %w", err)
 	}
@@ -552,7 +490,7 @@ func (r *run) compare(ctx context.Context, ids []string, docs map[string]*docume
 		if d == nil || d.Status != "completed" {
 			continue
 		}
-		dest, err := readAll(ctx, r.dests[i].url)
+		dest, err := localstack.Resources(ctx, r.dests[i].URL)
 		if err != nil {
 			return fmt.Errorf("read destination of %s: %w", id, err)
 		}
@@ -608,135 +546,9 @@ func sameResource(key string, a, b json.RawMessage) bool {
 	return bytes.Equal(xa, ya)
 }
 
-// readAll reads every resource of a simulator with a paged system search, retrying injected faults.
-func readAll(ctx context.Context, base string) (map[string]json.RawMessage, error) {
-	out := map[string]json.RawMessage{}
-	next := base + "?_count=500"
-	for next != "" {
-		var b struct {
-			Entry []struct {
-				Resource json.RawMessage `json:"resource"`
-			} `json:"entry"`
-			Link []struct {
-				Relation string `json:"relation"`
-				URL      string `json:"url"`
-			} `json:"link"`
-		}
-		if err := getJSON(ctx, base, next, &b); err != nil {
-			return nil, err
-		}
-		next = ""
-		for _, l := range b.Link {
-			if l.Relation == "next" {
-				next = l.URL
-			}
-		}
-		for _, e := range b.Entry {
-			var head struct {
-				ResourceType string `json:"resourceType"`
-				ID           string `json:"id"`
-			}
-			if err := json.Unmarshal(e.Resource, &head); err != nil {
-				return nil, fmt.Errorf("search entry of %s: %w", base, err)
-			}
-			out[head.ResourceType+"/"+head.ID] = e.Resource
-		}
-	}
-	return out, nil
-}
-
-func getJSON(ctx context.Context, base, u string, into any) error {
-	var last error
-	for range 10 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+fhirsim.DevToken(base))
-		req.Header.Set("Accept", "application/fhir+json")
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			raw, rerr := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			switch {
-			case rerr != nil:
-				err = rerr
-			case resp.StatusCode != http.StatusOK:
-				err = fmt.Errorf("GET %s: HTTP %d: %s", u, resp.StatusCode, truncate(raw))
-			default:
-				if err := json.Unmarshal(raw, into); err != nil {
-					return fmt.Errorf("GET %s: decode: %w", u, err)
-				}
-				return nil
-			}
-		}
-		last = err
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	return last
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func truncate(b []byte) string {
-	if len(b) > 300 {
-		return string(b[:300]) + "..."
-	}
-	return string(b)
-}
-
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// findRepoRoot walks up from the working directory to the folder holding host.json and go.mod.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		_, e1 := os.Stat(filepath.Join(dir, "host.json"))
-		_, e2 := os.Stat(filepath.Join(dir, "go.mod"))
-		if e1 == nil && e2 == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root (host.json and go.mod) not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// syncBuffer collects the handler's output from several writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // lockedWriter lets the killer and the main loop write progress lines to one writer.

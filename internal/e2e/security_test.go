@@ -24,13 +24,14 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
 	"github.com/fhir-migrator/fhir-migrator/internal/devhost"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
 // secureStack is a stack whose local host and handler output are both captured, and whose FHIR servers sit
 // behind recorders of every request's Authorization.
 type secureStack struct {
 	*stack
-	hostLogs *syncBuffer
+	hostLogs *localstack.SyncBuffer
 	source   *recorder
 	dest     *recorder
 }
@@ -106,7 +107,7 @@ func newSecureStack(t *testing.T, patients int, sourceRewrite func(h http.Header
 	if testing.Short() {
 		t.Skip("stack-level test; run without -short")
 	}
-	s := &secureStack{stack: &stack{t: t, logs: &syncBuffer{}}, hostLogs: &syncBuffer{}}
+	s := &secureStack{stack: &stack{t: t, logs: &localstack.SyncBuffer{}}, hostLogs: &localstack.SyncBuffer{}}
 	s.srcSim = fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAPIForFHIR), fhirsim.WithStorage(azurite.ConnectionString),
 		fhirsim.WithSeed(patients, 7), fhirsim.WithJobDelay(50*time.Millisecond))
 	s.destSim = fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
@@ -117,20 +118,11 @@ func newSecureStack(t *testing.T, patients int, sourceRewrite func(h http.Header
 	s.dest = newRecorder(t, s.destSim)
 	s.stack.source, s.stack.dest = s.source.srv, s.dest.srv
 
-	settings := map[string]string{
-		"FUNCTIONS_WORKER_RUNTIME": "custom",
-		"AzureWebJobsStorage":      azurite.ConnectionString,
-		"StagingStorage":           azurite.ConnectionString,
-		"MigrationContainer":       fmt.Sprintf("sec-%d-%d", time.Now().UnixNano()%1e9, stackSeq.Add(1)),
-		"AllowedHosts":             "127.0.0.1,*.azurehealthcareapis.com",
-		"FhirCredential":           "dev",
-		"PollSchedule":             "*/1 * * * * *",
-		"PollInitial":              "200ms",
-		"PollMax":                  "1s",
-		"RetryDelay":               "1s",
-		"RedriveAfter":             "10s",
-		"LogLevel":                 "debug",
-	}
+	settings := localstack.Settings(azurite.ConnectionString, map[string]string{
+		"MigrationContainer": fmt.Sprintf("sec-%d-%d", time.Now().UnixNano()%1e9, stackSeq.Add(1)),
+		"AllowedHosts":       "127.0.0.1,*.azurehealthcareapis.com",
+		"LogLevel":           "debug",
+	})
 	h, err := devhost.New(devhost.Config{
 		AppRoot: repoRoot, Settings: settings, Addr: "127.0.0.1:0", ExecutablePath: handlerBin,
 		HandlerStdout: s.logs, Logger: slog.New(slog.NewTextHandler(s.hostLogs, &slog.HandlerOptions{Level: slog.LevelDebug})),

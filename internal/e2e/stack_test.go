@@ -3,23 +3,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +21,7 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
 	"github.com/fhir-migrator/fhir-migrator/internal/devhost"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
 var (
@@ -44,8 +37,12 @@ func TestMain(m *testing.M) {
 
 func runMain(m *testing.M) int {
 	flag.Parse()
-	_, file, _, _ := runtime.Caller(0)
-	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	root, err := localstack.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	repoRoot = root
 	if testing.Short() {
 		return m.Run()
 	}
@@ -55,12 +52,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	handlerBin = filepath.Join(dir, "handler")
-	build := exec.Command("go", "build", "-o", handlerBin, "./handler")
-	build.Dir = repoRoot
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build handler:", err)
+	if handlerBin, err = localstack.BuildHandler(context.Background(), repoRoot, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	a, err := azuritetest.Start()
@@ -81,7 +74,7 @@ type stack struct {
 	dest    *httptest.Server
 	srcSim  *fhirsim.Server
 	destSim *fhirsim.Server
-	logs    *syncBuffer
+	logs    *localstack.SyncBuffer
 }
 
 type stackOptions struct {
@@ -99,47 +92,21 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	if opts.patients == 0 {
 		opts.patients = 10
 	}
-	s := &stack{t: t, logs: &syncBuffer{}}
-	s.srcSim = fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAPIForFHIR), fhirsim.WithStorage(azurite.ConnectionString),
-		fhirsim.WithSeed(opts.patients, 7), fhirsim.WithJobDelay(50*time.Millisecond), fhirsim.WithRollover(500))
-	s.destSim = fhirsim.New(append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
-		fhirsim.WithJobDelay(50 * time.Millisecond)}, opts.destOptions...)...)
-	s.source = serveLoopback(t, s.srcSim)
-	s.dest = serveLoopback(t, s.destSim)
-	t.Cleanup(func() { s.srcSim.Close(); s.destSim.Close() })
-
-	n := stackSeq.Add(1)
-	settings := map[string]string{
-		"FUNCTIONS_WORKER_RUNTIME": "custom",
-		"AzureWebJobsStorage":      azurite.ConnectionString,
-		"StagingStorage":           azurite.ConnectionString,
-		"MigrationContainer":       fmt.Sprintf("docs-%d-%d", time.Now().UnixNano()%1e9, n),
-		"AllowedHosts":             "127.0.0.1",
-		"FhirCredential":           "dev",
-		"PollSchedule":             "*/1 * * * * *",
-		"PollInitial":              "200ms",
-		"PollMax":                  "1s",
-		"RetryDelay":               "1s",
-		"RedriveAfter":             "10s",
-		"LogLevel":                 "info",
-	}
-	for k, v := range opts.settings {
-		settings[k] = v
-	}
-	h, err := devhost.New(devhost.Config{
-		AppRoot:        repoRoot,
-		Settings:       settings,
-		Addr:           "127.0.0.1:0",
-		ExecutablePath: handlerBin,
-		HandlerStdout:  s.logs,
-	})
-	require.NoError(t, err)
+	settings := map[string]string{"MigrationContainer": fmt.Sprintf("docs-%d-%d", time.Now().UnixNano()%1e9, stackSeq.Add(1))}
+	maps.Copy(settings, opts.settings)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	require.NoError(t, h.Start(ctx))
-	s.host = h
+	st, err := localstack.Start(ctx, localstack.Options{
+		Storage: azurite.ConnectionString, RepoRoot: repoRoot, HandlerBinary: handlerBin,
+		Source:   []fhirsim.Option{fhirsim.WithSeed(opts.patients, 7), fhirsim.WithRollover(500)},
+		Dests:    [][]fhirsim.Option{opts.destOptions},
+		Settings: settings,
+	})
+	require.NoError(t, err)
+	s := &stack{t: t, host: st.Host, source: st.Source.Srv, dest: st.Dests[0].Srv, srcSim: st.Source.Sim,
+		destSim: st.Dests[0].Sim, logs: st.Logs}
 	t.Cleanup(func() {
-		_ = h.Close()
+		st.Close()
 		if t.Failed() {
 			t.Logf("handler log:\n%s", s.logs.String())
 		}
@@ -149,11 +116,8 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 
 func serveLoopback(t *testing.T, h http.Handler) *httptest.Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := localstack.ServeLoopback(h)
 	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(h)
-	srv.Listener = ln
-	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -161,28 +125,21 @@ func serveLoopback(t *testing.T, h http.Handler) *httptest.Server {
 // api calls the service's HTTP API through the local host, as Postman or curl would.
 func (s *stack) api(method, path string, body any) (int, []byte) {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		switch b := body.(type) {
-		case string:
-			rd = strings.NewReader(b)
-		case []byte:
-			rd = bytes.NewReader(b)
-		default:
-			raw, err := json.Marshal(b)
-			require.NoError(s.t, err)
-			rd = bytes.NewReader(raw)
-		}
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		raw = []byte(b)
+	case []byte:
+		raw = b
+	default:
+		var err error
+		raw, err = json.Marshal(b)
+		require.NoError(s.t, err)
 	}
-	req, err := http.NewRequest(method, s.host.URL()+path, rd)
+	status, answer, err := localstack.API(context.Background(), s.host.URL(), method, path, raw)
 	require.NoError(s.t, err)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	return resp.StatusCode, raw
+	return status, answer
 }
 
 // doc is the part of the migration document the tests read.
@@ -235,88 +192,14 @@ func (s *stack) await(id string, during func(d doc)) (doc, []byte) {
 // resources reads every resource of the given types from a simulator through its search API.
 func resources(t *testing.T, base string, types ...string) map[string]json.RawMessage {
 	t.Helper()
-	out := map[string]json.RawMessage{}
-	for _, typ := range types {
-		next := base + "/" + typ + "?_count=1000"
-		for next != "" {
-			var b struct {
-				Entry []struct {
-					Resource json.RawMessage `json:"resource"`
-				} `json:"entry"`
-				Link []struct {
-					Relation string `json:"relation"`
-					URL      string `json:"url"`
-				} `json:"link"`
-			}
-			getJSON(t, base, next, &b)
-			next = ""
-			for _, l := range b.Link {
-				if l.Relation == "next" {
-					next = l.URL
-				}
-			}
-			for _, e := range b.Entry {
-				var head struct {
-					ResourceType string `json:"resourceType"`
-					ID           string `json:"id"`
-				}
-				require.NoError(t, json.Unmarshal(e.Resource, &head))
-				out[head.ResourceType+"/"+head.ID] = e.Resource
-			}
-		}
-	}
+	out, err := localstack.Resources(t.Context(), base, types...)
+	require.NoError(t, err)
 	return out
 }
 
 func count(t *testing.T, base, typ string, query url.Values) int64 {
 	t.Helper()
-	q := url.Values{}
-	for k, v := range query {
-		q[k] = v
-	}
-	q.Set("_summary", "count")
-	var b struct {
-		Total *int64 `json:"total"`
-	}
-	getJSON(t, base, base+"/"+typ+"?"+q.Encode(), &b)
-	require.NotNil(t, b.Total)
-	return *b.Total
-}
-
-func getJSON(t *testing.T, base, u string, into any) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	n, err := localstack.Count(t.Context(), base, typ, query)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+devToken(base))
-	req.Header.Set("Accept", "application/fhir+json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
-	require.NoError(t, json.Unmarshal(raw, into))
-}
-
-// devToken is the local development token for a simulator: "dev." + base64url(audience).
-func devToken(base string) string {
-	u, _ := url.Parse(base)
-	return "dev." + base64.RawURLEncoding.EncodeToString([]byte(u.Scheme+"://"+u.Host))
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return n
 }
