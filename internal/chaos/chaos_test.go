@@ -20,10 +20,10 @@ func TestSmallChaosRun(t *testing.T) {
 		t.Skip("stack-level chaos run; run without -short")
 	}
 	var progress bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	sum, err := Run(ctx, Options{Migrations: 3, Patients: 3, Seed: 20260101, Kills: 5, KillEvery: 3 * time.Second,
-		Timeout: 110 * time.Second, Progress: &progress, HandlerBinary: *handlerBinary})
+		Timeout: 180 * time.Second, Progress: &progress, HandlerBinary: *handlerBinary})
 	require.NoError(t, err, progress.String())
 	t.Log(progress.String())
 	t.Log(sum.String())
