@@ -13,6 +13,11 @@ import (
 // engine's.
 type stagingAdapter struct{ *staging.Account }
 
+// The engine releases the claim of a start that stored no document through this optional method.
+var _ interface {
+	ReleaseContainer(ctx context.Context, name, migrationID string) error
+} = stagingAdapter{}
+
 func (s stagingAdapter) ClaimContainer(ctx context.Context, name, migrationID string) error {
 	return stagingError(s.Account.ClaimContainer(ctx, name, migrationID))
 }

@@ -302,6 +302,16 @@ func (s *fakeStaging) ClaimContainer(_ context.Context, c, id string) error {
 	return nil
 }
 
+func (s *fakeStaging) ReleaseContainer(_ context.Context, c, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owners[c] != id {
+		return fmt.Errorf("%s is not %s's", c, id)
+	}
+	delete(s.owners, c)
+	return nil
+}
+
 func (s *fakeStaging) Open(_ context.Context, u string) (io.ReadCloser, error) {
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()

@@ -103,6 +103,7 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 		return nil, err
 	}
 	if _, err := s.cfg.Store.Put(ctx, docName(id), data, "", docMetadata(m)); err != nil {
+		s.releaseContainer(req.Container, id)
 		return nil, fmt.Errorf("create migration %s: %w", id, err)
 	}
 	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
@@ -346,4 +347,23 @@ func planExports(req *Request, sourceTypes []string, now time.Time) []*Job {
 		types = sourceTypes
 	}
 	return []*Job{newJob("export-system", types)}
+}
+
+// containerReleaser is the optional side of Staging that undoes a claim.
+type containerReleaser interface {
+	ReleaseContainer(ctx context.Context, container, migrationID string) error
+}
+
+// releaseContainer undoes the claim of a start that stored no document, so that the same container name can be
+// used again; a failure only leaves an empty container claimed by an id that does not exist, so it is logged.
+func (s *Service) releaseContainer(container, id string) {
+	r, ok := s.cfg.Staging.(containerReleaser)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.ReleaseContainer(ctx, container, id); err != nil {
+		s.log.Warn("claim of the staging container not released", "migration", id, "container", container, "err", err)
+	}
 }

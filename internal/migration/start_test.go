@@ -168,3 +168,27 @@ func TestGetUnknownIsNotFound(t *testing.T) {
 		require.Equal(t, "not_found", apiErr.Code)
 	}
 }
+
+// TestFailedCreateReleasesTheContainer: a start whose document could not be stored leaves no claim behind, so the
+// same container name can be used by the next start.
+func TestFailedCreateReleasesTheContainer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	body := []byte(`{` + endpoints + `,"container":"shared-name"}`)
+	h.store.mu.Lock()
+	h.store.failPuts = true
+	h.store.mu.Unlock()
+	_, err := h.svc.Start(context.Background(), body)
+	require.Error(t, err)
+	h.staging.mu.Lock()
+	_, claimed := h.staging.owners["shared-name"]
+	h.staging.mu.Unlock()
+	require.False(t, claimed, "the claim of a start that stored nothing is released")
+
+	h.store.mu.Lock()
+	h.store.failPuts = false
+	h.store.mu.Unlock()
+	res, err := h.svc.Start(context.Background(), body)
+	require.NoError(t, err)
+	require.Equal(t, "shared-name", res.Migration.Request.Container)
+}

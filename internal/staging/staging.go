@@ -78,6 +78,31 @@ func (a *Account) ClaimContainer(ctx context.Context, name, migrationID string) 
 	return nil
 }
 
+// ReleaseContainer undoes migrationID's claim of an empty container (its start stored no document): the owner
+// mark is removed, so the name can be claimed again. A container owned by another migration, or holding blobs,
+// is left as it is.
+func (a *Account) ReleaseContainer(ctx context.Context, name, migrationID string) error {
+	cc := a.client.ServiceClient().NewContainerClient(name)
+	props, err := cc.GetProperties(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("read staging container %s: %w", name, err)
+	}
+	if owner, ok := ownerOf(props.Metadata); !ok || owner != migrationID {
+		return fmt.Errorf("%w: %s is not %s's", ErrNotOwned, name, migrationID)
+	}
+	page, err := cc.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{MaxResults: to.Ptr[int32](1)}).NextPage(ctx)
+	if err != nil {
+		return fmt.Errorf("list staging container %s: %w", name, err)
+	}
+	if len(page.Segment.BlobItems) > 0 {
+		return fmt.Errorf("staging container %s already holds blobs: kept claimed", name)
+	}
+	if _, err := cc.SetMetadata(ctx, &container.SetMetadataOptions{Metadata: map[string]*string{}}); err != nil {
+		return fmt.Errorf("release staging container %s: %w", name, err)
+	}
+	return nil
+}
+
 // ownerOf reads the owning migration from container metadata, whose keys come back in any case.
 func ownerOf(metadata map[string]*string) (string, bool) {
 	for k, v := range metadata {

@@ -101,3 +101,21 @@ func TestLocateRefusesDotSegments(t *testing.T) {
 		require.ErrorContains(t, err, "dot segment", bad)
 	}
 }
+
+func TestReleaseContainerUndoesAnEmptyClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := account(t)
+	name := fmt.Sprintf("release-%d", time.Now().UnixNano())
+	require.NoError(t, a.ClaimContainer(ctx, name, "m-1"))
+	require.ErrorIs(t, a.ReleaseContainer(ctx, name, "m-2"), staging.ErrNotOwned, "only the owner releases")
+	require.NoError(t, a.ReleaseContainer(ctx, name, "m-1"))
+	require.NoError(t, a.ClaimContainer(ctx, name, "m-2"), "a released container can be claimed again")
+
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(ctx, name, "x.ndjson", []byte("{}\n"), nil)
+	require.NoError(t, err)
+	require.Error(t, a.ReleaseContainer(ctx, name, "m-2"), "a container with blobs stays claimed")
+	require.ErrorIs(t, a.ClaimContainer(ctx, name, "m-3"), staging.ErrContainerTaken)
+}
