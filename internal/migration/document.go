@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
@@ -99,4 +100,18 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 		return m, eff, nil
 	}
 	return nil, nil, fmt.Errorf("save migration %s: %w after %d attempts", id, store.ErrConflict, maxConflictRetries)
+}
+
+// messageTarget loads the migration a chained message names. A nil migration with a nil error means there is
+// none: the message is acknowledged (logged), since no redelivery can change that.
+func (s *Service) messageTarget(ctx context.Context, queue, id string, log *slog.Logger) (*Migration, error) {
+	m, _, err := s.load(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn(queue + " for an unknown migration acknowledged")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }

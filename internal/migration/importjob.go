@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
-	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
 const (
@@ -33,12 +33,8 @@ func (s *Service) RunImport(ctx context.Context, body []byte) error {
 		return nil
 	}
 	log := s.log.With("migration", msg.MigrationID, "job", msg.JobID)
-	m, _, err := s.load(ctx, msg.MigrationID)
-	if errors.Is(err, store.ErrNotFound) {
-		log.Warn("run-import for an unknown migration acknowledged")
-		return nil
-	}
-	if err != nil {
+	m, err := s.messageTarget(ctx, bus.QueueRunImport, msg.MigrationID, log)
+	if m == nil {
 		return err
 	}
 	j := m.job(msg.JobID)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fhir-migrator/fhir-migrator/internal/store"
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 )
 
 // Verify modes beyond counts and none.
@@ -49,12 +49,8 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 		return nil
 	}
 	log := s.log.With("migration", msg.MigrationID, "generation", msg.Generation)
-	m, _, err := s.load(ctx, msg.MigrationID)
-	if errors.Is(err, store.ErrNotFound) {
-		log.Warn("verify-counts for an unknown migration acknowledged")
-		return nil
-	}
-	if err != nil {
+	m, err := s.messageTarget(ctx, bus.QueueVerifyCounts, msg.MigrationID, log)
+	if m == nil {
 		return err
 	}
 	if !verifiable(m, msg.Generation) {
