@@ -60,10 +60,10 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 		return nil, errors.New("till is before since")
 	}
 	if r.Since != nil {
-		q.Set("_since", formatInstant(*r.Since))
+		q.Set("_since", FormatInstant(*r.Since))
 	}
 	if r.Till != nil {
-		q.Set("_till", formatInstant(*r.Till))
+		q.Set("_till", FormatInstant(*r.Till))
 	}
 	if len(r.TypeFilter) > 0 {
 		if len(r.Types) == 0 {
@@ -83,9 +83,14 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	return q, nil
 }
 
-// formatInstant writes a FHIR instant in UTC.
-func formatInstant(t time.Time) string {
-	return t.UTC().Format(time.RFC3339Nano)
+// instantLayout writes at most 7 fractional digits: the FHIR service parses _since, _till and _lastUpdated into
+// 100 ns ticks and answers 400 to an 8th or 9th digit.
+const instantLayout = "2006-01-02T15:04:05.9999999Z07:00"
+
+// FormatInstant writes a FHIR instant in UTC as the service accepts it in _since, _till and _lastUpdated: at
+// most 7 fractional digits (a finer time is truncated to the 100 ns tick that holds it).
+func FormatInstant(t time.Time) string {
+	return t.UTC().Truncate(100 * time.Nanosecond).Format(instantLayout)
 }
 
 // contentLocation reads the absolute job URL from a kick-off's 202 answer.

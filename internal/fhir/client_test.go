@@ -181,6 +181,30 @@ func TestExportKickoffHeadersQueryAndToken(t *testing.T) {
 	require.Equal(t, []string{srv.URL + "/.default"}, c.cred.asked())
 }
 
+// TestFormatInstantWritesAtMostSevenDigits: the service parses 100 ns ticks and refuses an 8th or 9th digit.
+func TestFormatInstantWritesAtMostSevenDigits(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[time.Time]string{
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC):                      "2026-01-02T03:04:05Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC):              "2026-01-02T03:04:05.1234567Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC):              "2026-01-02T03:04:05.12Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 99, time.UTC):                     "2026-01-02T03:04:05Z",
+		time.Date(2026, 1, 2, 4, 4, 5, 100, time.FixedZone("CET", 3600)): "2026-01-02T03:04:05.0000001Z",
+	} {
+		require.Equal(t, want, FormatInstant(in), in.String())
+	}
+	var srv *fhirServer
+	srv = newFHIRServer(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
+		w.Header().Set("Content-Location", srv.URL+"/_operations/export/1")
+		w.WriteHeader(http.StatusAccepted)
+	})
+	c := newTestClient(t, srv.URL, "127.0.0.1")
+	since := time.Date(2020, 1, 1, 0, 0, 0, 987654321, time.UTC)
+	_, err := c.ExportKickoff(context.Background(), ExportRequest{Since: &since})
+	require.NoError(t, err)
+	require.Equal(t, "2020-01-01T00:00:00.9876543Z", srv.requests()[0].Query.Get("_since"))
+}
+
 func TestExportKickoffRefusesBadRequests(t *testing.T) {
 	t.Parallel()
 	srv := newFHIRServer(t, func(w http.ResponseWriter, _ *http.Request, _ []byte, _ int) { w.WriteHeader(http.StatusAccepted) })
@@ -798,6 +822,10 @@ func TestCount(t *testing.T) {
 	reqs := srv.requests()
 	require.Equal(t, url.Values{"_lastUpdated": {"le2026-01-01T00:00:00Z"}, "_summary": {"count"}}, reqs[0].Query)
 	require.Equal(t, "application/fhir+json", reqs[0].Header.Get("Accept"))
+	for _, r := range reqs {
+		// An unknown parameter must be a 400, never dropped: a count without the filter would be too large.
+		require.Equal(t, "handling=strict", r.Header.Get("Prefer"), r.Path)
+	}
 	require.Equal(t, "/fhir", reqs[1].Path)
 	require.Equal(t, url.Values{"_summary": {"count"}}, reqs[1].Query)
 	require.Len(t, reqs, 4)
@@ -850,7 +878,7 @@ func TestBatch(t *testing.T) {
 			Entry []json.RawMessage `json:"entry"`
 		}
 		_ = json.Unmarshal(body, &in)
-		statuses := []string{"201 Created", "400 Bad Request", "200 OK"}
+		statuses := []string{"201", "400 Bad Request", "200"}
 		var out []string
 		for i := range in.Entry {
 			out = append(out, fmt.Sprintf(`{"response":{"status":%q}}`, statuses[i%3]))
@@ -863,7 +891,7 @@ func TestBatch(t *testing.T) {
 		{Type: "SearchParameter", ID: "sp-2", Resource: []byte(`{"resourceType":"SearchParameter","id":"sp-2"}`)},
 	})
 	require.NoError(t, err)
-	require.Equal(t, []string{"201 Created", "400 Bad Request"}, res.Status)
+	require.Equal(t, []string{"201", "400 Bad Request"}, res.Status, "the status code alone, as the service writes it, or with its phrase")
 	r := srv.requests()[0]
 	require.Equal(t, http.MethodPost, r.Method)
 	require.Equal(t, "/", r.Path)

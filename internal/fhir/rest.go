@@ -31,6 +31,8 @@ func (c *Client) ResourceTypes(ctx context.Context) ([]string, error) {
 }
 
 // Count returns Bundle.total of GET {base}[/{Type}]?{query}&_summary=count; resourceType "" counts at system level.
+// It sends Prefer: handling=strict, so that a search parameter the server does not know is a 400 instead of being
+// silently dropped (which would count more than the query asks for).
 func (c *Client) Count(ctx context.Context, resourceType string, query url.Values) (int64, error) {
 	op, err := typeOp("count", resourceType)
 	if err != nil {
@@ -40,7 +42,7 @@ func (c *Client) Count(ctx context.Context, resourceType string, query url.Value
 	q.Set("_summary", "count")
 	resp, err := c.do(ctx, call{
 		op: op, method: http.MethodGet, url: c.endpoint(resourceType, q), retry: true,
-		header: http.Header{"Accept": {mediaFHIRJSON}},
+		header: http.Header{"Accept": {mediaFHIRJSON}, "Prefer": {"handling=strict"}},
 	})
 	if err != nil {
 		return 0, err

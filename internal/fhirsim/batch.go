@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -65,7 +66,7 @@ func mediaType(contentType string) string {
 func (s *Server) batchPut(req *entryRequest, raw json.RawMessage, index int) *entryResponse {
 	fail := func(status int, format string, args ...any) *entryResponse {
 		oo, _ := json.Marshal(newOutcome("invalid", fmt.Sprintf("entry %d: ", index)+fmt.Sprintf(format, args...)))
-		return &entryResponse{Status: fmt.Sprintf("%d %s", status, http.StatusText(status)), Outcome: oo}
+		return &entryResponse{Status: strconv.Itoa(status), Outcome: oo}
 	}
 	if req == nil || req.Method != http.MethodPut {
 		return fail(http.StatusBadRequest, "only PUT entries are supported by the simulator")
@@ -100,9 +101,10 @@ func (s *Server) batchPut(req *entryRequest, raw json.RawMessage, index int) *en
 	if err != nil {
 		return fail(http.StatusBadRequest, "%v", err)
 	}
-	status := "200 OK"
+	// The service writes the status code alone ("201"), not with its reason phrase.
+	status := "200"
 	if created {
-		status = "201 Created"
+		status = "201"
 	}
 	return &entryResponse{
 		Status:       status,

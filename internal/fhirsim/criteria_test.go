@@ -33,16 +33,16 @@ func TestTypeFilterCriteria(t *testing.T) {
 	for _, tc := range cases {
 		q, err := url.ParseQuery(tc.query)
 		require.NoError(t, err)
-		c, err := parseCriteria("Observation", q, true)
+		c, err := parseCriteria("Observation", q, true, false)
 		require.NoError(t, err, tc.query)
 		require.Equal(t, tc.want, c.match(obs), tc.query)
 	}
 
-	_, err := parseCriteria("Observation", url.Values{"subject": {"Patient/1"}}, true)
+	_, err := parseCriteria("Observation", url.Values{"subject": {"Patient/1"}}, true, false)
 	require.ErrorContains(t, err, "subject", "a typeFilter parameter the simulator cannot apply is refused, not ignored")
-	_, err = parseCriteria("Patient", url.Values{"status": {"final"}}, true)
+	_, err = parseCriteria("Patient", url.Values{"status": {"final"}}, true, false)
 	require.Error(t, err)
-	c, err := parseCriteria("Patient", url.Values{"family": {"Smith"}}, false)
+	c, err := parseCriteria("Patient", url.Values{"family": {"Smith"}}, false, false)
 	require.NoError(t, err, "search ignores unknown parameters")
 	require.True(t, c.match(obs))
 }

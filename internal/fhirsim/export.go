@@ -62,8 +62,8 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "the Accept header must be exactly application/fhir+json for $export")
 		return
 	}
-	if !preferContainsRespondAsync(r.Header.Values("Prefer")) {
-		writeOutcome(w, http.StatusBadRequest, "invalid", "the Prefer header must contain respond-async for $export")
+	if err := checkExportPrefer(r.Header.Values("Prefer")); err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
 		return
 	}
 	created := s.now()
@@ -118,16 +118,25 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 	writeAccepted(w)
 }
 
-// preferContainsRespondAsync reads Prefer as the export handler does: respond-async among its comma-separated values.
-func preferContainsRespondAsync(values []string) bool {
+// checkExportPrefer reads Prefer as the export handler does: respond-async is required, handling=strict or
+// handling=lenient may come with it, and nothing else is accepted.
+func checkExportPrefer(values []string) error {
+	async := false
 	for _, v := range values {
 		for p := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(p) == "respond-async" {
-				return true
+			switch p = strings.TrimSpace(p); p {
+			case "respond-async":
+				async = true
+			case "handling=strict", "handling=lenient":
+			default:
+				return fmt.Errorf("the Prefer value %q is not supported for $export (respond-async, handling=strict|lenient)", p)
 			}
 		}
 	}
-	return false
+	if !async {
+		return errors.New("the Prefer header must contain respond-async for $export")
+	}
+	return nil
 }
 
 func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
@@ -212,11 +221,17 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 			if !ok || !knownType(typ) {
 				return exportSpec{}, fmt.Errorf("_typeFilter %q must be {ResourceType}?{search parameters}", f)
 			}
+			// The service splits each entry on & and each parameter on =: exactly one = per parameter.
+			for part := range strings.SplitSeq(query, "&") {
+				if strings.Count(part, "=") != 1 {
+					return exportSpec{}, fmt.Errorf("_typeFilter %q: the parameter %q is not name=value", f, part)
+				}
+			}
 			values, err := url.ParseQuery(query)
 			if err != nil {
 				return exportSpec{}, fmt.Errorf("_typeFilter %q: %w", f, err)
 			}
-			c, err := parseCriteria(typ, values, true)
+			c, err := parseCriteria(typ, values, true, false)
 			if err != nil {
 				return exportSpec{}, fmt.Errorf("_typeFilter %q: %w", f, err)
 			}

@@ -14,7 +14,7 @@ const instantLayout = "2006-01-02T15:04:05.000Z07:00"
 func formatInstant(t time.Time) string { return t.UTC().Format(instantLayout) }
 
 var fhirDateTimeRE = regexp.MustCompile(
-	`^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$`)
+	`^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$`)
 
 // timeRange is the span a FHIR date/dateTime/instant stands for at its precision: [start, end).
 type timeRange struct {
@@ -22,7 +22,8 @@ type timeRange struct {
 }
 
 // parseFHIRTime parses a FHIR date, dateTime or instant ("2020", "2020-01", "2020-01-02", "2020-01-02T03:04:05.678Z")
-// into the range its precision covers. A value without a zone is taken as UTC.
+// into the range its precision covers. A value without a zone is taken as UTC. Fractions have 1 to 7 digits: the
+// service keeps 100 ns ticks and refuses an 8th or 9th digit.
 func parseFHIRTime(s string) (timeRange, error) {
 	m := fhirDateTimeRE.FindStringSubmatch(s)
 	if m == nil {

@@ -459,6 +459,12 @@ func (s *Server) importStatus(w http.ResponseWriter, id string) (answer func(), 
 			writeOutcome(w, http.StatusBadRequest, "exception", "User requested cancellation of operation.")
 		}, false
 	case s.pollLocked(&j.job):
+		if j.state == jobCompleted && len(j.output) > 1 {
+			// The orchestrator is done but not every processing job: 202 with what is known so far.
+			res := importResult{TransactionTime: formatInstant(j.created), Request: j.request,
+				Output: j.output[:len(j.output)/2], Error: []importErrorFile{}}
+			return func() { writeJSON(w, http.StatusAccepted, "application/json", res) }, false
+		}
 		return func() { writeAccepted(w) }, false
 	case j.state == jobFailed:
 		failure := j.failure

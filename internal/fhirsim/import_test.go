@@ -2,6 +2,7 @@ package fhirsim_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -199,4 +200,32 @@ func TestImportOfMissingBlobFailsTheJob(t *testing.T) {
 	final, raw, _ := dest.pollDone(t, location)
 	require.Equal(t, http.StatusBadRequest, final.StatusCode)
 	require.Contains(t, string(raw), "import operation failed for reason")
+}
+
+// TestImportStatusAnswers202WithAPartialResult: once the job's work is done but its polls are not, a status
+// answer is 202 with a partial result body, as the service answers while processing jobs finish.
+func TestImportStatusAnswers202WithAPartialResult(t *testing.T) {
+	t.Parallel()
+	container, err := azurite.CreateContainer(t.Context(), "partial")
+	require.NoError(t, err)
+	a := uploadBlob(t, container, "Patient-1.ndjson", `{"resourceType":"Patient","id":"p1"}`+"\n")
+	b := uploadBlob(t, container, "Patient-2.ndjson", `{"resourceType":"Patient","id":"p2"}`+"\n")
+	dest := startSim(t, fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
+		fhirsim.WithJobDelay(time.Millisecond), fhirsim.WithPollsBeforeDone(50))
+	location := postImport(t, dest, importBody("IncrementalLoad", importInput{Type: "Patient", URL: a}, importInput{Type: "Patient", URL: b}))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp := dest.do(t, request{path: location})
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+		if len(body) > 0 {
+			var partial importResult
+			require.NoError(t, json.Unmarshal(body, &partial))
+			require.Len(t, partial.Output, 1, "half of the inputs")
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no partial result answered")
+		time.Sleep(5 * time.Millisecond) // pacing the poll loop, not an assertion
+	}
 }

@@ -29,6 +29,15 @@ func TestRejectsWhatTheRealServicesReject(t *testing.T) {
 		{"export wrong Accept", source, request{path: "/$export", headers: map[string]string{"Accept": "application/json", "Prefer": "respond-async"}}, 400, "Accept"},
 		{"export Accept with parameters", source, request{path: "/$export", headers: map[string]string{"Accept": "application/fhir+json; charset=utf-8", "Prefer": "respond-async"}}, 400, "Accept"},
 		{"export missing Prefer", source, request{path: "/$export", headers: map[string]string{"Accept": "application/fhir+json"}}, 400, "Prefer"},
+		{"export Prefer with another value", source, request{path: "/$export", headers: map[string]string{"Accept": "application/fhir+json", "Prefer": "respond-async, return=minimal"}}, 400, "return=minimal"},
+		{"export Prefer handling other than strict or lenient", source, request{path: "/$export", headers: map[string]string{"Accept": "application/fhir+json", "Prefer": "respond-async, handling=loose"}}, 400, "handling=loose"},
+		{"export _since with 8 digits", source, request{path: "/$export?_since=2024-01-01T00:00:00.12345678Z", headers: exportHeaders()}, 400, "_since"},
+		{"export _till with 9 digits", source, request{path: "/$export?_till=2024-01-01T00:00:00.123456789Z", headers: exportHeaders()}, 400, "_till"},
+		{"export _typeFilter parameter without =", source, request{path: "/$export?_type=Observation&_typeFilter=Observation%3Fstatus", headers: exportHeaders()}, 400, "not name=value"},
+		{"export _typeFilter parameter with two =", source, request{path: "/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal%3Dx", headers: exportHeaders()}, 400, "not name=value"},
+		{"search _lastUpdated with 8 digits", source, request{path: "/Patient?_lastUpdated=ge2020-01-01T00:00:00.12345678Z"}, 400, "_lastUpdated"},
+		{"strict search with an unknown parameter", source, request{path: "/Observation?subject=Patient/1&_summary=count", headers: map[string]string{"Prefer": "handling=strict"}}, 400, "subject"},
+		{"search with an unknown handling", source, request{path: "/Observation", headers: map[string]string{"Prefer": "handling=maybe"}}, 400, "handling"},
 		{"export _until", source, request{path: "/$export?_until=2024-01-01", headers: exportHeaders()}, 400, "_until"},
 		{"export _elements", source, request{path: "/$export?_elements=id", headers: exportHeaders()}, 400, "_elements"},
 		{"export _foo", source, request{path: "/$export?_foo=1", headers: exportHeaders()}, 400, "_foo"},
@@ -84,6 +93,24 @@ func TestRejectsWhatTheRealServicesReject(t *testing.T) {
 			require.Contains(t, oo.Issue[0].Diagnostics, tc.contains)
 		})
 	}
+
+	t.Run("export accepts handling with respond-async", func(t *testing.T) {
+		t.Parallel()
+		for _, prefer := range []string{"respond-async, handling=strict", "handling=lenient,respond-async"} {
+			resp := source.do(t, request{path: "/$export?_type=Patient", headers: map[string]string{"Accept": "application/fhir+json", "Prefer": prefer}})
+			require.Equal(t, http.StatusAccepted, resp.StatusCode, prefer)
+		}
+	})
+
+	t.Run("lenient search ignores an unknown parameter, strict search knows the result parameters", func(t *testing.T) {
+		t.Parallel()
+		resp := source.do(t, request{path: "/Observation?subject=Patient/1&_summary=count"})
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		resp = source.do(t, request{path: "/Observation?status=final&_lastUpdated=ge2020-01-01T00:00:00.1234567Z&_summary=count&_count=5&_elements=id",
+			headers: map[string]string{"Prefer": "handling=strict"}})
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	})
 
 	t.Run("metadata needs no token", func(t *testing.T) {
 		t.Parallel()

@@ -38,12 +38,16 @@ type criteria struct {
 	tokens []tokenFilter
 }
 
+// resultParams shape a search's answer rather than select resources: never an unknown parameter.
+var resultParams = map[string]bool{"_count": true, "_summary": true, "_elements": true, continuationParam: true}
+
 // parseCriteria reads _id, _lastUpdated and the type's token parameters from q. Other parameters are ignored
-// (lenient handling) unless strict, when they are an error.
-func parseCriteria(typ string, q url.Values, strict bool) (criteria, error) {
+// (lenient handling) unless strict, when they are an error; result parameters are skipped when results is set.
+func parseCriteria(typ string, q url.Values, strict, results bool) (criteria, error) {
 	var c criteria
 	for name, values := range q {
 		switch {
+		case results && resultParams[name]:
 		case name == "_id":
 			c.ids = map[string]bool{}
 			for _, v := range values {
@@ -174,9 +178,15 @@ func (s *Server) handleRead(w http.ResponseWriter, typ, id string) {
 }
 
 // handleSearch serves GET /{Type}?... and GET /?... with _id, _lastUpdated, _count, _summary=count and paging.
+// Unknown parameters are ignored, as on the service, unless the request sends Prefer: handling=strict.
 func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string) {
 	q := r.URL.Query()
-	c, err := parseCriteria(typ, q, false)
+	strict, err := searchHandling(r.Header.Values("Prefer"))
+	if err != nil {
+		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
+		return
+	}
+	c, err := parseCriteria(typ, q, strict, true)
 	if err != nil {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
 		return
@@ -239,4 +249,25 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 		b.Link = append(b.Link, bundleLink{Relation: "next", URL: baseURL(r) + path + "?" + next.Encode()})
 	}
 	writeJSON(w, http.StatusOK, "application/fhir+json", b)
+}
+
+// searchHandling reads the handling preference of a search: strict, lenient (the default), or a 400 for another
+// value.
+func searchHandling(prefer []string) (strict bool, err error) {
+	for _, v := range prefer {
+		for p := range strings.SplitSeq(v, ",") {
+			name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.TrimSpace(name) != "handling" {
+				continue
+			}
+			switch strings.TrimSpace(value) {
+			case "strict":
+				strict = true
+			case "lenient":
+			default:
+				return false, fmt.Errorf("the Prefer handling %q is not supported (want strict or lenient)", value)
+			}
+		}
+	}
+	return strict, nil
 }
