@@ -6,7 +6,8 @@ import (
 	"net/http"
 )
 
-// migrationReport serves GET /api/migrations/{id}/report (Markdown) and .../report/missing (every missing id).
+// migrationReport serves GET /api/migrations/{id}/report (Markdown), .../report/missing (every missing id) and
+// .../report/search-parameters (the batch Bundle of SearchParameters an InitialLoad destination could not take).
 func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	switch r.PathValue("part") {
@@ -39,6 +40,15 @@ func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
 		}
+	case "search-parameters":
+		bundle, err := a.svc.SearchParameterBundle(r.Context(), id)
+		if err != nil {
+			a.writeServiceError(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(bundle)
 	default:
 		writeError(w, http.StatusNotFound, "not_found", "no such report: "+r.PathValue("part"), "")
 	}

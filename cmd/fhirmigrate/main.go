@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -313,15 +314,20 @@ type migrationDoc struct {
 	Verification *struct {
 		Rows []struct {
 			Type              string `json:"type"`
+			Source            int64  `json:"source"`
 			Exported          int64  `json:"exported"`
 			Imported          int64  `json:"imported"`
 			ImportErrors      int64  `json:"importErrors"`
 			DestinationBefore int64  `json:"destinationBefore"`
+			BaselineMissing   bool   `json:"baselineMissing"`
 			Destination       int64  `json:"destination"`
+			Lines             int64  `json:"lines"`
 			Checked           int64  `json:"checked"`
 			Missing           int64  `json:"missing"`
 			Different         int64  `json:"different"`
 			Explanation       string `json:"explanation"`
+			Reason            string `json:"reason"`
+			NotCopied         bool   `json:"notCopied"`
 			Match             bool   `json:"match"`
 		} `json:"rows"`
 		Mode    string   `json:"mode"`
@@ -397,28 +403,42 @@ func (m *migrationDoc) report(out io.Writer) {
 			sort.Slice(rows, func(i, j int) bool { return rows[i].Type < rows[j].Type })
 			checked := v.Mode == "ids" || v.Mode == "full"
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			head := "type\texported\timported\timport errors\tbefore\tdestination\t"
+			head := "type\tsource\texported\timported\timport errors\tbefore\tdestination\t"
 			if checked {
-				head += "ids checked\tmissing\t"
+				head += "lines\tids checked\tmissing\t"
 				if v.Mode == "full" {
 					head += "different\t"
 				}
 			}
-			fmt.Fprintln(tw, head+"match\t")
-			var exp, dst int64
+			fmt.Fprintln(tw, head+"result\t")
+			var src, exp, dst int64
 			for _, r := range rows {
-				line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%d\t", r.Type, r.Exported, r.Imported, r.ImportErrors, r.DestinationBefore, r.Destination)
+				before := strconv.FormatInt(r.DestinationBefore, 10)
+				if r.BaselineMissing {
+					before = "unknown"
+				}
+				line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%s\t%d\t", r.Type, r.Source, r.Exported, r.Imported, r.ImportErrors, before, r.Destination)
 				if checked {
-					line += fmt.Sprintf("%d\t%d\t", r.Checked, r.Missing)
+					line += fmt.Sprintf("%d\t%d\t%d\t", r.Lines, r.Checked, r.Missing)
 					if v.Mode == "full" {
 						line += fmt.Sprintf("%d\t", r.Different)
 					}
 				}
-				fmt.Fprintln(tw, line+fmt.Sprintf("%v\t", r.Match))
+				result := "ok"
+				switch {
+				case r.Reason != "":
+					result = r.Reason
+				case r.NotCopied:
+					result = "not copied"
+				case !r.Match:
+					result = "mismatch"
+				}
+				fmt.Fprintln(tw, line+result+"\t")
+				src += r.Source
 				exp += r.Exported
 				dst += r.Destination
 			}
-			fmt.Fprintf(tw, "total\t%d\t\t\t\t%d\t\n", exp, dst)
+			fmt.Fprintf(tw, "total\t%d\t%d\t\t\t\t%d\t\n", src, exp, dst)
 			_ = tw.Flush()
 			for _, r := range rows {
 				if r.Explanation != "" {

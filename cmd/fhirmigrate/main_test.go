@@ -37,7 +37,7 @@ func fakeService(t *testing.T, final string) (*httptest.Server, *atomic.Value) {
 				return
 			}
 			_, _ = io.WriteString(w, `{"id":"m-1","status":"`+final+`","jobs":[{"id":"export-system","kind":"export","state":"done","counts":{"Patient":3}},{"id":"import-export-system-1","kind":"import","state":"done","counts":{"Patient":3}}],
-				"verification":{"rows":[{"type":"Patient","exported":3,"imported":3,"destination":3,"match":true}]},
+				"verification":{"rows":[{"type":"Patient","source":3,"exported":3,"imported":3,"destination":3,"match":true}]},
 				"error":`+map[bool]string{true: `null`, false: `{"code":"verification_mismatch","message":"Patient exported 3, destination has 2"}`}[final == "completed"]+`}`)
 		default:
 			http.NotFound(w, r)
@@ -61,7 +61,7 @@ func TestStartAndWatchCompleted(t *testing.T) {
 	require.Contains(t, text, "exports 0/1 done (1 running, 0 resources)")
 	require.Contains(t, text, "exports 1/1 done (0 running, 3 resources)")
 	require.Contains(t, text, "migration m-1: completed")
-	require.Regexp(t, `Patient\s+3\s+3\s+0\s+0\s+3\s+true`, text)
+	require.Regexp(t, `Patient\s+3\s+3\s+3\s+0\s+0\s+3\s+ok`, text)
 }
 
 func TestWatchFailedExitsNonZero(t *testing.T) {

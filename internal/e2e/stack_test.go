@@ -80,8 +80,10 @@ type stack struct {
 type stackOptions struct {
 	patients int
 	settings map[string]string
-	// destOptions are added to the destination simulator's options (faults, seed data).
-	destOptions []fhirsim.Option
+	// destOptions are added to the destination simulator's options (faults, seed data); sourceOptions to the
+	// source's.
+	destOptions   []fhirsim.Option
+	sourceOptions []fhirsim.Option
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -98,7 +100,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	defer cancel()
 	st, err := localstack.Start(ctx, localstack.Options{
 		Storage: azurite.ConnectionString, RepoRoot: repoRoot, HandlerBinary: handlerBin,
-		Source:   []fhirsim.Option{fhirsim.WithSeed(opts.patients, 7), fhirsim.WithRollover(500)},
+		Source:   append([]fhirsim.Option{fhirsim.WithSeed(opts.patients, 7), fhirsim.WithRollover(500)}, opts.sourceOptions...),
 		Dests:    [][]fhirsim.Option{opts.destOptions},
 		Settings: settings,
 	})

@@ -124,7 +124,7 @@ func (c *Client) Search(ctx context.Context, resourceType string, query url.Valu
 // in request order. It is retried on transient failures: a PUT is idempotent.
 func (c *Client) Batch(ctx context.Context, entries []BatchEntry) (*BatchResult, error) {
 	const op = "batch"
-	body, err := batchBody(entries)
+	body, err := BatchBody(entries)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -155,7 +155,9 @@ func (c *Client) Batch(ctx context.Context, entries []BatchEntry) (*BatchResult,
 	return res, nil
 }
 
-func batchBody(entries []BatchEntry) ([]byte, error) {
+// BatchBody is the batch Bundle of one PUT {Type}/{ID} per entry, after checking every entry: what Batch posts,
+// and what an operator can post later when the server refuses writes now.
+func BatchBody(entries []BatchEntry) ([]byte, error) {
 	if len(entries) == 0 {
 		return nil, errors.New("no entries")
 	}

@@ -25,6 +25,7 @@ func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, d
 	client, err := s.cfg.FHIR(req.Destination)
 	if err != nil {
 		b.Error = fmt.Sprintf("client for %s: %v", req.Destination, err)
+		b.Uncounted = counted
 		return b
 	}
 	counts := make([]int64, len(counted))
@@ -48,9 +49,12 @@ func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, d
 		counts[i] = max(n, 0)
 	})
 	for i, t := range counted {
-		if errs[i] == nil && counts[i] > 0 {
-			b.Counts[t] = counts[i]
+		if errs[i] != nil {
+			b.Uncounted = append(b.Uncounted, t)
+			continue
 		}
+		b.Counts[t] = counts[i] // zero included: a type absent from Counts has no known count before
+
 	}
 	if err := errors.Join(errs...); err != nil {
 		b.Error = err.Error()

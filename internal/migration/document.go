@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
@@ -26,8 +27,14 @@ func idFromName(name string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(name, migrationPrefix), ".json")
 }
 
+// docMetadata is what the sweep reads from a listing without loading the document: the status, and whether
+// DELETEs of server jobs are still to be seen through (a finished migration is visited only then).
 func docMetadata(m *Migration) map[string]string {
-	return map[string]string{"status": string(m.Status)}
+	md := map[string]string{"status": string(m.Status)}
+	if n := pendingCancels(m); n > 0 {
+		md["cancels"] = strconv.Itoa(n)
+	}
+	return md
 }
 
 func encodeDoc(m *Migration) ([]byte, error) {

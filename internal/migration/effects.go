@@ -37,7 +37,8 @@ func (e *effects) release(baseURL, kind, holder string) {
 }
 
 // perform runs the effects of a saved decision. Failures are logged, not returned: each effect is re-driven
-// from the document (messages by the sweep's redrive, slots by eviction of leaked holders).
+// from the document (messages by the sweep's redrive, DELETEs of server jobs from the document's cancels, slots
+// by eviction of leaked holders).
 func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {
 	if e == nil {
 		return
@@ -48,16 +49,23 @@ func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {
 			log.Error("send message failed; the sweep will re-send it", "queue", m.Queue, "messageId", m.ID, "err", err)
 		}
 	}
-	for _, c := range e.cancels {
-		client, err := s.cfg.FHIR(c.baseURL)
-		if err == nil {
-			err = client.CancelJob(ctx, c.contentLocation)
+	if len(e.cancels) > 0 {
+		answers := make(map[string]error, len(e.cancels))
+		for _, c := range e.cancels {
+			client, err := s.cfg.FHIR(c.baseURL)
+			if err == nil {
+				err = client.CancelJob(ctx, c.contentLocation)
+			}
+			answers[c.contentLocation] = err
+			if err != nil {
+				log.Warn("cancel of a server job failed; it will be sent again", "job", c.jobID, "contentLocation", c.contentLocation, "err", err)
+				continue
+			}
+			log.Info("server job canceled", "job", c.jobID, "contentLocation", c.contentLocation)
 		}
-		if err != nil {
-			log.Warn("cancel of a server job failed", "job", c.jobID, "contentLocation", c.contentLocation, "err", err)
-			continue
+		if err := s.recordCancels(ctx, migrationID, answers); err != nil {
+			log.Error("record cancel answers failed; the sweep will send them again", "err", err)
 		}
-		log.Info("server job canceled", "job", c.jobID, "contentLocation", c.contentLocation)
 	}
 	type group struct{ baseURL, kind string }
 	grouped := map[group][]string{}
@@ -74,6 +82,46 @@ func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {
 			log.Error("release slots failed", "kind", g.kind, "holders", grouped[g], "err", err)
 		}
 	}
+}
+
+// recordCancels saves the servers' answers to DELETEs: a confirmed one leaves the document, a failed one is
+// scheduled again with backoff, and after MaxAttempts failures it stays, given up, with a note for the operator.
+func (s *Service) recordCancels(ctx context.Context, migrationID string, answers map[string]error) error {
+	_, _, err := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
+		now := s.now()
+		changed := false
+		kept := m.Cancels[:0:0]
+		for _, c := range m.Cancels {
+			err, answered := answers[c.ContentLocation]
+			switch {
+			case !answered || c.GaveUp:
+				kept = append(kept, c)
+				continue
+			case err == nil:
+				changed = true
+				continue // confirmed: nothing left to do
+			}
+			changed = true
+			c.Attempts++
+			c.LastError = truncate(err.Error(), maxErrorMessage)
+			c.NextAt = now.Add(s.backoff(c.Attempts))
+			if c.Attempts >= s.cfg.MaxAttempts {
+				c.GaveUp = true
+				m.Notes = append(m.Notes, fmt.Sprintf("the server job of %s could not be canceled after %d attempts (%s): "+
+					"send DELETE %s yourself so that it stops", c.Job, c.Attempts, c.LastError, c.ContentLocation))
+			}
+			kept = append(kept, c)
+		}
+		if !changed {
+			return nil, errUnchanged
+		}
+		m.Cancels = kept
+		if len(m.Cancels) == 0 {
+			m.Cancels = nil
+		}
+		return nil, nil
+	})
+	return err
 }
 
 // RunImportMessage is the body of a run-import message.
@@ -100,13 +148,15 @@ func runImportMessage(migrationID, jobID string, dispatch int, notBefore time.Ti
 	}
 }
 
-// verifyMessage builds the verify-counts message of one dispatch of a verification generation.
-func verifyMessage(migrationID string, generation, dispatch int) bus.Message {
+// verifyMessage builds the verify-counts message of one dispatch of a verification generation, due at at (the
+// zero time, or a time not in the future, for now).
+func verifyMessage(migrationID string, generation, dispatch int, at time.Time) bus.Message {
 	body, _ := json.Marshal(VerifyMessage{MigrationID: migrationID, Generation: generation})
 	return bus.Message{
-		Queue: bus.QueueVerifyCounts,
-		ID:    fmt.Sprintf("%s/verify/%d/%d", migrationID, generation, dispatch),
-		Body:  body,
+		Queue:     bus.QueueVerifyCounts,
+		ID:        fmt.Sprintf("%s/verify/%d/%d", migrationID, generation, dispatch),
+		Body:      body,
+		NotBefore: at,
 	}
 }
 

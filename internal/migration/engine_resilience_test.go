@@ -29,6 +29,8 @@ type faultyServer struct {
 	importFaults []statusFault
 	importErrors []fhir.ImportErrorFile
 	countErrs    []error
+	// countErrsFor limits countErrs to the counts of one type ("" for any).
+	countErrsFor string
 	countQueries []url.Values
 }
 
@@ -73,7 +75,7 @@ func (f *faultyServer) Count(ctx context.Context, t string, q url.Values) (int64
 	f.mu.Lock()
 	f.countQueries = append(f.countQueries, q)
 	var err error
-	if len(f.countErrs) > 0 {
+	if len(f.countErrs) > 0 && (f.countErrsFor == "" || f.countErrsFor == t) {
 		err, f.countErrs = f.countErrs[0], f.countErrs[1:]
 	}
 	f.mu.Unlock()
@@ -316,43 +318,109 @@ func TestFaultShortManifestIsExportedAgain(t *testing.T) {
 	require.Equal(t, "export_failed", got.Error.Code)
 	require.Contains(t, got.Error.Message, "exported 2 times without a complete result, the last: manifest short of the source's counts: Patient 3 of 5")
 
-	// Resources added after the count only make the manifest longer: trusted at once.
+	// A manifest longer than the count is trusted at once: no re-poll, no second export.
 	h2 := newHarness(t, nil)
 	h2.src.setCount("Patient", 4)
 	m2 := h2.start(`{` + endpoints + `,"types":["Patient"]}`)
+	h2.poll()
+	h2.clock.Advance(5 * time.Second)
+	h2.poll()
+	require.Equal(t, JobDone, h2.get(m2.ID).job("export-Patient").State)
+	h2.src.clearCount("Patient") // the source's count of the window now agrees with what was exported
 	require.Equal(t, StatusCompleted, h2.drive(m2.ID, 5*time.Second, 20).Status)
 	ex, _, _ = h2.src.snapshot()
 	require.Equal(t, 1, ex)
 }
 
+// TestFaultShortManifestExplainedByChanges: a manifest confirmed short is accepted only when the source shows at
+// least as many resources changed since the kick-off count as are lacking, and then with a note; verification
+// still compares with the source's count of the window, taken again at its end.
+func TestFaultShortManifestExplainedByChanges(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		changed  int64
+		accepted bool
+	}{{"enough changes", 2, true}, {"too few changes", 1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h, src, _ := newFaultHarness(t, func(c *Config) { c.MaxReexports = 1 })
+			h.src.setCount("Patient", 5)
+			h.src.setFiles("Patient", 3)
+			h.src.changed = map[string]int64{"Patient": tc.changed}
+			m := h.start(`{` + endpoints + `,"types":["Patient"]}`)
+			h.poll()
+			counted := *h.get(m.ID).job("export-Patient").CountedAt
+			h.clock.Advance(5 * time.Second)
+			h.poll()
+			h.clock.Advance(time.Minute)
+			h.poll()
+			j := h.get(m.ID).job("export-Patient")
+			last := src.countQueries[len(src.countQueries)-1]
+			require.Equal(t, []string{"gt" + fhir.FormatInstant(counted)}, last["_lastUpdated"], "changed since the count, wherever it was")
+			if !tc.accepted {
+				require.Equal(t, JobQueued, j.State, "2 lacking, 1 changed: exported again")
+				require.Empty(t, h.get(m.ID).Notes)
+				return
+			}
+			require.Equal(t, JobDone, j.State)
+			got := h.get(m.ID)
+			require.Len(t, got.Notes, 1)
+			require.Contains(t, got.Notes[0], "Patient lacks 2 of the 5 counted, and 2 changed on the source since the count")
+			h.src.setCount("Patient", 3) // the two left the window
+			done := h.drive(m.ID, time.Minute, 30)
+			require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+			require.Equal(t, int64(3), rowsByType(done)["Patient"].Source)
+		})
+	}
+}
+
 func TestFaultCountBeforeKickoff(t *testing.T) {
 	t.Parallel()
 	h, src, _ := newFaultHarness(t, nil)
-	src.countErrs = []error{&fhir.Error{Op: "count Patient", StatusCode: 503}}
 	m := h.start(`{` + endpoints + `,"types":["Patient","Observation"],"typeFilter":["Observation?status=final"]}`)
+	src.countErrs, src.countErrsFor = []error{&fhir.Error{Op: "count Patient", StatusCode: 503}}, "Patient"
 	h.poll()
 	got := h.get(m.ID)
 	p := got.job("export-Patient")
 	require.Equal(t, JobQueued, p.State, "a transient count failure delays the kick-off")
-	require.Contains(t, p.Attempts[0].Error, "count Patient on the source before kick-off")
+	require.Contains(t, p.Attempts[0].Error, "before kick-off: count Patient on the source")
 	o := got.job("export-Observation")
 	require.Equal(t, JobRunning, o.State)
-	require.Nil(t, o.Expected, "a filtered type is not counted")
+	require.Equal(t, map[string]int64{"Observation": 7}, o.Expected, "a filtered type is counted as the search its filter is")
 	ex, _, _ := h.src.snapshot()
 	require.Equal(t, 1, ex)
+	var filtered url.Values
+	for _, q := range src.countQueries {
+		if q.Get("status") != "" {
+			filtered = q
+		}
+	}
+	require.Equal(t, "final", filtered.Get("status"))
+	require.Equal(t, []string{"le" + fhir.FormatInstant(*o.Till)}, filtered["_lastUpdated"], "within the job's window, pinned at its kick-off")
 
 	h.clock.Advance(10 * time.Second)
 	h.poll()
 	require.Equal(t, JobRunning, h.get(m.ID).job("export-Patient").State)
 
-	// A count the server refuses leaves the type unconfirmed instead of blocking the export.
+	// A count the server refuses is asked again, then fails the migration openly: never "nothing expected".
 	h2, src2, _ := newFaultHarness(t, nil)
-	src2.countErrs = []error{&fhir.Error{Op: "count", StatusCode: 400}}
+	for range 10 {
+		src2.countErrs = append(src2.countErrs, &fhir.Error{Op: "count", StatusCode: 403, Message: "forbidden"})
+	}
 	m2 := h2.start(`{` + endpoints + `}`)
 	h2.poll()
 	j := h2.get(m2.ID).job("export-system")
-	require.Equal(t, JobRunning, j.State)
-	require.Nil(t, j.Expected)
+	require.Equal(t, JobQueued, j.State, "not kicked off without its count")
+	ex, _, _ = h2.src.snapshot()
+	require.Zero(t, ex)
+	done := h2.drive(m2.ID, 5*time.Minute, 20)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeSourceCountUnavailable, done.Error.Code)
+	require.Contains(t, done.Error.Message, "5 kick-off attempts failed")
+	require.Contains(t, done.Error.Message, "forbidden")
+	ex, _, _ = h2.src.snapshot()
+	require.Zero(t, ex, "no export was started without its count")
 }
 
 func TestFaultSystemExportConfirmedByTotal(t *testing.T) {

@@ -62,6 +62,11 @@ type fakeServer struct {
 	putIDs         map[string]bool
 	countErr       error
 	countOffset    map[string]int64
+	// changed answers counts of resources changed since a time, per type.
+	changed map[string]int64
+	// cancelErrs are returned by the next DELETEs, one per call (nil entries succeed); cancelCalls counts them.
+	cancelErrs  []error
+	cancelCalls int
 	running        int
 	maxRunning     int
 }
@@ -222,6 +227,14 @@ func (f *fakeServer) ImportStatus(_ context.Context, cl string) (*fhir.ImportSta
 func (f *fakeServer) CancelJob(_ context.Context, cl string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.cancelCalls++
+	if len(f.cancelErrs) > 0 {
+		err := f.cancelErrs[0]
+		f.cancelErrs = f.cancelErrs[1:]
+		if err != nil {
+			return err
+		}
+	}
 	f.canceled = append(f.canceled, cl)
 	for _, m := range []map[string]*fakeJob{f.exports, f.imports} {
 		if j := m[cl]; j != nil {
@@ -235,13 +248,31 @@ func (f *fakeServer) CancelJob(_ context.Context, cl string) error {
 	return &fhir.Error{Op: "cancel", StatusCode: 404}
 }
 
-func (f *fakeServer) Count(_ context.Context, t string, _ url.Values) (int64, error) {
+// Count answers a source (a server with files) from what it holds, unless setCount fixed a type's count, and a
+// destination from what it imported. A query for resources changed after a time ("_lastUpdated=gt...") answers
+// changed[t].
+func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.countErr != nil {
 		return 0, f.countErr
 	}
-	return f.counts[t] + f.countOffset[t], nil
+	for _, v := range q["_lastUpdated"] {
+		if strings.HasPrefix(v, "gt") {
+			return f.changed[t], nil
+		}
+	}
+	n, fixed := f.counts[t]
+	if !fixed && len(f.files) > 0 {
+		for typ, files := range f.files {
+			if t == "" || typ == t {
+				for _, c := range files {
+					n += c
+				}
+			}
+		}
+	}
+	return n + f.countOffset[t], nil
 }
 
 func (f *fakeServer) Batch(_ context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error) {
@@ -255,9 +286,15 @@ func (f *fakeServer) Batch(_ context.Context, entries []fhir.BatchEntry) (*fhir.
 			f.putIDs[key] = true
 			f.counts[e.Type]++
 		}
-		res.Status = append(res.Status, "201 Created")
+		res.Status = append(res.Status, "201")
 	}
 	return res, nil
+}
+
+func (f *fakeServer) clearCount(t string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.counts, t)
 }
 
 func (f *fakeServer) snapshot() (exportKickoffs, importKickoffs int, canceled []string) {

@@ -65,9 +65,9 @@ func TestMigrationPerTypeImportsWhileExporting(t *testing.T) {
 	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
 	require.Nil(t, done.Error)
 	rows := rowsByType(done)
-	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Expected: 5, Match: true}, rows["Patient"])
-	require.Equal(t, TypeRow{Type: "Observation", Exported: 7, Imported: 7, Destination: 7, Expected: 7, Match: true}, rows["Observation"])
-	require.Equal(t, TypeRow{Type: "SearchParameter", Exported: 2, Imported: 2, Destination: 2, Expected: 2, Match: true}, rows["SearchParameter"])
+	require.Equal(t, TypeRow{Type: "Patient", Source: 5, Exported: 5, Imported: 5, Destination: 5, Expected: 5, Proven: true, Match: true}, rows["Patient"])
+	require.Equal(t, TypeRow{Type: "Observation", Source: 7, Exported: 7, Imported: 7, Destination: 7, Expected: 7, Proven: true, Match: true}, rows["Observation"])
+	require.Equal(t, TypeRow{Type: "SearchParameter", Source: 2, Exported: 2, Imported: 2, Destination: 2, Expected: 2, Proven: true, Match: true}, rows["SearchParameter"])
 	require.Equal(t, Progress{Exports: JobTally{3, 3}, Imports: JobTally{2, 2}, Copies: JobTally{1, 1},
 		ResourcesExported: 14, ResourcesImported: 14}, *done.Progress)
 	ex, im, _ := h.src.snapshot()
@@ -205,7 +205,7 @@ func TestDuplicateMessagesAreHarmless(t *testing.T) {
 	require.NoError(t, h.svc.RunImport(context.Background(), msgs[0].Body))
 	done := h.get(m.ID)
 	require.Equal(t, StatusCompleted, done.Status)
-	require.Equal(t, TypeRow{Type: "Patient", Exported: 5, Imported: 5, Destination: 5, Expected: 5, Match: true}, rowsByType(done)["Patient"])
+	require.Equal(t, TypeRow{Type: "Patient", Source: 5, Exported: 5, Imported: 5, Destination: 5, Expected: 5, Proven: true, Match: true}, rowsByType(done)["Patient"])
 	_, im, _ = h.dst.snapshot()
 	require.Equal(t, 1, im)
 
@@ -311,7 +311,7 @@ func TestVerificationMismatchFails(t *testing.T) {
 	done := h.drive(m.ID, time.Minute, 20)
 	require.Equal(t, StatusFailed, done.Status)
 	require.Equal(t, "verification_mismatch", done.Error.Code)
-	require.Equal(t, "Patient exported 5, destination has 4", done.Error.Message)
+	require.Equal(t, "Patient: the destination holds 4 and the source 5: 1 are missing", done.Error.Message)
 	require.False(t, rowsByType(done)["Patient"].Match)
 	require.True(t, rowsByType(done)["Observation"].Match)
 }
@@ -325,8 +325,11 @@ func TestVerifyNoneAndCountFailures(t *testing.T) {
 	require.Equal(t, StatusCompleted, done.Status)
 	require.True(t, done.Verification.Skipped)
 
+	// A destination that cannot count is asked again later, a bounded number of times, then the round fails
+	// openly: never read as "nothing there", never verifying for ever.
 	m = h.start(`{` + endpoints + `,"types":["Patient"]}`)
-	for range 5 {
+	var verifyDeliveries int
+	for range 40 {
 		h.poll()
 		h.clock.Advance(time.Minute)
 		for _, msg := range h.bus.Take() {
@@ -334,10 +337,23 @@ func TestVerifyNoneAndCountFailures(t *testing.T) {
 				require.NoError(t, h.svc.RunImport(context.Background(), msg.Body))
 				continue
 			}
-			require.Error(t, h.svc.Verify(context.Background(), msg.Body), "a failed count is transient")
+			if msg.NotBefore.After(h.clock.Now()) {
+				h.clock.Advance(msg.NotBefore.Sub(h.clock.Now()))
+			}
+			verifyDeliveries++
+			require.NoError(t, h.svc.Verify(context.Background(), msg.Body), "a fault is answered by a scheduled retry, not a redelivery")
+		}
+		if h.get(m.ID).Status.Terminal() {
+			break
 		}
 	}
-	require.Equal(t, StatusVerifying, h.get(m.ID).Status)
+	done = h.get(m.ID)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeVerificationFailed, done.Error.Code)
+	require.Contains(t, done.Error.Message, "timeout")
+	require.Contains(t, done.Error.Message, "attempt 5")
+	require.Equal(t, 5, done.Verification.Failures)
+	require.Equal(t, 5, verifyDeliveries, "MaxAttempts rounds of counting, no more")
 }
 
 func TestCancelStopsServerJobs(t *testing.T) {
@@ -556,7 +572,7 @@ func TestMessageIDs(t *testing.T) {
 	m := runImportMessage("m-1", "import-export-Patient-1", 3, at)
 	require.Equal(t, bus.Message{Queue: bus.QueueRunImport, ID: "m-1/run-import/import-export-Patient-1/3",
 		Body: []byte(`{"migrationId":"m-1","jobId":"import-export-Patient-1"}`), NotBefore: at}, m)
-	v := verifyMessage("m-1", 2, 1)
+	v := verifyMessage("m-1", 2, 1, time.Time{})
 	require.Equal(t, "m-1/verify/2/1", v.ID)
 	require.Equal(t, bus.QueueVerifyCounts, v.Queue)
 	require.True(t, strings.HasPrefix(string(v.Body), `{"migrationId":"m-1","generation":2}`))

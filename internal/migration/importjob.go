@@ -23,6 +23,18 @@ const (
 // reindexNote is added once a copy job wrote SearchParameter resources to the destination.
 const reindexNote = "SearchParameter resources were copied to the destination: run $reindex there before relying on them in searches"
 
+// searchParameterBundle names the batch Bundle of a copy job that could not write (InitialLoad).
+func searchParameterBundle(id, jobID string) string {
+	return fmt.Sprintf("%s%s-search-parameters/%s.json", reportPrefix, id, jobID)
+}
+
+// heldNote tells the operator what to do with SearchParameters a destination in initial import mode refused.
+func heldNote(m *Migration, n int64) string {
+	return fmt.Sprintf("%d SearchParameter resources were not copied: the destination is in initial import mode, where "+
+		"it refuses every write but $import (423). Once initial import mode is off, POST the batch Bundle from "+
+		"GET /api/migrations/%s/report/search-parameters to %s, then run $reindex there", n, m.ID, m.Request.Destination)
+}
+
 // RunImport handles a run-import message: it starts one import job on the destination (within the destination's
 // limit, else it schedules its own retry), or runs one copy job. Malformed, unknown, duplicate and stale messages
 // are acknowledged (nil); an error means a transient fault worth an immediate redelivery.
@@ -145,14 +157,23 @@ func (s *Service) startAttempt(ctx context.Context, migrationID, jobID string, h
 	return attempt, m, nil
 }
 
-// runCopy writes the SearchParameter resources of a copy job to the destination with batch PUTs.
+// runCopy writes the SearchParameter resources of a copy job to the destination with batch PUTs. A destination in
+// initial import mode refuses every write but $import, so for an InitialLoad migration the batch is kept in the
+// document store instead, and the notes say how to send it later.
 func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error {
 	attempt, m, err := s.startAttempt(ctx, migrationID, jobID, false)
 	if err != nil || attempt == 0 {
 		return err
 	}
 	j := m.job(jobID)
-	tally, err := s.copyResources(ctx, m, j)
+	var tally *copyTally
+	bundle := ""
+	if m.Request.ImportMode == ModeInitial {
+		bundle = searchParameterBundle(m.ID, jobID)
+		tally, err = s.keepResources(ctx, m, j, bundle)
+	} else {
+		tally, err = s.copyResources(ctx, m, j)
+	}
 	_, eff, uerr := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
 		e := &effects{}
 		now := s.now()
@@ -167,8 +188,13 @@ func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error 
 		cj.Counts = tally.written
 		cj.Errors = tally.errorFiles()
 		finishJob(m, cj, JobDone, now, e)
-		if !slices.Contains(m.Notes, reindexNote) {
-			m.Notes = append(m.Notes, reindexNote)
+		note := reindexNote
+		if bundle != "" {
+			cj.Bundle = bundle
+			note = heldNote(m, tally.held)
+		}
+		if !slices.Contains(m.Notes, note) {
+			m.Notes = append(m.Notes, note)
 		}
 		settle(m, now, e)
 		return e, nil
@@ -188,6 +214,12 @@ type copyTally struct {
 	written map[string]int64
 	failed  map[string]int64
 	reasons map[string]string
+	// held counts the entries kept in a batch Bundle instead of written.
+	held int64
+}
+
+func newCopyTally() *copyTally {
+	return &copyTally{written: map[string]int64{}, failed: map[string]int64{}, reasons: map[string]string{}}
 }
 
 func (t *copyTally) fail(typ, reason string) {
@@ -206,8 +238,34 @@ func (t *copyTally) errorFiles() []ErrorFile {
 	return out
 }
 
+// keepResources reads a copy job's files into one batch Bundle and writes it to the document store as name.
+func (s *Service) keepResources(ctx context.Context, m *Migration, j *Job, name string) (*copyTally, error) {
+	tally := newCopyTally()
+	var entries []fhir.BatchEntry
+	for _, in := range j.Inputs {
+		if err := s.readResources(ctx, in, tally, func(e fhir.BatchEntry) error {
+			entries = append(entries, e)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	tally.held = int64(len(entries))
+	if len(entries) == 0 {
+		return tally, nil
+	}
+	body, err := fhir.BatchBody(entries)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("batch of %d SearchParameters: %w", len(entries), err))
+	}
+	if err := s.putReport(ctx, name, body); err != nil {
+		return nil, fmt.Errorf("keep the SearchParameter batch of %s: %w", m.ID, err)
+	}
+	return tally, nil
+}
+
 func (s *Service) copyResources(ctx context.Context, m *Migration, j *Job) (*copyTally, error) {
-	tally := &copyTally{written: map[string]int64{}, failed: map[string]int64{}, reasons: map[string]string{}}
+	tally := newCopyTally()
 	client, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)

@@ -42,12 +42,57 @@ func finishJob(m *Migration, j *Job, state JobState, now time.Time, e *effects) 
 }
 
 // failMigration fails job permanently, and with it the migration: every other unfinished job is canceled (the
-// running ones on their server too) and every slot released.
-func failMigration(m *Migration, j *Job, reason string, now time.Time, e *effects) {
+// running ones on their server too) and every slot released. code is the migration's error code; "" names it
+// after the job's kind (export_failed, import_failed, copy_failed).
+func failMigration(m *Migration, j *Job, code, reason string, now time.Time, e *effects) {
 	j.LastError = reason
 	finishJob(m, j, JobFailed, now, e)
-	m.Error = &Failure{Code: string(j.Kind) + "_failed", Message: fmt.Sprintf("%s job %s failed: %s", j.Kind, j.ID, reason)}
+	if code == "" {
+		code = string(j.Kind) + "_failed"
+	}
+	m.Error = &Failure{Code: code, Message: fmt.Sprintf("%s job %s failed: %s", j.Kind, j.ID, reason)}
 	stopMigration(m, StatusFailed, now, e)
+}
+
+// cancelServerJob records the DELETE of a server job in the document and asks for it. The record stays until the
+// server answers, so a DELETE that failed, or was never sent because the handler died, is sent again by the sweep.
+func cancelServerJob(m *Migration, server, contentLocation, jobID, reason string, now time.Time, e *effects) {
+	if !slices.ContainsFunc(m.Cancels, func(c ServerCancel) bool { return c.ContentLocation == contentLocation }) {
+		m.Cancels = append(m.Cancels, ServerCancel{Job: jobID, Server: server, ContentLocation: contentLocation,
+			Reason: reason, RequestedAt: now})
+	}
+	e.cancel(server, contentLocation, jobID)
+}
+
+// pendingCancels counts the recorded DELETEs still to be seen through.
+func pendingCancels(m *Migration) int {
+	n := 0
+	for _, c := range m.Cancels {
+		if !c.GaveUp {
+			n++
+		}
+	}
+	return n
+}
+
+// redriveCancels sends again every recorded DELETE that is due: not answered RedriveAfter after it was decided
+// (the handler may have died before sending it) or after its last failure's backoff.
+func redriveCancels(m *Migration, now time.Time, redriveAfter time.Duration, e *effects) bool {
+	changed := false
+	for i := range m.Cancels {
+		c := &m.Cancels[i]
+		due := c.NextAt
+		if due.IsZero() {
+			due = c.RequestedAt.Add(redriveAfter)
+		}
+		if c.GaveUp || due.After(now) {
+			continue
+		}
+		c.NextAt = now.Add(redriveAfter)
+		e.cancel(c.Server, c.ContentLocation, c.Job)
+		changed = true
+	}
+	return changed
 }
 
 // stopMigration ends the migration in status, canceling every unfinished job.
@@ -58,7 +103,7 @@ func stopMigration(m *Migration, status Status, now time.Time, e *effects) {
 			continue
 		}
 		if o.State == JobRunning && o.ContentLocation != "" {
-			e.cancel(serverOf(m, o), o.ContentLocation, o.ID)
+			cancelServerJob(m, serverOf(m, o), o.ContentLocation, o.ID, "migration "+string(status), now, e)
 		}
 		finishJob(m, o, JobCanceled, now, e)
 	}
@@ -93,7 +138,7 @@ func settle(m *Migration, now time.Time, e *effects) {
 			gen = m.Verification.Generation + 1
 		}
 		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now, Mode: m.Request.Verify, Sample: m.Request.VerifySample}
-		e.send(verifyMessage(m.ID, gen, 1))
+		e.send(verifyMessage(m.ID, gen, 1, time.Time{}))
 	}
 }
 
@@ -162,10 +207,10 @@ func stripQuery(u string) string {
 // requeue exports stalled past the deadline, re-dispatch run-import and verify-counts messages that made no
 // progress, and settle the status.
 func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
+	changed := redriveCancels(m, now, s.cfg.RedriveAfter, e)
 	if m.Status.Terminal() {
-		return false
+		return changed
 	}
-	changed := false
 	cutoff := now.Add(-s.cfg.RedriveAfter)
 	for _, j := range m.Jobs {
 		if m.Status.Terminal() {
@@ -190,7 +235,7 @@ func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 				j.Orphans++
 			}
 			if n := failedKickoffs(j); n >= s.cfg.MaxAttempts {
-				failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed or were never answered", n), now, e)
+				failMigration(m, j, "", fmt.Sprintf("%d kick-off attempts failed or were never answered", n), now, e)
 				continue
 			}
 			if j.Kind == KindExport {
@@ -209,7 +254,7 @@ func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 	if v := m.Verification; m.Status == StatusVerifying && v != nil && !v.DispatchAt.After(cutoff) {
 		v.Dispatch++
 		v.DispatchAt = now
-		e.send(verifyMessage(m.ID, v.Generation, v.Dispatch))
+		e.send(verifyMessage(m.ID, v.Generation, v.Dispatch, time.Time{}))
 		changed = true
 	}
 	before := m.Status

@@ -66,6 +66,11 @@ type Migration struct {
 	Baseline *Baseline `json:"baseline,omitempty"`
 	// Cleanup records what was deleted of the staged files.
 	Cleanup *Cleanup `json:"cleanup,omitempty"`
+	// SourceTypes are the resource types of the source's CapabilityStatement at start: what a system export of
+	// every type covers, and so what verification counts on the source.
+	SourceTypes []string `json:"sourceTypes,omitempty"`
+	// Cancels are the server jobs the engine gave up on and must DELETE; each stays until its server confirms.
+	Cancels []ServerCancel `json:"cancels,omitempty"`
 	// Progress is derived when serving; never stored.
 	Progress *Progress `json:"progress,omitempty"`
 }
@@ -137,9 +142,11 @@ type Job struct {
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 
 	// Expected: the source's resource counts per type for an export job's window, taken at its kick-off; a
-	// manifest short of them is not trusted. Absent when a count cannot stand for the export (typeFilter);
-	// key "*" is the total of a system export of every type.
+	// manifest short of them is not trusted. A type narrowed by typeFilter entries counts each entry as a search
+	// and keeps the largest (the export is their union); key "*" is the total of a system export of every type.
 	Expected map[string]int64 `json:"expected,omitempty"`
+	// CountedAt is when Expected was taken: resources changed on the source after it may leave the window.
+	CountedAt *time.Time `json:"countedAt,omitempty"`
 	// ShortManifests counts the completed answers of the running attempt that fell short of Expected.
 	ShortManifests int `json:"shortManifests,omitempty"`
 	// Reexports counts attempts given up after the server accepted them (stalled past the deadline, or a
@@ -147,6 +154,23 @@ type Job struct {
 	Reexports int `json:"reexports,omitempty"`
 	// ErrorSummary digests the error files of a finished import: failed lines per type and the first errors.
 	ErrorSummary *ErrorSummary `json:"errorSummary,omitempty"`
+	// Bundle names, for a copy job that could not write (InitialLoad), the batch Bundle kept for the operator.
+	Bundle string `json:"bundle,omitempty"`
+}
+
+// ServerCancel is a DELETE of a server job's Content-Location that the engine decided and must see through.
+type ServerCancel struct {
+	Job             string    `json:"job"`
+	Server          string    `json:"server"`
+	ContentLocation string    `json:"contentLocation"`
+	Reason          string    `json:"reason"`
+	RequestedAt     time.Time `json:"requestedAt"`
+	// NextAt is when the sweep sends the DELETE again if no answer was saved by then.
+	NextAt    time.Time `json:"nextAt"`
+	Attempts  int       `json:"attempts,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	// GaveUp: every attempt failed; the operator is told in the notes to cancel it by hand.
+	GaveUp bool `json:"gaveUp,omitempty"`
 }
 
 // ErrorSummary is the digest of an import job's error files.
@@ -224,28 +248,47 @@ type Verification struct {
 	// System compares the destination's total of every type.
 	System *SystemTotal `json:"system,omitempty"`
 	Passed bool         `json:"passed,omitempty"`
+	// Failures counts the attempts of this round that could not get an answer they needed (a count, a search,
+	// a staged file); LastError is the latest. Bounded by MaxAttempts, then the round ends verification_failed.
+	Failures  int    `json:"failures,omitempty"`
+	LastError string `json:"lastError,omitempty"`
 	// Report names the readable report (Markdown) in the document store.
 	Report string `json:"report,omitempty"`
 }
 
 // TypeRow is the verification of one resource type.
 type TypeRow struct {
-	Type         string `json:"type"`
-	Exported     int64  `json:"exported"`
-	Imported     int64  `json:"imported"`
-	ImportErrors int64  `json:"importErrors"`
-	Destination  int64  `json:"destination"`
-	// DestinationBefore is the baseline; Expected is DestinationBefore + Exported - Duplicates.
+	Type string `json:"type"`
+	// Source is the source's own count of the type over the migrated range (each export job's window and
+	// filters), taken at verification time; with several typeFilter entries it is the largest entry's count and
+	// SourceUpper their sum (the export is their union).
+	Source       int64 `json:"source"`
+	SourceUpper  int64 `json:"sourceUpper,omitempty"`
+	Exported     int64 `json:"exported"`
+	Imported     int64 `json:"imported"`
+	ImportErrors int64 `json:"importErrors"`
+	Destination  int64 `json:"destination"`
+	// DestinationBefore is the baseline (BaselineMissing when its count failed); Expected is
+	// DestinationBefore + Source.
 	DestinationBefore int64 `json:"destinationBefore"`
+	BaselineMissing   bool  `json:"baselineMissing,omitempty"`
 	Expected          int64 `json:"expected"`
 	Duplicates        int64 `json:"duplicates,omitempty"`
+	// Lines are the resource lines read from the type's staged files (ids, full): they must equal Exported.
+	Lines int64 `json:"lines,omitempty"`
 	// Checked, Missing: ids looked up and not found (ids, full); Compared, Different: contents (full).
-	Checked     int64  `json:"checked,omitempty"`
-	Missing     int64  `json:"missing,omitempty"`
-	Compared    int64  `json:"compared,omitempty"`
-	Different   int64  `json:"different,omitempty"`
+	Checked   int64 `json:"checked,omitempty"`
+	Missing   int64 `json:"missing,omitempty"`
+	Compared  int64 `json:"compared,omitempty"`
+	Different int64 `json:"different,omitempty"`
+	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
+	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`
-	Match       bool   `json:"match"`
+	// Reason is the code of the most serious problem found (empty when none); Proven says the evidence shows
+	// every migrated resource of the type in the destination.
+	Reason string `json:"reason,omitempty"`
+	Proven bool   `json:"proven"`
+	Match  bool   `json:"match"`
 }
 
 // Progress is derived from the jobs when a document is served.
@@ -339,12 +382,14 @@ func slotHolder(migrationID, jobID string) string { return migrationID + "/" + j
 func timePtr(t time.Time) *time.Time { return &t }
 
 // Baseline is the destination's counts taken by StartMigration, so that a destination that was not empty can be
-// verified.
+// verified. Counts holds every type counted, zeros included; a type absent from it has no known count before.
 type Baseline struct {
 	TakenAt time.Time        `json:"takenAt"`
 	Counts  map[string]int64 `json:"counts,omitempty"`
 	Total   int64            `json:"total"`
 	Error   string           `json:"error,omitempty"`
+	// Uncounted are the types whose count failed: their count before is unknown, never zero.
+	Uncounted []string `json:"uncounted,omitempty"`
 }
 
 // IDCheck is the cursor of an ids or full verification: files before NextFile are done and tallied.
@@ -356,6 +401,8 @@ type IDCheck struct {
 
 // IDTally counts the id and content checks of one type.
 type IDTally struct {
+	// Lines counts the resource lines of the files the manifests list under this type.
+	Lines      int64 `json:"lines"`
 	Checked    int64 `json:"checked"`
 	Missing    int64 `json:"missing"`
 	Duplicates int64 `json:"duplicates,omitempty"`

@@ -23,7 +23,7 @@ func (s *Service) Poll(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if Status(metaValue(it.Metadata, "status")).Terminal() {
+		if Status(metaValue(it.Metadata, "status")).Terminal() && metaValue(it.Metadata, "cancels") == "" {
 			continue
 		}
 		id := idFromName(it.Name)
@@ -58,8 +58,12 @@ type call struct {
 	export          *fhir.ExportStatus
 	imp             *fhir.ImportStatus
 	err             error
-	// expected are the source's counts taken before an export kick-off.
-	expected map[string]int64
+	// expected are the source's counts taken before an export kick-off, at countedAt.
+	expected  map[string]int64
+	countedAt time.Time
+	// changed counts, for the short types of a confirmed short manifest, the resources changed on the source
+	// since the kick-off count.
+	changed map[string]int64
 	// importErrors are a finished import's error files, typed by input, and their digest.
 	importErrors []ErrorFile
 	errorSummary *ErrorSummary
@@ -152,6 +156,11 @@ func (s *Service) recordExportAttempts(ctx context.Context, m *Migration, now ti
 				}
 				continue
 			}
+			if j.Till == nil {
+				// The window ends now: the count taken before the kick-off and the export cover the same range,
+				// and verification can count it again later.
+				j.Till = timePtr(now)
+			}
 			kickoffs = append(kickoffs, &call{jobID: id, kind: KindExport, attempt: recordAttempt(j, now)})
 		}
 		if len(kickoffs) == 0 {
@@ -174,7 +183,7 @@ func recordAttempt(j *Job, now time.Time) int {
 	j.ContentLocation = ""
 	j.NextPollAt = nil
 	j.Polls, j.PollFailures = 0, 0
-	j.Expected, j.ShortManifests = nil, 0
+	j.Expected, j.CountedAt, j.ShortManifests = nil, nil, 0
 	if j.StartedAt == nil {
 		j.StartedAt = timePtr(now)
 	}
@@ -199,11 +208,18 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 		client := clients[base]
 		switch {
 		case c.isKickoff():
+			c.countedAt = s.now()
 			if c.expected, c.err = expectedCounts(ctx, client, j); c.err == nil {
 				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
 			}
 		case c.kind == KindExport:
 			c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
+			if c.err == nil && c.export.Done && c.export.Manifest != nil && j.ShortManifests > 0 {
+				// A short manifest confirmed by a re-poll: did enough of the source change since the count?
+				if short := shortfall(j.Expected, manifestFiles(c.export.Manifest)); len(short) > 0 {
+					c.changed, c.err = changedSince(ctx, client, j, short)
+				}
+			}
 		default:
 			c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
 			if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
@@ -212,6 +228,15 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			}
 		}
 	})
+}
+
+// manifestFiles are a manifest's output files.
+func manifestFiles(man *fhir.Manifest) []File {
+	out := make([]File, 0, len(man.Output))
+	for _, f := range man.Output {
+		out = append(out, File(f))
+	}
+	return out
 }
 
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
@@ -224,6 +249,7 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		s.applyKickoff(m, &Job{ID: c.jobID, Kind: c.kind}, c.attempt, c.contentLocation, c.err, now, e)
 		if j := m.job(c.jobID); c.err == nil && j != nil && j.State == JobRunning && j.ContentLocation == c.contentLocation {
 			j.Expected = c.expected
+			j.CountedAt = timePtr(c.countedAt)
 		}
 		return
 	}
@@ -241,17 +267,14 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 			s.applyPollError(m, j, errors.New("completed export status without a manifest"), now, e)
 			return
 		}
-		output := make([]File, 0, len(c.export.Manifest.Output))
-		for _, f := range c.export.Manifest.Output {
-			output = append(output, File(f))
-		}
-		if reason := shortfall(j.Expected, output); reason != "" {
-			s.distrustManifest(m, j, reason, now, e)
-			return
-		}
+		output := manifestFiles(c.export.Manifest)
 		var errorFiles []ErrorFile
 		for _, f := range c.export.Manifest.Error {
 			errorFiles = append(errorFiles, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL})
+		}
+		if short := shortfall(j.Expected, output); len(short) > 0 {
+			s.distrustManifest(m, j, short, c.changed, output, errorFiles, now, e)
+			return
 		}
 		completeExport(m, j, output, errorFiles, now, e)
 	case c.imp != nil && c.imp.Done:
@@ -289,23 +312,27 @@ func (s *Service) delay(retryAfter time.Duration, n int) time.Duration {
 
 func (s *Service) applyPollError(m *Migration, j *Job, err error, now time.Time, e *effects) {
 	temporary, retryAfter, reason := classify(err)
+	code := ""
+	if ce := (*countError)(nil); errors.As(err, &ce) {
+		temporary, code = true, codeSourceCountUnavailable
+	}
 	if serverJobFailed(err) {
 		// The job itself failed on the server (not the status call): an export is run again, bounded.
 		if j.Kind == KindExport {
 			s.reexport(m, j, reason, false, now, e)
 			return
 		}
-		failMigration(m, j, reason, now, e)
+		failMigration(m, j, "", reason, now, e)
 		return
 	}
 	if !temporary {
-		failMigration(m, j, reason, now, e)
+		failMigration(m, j, code, reason, now, e)
 		return
 	}
 	j.PollFailures++
 	j.LastError = reason
 	if j.PollFailures > s.cfg.MaxPollFailures {
-		failMigration(m, j, fmt.Sprintf("%d status polls in a row failed, the last: %s", j.PollFailures, reason), now, e)
+		failMigration(m, j, code, fmt.Sprintf("%d status polls in a row failed, the last: %s", j.PollFailures, reason), now, e)
 		return
 	}
 	j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, j.Polls+j.PollFailures)))
@@ -319,7 +346,7 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 		j.lastAttempt().N == n && !j.lastAttempt().Orphaned
 	if !current {
 		if err == nil && contentLocation != "" && (j == nil || j.ContentLocation != contentLocation) {
-			e.cancel(serverOf(m, ref), contentLocation, ref.ID)
+			cancelServerJob(m, serverOf(m, ref), contentLocation, ref.ID, "a kick-off answered after its attempt was given up", now, e)
 		}
 		if j == nil || (j.State != JobStarting && j.State != JobRunning) {
 			releaseSlot(m, ref, e)
@@ -337,13 +364,18 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 		return
 	}
 	temporary, retryAfter, reason := classify(err)
+	code := ""
+	if ce := (*countError)(nil); errors.As(err, &ce) {
+		// Counts are retried whatever the answer (a role may not have reached the service yet), then fail openly.
+		temporary, code = true, codeSourceCountUnavailable
+	}
 	a.Error = reason
 	j.LastError = reason
 	switch {
 	case !temporary:
-		failMigration(m, j, reason, now, e)
+		failMigration(m, j, code, reason, now, e)
 	case failedKickoffs(j) >= s.cfg.MaxAttempts:
-		failMigration(m, j, fmt.Sprintf("%d kick-off attempts failed, the last: %s", failedKickoffs(j), reason), now, e)
+		failMigration(m, j, code, fmt.Sprintf("%d kick-off attempts failed, the last: %s", failedKickoffs(j), reason), now, e)
 	default:
 		j.State = JobQueued
 		releaseSlot(m, j, e)

@@ -2,10 +2,12 @@ package migration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +70,46 @@ func (s *Service) Report(ctx context.Context, id string) ([]byte, error) {
 	return data, nil
 }
 
+// SearchParameterBundle returns the batch Bundle of the SearchParameters a destination in initial import mode
+// could not take, every copy job's entries in one Bundle, for the operator to post once the mode is off.
+func (s *Service) SearchParameterBundle(ctx context.Context, id string) ([]byte, error) {
+	m, _, err := s.load(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	merged := map[string]any{"resourceType": "Bundle", "type": "batch"}
+	var entries []json.RawMessage
+	for _, j := range m.Jobs {
+		if j.Kind != KindCopy || j.Bundle == "" {
+			continue
+		}
+		data, _, err := s.cfg.Store.Get(ctx, j.Bundle)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", j.Bundle, err)
+		}
+		var b struct {
+			Entry []json.RawMessage `json:"entry"`
+		}
+		if err := json.Unmarshal(data, &b); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", j.Bundle, err)
+		}
+		entries = append(entries, b.Entry...)
+	}
+	if len(entries) == 0 {
+		return nil, &APIError{Status: http.StatusNotFound, Code: "not_found",
+			Message: fmt.Sprintf("migration %s holds no SearchParameters back (they are copied unless the import mode is InitialLoad)", id)}
+	}
+	merged["entry"] = entries
+	out, err := json.MarshalIndent(merged, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode the SearchParameter batch of %s: %w", id, err)
+	}
+	return out, nil
+}
+
 // MissingIDs writes every missing id of the latest verification, one Type/id a line, part after part.
 func (s *Service) MissingIDs(ctx context.Context, id string, w io.Writer) error {
 	m, _, err := s.load(ctx, id)
@@ -109,7 +151,11 @@ func renderReport(m *Migration) []byte {
 	p("# Verification of migration %s\n\n", m.ID)
 	result := "PASSED"
 	if !v.Passed {
-		result = "FAILED (" + codeVerificationMismatch + ")"
+		code := codeVerificationMismatch
+		if m.Error != nil {
+			code = m.Error.Code
+		}
+		result = "FAILED (" + code + ")"
 	}
 	p("- Result: **%s**\n", result)
 	p("- Mode: %s", verifyMode(m))
@@ -128,15 +174,26 @@ func renderReport(m *Migration) []byte {
 		p("\n")
 	}
 	p("\n## Per type\n\n")
-	p("| Type | Exported | Duplicates | Imported | Import errors | Before | Expected | After | Ids checked | Missing | Compared | Different | Result |\n")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	p("| Type | Source | Exported | Lines | Duplicates | Imported | Import errors | Before | Expected | After | Ids checked | Missing | Compared | Different | Result |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, r := range v.Rows {
 		res := "ok"
-		if !r.Match {
-			res = "MISMATCH"
+		switch {
+		case r.Reason != "":
+			res = "FAILED: " + r.Reason
+		case r.NotCopied:
+			res = "NOT COPIED"
 		}
-		p("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s |\n", r.Type, r.Exported, r.Duplicates,
-			r.Imported, r.ImportErrors, r.DestinationBefore, r.Expected, r.Destination, r.Checked, r.Missing,
+		source := strconv.FormatInt(r.Source, 10)
+		if r.SourceUpper > r.Source {
+			source += "-" + strconv.FormatInt(r.SourceUpper, 10)
+		}
+		before, expected := strconv.FormatInt(r.DestinationBefore, 10), strconv.FormatInt(r.Expected, 10)
+		if r.BaselineMissing {
+			before, expected = "unknown", "unknown"
+		}
+		p("| %s | %s | %d | %d | %d | %d | %d | %s | %s | %d | %d | %d | %d | %d | %s |\n", r.Type, source, r.Exported,
+			r.Lines, r.Duplicates, r.Imported, r.ImportErrors, before, expected, r.Destination, r.Checked, r.Missing,
 			r.Compared, r.Different, res)
 	}
 	var explained bool
@@ -150,9 +207,13 @@ func renderReport(m *Migration) []byte {
 		}
 		p("- **%s**: %s.\n", r.Type, r.Explanation)
 	}
-	p("\nExpected = before + exported - duplicates. With IncrementalLoad, an exported resource whose id already " +
-		"existed in the destination overwrites it instead of adding one, so a count below the expected one is not " +
-		"by itself a loss: the ids mode tells. Soft-deleted resources are not in search counts.\n")
+	p("\nSource is the source's own count of the migrated range (each export's window and filters), taken at " +
+		"verification time; the export must hold exactly that many distinct resources (fewer: export_short; more: " +
+		"source_changed). Expected = before + source. In counts mode the destination must hold exactly the expected " +
+		"number; where it held resources before, a count below it proves nothing either way (an imported id may " +
+		"overwrite one that was there): count_mismatch, and the ids mode decides. In ids and full modes every staged " +
+		"line must be counted by its manifest, every id found and every compared content equal. Soft-deleted " +
+		"resources are not in search counts.\n")
 	if s := v.System; s != nil {
 		p("\n## Whole destination\n\nEvery type (`?_summary=count`): before %d, exported %d, after %d.", s.Before, s.Exported, s.After)
 		if s.After != s.Before+s.Exported {

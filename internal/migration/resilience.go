@@ -25,42 +25,135 @@ const (
 	maxErrorFileLine = 1 << 20
 )
 
-// expectedCounts takes the source's counts for an export job's window, to confirm its manifest later. Types
-// narrowed by a typeFilter are not counted (a count cannot apply the filter as the export does); a system
-// export of every type is counted at system level. A count the server refuses (4xx) leaves the type
-// unconfirmed rather than blocking the export; a transient failure is returned.
-func expectedCounts(ctx context.Context, client FHIRClient, j *Job) (map[string]int64, error) {
-	q := windowQuery(j.Since, j.Till)
-	filtered := map[string]bool{}
-	for _, f := range j.TypeFilter {
-		typ, _, _ := strings.Cut(f, "?")
-		filtered[typ] = true
+// codeSourceCountUnavailable: the source would not count an export's window, so its manifest could not be checked.
+const codeSourceCountUnavailable = "source_count_unavailable"
+
+// countError is a failure to count on the source what an export must hold: the export is not started (or its
+// manifest not accepted) without that count, and the attempt is retried like a refused kick-off.
+type countError struct{ err error }
+
+func (e *countError) Error() string { return e.err.Error() }
+func (e *countError) Unwrap() error { return e.err }
+
+// rangeCount is the source's count of one type over an export job's window and filters. A type narrowed by
+// typeFilter entries is counted once per entry, each a search of its own: the export is their union, so the
+// largest is a lower bound and the sum an upper bound.
+type rangeCount struct{ lower, upper int64 }
+
+// countRange counts typ ("*": every type, at system level) on the source over job j's window and filters, with
+// extra added to every query (a _lastUpdated bound).
+func countRange(ctx context.Context, client FHIRClient, j *Job, typ string, extra url.Values) (rangeCount, error) {
+	name := typ
+	if typ == allTypes {
+		name = ""
 	}
+	queries := filterQueries(j.TypeFilter)[typ]
+	if len(queries) == 0 {
+		queries = []url.Values{nil}
+	}
+	var rc rangeCount
+	for i, fq := range queries {
+		q := windowQuery(j.Since, j.Till)
+		for _, add := range []url.Values{fq, extra} {
+			for k, vs := range add {
+				q[k] = append(q[k], vs...)
+			}
+		}
+		n, err := client.Count(ctx, name, q)
+		if err != nil {
+			what := typ
+			if fq != nil {
+				what = j.TypeFilter[filterIndex(j.TypeFilter, typ, i)]
+			}
+			return rangeCount{}, fmt.Errorf("count %s on the source: %w", what, err)
+		}
+		n = max(n, 0) // a count below zero is no count
+		rc.lower = max(rc.lower, n)
+		rc.upper += n
+	}
+	return rc, nil
+}
+
+// filterQueries parses typeFilter entries ("Type?query", checked at start) into search queries per type.
+func filterQueries(filters []string) map[string][]url.Values {
+	out := map[string][]url.Values{}
+	for _, f := range filters {
+		typ, query, _ := strings.Cut(f, "?")
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			q = url.Values{} // refused at start; an unparsable entry counts as no filter here
+		}
+		out[typ] = append(out[typ], q)
+	}
+	return out
+}
+
+// filterIndex is the index in filters of the i-th entry for typ.
+func filterIndex(filters []string, typ string, i int) int {
+	for k, f := range filters {
+		if strings.HasPrefix(f, typ+"?") {
+			if i == 0 {
+				return k
+			}
+			i--
+		}
+	}
+	return 0
+}
+
+// exportTypes are the types an export job covers: its _type list, or every type the source has (a document that
+// does not know them falls back to the types of the manifest).
+func exportTypes(m *Migration, j *Job) []string {
+	switch {
+	case len(j.Types) > 0:
+		return j.Types
+	case len(m.SourceTypes) > 0:
+		return m.SourceTypes
+	}
+	var out []string
+	for _, f := range j.Output {
+		if !slices.Contains(out, f.Type) {
+			out = append(out, f.Type)
+		}
+	}
+	return out
+}
+
+// expectedCounts takes the source's counts for an export job's window before its kick-off, to confirm its
+// manifest later: per type (the lower bound for filtered types), or in total for a system export of every type.
+// A count that cannot be taken fails the attempt: nothing is read as "no resources expected".
+func expectedCounts(ctx context.Context, client FHIRClient, j *Job) (map[string]int64, error) {
 	types := j.Types
 	if len(types) == 0 {
 		types = []string{allTypes}
 	}
-	out := map[string]int64{}
+	out := make(map[string]int64, len(types))
 	for _, t := range types {
-		if filtered[t] {
-			continue
-		}
-		name := t
-		if t == allTypes {
-			name = ""
-		}
-		n, err := client.Count(ctx, name, q)
+		rc, err := countRange(ctx, client, j, t, nil)
 		if err != nil {
-			var fe *fhir.Error
-			if errors.As(err, &fe) && !fe.Temporary() {
-				continue
-			}
-			return nil, fmt.Errorf("count %s on the source before kick-off: %w", t, err)
+			return nil, &countError{fmt.Errorf("before kick-off: %w", err)}
 		}
-		out[t] = n
+		out[t] = rc.lower
 	}
-	if len(out) == 0 {
+	return out, nil
+}
+
+// changedSince counts, for each short type, the source's resources (with the job's filters) last updated after
+// the kick-off count: each may have left the window since, which explains a manifest short by as many.
+func changedSince(ctx context.Context, client FHIRClient, j *Job, short []shortType) (map[string]int64, error) {
+	if j.CountedAt == nil {
 		return nil, nil
+	}
+	after := url.Values{"_lastUpdated": {"gt" + fhir.FormatInstant(*j.CountedAt)}}
+	window := *j
+	window.Since, window.Till = nil, nil // changed since the count, wherever the resource was before
+	out := make(map[string]int64, len(short))
+	for _, st := range short {
+		rc, err := countRange(ctx, client, &window, st.typ, after)
+		if err != nil {
+			return nil, &countError{fmt.Errorf("changes since the kick-off count: %w", err)}
+		}
+		out[st.typ] = rc.lower
 	}
 	return out, nil
 }
@@ -70,46 +163,81 @@ func expectedCounts(ctx context.Context, client FHIRClient, j *Job) (map[string]
 func windowQuery(since, till *time.Time) url.Values {
 	q := url.Values{}
 	if since != nil {
-		q.Add("_lastUpdated", "ge"+since.UTC().Format(time.RFC3339Nano))
+		q.Add("_lastUpdated", "ge"+fhir.FormatInstant(*since))
 	}
 	if till != nil {
-		q.Add("_lastUpdated", "le"+till.UTC().Format(time.RFC3339Nano))
+		q.Add("_lastUpdated", "le"+fhir.FormatInstant(*till))
 	}
 	return q
 }
 
-// shortfall describes how a manifest falls short of the counts taken at kick-off, or is "" when it does not.
-func shortfall(expected map[string]int64, output []File) string {
-	if len(expected) == 0 {
-		return ""
-	}
+// shortType is a type whose manifest holds fewer resources than the source counted.
+type shortType struct {
+	typ       string
+	got, want int64
+}
+
+// shortfall lists the types whose manifest falls short of the counts taken at kick-off.
+func shortfall(expected map[string]int64, output []File) []shortType {
 	got := map[string]int64{}
 	for _, f := range output {
 		got[f.Type] += f.Count
 		got[allTypes] += f.Count
 	}
-	var short []string
+	var short []shortType
 	for t, want := range expected {
 		if got[t] < want {
-			short = append(short, fmt.Sprintf("%s %d of %d", t, got[t], want))
+			short = append(short, shortType{typ: t, got: got[t], want: want})
 		}
 	}
-	if len(short) == 0 {
-		return ""
+	slices.SortFunc(short, func(a, b shortType) int { return strings.Compare(a.typ, b.typ) })
+	return short
+}
+
+func shortText(short []shortType) string {
+	parts := make([]string, len(short))
+	for i, st := range short {
+		parts[i] = fmt.Sprintf("%s %d of %d", st.typ, st.got, st.want)
 	}
-	slices.Sort(short)
-	return "manifest short of the source's counts: " + strings.Join(short, ", ")
+	return "manifest short of the source's counts: " + strings.Join(parts, ", ")
+}
+
+// explainedByChanges reports whether, for every short type, at least as many resources changed on the source
+// since the count as the manifest lacks.
+func explainedByChanges(short []shortType, changed map[string]int64) bool {
+	for _, st := range short {
+		if n, ok := changed[st.typ]; !ok || n < st.want-st.got {
+			return false
+		}
+	}
+	return len(short) > 0
 }
 
 // distrustManifest answers a completed export whose manifest is short: the first time it is polled again after
-// ConfirmDelay (the service has answered 200 too early); a second short answer exports the job again.
-func (s *Service) distrustManifest(m *Migration, j *Job, reason string, now time.Time, e *effects) {
+// ConfirmDelay (the service has answered 200 too early). A second short answer is accepted only when the source
+// shows at least as many resources changed since the count as are lacking (they left the window), with a note;
+// otherwise the job is exported again.
+func (s *Service) distrustManifest(m *Migration, j *Job, short []shortType, changed map[string]int64, output []File,
+	errorFiles []ErrorFile, now time.Time, e *effects) {
+	reason := shortText(short)
 	j.ShortManifests++
 	if j.ShortManifests == 1 {
 		j.LastError = reason + "; polled again to confirm"
 		j.Polls++
 		j.PollFailures = 0
 		j.NextPollAt = timePtr(now.Add(s.cfg.ConfirmDelay))
+		return
+	}
+	if explainedByChanges(short, changed) {
+		parts := make([]string, len(short))
+		for i, st := range short {
+			parts[i] = fmt.Sprintf("%s lacks %d of the %d counted, and %d changed on the source since the count",
+				st.typ, st.want-st.got, st.want, changed[st.typ])
+		}
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: the manifest was accepted short (%s): resources updated or "+
+			"deleted after %s left the window and are not part of this migration", j.ID, strings.Join(parts, "; "),
+			j.CountedAt.Format(time.RFC3339)))
+		completeExport(m, j, output, errorFiles, now, e)
 		return
 	}
 	s.reexport(m, j, reason+", still after a re-poll", false, now, e)
@@ -122,18 +250,18 @@ func (s *Service) reexport(m *Migration, j *Job, reason string, cancel bool, now
 		a.Abandoned = reason
 	}
 	if cancel && j.ContentLocation != "" {
-		e.cancel(serverOf(m, j), j.ContentLocation, j.ID)
+		cancelServerJob(m, serverOf(m, j), j.ContentLocation, j.ID, reason, now, e)
 	}
 	j.Reexports++
 	if j.Reexports > s.cfg.MaxReexports {
-		failMigration(m, j, fmt.Sprintf("exported %d times without a complete result, the last: %s", j.Reexports, reason), now, e)
+		failMigration(m, j, "", fmt.Sprintf("exported %d times without a complete result, the last: %s", j.Reexports, reason), now, e)
 		return
 	}
 	j.LastError = reason + "; exported again"
 	j.State = JobQueued
 	j.ContentLocation = ""
 	j.NextPollAt = nil
-	j.Expected = nil
+	j.Expected, j.CountedAt = nil, nil
 	j.ShortManifests = 0
 	releaseSlot(m, j, e)
 }

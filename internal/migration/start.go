@@ -97,7 +97,7 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 		return nil, fmt.Errorf("claim container %s: %w", req.Container, err)
 	}
 	m := &Migration{ID: id, Status: StatusExporting, CreatedAt: now, UpdatedAt: now, Request: *req, Jobs: jobs,
-		Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes)}
+		Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes), SourceTypes: sourceTypes}
 	data, err := encodeDoc(m)
 	if err != nil {
 		return nil, err
@@ -183,6 +183,9 @@ func (s *Service) validate(r *startRequest) (*Request, *APIError) {
 	if req.Since != nil && req.Till != nil && !req.Since.Before(*req.Till) {
 		return nil, badRequest("invalid_window", "since", "since must be before till")
 	}
+	if req.Since != nil && !req.Since.Before(s.now()) {
+		return nil, badRequest("invalid_window", "since", "since must be in the past")
+	}
 	for i, f := range r.TypeFilter {
 		if apiErr := checkTypeFilter(f, req.Types, fmt.Sprintf("typeFilter[%d]", i)); apiErr != nil {
 			return nil, apiErr
@@ -266,10 +269,21 @@ func parseTime(raw *string) (*time.Time, error) {
 	return &t, nil
 }
 
+// checkTypeFilter checks one _typeFilter entry as the service reads the parameter: entries are split on ",", their
+// parameters on "&" and each parameter on "=", so a comma cannot be sent and every parameter is exactly name=value.
 func checkTypeFilter(f string, types []string, field string) *APIError {
 	typ, query, ok := strings.Cut(f, "?")
 	if !ok || query == "" || !typePattern.MatchString(typ) {
 		return badRequest("invalid_type_filter", field, "%q is not Type?query", f)
+	}
+	if strings.Contains(f, ",") {
+		return badRequest("invalid_type_filter", field, "%q holds a comma: the service splits _typeFilter on commas, "+
+			"so it cannot be sent (give each value its own entry)", f)
+	}
+	for part := range strings.SplitSeq(query, "&") {
+		if strings.Count(part, "=") != 1 || strings.HasPrefix(part, "=") {
+			return badRequest("invalid_type_filter", field, "the parameter %q of %q is not name=value", part, f)
+		}
 	}
 	if _, err := url.ParseQuery(query); err != nil {
 		return badRequest("invalid_type_filter", field, "the query of %q is malformed: %v", f, err)
@@ -300,10 +314,24 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 			return nil, nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
 		}
 	}
+	queries := filterQueries(req.TypeFilter)
+	seen := map[string]int{}
 	for i, f := range req.TypeFilter {
 		typ, _, _ := strings.Cut(f, "?")
+		field := fmt.Sprintf("typeFilter[%d]", i)
 		if !slices.Contains(sourceTypes, typ) {
-			return nil, nil, badRequest("unknown_type", fmt.Sprintf("typeFilter[%d]", i), "the source does not support %s", typ)
+			return nil, nil, badRequest("unknown_type", field, "the source does not support %s", typ)
+		}
+		// Each entry is counted before every kick-off: a search the source refuses is refused here, once.
+		q := queries[typ][seen[typ]]
+		seen[typ]++
+		if _, err := src.Count(ctx, typ, q); err != nil {
+			var fe *fhir.Error
+			if errors.As(err, &fe) && fe.StatusCode/100 == 4 && fe.StatusCode != http.StatusTooManyRequests {
+				return nil, nil, badRequest("invalid_type_filter", field, "the source refuses %q as a search: %v", f, err)
+			}
+			return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: field,
+				Message: fmt.Sprintf("the source could not count %q: %v", f, err)}
 		}
 	}
 	dst, err := s.cfg.FHIR(req.Destination)

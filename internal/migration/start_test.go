@@ -42,6 +42,17 @@ func TestStartRejects(t *testing.T) {
 		{"type filter without query", `{` + ok + `,"typeFilter":["Patient"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
 		{"type filter bad type", `{` + ok + `,"typeFilter":["Patient?active=true","obs?x=1"]}`, nil, 400, "invalid_type_filter", "typeFilter[1]"},
 		{"type filter not in types", `{` + ok + `,"types":["Patient"],"typeFilter":["Observation?status=final"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter with a comma", `{` + ok + `,"typeFilter":["Observation?status=final,amended"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter parameter without =", `{` + ok + `,"typeFilter":["Observation?status=final","Observation?status"]}`, nil, 400, "invalid_type_filter", "typeFilter[1]"},
+		{"type filter parameter with two =", `{` + ok + `,"typeFilter":["Observation?code=a=b"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter empty parameter", `{` + ok + `,"typeFilter":["Observation?status=final&&code=x"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter the source refuses", `{` + ok + `,"typeFilter":["Observation?subject:missing=true"]}`, func(h *harness) {
+			h.src.countErr = &fhir.Error{Op: "count Observation", StatusCode: 400, Message: "the search parameter subject:missing is not supported"}
+		}, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter count unavailable", `{` + ok + `,"typeFilter":["Observation?status=final"]}`, func(h *harness) {
+			h.src.countErr = &fhir.Error{Op: "count Observation", StatusCode: 503}
+		}, 502, "source_unreachable", "typeFilter[0]"},
+		{"since in the future", `{` + ok + `,"since":"2099-01-01T00:00:00Z"}`, nil, 400, "invalid_window", "since"},
 		{"export strategy", `{` + ok + `,"exportStrategy":"parallel"}`, nil, 400, "invalid_export_strategy", "exportStrategy"},
 		{"import mode", `{` + ok + `,"importMode":"Fast"}`, nil, 400, "invalid_import_mode", "importMode"},
 		{"container short", `{` + ok + `,"container":"ab"}`, nil, 400, "invalid_container", "container"},

@@ -28,20 +28,57 @@ const (
 	verifyBudget = 4 * time.Minute
 )
 
-// Error codes of a verification round that did not pass.
+// Error codes of a verification round that did not pass (error.code of the migration).
 const (
-	// codeVerificationMismatch: the destination does not hold what was exported.
+	// codeVerificationMismatch: a proven loss: exported ids missing in the destination, differing contents, an
+	// export or staged files short of what the source holds, or a destination short of the source.
 	codeVerificationMismatch = "verification_mismatch"
+	// codeSourceChanged: the source no longer holds what was exported in the migrated range (updated or deleted
+	// since); the destination cannot be judged against it.
+	codeSourceChanged = "source_changed"
+	// codeCountMismatch: the counts do not add up and prove nothing either way (a destination that held
+	// resources before, or one written meanwhile): verify with "ids" to decide.
+	codeCountMismatch = "count_mismatch"
+	// codeBaselineIncomplete: the destination's count before the migration could not be taken for a type that
+	// only counts verified.
+	codeBaselineIncomplete = "baseline_incomplete"
 	// codeVerificationFailed: the check itself could not be done, whatever the retries.
 	codeVerificationFailed = "verification_failed"
 )
 
-// Verify handles a verify-counts message. Counts mode compares exported, imported and destination counts per type
-// (with the baseline taken at start) in one invocation. Ids and full modes first stream every exported file and
-// look its ids up in the destination, saving a cursor after each file and continuing in a new message when the
-// invocation's budget is spent; the last invocation takes the counts, writes the report and finishes the
-// migration (completed, or failed with verification_mismatch). Stale and duplicate messages are acknowledged; a
-// failed call is returned as a transient fault, and a fault no retry can fix fails the round (verification_failed).
+// verificationCodes are the error codes a finished verification round may end with (a new round may be started).
+var verificationCodes = []string{codeVerificationMismatch, codeSourceChanged, codeCountMismatch, codeBaselineIncomplete, codeVerificationFailed}
+
+// Row reasons, most serious first; each maps to the migration's error code.
+const (
+	reasonMissing            = "missing"
+	reasonDifferent          = "different"
+	reasonExportShort        = "export_short"
+	reasonStagedMismatch     = "staged_mismatch"
+	reasonSourceChanged      = codeSourceChanged
+	reasonCountMismatch      = codeCountMismatch
+	reasonBaselineIncomplete = codeBaselineIncomplete
+)
+
+var reasonRank = map[string]int{reasonMissing: 1, reasonDifferent: 2, reasonExportShort: 3, reasonStagedMismatch: 4,
+	reasonSourceChanged: 5, reasonCountMismatch: 6, reasonBaselineIncomplete: 7}
+
+func reasonCode(reason string) string {
+	switch reason {
+	case reasonMissing, reasonDifferent, reasonExportShort, reasonStagedMismatch:
+		return codeVerificationMismatch
+	}
+	return reason
+}
+
+// Verify handles a verify-counts message. Every mode but none first counts, on the source, each export job's
+// window again: the source's own answer, not the manifests, is what the destination must hold. Ids and full
+// modes then stream every exported file and look its ids up in the destination, saving a cursor after each file
+// and continuing in a new message when the invocation's budget is spent; the last invocation takes the counts,
+// writes the report and finishes the migration (completed, or failed with the code of the most serious problem).
+// Stale and duplicate messages are acknowledged. An answer the round needs and cannot get (a count, a search, a
+// staged file) is asked again later, with backoff, at most MaxAttempts times; then the round fails openly
+// (verification_failed).
 func (s *Service) Verify(ctx context.Context, body []byte) error {
 	var msg VerifyMessage
 	if err := json.Unmarshal(body, &msg); err != nil || msg.MigrationID == "" || msg.Generation <= 0 {
@@ -63,11 +100,8 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 	}
 	if mode == VerifyIDs || mode == VerifyFull {
 		done, err := s.checkIDs(ctx, m, msg.Generation)
-		if isPermanent(err) {
-			return s.failVerification(ctx, msg, err)
-		}
 		if err != nil {
-			return fmt.Errorf("verify ids of migration %s: %w", m.ID, err)
+			return s.verificationFault(ctx, msg, fmt.Errorf("verify ids: %w", err))
 		}
 		if !done {
 			return nil
@@ -79,7 +113,64 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 			return nil
 		}
 	}
-	return s.finishVerification(ctx, m, msg.Generation)
+	if err := s.finishVerification(ctx, m, msg.Generation); err != nil {
+		return s.verificationFault(ctx, msg, err)
+	}
+	return nil
+}
+
+// verificationFault answers a round that could not get an answer it needs. A fault no retry can fix, or the
+// MaxAttempts-th, ends the round verification_failed with the reason; any other is asked again after a backoff
+// by a scheduled message, and the invocation succeeds (the host would redeliver at once, with no backoff).
+func (s *Service) verificationFault(ctx context.Context, msg VerifyMessage, cause error) error {
+	if ctx.Err() != nil {
+		return cause // the invocation is ending: let the host deliver the message again
+	}
+	var eff *effects
+	var failed bool
+	_, eff, err := s.update(ctx, msg.MigrationID, func(m *Migration) (*effects, error) {
+		failed = false
+		if !verifiable(m, msg.Generation) {
+			return nil, errUnchanged
+		}
+		v := m.Verification
+		v.Failures++
+		v.LastError = truncate(cause.Error(), maxErrorMessage*2)
+		now := s.now()
+		if isPermanent(cause) || v.Failures >= s.cfg.MaxAttempts {
+			failed = true
+			m.Status = StatusFailed
+			m.Error = &Failure{Code: codeVerificationFailed,
+				Message: fmt.Sprintf("verification could not be done (attempt %d): %s", v.Failures, cause)}
+			return nil, nil
+		}
+		e := &effects{}
+		v.Dispatch++
+		v.DispatchAt = now.Add(s.retryDelay(v.Failures))
+		e.send(verifyMessage(m.ID, msg.Generation, v.Dispatch, v.DispatchAt))
+		return e, nil
+	})
+	if err != nil {
+		return fmt.Errorf("save verification fault (%v): %w", cause, err)
+	}
+	s.perform(ctx, msg.MigrationID, eff)
+	if failed {
+		s.log.Error("verification could not be done", "migration", msg.MigrationID, "generation", msg.Generation, "err", cause)
+	} else {
+		s.log.Warn("verification asked again later", "migration", msg.MigrationID, "generation", msg.Generation, "err", cause)
+	}
+	return nil
+}
+
+// retryDelay is the wait before the n-th (1-based) retry of a step that could not get an answer: RetryDelay
+// doubled per retry, at most 8 times RetryDelay (role assignments take minutes to reach a FHIR service).
+func (s *Service) retryDelay(n int) time.Duration {
+	d := s.cfg.RetryDelay
+	for i := 1; i < n && d < 8*s.cfg.RetryDelay; i++ {
+		d *= 2
+	}
+	d = min(d, 8*s.cfg.RetryDelay)
+	return d/2 + time.Duration(s.cfg.Random()*float64(d/2))
 }
 
 func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error {
@@ -98,41 +189,19 @@ func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error
 	return nil
 }
 
-// failVerification ends a round that cannot be done: redelivering it would fail the same way for ever. The
-// migration can be verified again (for example by counts).
-func (s *Service) failVerification(ctx context.Context, msg VerifyMessage, cause error) error {
-	_, _, err := s.update(ctx, msg.MigrationID, func(m *Migration) (*effects, error) {
-		if !verifiable(m, msg.Generation) {
-			return nil, errUnchanged
-		}
-		m.Status = StatusFailed
-		m.Error = &Failure{Code: codeVerificationFailed, Message: cause.Error()}
-		return nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("save verification failure: %w", err)
-	}
-	s.log.Error("verification could not be done", "migration", msg.MigrationID, "generation", msg.Generation, "err", cause)
-	return nil
-}
-
 // finishVerification takes the counts, decides, writes the report and ends the migration.
 func (s *Service) finishVerification(ctx context.Context, m *Migration, generation int) error {
 	log := s.log.With("migration", m.ID, "generation", generation)
-	rows, err := s.countRows(ctx, m)
+	rows, system, err := s.measure(ctx, m)
 	if err != nil {
-		return fmt.Errorf("verify migration %s: %w", m.ID, err)
-	}
-	system, err := s.systemTotal(ctx, m, rows)
-	if err != nil {
-		return fmt.Errorf("verify migration %s: %w", m.ID, err)
+		return err
 	}
 	now := s.now()
 	// The report is decided on this copy first, so that it is written before the document says where it is.
 	decided := *m
 	dv := *m.Verification
 	decided.Verification = &dv
-	decideVerification(&decided, rows, system, now)
+	decideVerification(&decided, slices.Clone(rows), system, now)
 	reportName := reportDocName(m.ID)
 	if err := s.putReport(ctx, reportName, renderReport(&decided)); err != nil {
 		return fmt.Errorf("write report of %s: %w", m.ID, err)
@@ -141,7 +210,7 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 		if !verifiable(m, generation) {
 			return nil, errUnchanged
 		}
-		decideVerification(m, rows, system, now)
+		decideVerification(m, slices.Clone(rows), system, now)
 		m.Verification.Report = reportName
 		if m.Verification.Passed && m.Request.Cleanup == CleanupAfterVerify && m.Cleanup == nil {
 			m.Cleanup = &Cleanup{State: cleanupPending, RequestedAt: now, Container: m.Request.Container}
@@ -179,93 +248,157 @@ func verifySample(m *Migration) int {
 	return m.Request.VerifySample
 }
 
-// decideVerification fills the rows' expectations and explanations from the baseline and the id checks, and sets
-// the migration's final status.
+// decideVerification fills the rows' expectations from the baseline and the id checks, judges each, and sets
+// the migration's final status: completed, or failed with the code of the most serious problem found.
 func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now time.Time) {
 	v := m.Verification
 	mode := verifyMode(m)
 	v.CheckedAt = timePtr(now)
 	v.System = system
-	var mismatches []string
+	worst := ""
+	var problems []string
 	for i := range rows {
 		r := &rows[i]
-		if m.Baseline != nil {
-			r.DestinationBefore = m.Baseline.Counts[r.Type]
+		if before, ok := baselineCount(m.Baseline, r.Type); ok {
+			r.DestinationBefore = before
+		} else {
+			r.BaselineMissing = true
 		}
 		if v.IDs != nil {
 			if t := v.IDs.Types[r.Type]; t != nil {
-				r.Checked, r.Missing, r.Duplicates = t.Checked, t.Missing, t.Duplicates
+				r.Lines, r.Checked, r.Missing, r.Duplicates = t.Lines, t.Checked, t.Missing, t.Duplicates
 				r.Compared, r.Different = t.Compared, t.Different
 			}
 		}
-		r.Expected = r.DestinationBefore + r.Exported - r.Duplicates
-		r.Match, r.Explanation = judgeRow(r, mode, m.Request.ImportMode)
-		if !r.Match {
-			mismatches = append(mismatches, mismatchText(r, mode))
+		r.Expected = r.DestinationBefore + r.Source
+		problem := judgeRow(r, mode)
+		if r.Reason == "" {
+			continue
+		}
+		problems = append(problems, r.Type+": "+problem)
+		if worst == "" || reasonRank[r.Reason] < reasonRank[worst] {
+			worst = r.Reason
 		}
 	}
 	v.Rows = rows
-	v.Passed = len(mismatches) == 0
+	v.Passed = worst == ""
 	if v.Passed {
 		m.Status = StatusCompleted
 		m.Error = nil
 		return
 	}
 	m.Status = StatusFailed
-	m.Error = &Failure{Code: codeVerificationMismatch, Message: strings.Join(mismatches, "; ")}
+	m.Error = &Failure{Code: reasonCode(worst), Message: strings.Join(problems, "; ")}
 }
 
-// judgeRow decides one type. Counts mode needs the destination to hold exactly before + exported; ids and full
-// modes trust the id lookups (and content comparisons), and only explain a count that differs.
-func judgeRow(r *TypeRow, mode, importMode string) (bool, string) {
+// baselineCount is the destination's count of typ before the migration, if it was taken.
+func baselineCount(b *Baseline, typ string) (int64, bool) {
+	if b == nil {
+		return 0, false
+	}
+	n, ok := b.Counts[typ]
+	return n, ok
+}
+
+// judgeRow decides one type and returns the text of its most serious problem (Reason is set to its code).
+//
+// In every mode the export is compared with the source's own count of the migrated range, taken now: fewer
+// exported than the source holds is a loss (export_short); more is a source that changed since (source_changed).
+// Counts mode then needs the destination to hold exactly before + source; short of it is a loss when it held
+// nothing before, and unproven (count_mismatch) when it did, since an imported id may overwrite one that was
+// there. Ids and full modes need every staged line counted by the manifests, every id found and every compared
+// content equal, and only explain a destination count that differs.
+func judgeRow(r *TypeRow, mode string) string {
 	var why []string
+	first := ""
+	raise := func(reason, format string, args ...any) {
+		text := fmt.Sprintf(format, args...)
+		why = append(why, text)
+		if r.Reason == "" || reasonRank[reason] < reasonRank[r.Reason] {
+			r.Reason, first = reason, text
+		}
+	}
+	note := func(format string, args ...any) { why = append(why, fmt.Sprintf(format, args...)) }
+	ids := mode == VerifyIDs || mode == VerifyFull
+
+	distinct := r.Exported - r.Duplicates
+	upper := max(r.Source, r.SourceUpper)
+	switch {
+	case distinct < r.Source:
+		raise(reasonExportShort, "the source holds %d in the migrated range and the export wrote %d: %d were never exported",
+			r.Source, distinct, r.Source-distinct)
+	case distinct > upper:
+		raise(reasonSourceChanged, "the export wrote %d and the source now holds %d in the migrated range: %d were updated or "+
+			"deleted on the source since", distinct, upper, distinct-upper)
+	}
+	if r.SourceUpper > r.Source {
+		note("several typeFilter entries: the source holds between %d and %d (their union was exported)", r.Source, r.SourceUpper)
+	}
 	if r.ImportErrors > 0 {
-		why = append(why, fmt.Sprintf("%d resources failed to import (see the import error files)", r.ImportErrors))
+		note("%d resources failed to import (see the import error files)", r.ImportErrors)
 	}
 	if r.Duplicates > 0 {
-		why = append(why, fmt.Sprintf("the export held %d duplicate resources, which collapse on import", r.Duplicates))
+		note("the export held %d duplicate resources, which collapse on import", r.Duplicates)
 	}
-	if r.Missing > 0 {
-		why = append(why, fmt.Sprintf("%d exported ids are not in the destination", r.Missing))
+	if ids {
+		if r.Lines != r.Exported {
+			raise(reasonStagedMismatch, "the staged files hold %d resource lines where their manifests count %d", r.Lines, r.Exported)
+		}
+		if r.Missing > 0 {
+			raise(reasonMissing, "%d of %d exported ids are not in the destination", r.Missing, r.Checked)
+		}
+		if r.Different > 0 {
+			raise(reasonDifferent, "%d of %d compared resources differ in the destination", r.Different, r.Compared)
+		}
 	}
-	if r.Different > 0 {
-		why = append(why, fmt.Sprintf("%d of %d compared resources differ in the destination", r.Different, r.Compared))
-	}
-	delta := r.Destination - r.Expected
 	switch {
-	case delta < 0 && r.DestinationBefore > 0 && importMode == ModeIncremental && r.Missing == 0 && mode != VerifyCounts:
-		why = append(why, fmt.Sprintf("the destination has %d fewer than before + exported although no id is missing: "+
-			"that many exported ids already existed there and were overwritten (IncrementalLoad), not lost", -delta))
-	case delta < 0 && r.DestinationBefore > 0:
-		why = append(why, fmt.Sprintf("the destination has %d fewer than before + exported: resources are lost, or exported ids "+
-			"already existed there and were overwritten (IncrementalLoad); verify with \"ids\" to tell", -delta))
-	case delta < 0:
-		why = append(why, fmt.Sprintf("the destination has %d fewer than exported", -delta))
-	case delta > 0:
-		why = append(why, fmt.Sprintf("the destination has %d more than before + exported: written by someone else meanwhile", delta))
+	case r.NotCopied:
+		note("not copied: the destination refuses writes in initial import mode; the batch to send is kept (see the notes)")
+	case r.BaselineMissing && ids:
+		note("the destination's count before the migration is unknown; every id was looked up instead")
+	case r.BaselineMissing:
+		raise(reasonBaselineIncomplete, "the destination's count before the migration could not be taken, so its count after "+
+			"proves nothing: verify with \"ids\"")
+	default:
+		// Against the source; when the export itself differs from the source (already raised), against what was
+		// exported, so that the same resources are not reported twice.
+		delta := r.Destination - r.Expected
+		if r.Reason == reasonExportShort || r.Reason == reasonSourceChanged {
+			delta = r.Destination - (r.DestinationBefore + distinct)
+		}
+		switch {
+		case delta == 0:
+		case ids && delta < 0 && r.Missing >= -delta:
+			// the missing ids account for it
+		case ids && delta < 0 && r.Missing == 0:
+			note("the destination has %d fewer than before + source although every id was found: that many ids already "+
+				"existed there and were overwritten (IncrementalLoad), not added", -delta)
+		case ids && delta < 0:
+			note("the destination has %d fewer than before + source: %d ids are missing, and %d already existed there "+
+				"and were overwritten (IncrementalLoad)", -delta, r.Missing, -delta-r.Missing)
+		case ids:
+			note("the destination has %d more than before + source: written by someone else meanwhile", delta)
+		case delta < 0 && r.DestinationBefore == 0:
+			raise(reasonMissing, "the destination holds %d and the source %d: %d are missing", r.Destination, r.Source, -delta)
+		case delta < 0:
+			raise(reasonCountMismatch, "the destination holds %d, %d fewer than before (%d) + source (%d): lost, or ids that "+
+				"already existed were overwritten (IncrementalLoad); unproven, verify with \"ids\" to tell",
+				r.Destination, -delta, r.DestinationBefore, r.Source)
+		default:
+			raise(reasonCountMismatch, "the destination holds %d, %d more than before (%d) + source (%d): written by someone "+
+				"else meanwhile, so the count proves nothing; verify with \"ids\"", r.Destination, delta, r.DestinationBefore, r.Source)
+		}
 	}
-	match := delta == 0 && r.Missing == 0 && r.Different == 0
-	if mode != VerifyCounts {
-		match = r.Missing == 0 && r.Different == 0
-	}
-	return match, strings.Join(why, "; ")
+	r.Match = r.Reason == ""
+	r.Proven = r.Match && !r.NotCopied
+	r.Explanation = strings.Join(why, "; ")
+	return first
 }
 
-func mismatchText(r *TypeRow, mode string) string {
-	switch {
-	case mode != VerifyCounts && r.Missing > 0:
-		return fmt.Sprintf("%s: %d of %d exported ids missing in the destination", r.Type, r.Missing, r.Checked)
-	case mode != VerifyCounts && r.Different > 0:
-		return fmt.Sprintf("%s: %d resources differ in the destination", r.Type, r.Different)
-	case r.DestinationBefore > 0:
-		return fmt.Sprintf("%s exported %d, destination had %d before and has %d (expected %d)",
-			r.Type, r.Exported, r.DestinationBefore, r.Destination, r.Expected)
-	}
-	return fmt.Sprintf("%s exported %d, destination has %d", r.Type, r.Exported, r.Destination)
-}
-
-// countRows builds one row per exported type; the destination counts are taken concurrently.
-func (s *Service) countRows(ctx context.Context, m *Migration) ([]TypeRow, error) {
+// measure takes what a round compares: per type the manifests' and import results' counts from the jobs, the
+// source's own count of each export job's window (and filters), and the destination's counts now. A type the
+// source holds nothing of and nothing was exported of is left out.
+func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *SystemTotal, error) {
 	byType := map[string]*TypeRow{}
 	row := func(t string) *TypeRow {
 		if byType[t] == nil {
@@ -273,6 +406,11 @@ func (s *Service) countRows(ctx context.Context, m *Migration) ([]TypeRow, error
 		}
 		return byType[t]
 	}
+	type rangeJob struct {
+		job *Job
+		typ string
+	}
+	var ranges []rangeJob
 	for _, j := range m.Jobs {
 		if j.State != JobDone {
 			continue
@@ -284,25 +422,73 @@ func (s *Service) countRows(ctx context.Context, m *Migration) ([]TypeRow, error
 				row(t).Imported += n
 			}
 		}
+		switch j.Kind {
+		case KindExport:
+			for _, t := range exportTypes(m, j) {
+				row(t)
+				ranges = append(ranges, rangeJob{job: j, typ: t})
+			}
+		case KindCopy:
+			if j.Bundle != "" {
+				for _, t := range j.Types {
+					row(t).NotCopied = true
+				}
+			}
+		}
 		if j.Kind != KindExport {
 			for _, f := range j.Errors {
 				row(f.Type).ImportErrors += f.Count
 			}
 		}
 	}
+	src, err := s.cfg.FHIR(m.Request.Source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
+	}
+	counts := make([]rangeCount, len(ranges))
+	errs := make([]error, len(ranges))
+	fanOut(len(ranges), s.cfg.PollConcurrency, func(i int) {
+		counts[i], errs[i] = countRange(ctx, src, ranges[i].job, ranges[i].typ, nil)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("count the migrated range on the source: %w", err)
+	}
+	for i, r := range ranges {
+		row(r.typ).Source += counts[i].lower
+		row(r.typ).SourceUpper += counts[i].upper
+	}
 	rows := make([]TypeRow, 0, len(byType))
 	for _, r := range byType {
+		if r.Source == 0 && r.Exported == 0 && r.Imported == 0 {
+			continue
+		}
+		if r.SourceUpper == r.Source {
+			r.SourceUpper = 0
+		}
 		rows = append(rows, *r)
 	}
 	slices.SortFunc(rows, func(a, b TypeRow) int { return strings.Compare(a.Type, b.Type) })
 
-	client, err := s.cfg.FHIR(m.Request.Destination)
+	dst, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
-		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
-	errs := make([]error, len(rows))
-	fanOut(len(rows), s.cfg.PollConcurrency, func(i int) {
-		n, err := client.Count(ctx, rows[i].Type, nil)
+	errs = make([]error, len(rows)+1)
+	system := &SystemTotal{}
+	if m.Baseline != nil {
+		system.Before = m.Baseline.Total
+	}
+	fanOut(len(rows)+1, s.cfg.PollConcurrency, func(i int) {
+		if i == len(rows) {
+			// Every type of the destination: reported, not judged, since types not migrated may change meanwhile.
+			n, err := dst.Count(ctx, "", nil)
+			if err != nil {
+				errs[i] = fmt.Errorf("count every resource on the destination: %w", err)
+			}
+			system.After = n
+			return
+		}
+		n, err := dst.Count(ctx, rows[i].Type, nil)
 		if err != nil {
 			errs[i] = fmt.Errorf("count %s on the destination: %w", rows[i].Type, err)
 			return
@@ -310,28 +496,10 @@ func (s *Service) countRows(ctx context.Context, m *Migration) ([]TypeRow, error
 		rows[i].Destination = n
 	})
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return rows, nil
-}
-
-// systemTotal counts every resource of the destination (?_summary=count); it is reported, not judged, since types
-// that were not migrated may change meanwhile.
-func (s *Service) systemTotal(ctx context.Context, m *Migration, rows []TypeRow) (*SystemTotal, error) {
-	client, err := s.cfg.FHIR(m.Request.Destination)
-	if err != nil {
-		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
-	}
-	after, err := client.Count(ctx, "", nil)
-	if err != nil {
-		return nil, fmt.Errorf("count every resource on the destination: %w", err)
-	}
-	t := &SystemTotal{After: after}
-	if m.Baseline != nil {
-		t.Before = m.Baseline.Total
+		return nil, nil, err
 	}
 	for _, r := range rows {
-		t.Exported += r.Exported
+		system.Exported += r.Exported
 	}
-	return t, nil
+	return rows, system, nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
@@ -58,7 +60,7 @@ func (s *Service) Reverify(ctx context.Context, id string, body []byte) (*Migrat
 		m.Error = nil
 		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now, Mode: mode, Sample: sample}
 		e := &effects{}
-		e.send(verifyMessage(m.ID, gen, 1))
+		e.send(verifyMessage(m.ID, gen, 1, time.Time{}))
 		return e, nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -79,7 +81,7 @@ func reverifiable(m *Migration, mode string) *APIError {
 		return &APIError{Status: http.StatusConflict, Code: "verification_running",
 			Message: fmt.Sprintf("migration %s is being verified already", m.ID)}
 	case m.Status == StatusCompleted,
-		m.Status == StatusFailed && m.Error != nil && (m.Error.Code == codeVerificationMismatch || m.Error.Code == codeVerificationFailed):
+		m.Status == StatusFailed && m.Error != nil && slices.Contains(verificationCodes, m.Error.Code):
 	default:
 		return &APIError{Status: http.StatusConflict, Code: "not_verifiable",
 			Message: fmt.Sprintf("migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)}

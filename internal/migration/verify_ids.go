@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // idsPerSearch is how many ids one _id search asks for.
@@ -144,6 +145,7 @@ func (s *Service) saveFileCheck(ctx context.Context, id string, generation, i, f
 				cur = &IDTally{}
 				v.IDs.Types[t] = cur
 			}
+			cur.Lines += n.Lines
 			cur.Checked += n.Checked
 			cur.Missing += n.Missing
 			cur.Duplicates += n.Duplicates
@@ -166,14 +168,16 @@ func (s *Service) saveFileCheck(ctx context.Context, id string, generation, i, f
 			}
 			v.Differences = append(v.Differences, d)
 		}
-		// Progress is a heartbeat: the sweep re-sends verify-counts only when nothing moved for a while.
+		// Progress is a heartbeat: the sweep re-sends verify-counts only when nothing moved for a while; the
+		// faults counted so far were overcome.
 		v.DispatchAt = s.now()
+		v.Failures, v.LastError = 0, ""
 		if !more {
 			return nil, nil
 		}
 		e := &effects{}
 		v.Dispatch++
-		e.send(verifyMessage(m.ID, generation, v.Dispatch))
+		e.send(verifyMessage(m.ID, generation, v.Dispatch, time.Time{}))
 		return e, nil
 	})
 	if err != nil {
@@ -272,6 +276,9 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		if err := json.Unmarshal(text, &head); err == nil && head.ResourceType != "" {
 			typ = head.ResourceType
 		}
+		mu.Lock()
+		res.tally(f.Type).Lines++ // per manifest type: compared with the manifest's count
+		mu.Unlock()
 		valid := idPattern.MatchString(head.ID) && typePattern.MatchString(typ)
 		key := typ + "/" + head.ID
 		_, dup := seen[key]
