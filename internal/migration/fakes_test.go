@@ -67,8 +67,8 @@ type fakeServer struct {
 	// cancelErrs are returned by the next DELETEs, one per call (nil entries succeed); cancelCalls counts them.
 	cancelErrs  []error
 	cancelCalls int
-	running        int
-	maxRunning     int
+	running     int
+	maxRunning  int
 }
 
 type fakeJob struct {
