@@ -1,6 +1,6 @@
-// Command chaos runs several migrations at once against faulty simulators while the local host duplicates and
-// drops messages and the handler is killed at random; it prints a summary line and exits non-zero unless nothing
-// was lost and no export was kicked off twice.
+// Command chaos runs rounds of migrations against faulty simulators while the local host duplicates and drops
+// messages and the handler is killed at random, until every fault kind fired; it prints a summary line computed
+// from the stand-ins' records and exits non-zero unless nothing was lost and no work was done twice.
 package main
 
 import (
@@ -27,15 +27,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o chaos.Options
-	fs.IntVar(&o.Migrations, "migrations", 3, "migrations run at once, each into a destination of its own")
-	fs.IntVar(&o.Patients, "patients", 10, "patients in the source's seed (about 100 resources each)")
+	fs.IntVar(&o.Migrations, "migrations", 3, "migrations started at once in each round, each into a destination of its own")
+	fs.IntVar(&o.Patients, "patients", 30, "patients in the source's seed (about 110 resources each)")
 	fs.StringVar(&o.Faults, "faults", chaos.DefaultFaults, `fault spec of every simulator, name=probability,... ("none" for none)`)
+	fs.IntVar(&o.LossyEvery, "lossy-every", 3, "only every n-th migration's destination gets the lossy faults (import-drop, import-line-errors)")
+	fs.IntVar(&o.MinResources, "min-resources", 2000, "least number of resources every migration must move")
+	fs.DurationVar(&o.Budget, "budget", 20*time.Minute, "longest run: rounds go on until every fault kind fired and enough kills landed")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed of the fault rolls, the host's chaos and the kill times (0: from the time)")
-	fs.IntVar(&o.Kills, "kills", 5, "least number of handler kills")
-	fs.DurationVar(&o.KillEvery, "kill-every", 2*time.Second, "mean time between handler kills")
+	fs.IntVar(&o.Kills, "kills", 5, "least number of handler kills that must land while a migration runs")
+	fs.DurationVar(&o.KillEvery, "kill-every", 5*time.Second, "mean time between handler kills")
 	fs.Float64Var(&o.DuplicateRate, "duplicate-rate", 0.3, "probability that a delivery is duplicated (negative: none)")
 	fs.Float64Var(&o.DropRate, "drop-rate", 0.15, "probability that a sent message is lost (negative: none)")
-	fs.DurationVar(&o.Timeout, "timeout", 4*time.Minute, "longest wait for every migration to end")
+	fs.DurationVar(&o.Timeout, "timeout", 6*time.Minute, "longest wait for one round's migrations to end")
 	fs.StringVar(&o.HandlerBinary, "handler", "", "a built handler to run (default: built from ./handler)")
 	verbose := fs.Bool("v", false, "also print the handler's and the local host's output")
 	if err := fs.Parse(args); err != nil {
@@ -52,6 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, sum.String())
 	if !sum.OK() {
+		for _, p := range sum.Problems {
+			fmt.Fprintln(stderr, "chaos: FAILED:", p)
+		}
 		return 1
 	}
 	return 0

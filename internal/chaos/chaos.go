@@ -1,7 +1,7 @@
-// Package chaos runs several migrations at once on the local stack while everything around the handler
-// misbehaves: faulty FHIR simulators, a local host that duplicates and drops messages, and a handler process
-// killed at random moments. At the end it checks every completed migration resource by resource and reports a
-// one-line summary.
+// Package chaos runs migrations on the local stack while everything around the handler misbehaves: faulty FHIR
+// simulators, a local host that duplicates and drops messages, and a handler process killed at random moments.
+// It keeps starting rounds of migrations until every configured fault kind has fired, then checks every migration
+// against the stand-ins' own records (never the migration documents) and reports a one-line summary.
 package chaos
 
 import (
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -21,34 +22,49 @@ import (
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
-	"github.com/fhir-migrator/fhir-migrator/internal/devhost"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
-// DefaultFaults are the faults of a chaos run: each is answered by the handler without losing data. Faults
-// that lose data on purpose (import-drop, import-line-errors) end a migration failed and may be added.
+// DefaultFaults are the faults of a chaos run: every kind the simulators inject. The handler answers each without
+// losing data, except the lossy kinds (import-drop, import-line-errors), which lose data on purpose and are
+// given only to every LossyEvery-th migration's destination: those migrations must never complete with anything
+// missing (they fail, and the summary names the injected cause).
 const DefaultFaults = "kickoff-429=0.15,status-500=0.05,status-503=0.05,drop-conn=0.02,export-fail=0.05," +
-	"export-stall=0.05,export-cancel=0.1,early-200=0.2,import-hold=0.1,import-busy=0.1"
+	"export-stall=0.05,export-cancel=0.1,early-200=0.2,import-hold=0.1,import-busy=0.1," +
+	"import-line-errors=0.002,import-drop=0.002"
+
+// lossyFaults lose resources on purpose.
+var lossyFaults = []string{fhirsim.FaultImportDrop, fhirsim.FaultImportLineErrors}
 
 // Options shape one chaos run; zero values take the defaults.
 type Options struct {
-	// Migrations run at once, each into a destination simulator of its own (default 3).
+	// Migrations run at once in each round, each into a destination simulator of its own (default 3).
 	Migrations int
-	// Patients seeds the source (about 100 resources each; default 10).
+	// Patients seeds the source (about 110 resources each; default 30).
 	Patients int
 	// Faults is the fault spec of every simulator (fhirsim.ParseFaults; default DefaultFaults; "none" for none).
 	Faults string
+	// LossyEvery gives the lossy faults to every LossyEvery-th migration's destination only (default 3).
+	LossyEvery int
+	// MinResources is the least number of resources every migration must move (default 2000).
+	MinResources int
+	// Budget bounds the whole run: rounds are started until every configured fault kind fired and Kills kills
+	// landed while a migration ran, or the budget is spent (default 20m).
+	Budget time.Duration
 	// Seed drives the fault rolls, the host's chaos rolls and the kill times (0: from the time).
 	Seed int64
-	// Kills is the least number of handler kills (default 5); kills go on every KillEvery until the end.
+	// Kills is the least number of handler kills that must land while a migration runs (default 5); kills go
+	// on every KillEvery until the end.
 	Kills int
-	// KillEvery is the mean time between kills (default 2s); each wait is drawn in [KillEvery/2, 3*KillEvery/2].
+	// KillEvery is the mean time between kills (default 5s); each wait is drawn in [KillEvery/2, 3*KillEvery/2].
+	// The host restarts a handler that keeps dying with a growing backoff, so kills much closer than the
+	// handler's start-up keep it down rather than test it.
 	KillEvery time.Duration
 	// DuplicateRate and DropRate are the local host's chaos rates (default 0.3 and 0.15; negative for none).
 	DuplicateRate float64
 	DropRate      float64
-	// Timeout bounds the wait for every migration to end (default 4m).
+	// Timeout bounds the wait for one round's migrations to end (default 6m).
 	Timeout time.Duration
 	// RepoRoot holds host.json and the function folders (default: found upwards from the working directory).
 	RepoRoot string
@@ -62,49 +78,83 @@ type Options struct {
 	HandlerLog io.Writer
 }
 
-// Summary is what a chaos run found.
+// Summary is what a chaos run found. Every figure comes from the simulators' and the local host's records or from
+// comparing the servers' contents; none from the migration documents but each migration's status and error.
 type Summary struct {
-	Migrations int `json:"migrations"`
-	Completed  int `json:"completed"`
-	Failed     int `json:"failed"`
-	// Unfinished counts migrations still running at the timeout (or canceled).
+	Seed       int64 `json:"seed"`
+	Migrations int   `json:"migrations"`
+	Completed  int   `json:"completed"`
+	Failed     int   `json:"failed"`
+	// Injected counts the failed migrations whose failure the injected faults explain (named in Reasons).
+	Injected int `json:"injected"`
+	// Unfinished counts migrations still running at their round's timeout (or canceled).
 	Unfinished int `json:"unfinished"`
-	Kills      int `json:"kills"`
+	// Kills counts handler kills that landed while a migration ran; AllKills every kill.
+	Kills    int `json:"kills"`
+	AllKills int `json:"allKills"`
+	// Duplicates and Dropped count the messages the local host duplicated and lost.
 	Duplicates int `json:"duplicates"`
 	Dropped    int `json:"dropped"`
-	Faults     int `json:"faults"`
-	// Orphaned counts recorded kick-off attempts whose Content-Location was never saved.
+	// Faults counts injected faults; FaultKinds the configured kinds that fired, of FaultKindsConfigured.
+	Faults               int `json:"faults"`
+	FaultKinds           int `json:"faultKinds"`
+	FaultKindsConfigured int `json:"faultKindsConfigured"`
+	// Orphaned counts server jobs (export or import) never polled nor canceled by the engine.
 	Orphaned int `json:"orphaned"`
-	// DuplicateKickoffs counts server jobs created beyond one per recorded kick-off attempt.
+	// DuplicateKickoffs counts server export jobs of one engine job (the same kick-off request) beyond the first
+	// whose files were imported, plus staged files imported by more than one import job.
 	DuplicateKickoffs int `json:"duplicateKickoffs"`
 	// Missing counts source resources absent from the destination of a completed migration; Different those
 	// present with other content; Extra destination resources the source (in scope) does not have.
 	Missing   int `json:"missing"`
 	Different int `json:"different"`
 	Extra     int `json:"extra"`
-	// FaultsByName and Reasons (migration id -> status and error) explain the outcome.
+	// Smallest is the number of source resources of the smallest migration.
+	Smallest int `json:"smallest"`
+	// FaultsByName, Reasons (migration id -> outcome) and Problems (why the run is not OK) explain the outcome.
 	FaultsByName map[string]int    `json:"faultsByName"`
 	Reasons      map[string]string `json:"reasons"`
-	Seed         int64             `json:"seed"`
+	Problems     []string          `json:"problems,omitempty"`
 }
 
 // String is the summary line.
 func (s Summary) String() string {
-	return fmt.Sprintf("chaos: migrations=%d completed=%d failed=%d kills=%d duplicates=%d dropped=%d faults=%d orphaned=%d duplicate_kickoffs=%d missing=%d",
-		s.Migrations, s.Completed, s.Failed, s.Kills, s.Duplicates, s.Dropped, s.Faults, s.Orphaned, s.DuplicateKickoffs, s.Missing)
+	return fmt.Sprintf("chaos: seed=%d migrations=%d completed=%d failed=%d injected=%d kills=%d duplicates=%d dropped=%d "+
+		"faults=%d fault_kinds=%d/%d orphaned=%d duplicate_kickoffs=%d missing=%d extra=%d different=%d",
+		s.Seed, s.Migrations, s.Completed, s.Failed, s.Injected, s.Kills, s.Duplicates, s.Dropped, s.Faults,
+		s.FaultKinds, s.FaultKindsConfigured, s.Orphaned, s.DuplicateKickoffs, s.Missing, s.Extra, s.Different)
 }
 
-// OK reports whether the run proved what it must: nothing lost or altered, no duplicate kick-off, every
-// migration ended.
-func (s Summary) OK() bool {
-	return s.Missing == 0 && s.Different == 0 && s.DuplicateKickoffs == 0 && s.Unfinished == 0
+// OK reports whether the run proved what it must: no problem found (see Problems).
+func (s Summary) OK() bool { return len(s.Problems) == 0 }
+
+// judge lists what keeps the run from passing.
+func (s *Summary) judge(o Options) {
+	var p []string
+	add := func(cond bool, format string, args ...any) {
+		if cond {
+			p = append(p, fmt.Sprintf(format, args...))
+		}
+	}
+	add(s.Unfinished > 0, "%d migrations did not end", s.Unfinished)
+	add(s.Failed > s.Injected, "%d migrations failed for a reason no injected fault explains", s.Failed-s.Injected)
+	add(s.Missing > 0, "%d resources missing from completed migrations", s.Missing)
+	add(s.Extra > 0, "%d resources the source does not hold in completed migrations' destinations", s.Extra)
+	add(s.Different > 0, "%d resources with other content in completed migrations' destinations", s.Different)
+	add(s.DuplicateKickoffs > 0, "%d duplicate kick-offs", s.DuplicateKickoffs)
+	add(s.Kills < o.Kills, "%d kills landed while a migration ran, fewer than %d", s.Kills, o.Kills)
+	add(s.FaultKinds < s.FaultKindsConfigured, "%d of %d fault kinds fired", s.FaultKinds, s.FaultKindsConfigured)
+	add(s.Migrations < 3, "%d migrations, fewer than 3", s.Migrations)
+	add(s.Smallest < o.MinResources, "the smallest migration moved %d resources, fewer than %d", s.Smallest, o.MinResources)
+	s.Problems = p
 }
 
-// migrationShapes are the start requests the runner cycles through (source and destination are added).
+// migrationShapes are the start requests the runner cycles through (source and destination are added); a
+// shape's types (none: every type) are what its destination must hold.
 var migrationShapes = []map[string]any{
-	{"types": []string{"Patient", "Observation", "SearchParameter"}},
 	{},
-	{"types": []string{"Encounter", "Condition", "MedicationRequest"}, "exportStrategy": "system"},
+	{"types": []string{"Patient", "Encounter", "Observation", "Condition", "MedicationRequest"}},
+	{"types": []string{"Patient", "Observation", "SearchParameter"}, "exportStrategy": "system", "verify": "ids"},
 }
 
 func (o *Options) defaults() error {
@@ -112,13 +162,22 @@ func (o *Options) defaults() error {
 		o.Migrations = 3
 	}
 	if o.Patients <= 0 {
-		o.Patients = 10
+		o.Patients = 30
 	}
 	if o.Faults == "" {
 		o.Faults = DefaultFaults
 	}
 	if o.Faults == "none" {
 		o.Faults = ""
+	}
+	if o.LossyEvery <= 0 {
+		o.LossyEvery = 3
+	}
+	if o.MinResources == 0 {
+		o.MinResources = 2000
+	}
+	if o.Budget <= 0 {
+		o.Budget = 20 * time.Minute
 	}
 	if o.Seed == 0 {
 		o.Seed = time.Now().UnixNano() % 1_000_000_000
@@ -127,7 +186,7 @@ func (o *Options) defaults() error {
 		o.Kills = 5
 	}
 	if o.KillEvery <= 0 {
-		o.KillEvery = 2 * time.Second
+		o.KillEvery = 5 * time.Second
 	}
 	if o.DuplicateRate == 0 {
 		o.DuplicateRate = 0.3
@@ -137,7 +196,7 @@ func (o *Options) defaults() error {
 	}
 	o.DuplicateRate, o.DropRate = max(o.DuplicateRate, 0), max(o.DropRate, 0)
 	if o.Timeout <= 0 {
-		o.Timeout = 4 * time.Minute
+		o.Timeout = 6 * time.Minute
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -183,11 +242,22 @@ type run struct {
 	progress io.Writer
 
 	azurite  *azuritetest.Azurite
-	source   *localstack.Simulator
-	dests    []*localstack.Simulator
-	host     *devhost.Host
+	stack    *localstack.Stack
 	logs     *localstack.SyncBuffer
 	cleanups []func()
+	// migrations are every migration started, in order.
+	migrations []*migration
+}
+
+// migration is one migration of the run, as the runner saw it from outside.
+type migration struct {
+	id      string
+	dest    *localstack.Simulator
+	lossy   bool
+	request map[string]any
+	started time.Time
+	ended   time.Time // when the runner first saw it end; zero while it runs
+	doc     *document
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -222,18 +292,11 @@ func (r *run) setUp(ctx context.Context) error {
 			return err
 		}
 	}
-	quiet := slog.New(slog.DiscardHandler)
-	dests := make([][]fhirsim.Option, o.Migrations)
-	for i := range dests {
-		dests[i] = []fhirsim.Option{fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed + int64(i) + 1),
-			fhirsim.WithImportHold(2 * time.Second), fhirsim.WithMaxImports(2), fhirsim.WithLogger(quiet)}
-	}
 	r.logs = &localstack.SyncBuffer{}
 	st, err := localstack.Start(ctx, localstack.Options{
 		Storage: r.azurite.ConnectionString, RepoRoot: o.RepoRoot, HandlerBinary: bin,
 		Source: []fhirsim.Option{fhirsim.WithSeed(o.Patients, 7), fhirsim.WithRollover(300),
-			fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(quiet)},
-		Dests: dests,
+			fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(slog.New(slog.DiscardHandler))},
 		Settings: map[string]string{
 			"MigrationContainer": fmt.Sprintf("chaos-docs-%d", o.Seed),
 			"RedriveAfter":       "8s",
@@ -247,102 +310,340 @@ func (r *run) setUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.stack = st
 	r.cleanups = append(r.cleanups, st.Close)
-	r.source, r.dests, r.host = st.Source, st.Dests, st.Host
-	r.logf("stack up: source %s, %d destinations, host %s, faults %q, seed %d", r.source.URL, len(r.dests), r.host.URL(), r.faults.String(), o.Seed)
+	r.logf("stack up: source %s, host %s, faults %q, seed %d", st.Source.URL, st.Host.URL(), r.faults.String(), o.Seed)
 	return nil
+}
+
+// destFaults are the faults of the n-th migration's destination: the lossy kinds only on every LossyEvery-th.
+func (r *run) destFaults(n int) (fhirsim.Faults, bool) {
+	lossy := (n+1)%r.opts.LossyEvery == 0
+	f := fhirsim.Faults{}
+	for name, p := range r.faults {
+		if lossy || !slices.Contains(lossyFaults, name) {
+			f[name] = p
+		}
+	}
+	return f, lossy && slices.ContainsFunc(lossyFaults, func(name string) bool { return r.faults[name] > 0 })
 }
 
 func (r *run) execute(ctx context.Context) (Summary, error) {
 	o := r.opts
-	sum := Summary{Migrations: o.Migrations, Reasons: map[string]string{}, Seed: o.Seed}
-	ids := make([]string, 0, o.Migrations)
-	for i, d := range r.dests {
-		req := map[string]any{"source": r.source.URL, "destination": d.URL}
-		for k, v := range migrationShapes[i%len(migrationShapes)] {
-			req[k] = v
-		}
-		id, err := r.start(ctx, req)
-		if err != nil {
-			return sum, fmt.Errorf("start migration %d: %w", i+1, err)
-		}
-		r.logf("started %s into %s", id, d.URL)
-		ids = append(ids, id)
-	}
-
-	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	runCtx, cancel := context.WithTimeout(ctx, o.Budget)
 	defer cancel()
 	killer := r.startKiller(runCtx)
-	docs, waitErr := r.await(runCtx, ids)
-	killer.stop()
-	if waitErr != nil && !errors.Is(waitErr, context.DeadlineExceeded) {
-		return sum, waitErr
+	defer killer.stop()
+	for round := 1; ; round++ {
+		if err := r.startRound(runCtx, round); err != nil {
+			return Summary{}, err
+		}
+		roundCtx, cancelRound := context.WithTimeout(runCtx, o.Timeout)
+		err := r.await(roundCtx)
+		cancelRound()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return Summary{}, err
+		}
+		fired, configured := r.kindsFired()
+		landed, _ := r.landedKills()
+		r.logf("round %d done: %d/%d fault kinds fired, %d kills landed while a migration ran", round, fired, configured, landed)
+		if fired == configured && landed >= o.Kills || runCtx.Err() != nil || err != nil {
+			break
+		}
 	}
+	killer.stop()
+	sum, err := r.summarise(ctx)
+	if err != nil {
+		return sum, err
+	}
+	sum.judge(o)
+	for _, m := range r.migrations {
+		if why, ok := sum.Reasons[m.id]; ok {
+			r.logf("%s %s", m.id, why)
+		}
+	}
+	r.logf("faults injected: %v", sum.FaultsByName)
+	for _, p := range sum.Problems {
+		r.logf("problem: %s", p)
+	}
+	return sum, nil
+}
 
-	hs := r.host.Stats()
-	sum.Kills = hs.HandlerKills
+// startRound starts Migrations migrations, each into a new destination.
+func (r *run) startRound(ctx context.Context, round int) error {
+	for range r.opts.Migrations {
+		n := len(r.migrations)
+		faults, lossy := r.destFaults(n)
+		dest, err := r.stack.AddDestination([]fhirsim.Option{fhirsim.WithFaults(faults),
+			fhirsim.WithFaultSeed(r.opts.Seed + int64(n) + 1), fhirsim.WithImportHold(2 * time.Second),
+			fhirsim.WithMaxImports(2), fhirsim.WithLogger(slog.New(slog.DiscardHandler))})
+		if err != nil {
+			return fmt.Errorf("destination of migration %d: %w", n+1, err)
+		}
+		req := map[string]any{"source": r.stack.Source.URL, "destination": dest.URL}
+		maps.Copy(req, migrationShapes[n%len(migrationShapes)])
+		id, err := r.start(ctx, req)
+		if err != nil {
+			return fmt.Errorf("start migration %d: %w", n+1, err)
+		}
+		r.migrations = append(r.migrations, &migration{id: id, dest: dest, lossy: lossy, request: req, started: time.Now()})
+		r.logf("round %d: started %s into %s%s", round, id, dest.URL, map[bool]string{true: " (lossy faults)"}[lossy])
+	}
+	return nil
+}
+
+// kindsFired counts the configured fault kinds that fired on any simulator.
+func (r *run) kindsFired() (fired, configured int) {
+	byName := r.faultsByName()
+	for name, p := range r.faults {
+		if p <= 0 {
+			continue
+		}
+		configured++
+		if byName[name] > 0 {
+			fired++
+		}
+	}
+	return fired, configured
+}
+
+func (r *run) faultsByName() map[string]int {
+	out := map[string]int{}
+	for _, sim := range r.simulators() {
+		for name, n := range sim.Sim.Stats().FaultsInjected {
+			out[name] += n
+		}
+	}
+	return out
+}
+
+func (r *run) simulators() []*localstack.Simulator {
+	sims := []*localstack.Simulator{r.stack.Source}
+	for _, m := range r.migrations {
+		sims = append(sims, m.dest)
+	}
+	return sims
+}
+
+// landedKills counts the host's kills that landed while some migration ran, and all of them.
+func (r *run) landedKills() (landed, all int) {
+	times := r.stack.Host.Stats().KillTimes
+	for _, t := range times {
+		for _, m := range r.migrations {
+			if !t.Before(m.started) && (m.ended.IsZero() || t.Before(m.ended)) {
+				landed++
+				break
+			}
+		}
+	}
+	return landed, len(times)
+}
+
+// summarise computes every figure from the stand-ins' records and the servers' contents.
+func (r *run) summarise(ctx context.Context) (Summary, error) {
+	sum := Summary{Seed: r.opts.Seed, Migrations: len(r.migrations), Reasons: map[string]string{}, Smallest: -1}
+	hs := r.stack.Host.Stats()
 	for _, q := range hs.Queues {
 		sum.Duplicates += q.DuplicatesInjected
 		sum.Dropped += q.DropsInjected
 	}
-	sum.FaultsByName = map[string]int{}
-	var exportAttempts int
-	srcStats := r.source.Sim.Stats()
-	addFaults(&sum, srcStats)
-	for i, id := range ids {
-		d, ok := docs[id]
-		if !ok {
+	sum.Kills, sum.AllKills = r.landedKills()
+	sum.FaultsByName = r.faultsByName()
+	for _, n := range sum.FaultsByName {
+		sum.Faults += n
+	}
+	sum.FaultKinds, sum.FaultKindsConfigured = r.kindsFired()
+
+	srcStats := r.stack.Source.Sim.Stats()
+	destStats := make([]fhirsim.Stats, len(r.migrations))
+	for i, m := range r.migrations {
+		destStats[i] = m.dest.Sim.Stats()
+	}
+	sum.Orphaned, sum.DuplicateKickoffs = serverJobFigures(srcStats, destStats)
+
+	source, err := localstack.Resources(ctx, r.stack.Source.URL)
+	if err != nil {
+		return sum, fmt.Errorf("read the source: %w", err)
+	}
+	for i, m := range r.migrations {
+		inScope := scope(m.request)
+		n := 0
+		for key := range source {
+			if inScope(key) {
+				n++
+			}
+		}
+		if sum.Smallest < 0 || n < sum.Smallest {
+			sum.Smallest = n
+		}
+		d := m.doc
+		switch {
+		case d == nil || !d.terminal():
 			sum.Unfinished++
-			sum.Reasons[id] = "no document read"
+			sum.Reasons[m.id] = "did not end"
 			continue
-		}
-		dstStats := r.dests[i].Sim.Stats()
-		addFaults(&sum, dstStats)
-		var importAttempts int
-		for _, j := range d.Jobs {
-			for _, a := range j.Attempts {
-				if a.Orphaned {
-					sum.Orphaned++
-				}
-			}
-			switch j.Kind {
-			case "export":
-				exportAttempts += len(j.Attempts)
-			case "import":
-				importAttempts += len(j.Attempts)
-			}
-		}
-		sum.DuplicateKickoffs += max(0, dstStats.ImportJobs-importAttempts)
-		switch d.Status {
-		case "completed":
+		case d.Status == "completed":
 			sum.Completed++
-		case "failed":
+		case d.Status == "failed":
 			sum.Failed++
-			sum.Reasons[id] = "failed: " + d.errorText()
+			cause := injectedCause(d, m, srcStats, destStats[i])
+			if cause != "" {
+				sum.Injected++
+				sum.Reasons[m.id] = "failed: " + d.errorText() + " (injected: " + cause + ")"
+			} else {
+				sum.Reasons[m.id] = "failed: " + d.errorText() + " (no injected fault explains it)"
+			}
+			continue
 		default:
 			sum.Unfinished++
-			sum.Reasons[id] = d.Status
+			sum.Reasons[m.id] = d.Status
+			continue
+		}
+		missing, extra, different, err := compare(ctx, source, m.dest.URL, inScope)
+		if err != nil {
+			return sum, fmt.Errorf("read destination of %s: %w", m.id, err)
+		}
+		sum.Missing += len(missing)
+		sum.Extra += len(extra)
+		sum.Different += len(different)
+		if len(missing)+len(extra)+len(different) > 0 {
+			sum.Reasons[m.id] = fmt.Sprintf("completed but missing %d (%s), extra %d (%s), different %d (%s)",
+				len(missing), strings.Join(first(missing, 5), " "), len(extra), strings.Join(first(extra, 5), " "),
+				len(different), strings.Join(first(different, 5), " "))
 		}
 	}
-	sum.DuplicateKickoffs += max(0, srcStats.ExportJobs-exportAttempts)
-
-	if err := r.compare(ctx, ids, docs, &sum); err != nil {
-		return sum, err
-	}
-	for _, id := range ids {
-		if why, ok := sum.Reasons[id]; ok {
-			r.logf("%s %s", id, why)
-		}
-	}
-	r.logf("faults injected: %v; content differences=%d extra=%d unfinished=%d", sum.FaultsByName, sum.Different, sum.Extra, sum.Unfinished)
+	sum.Smallest = max(sum.Smallest, 0)
 	return sum, nil
 }
 
-func addFaults(sum *Summary, st fhirsim.Stats) {
-	for name, n := range st.FaultsInjected {
-		sum.Faults += n
-		sum.FaultsByName[name] += n
+// serverJobFigures reads the simulators' job records: jobs no one ever asked about (orphaned), and work done
+// twice: export jobs of one kick-off request beyond the first whose files were imported, and staged files
+// imported by more than one import job.
+func serverJobFigures(src fhirsim.Stats, dests []fhirsim.Stats) (orphaned, duplicates int) {
+	importedBy := map[string]map[string]bool{} // staged file -> import jobs (destination index/job id)
+	for i, d := range dests {
+		for _, j := range d.Imports {
+			if j.Gets == 0 && j.Deletes == 0 {
+				orphaned++
+			}
+			for _, u := range j.Inputs {
+				if importedBy[u] == nil {
+					importedBy[u] = map[string]bool{}
+				}
+				importedBy[u][fmt.Sprintf("%d/%s", i, j.ID)] = true
+			}
+		}
 	}
+	for _, jobs := range importedBy {
+		duplicates += len(jobs) - 1
+	}
+	imported := map[string]int{} // kick-off query -> its server jobs with files imported
+	for _, j := range src.Exports {
+		if j.Gets == 0 && j.Deletes == 0 {
+			orphaned++
+		}
+		if slices.ContainsFunc(j.Output, func(u string) bool { return importedBy[u] != nil }) {
+			imported[j.Query]++
+		}
+	}
+	for _, n := range imported {
+		duplicates += n - 1
+	}
+	return orphaned, duplicates
+}
+
+// injectedCause names the injected faults that explain a migration's failure, or "" when none does: the error's
+// own words are matched with the faults the simulators injected where they would cause it.
+func injectedCause(d *document, m *migration, src, dest fhirsim.Stats) string {
+	if d.Error == nil {
+		return ""
+	}
+	msg := strings.ToLower(d.Error.Message)
+	fired := func(st fhirsim.Stats, names ...string) []string {
+		var out []string
+		for _, n := range names {
+			if st.FaultsInjected[n] > 0 {
+				out = append(out, fmt.Sprintf("%s x%d", n, st.FaultsInjected[n]))
+			}
+		}
+		return out
+	}
+	var causes []string
+	switch d.Error.Code {
+	case "verification_mismatch", "count_mismatch":
+		causes = fired(dest, lossyFaults...)
+	case "export_failed":
+		var jobFaults []string
+		container := m.id // the default staging container is the migration's id
+		if c, ok := m.request["container"].(string); ok {
+			container = c
+		}
+		for _, j := range src.Exports {
+			if j.Fault != "" && strings.Contains(j.Query, "_container="+container) {
+				jobFaults = append(jobFaults, j.Fault)
+			}
+		}
+		switch {
+		case strings.Contains(msg, "operation failed for reason"), strings.Contains(msg, "manifest short"),
+			strings.Contains(msg, "stalled"):
+			if len(jobFaults) > 0 {
+				causes = append(causes, "export job faults: "+strings.Join(jobFaults, ","))
+			}
+		case strings.Contains(msg, "kick-off attempts"):
+			causes = fired(src, fhirsim.FaultKickoff429, fhirsim.FaultDropConn)
+		case strings.Contains(msg, "status polls in a row"):
+			causes = fired(src, fhirsim.FaultStatus500, fhirsim.FaultStatus503, fhirsim.FaultDropConn)
+		}
+	case "import_failed":
+		switch {
+		case strings.Contains(msg, "kick-off attempts"):
+			causes = fired(dest, fhirsim.FaultKickoff429, fhirsim.FaultImportBusy, fhirsim.FaultDropConn)
+		case strings.Contains(msg, "status polls in a row"):
+			causes = fired(dest, fhirsim.FaultStatus500, fhirsim.FaultStatus503, fhirsim.FaultDropConn)
+		}
+	case "verification_failed", "source_count_unavailable":
+		causes = append(fired(src, fhirsim.FaultDropConn), fired(dest, fhirsim.FaultDropConn)...)
+	}
+	return strings.Join(causes, ", ")
+}
+
+// scope tells whether a source resource ("Type/id") belongs to a migration of req.
+func scope(req map[string]any) func(key string) bool {
+	types, _ := req["types"].([]string)
+	return func(key string) bool {
+		typ, _, _ := strings.Cut(key, "/")
+		return len(types) == 0 || slices.Contains(types, typ)
+	}
+}
+
+// compare reads a destination and lists the source resources in scope it lacks or holds with other content, and
+// what it holds that the source (in scope) does not.
+func compare(ctx context.Context, source map[string]json.RawMessage, destURL string, inScope func(string) bool) (missing, extra, different []string, err error) {
+	dest, err := localstack.Resources(ctx, destURL)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for key, want := range source {
+		if !inScope(key) {
+			continue
+		}
+		got, ok := dest[key]
+		switch {
+		case !ok:
+			missing = append(missing, key)
+		case !sameResource(key, want, got):
+			different = append(different, key)
+		}
+	}
+	for key := range dest {
+		if _, ok := source[key]; !ok || !inScope(key) {
+			extra = append(extra, key)
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(extra)
+	slices.Sort(different)
+	return missing, extra, different, nil
 }
 
 // start posts one start request through the local host, retrying while the handler is not answering.
@@ -378,18 +679,21 @@ func (r *run) start(ctx context.Context, req map[string]any) (string, error) {
 func (r *run) api(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return localstack.API(ctx, r.host.URL(), method, path, body)
+	return localstack.API(ctx, r.stack.Host.URL(), method, path, body)
 }
 
 // killer kills the handler at random moments until stopped.
 type killer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	once   sync.Once
 }
 
 func (k *killer) stop() {
-	k.cancel()
-	<-k.done
+	k.once.Do(func() {
+		k.cancel()
+		<-k.done
+	})
 }
 
 func (r *run) startKiller(ctx context.Context) *killer {
@@ -404,7 +708,7 @@ func (r *run) startKiller(ctx context.Context) *killer {
 			if localstack.Sleep(ctx, wait) != nil {
 				return
 			}
-			if err := r.host.KillHandler(); err != nil {
+			if err := r.stack.Host.KillHandler(); err != nil {
 				r.logf("kill: %v", err)
 			}
 		}
@@ -412,56 +716,47 @@ func (r *run) startKiller(ctx context.Context) *killer {
 	return k
 }
 
-// await polls every migration until each has ended and at least Kills kills happened, or ctx ends; it returns
-// the last document read of each.
-func (r *run) await(ctx context.Context, ids []string) (map[string]*document, error) {
-	docs := map[string]*document{}
+// await polls every unfinished migration until each has ended or ctx ends, recording when each was first seen
+// ended.
+func (r *run) await(ctx context.Context) error {
 	for {
-		ended := 0
-		for _, id := range ids {
-			if d := docs[id]; d != nil && d.terminal() {
-				ended++
+		running := 0
+		for _, m := range r.migrations {
+			if !m.ended.IsZero() {
 				continue
 			}
-			status, raw, err := r.api(ctx, http.MethodGet, "/api/migrations/"+id, nil)
+			status, raw, err := r.api(ctx, http.MethodGet, "/api/migrations/"+m.id, nil)
 			if err != nil || status != http.StatusOK {
+				running++
 				continue // the handler is being restarted
 			}
 			var d document
-			if json.Unmarshal(raw, &d) == nil {
-				docs[id] = &d
-				if d.terminal() {
-					r.logf("%s ended %s", id, d.Status)
-					ended++
-				}
+			if json.Unmarshal(raw, &d) != nil {
+				running++
+				continue
 			}
+			m.doc = &d
+			if !d.terminal() {
+				running++
+				continue
+			}
+			m.ended = time.Now()
+			r.logf("%s ended %s", m.id, d.Status)
 		}
-		if ended == len(ids) && r.host.Stats().HandlerKills >= r.opts.Kills {
-			return docs, nil
+		if running == 0 {
+			return nil
 		}
 		if err := localstack.Sleep(ctx, 500*time.Millisecond); err != nil {
-			return docs, err
+			return err
 		}
 	}
 }
 
-// document is the part of a migration document the runner reads.
+// document is the part of a migration document the runner reads: its outcome, nothing it counts.
 type document struct {
-	ID      string `json:"id"`
-	Status  string `json:"status"`
-	Request struct {
-		Types []string `json:"types"`
-	} `json:"request"`
-	Jobs []struct {
-		ID       string `json:"id"`
-		Kind     string `json:"kind"`
-		State    string `json:"state"`
-		Attempts []struct {
-			ContentLocation string `json:"contentLocation"`
-			Orphaned        bool   `json:"orphaned"`
-		} `json:"attempts"`
-	} `json:"jobs"`
-	Error *struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Error  *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
@@ -476,57 +771,6 @@ func (d *document) errorText() string {
 		return ""
 	}
 	return d.Error.Code + ": " + d.Error.Message
-}
-
-// compare checks each completed migration resource by resource: every source resource of its types is in its
-// destination with the same content (SearchParameters, copied by PUT, without meta).
-func (r *run) compare(ctx context.Context, ids []string, docs map[string]*document, sum *Summary) error {
-	source, err := localstack.Resources(ctx, r.source.URL)
-	if err != nil {
-		return fmt.Errorf("read the source: %w", err)
-	}
-	for i, id := range ids {
-		d := docs[id]
-		if d == nil || d.Status != "completed" {
-			continue
-		}
-		dest, err := localstack.Resources(ctx, r.dests[i].URL)
-		if err != nil {
-			return fmt.Errorf("read destination of %s: %w", id, err)
-		}
-		var missing, different []string
-		inScope := func(key string) bool {
-			typ, _, _ := strings.Cut(key, "/")
-			return len(d.Request.Types) == 0 || slices.Contains(d.Request.Types, typ)
-		}
-		for key, want := range source {
-			if !inScope(key) {
-				continue
-			}
-			got, ok := dest[key]
-			if !ok {
-				missing = append(missing, key)
-				continue
-			}
-			if !sameResource(key, want, got) {
-				different = append(different, key)
-			}
-		}
-		for key := range dest {
-			if _, ok := source[key]; !ok || !inScope(key) {
-				sum.Extra++
-			}
-		}
-		sum.Missing += len(missing)
-		sum.Different += len(different)
-		if len(missing)+len(different) > 0 {
-			slices.Sort(missing)
-			slices.Sort(different)
-			sum.Reasons[id] = fmt.Sprintf("completed but missing %d (%s), different %d (%s)", len(missing),
-				strings.Join(first(missing, 5), " "), len(different), strings.Join(first(different, 5), " "))
-		}
-	}
-	return nil
 }
 
 func first(s []string, n int) []string { return s[:min(n, len(s))] }

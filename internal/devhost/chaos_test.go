@@ -152,6 +152,8 @@ func TestKillHandler(t *testing.T) {
 	require.Equal(t, []int64{1, 2}, deliveriesOf(t, th, "m-inflight"))
 	st := th.Stats()
 	require.Equal(t, 1, st.HandlerKills)
+	require.Len(t, st.KillTimes, 1)
+	require.WithinDuration(t, time.Now(), st.KillTimes[0], time.Minute)
 	require.Equal(t, 1, st.HandlerRestarts)
 	require.Equal(t, 1, st.Queues["work"].Abandoned)
 	started := th.rec.startedEvents()
@@ -164,6 +166,7 @@ func TestKillHandler(t *testing.T) {
 	var reported Stats
 	require.NoError(t, json.NewDecoder(bytes.NewReader([]byte(body))).Decode(&reported))
 	require.Equal(t, 1, reported.HandlerKills)
+	require.Equal(t, st.KillTimes, reported.KillTimes)
 }
 
 func TestKillHandlerBeforeStart(t *testing.T) {

@@ -51,8 +51,10 @@ type Stats struct {
 	Invocations     map[string]int        `json:"invocations"`
 	// TimerSkips counts ticks skipped because the previous invocation of the timer function still ran.
 	TimerSkips map[string]int `json:"timerSkips"`
-	// HandlerKills counts KillHandler calls (POST /admin/handler/kill) that killed a running handler.
-	HandlerKills int `json:"handlerKills"`
+	// HandlerKills counts KillHandler calls (POST /admin/handler/kill) that killed a running handler; KillTimes
+	// says when each landed.
+	HandlerKills int         `json:"handlerKills"`
+	KillTimes    []time.Time `json:"killTimes"`
 	// ChaosSeed is the seed of the chaos rolls: Config.ChaosSeed with it replays them.
 	ChaosSeed int64 `json:"chaosSeed"`
 }
@@ -233,6 +235,7 @@ func (h *Host) Stats() Stats {
 	if h.worker != nil {
 		s.HandlerRestarts = h.worker.restartCount()
 		s.HandlerKills = h.worker.killCount()
+		s.KillTimes = h.worker.killedAt()
 	}
 	s.ChaosSeed = h.cfg.ChaosSeed
 	h.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ type worker struct {
 	startedAt  time.Time
 	restarts   int
 	kills      int
+	killTimes  []time.Time
 	deliberate bool
 	closing    bool
 	stop       chan struct{}
@@ -311,7 +313,14 @@ func (w *worker) kill() (pid int, err error) {
 		return 0, fmt.Errorf("kill handler process group %d: %w", pid, err)
 	}
 	w.kills++
+	w.killTimes = append(w.killTimes, time.Now().UTC())
 	return pid, nil
+}
+
+func (w *worker) killedAt() []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.killTimes)
 }
 
 func (w *worker) killCount() int {

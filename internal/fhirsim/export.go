@@ -47,6 +47,8 @@ type exportManifest struct {
 
 type exportJob struct {
 	job
+	// query is the kick-off's query, sorted: equal for equal requests.
+	query  string
 	output []manifestFile
 	fault  string // the job fault assigned at kick-off, "" for none
 	// earlyAnswered is set once FaultEarly200 has answered its short manifest.
@@ -84,7 +86,7 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 
 	snapshot := s.exportSnapshot(spec)
 	fault := s.exportJobFault()
-	j := &exportJob{job: job{id: newJobID(), created: created, request: requestURL(r)}, fault: fault}
+	j := &exportJob{job: job{id: newJobID(), created: created, request: requestURL(r)}, query: r.URL.Query().Encode(), fault: fault}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.exports[j.id] = j
@@ -320,6 +322,12 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.exports[id]
+	if j != nil && r.Method == http.MethodGet {
+		j.gets++
+	}
+	if j != nil && r.Method == http.MethodDelete {
+		j.deletes++
+	}
 	if j == nil || j.state == jobCanceled && r.Method == http.MethodGet {
 		writeOutcome(w, http.StatusNotFound, "not-found", "the export job %q was not found", id)
 		return

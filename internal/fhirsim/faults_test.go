@@ -543,3 +543,38 @@ func TestSimStatsEndpoint(t *testing.T) {
 
 	require.Equal(t, http.StatusMethodNotAllowed, dest.do(t, request{method: http.MethodPost, path: "/_sim/stats", noAuth: true}).StatusCode)
 }
+
+// TestSimStatsDescribeEveryJob: every export and import job is listed with its query or inputs, its files, and
+// how often its Content-Location was asked about: what a chaos run checks the engine against.
+func TestSimStatsDescribeEveryJob(t *testing.T) {
+	t.Parallel()
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(2, 3),
+		fhirsim.WithJobDelay(time.Millisecond), fhirsim.WithPollsBeforeDone(0))
+	polled, _ := exportAll(t, source, "_type=Patient&_container="+uniqueName("stats"))
+	resp := source.do(t, request{path: "/$export?_type=Observation&_container=" + uniqueName("stats"), headers: exportHeaders()})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	never := resp.Header.Get("Content-Location")
+
+	st := source.Stats()
+	require.Len(t, st.Exports, 2)
+	first, second := st.Exports[0], st.Exports[1]
+	require.Contains(t, first.Query, "_type=Patient")
+	require.Positive(t, first.Gets)
+	require.Equal(t, "completed", first.State)
+	require.Len(t, first.Output, len(polled.Output))
+	require.Equal(t, polled.Output[0].URL, first.Output[0])
+	require.Zero(t, second.Gets, "never asked about")
+	require.True(t, strings.HasSuffix(never, "/"+second.ID))
+
+	require.Equal(t, http.StatusAccepted, source.do(t, request{method: http.MethodDelete, path: never}).StatusCode)
+	require.Equal(t, 1, source.Stats().Exports[1].Deletes)
+
+	dest := startSim(t, fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
+		fhirsim.WithJobDelay(time.Millisecond))
+	location := postImport(t, dest, importBody("IncrementalLoad", importInput{Type: "Patient", URL: first.Output[0]}))
+	dest.pollDone(t, location)
+	imp := dest.Stats().Imports
+	require.Len(t, imp, 1)
+	require.Equal(t, []string{first.Output[0]}, imp[0].Inputs)
+	require.Positive(t, imp[0].Gets)
+}

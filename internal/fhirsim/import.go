@@ -429,6 +429,9 @@ func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id stri
 		writeOutcome(w, http.StatusNotFound, "not-found", "the import job %q was not found", id)
 		return
 	}
+	if r.Method == http.MethodDelete {
+		j.deletes++
+	}
 	switch r.Method {
 	case http.MethodDelete:
 		if j.state != jobRunning {
@@ -449,6 +452,9 @@ func (s *Server) importStatus(w http.ResponseWriter, id string) (answer func(), 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.imports[id]
+	if j != nil {
+		j.gets++
+	}
 	switch {
 	case j == nil:
 		return func() { writeOutcome(w, http.StatusNotFound, "not-found", "the import job %q was not found", id) }, false

@@ -26,6 +26,26 @@ type job struct {
 	polls   int
 	failure string
 	cancel  context.CancelFunc
+	// gets and deletes count every status GET and DELETE of the job's Content-Location, whatever the answer: who
+	// asked about the job at all (Stats).
+	gets, deletes int
+}
+
+// stateName names a job state in Stats.
+func (s jobState) String() string {
+	switch s {
+	case jobRunning:
+		return "running"
+	case jobCompleted:
+		return "completed"
+	case jobFailed:
+		return "failed"
+	}
+	return "canceled"
+}
+
+func (j *job) stats() JobStats {
+	return JobStats{ID: j.id, Created: j.created, State: j.state.String(), Gets: j.gets, Deletes: j.deletes}
 }
 
 func newJobID() string {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,35 @@ type Stats struct {
 	ImportsThrottled int `json:"importsThrottled"`
 	// DroppedResources are the "Type/id" keys import-drop left out while reporting them imported, sorted.
 	DroppedResources []string `json:"droppedResources"`
+	// Exports and Imports describe every job created, in creation order: what a chaos run checks the engine's
+	// bookkeeping against (never the engine's own documents).
+	Exports []ExportJobStats `json:"exports"`
+	Imports []ImportJobStats `json:"imports"`
+}
+
+// JobStats is what the simulator saw of one job.
+type JobStats struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	State   string    `json:"state"`
+	// Gets and Deletes count the status GETs and DELETEs the job's Content-Location received.
+	Gets    int `json:"gets"`
+	Deletes int `json:"deletes"`
+}
+
+// ExportJobStats is one export job: its kick-off query (sorted: equal for equal requests), its injected job fault,
+// and the files it wrote.
+type ExportJobStats struct {
+	JobStats
+	Query  string   `json:"query"`
+	Fault  string   `json:"fault,omitempty"`
+	Output []string `json:"output"`
+}
+
+// ImportJobStats is one import job and the files it imported (its inputs).
+type ImportJobStats struct {
+	JobStats
+	Inputs []string `json:"inputs"`
 }
 
 // Server is the simulator; it is an http.Handler.
@@ -237,6 +267,23 @@ func (s *Server) Stats() Stats {
 	out := s.stats
 	out.Requests = maps.Clone(s.stats.Requests)
 	s.faults.fill(&out)
+	out.Exports, out.Imports = []ExportJobStats{}, []ImportJobStats{}
+	for _, j := range s.exports {
+		st := ExportJobStats{JobStats: j.stats(), Query: j.query, Fault: j.fault, Output: []string{}}
+		for _, f := range j.output {
+			st.Output = append(st.Output, f.URL)
+		}
+		out.Exports = append(out.Exports, st)
+	}
+	for _, j := range s.imports {
+		st := ImportJobStats{JobStats: j.stats(), Inputs: []string{}}
+		for _, in := range j.spec.Inputs {
+			st.Inputs = append(st.Inputs, in.URL)
+		}
+		out.Imports = append(out.Imports, st)
+	}
+	slices.SortFunc(out.Exports, func(a, b ExportJobStats) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
+	slices.SortFunc(out.Imports, func(a, b ImportJobStats) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
 	return out
 }
 

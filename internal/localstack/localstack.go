@@ -136,11 +136,13 @@ func Settings(storage string, overrides map[string]string) map[string]string {
 
 // Stack is a running local stack; Close stops it.
 type Stack struct {
-	Source *Simulator
-	Dests  []*Simulator
-	Host   *devhost.Host
-	Logs   *SyncBuffer
-	closes []func()
+	Source  *Simulator
+	Dests   []*Simulator
+	Host    *devhost.Host
+	Logs    *SyncBuffer
+	storage string
+	mu      sync.Mutex
+	closes  []func()
 }
 
 // Start serves the simulators and starts the local host with the handler; on error what started is stopped.
@@ -157,6 +159,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context, opts Options) error {
+	s.storage = opts.Storage
 	src, err := serveSimulator(append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorAPIForFHIR),
 		fhirsim.WithStorage(opts.Storage), fhirsim.WithJobDelay(50 * time.Millisecond)}, opts.Source...))
 	if err != nil {
@@ -165,13 +168,9 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	s.Source = src
 	s.closes = append(s.closes, src.close)
 	for i, extra := range opts.Dests {
-		d, err := serveSimulator(append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorAHDS),
-			fhirsim.WithStorage(opts.Storage), fhirsim.WithJobDelay(50 * time.Millisecond)}, extra...))
-		if err != nil {
+		if _, err := s.AddDestination(extra); err != nil {
 			return fmt.Errorf("destination simulator %d: %w", i+1, err)
 		}
-		s.Dests = append(s.Dests, d)
-		s.closes = append(s.closes, d.close)
 	}
 	var out io.Writer = s.Logs
 	if opts.HandlerLog != nil {
@@ -199,12 +198,30 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// AddDestination serves one more destination simulator (AHDS, the stack's storage, 50ms jobs, then extra), also
+// while the stack runs; Close stops it with the rest.
+func (s *Stack) AddDestination(extra []fhirsim.Option) (*Simulator, error) {
+	d, err := serveSimulator(append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorAHDS),
+		fhirsim.WithStorage(s.storage), fhirsim.WithJobDelay(50 * time.Millisecond)}, extra...))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Dests = append(s.Dests, d)
+	s.closes = append(s.closes, d.close)
+	return d, nil
+}
+
 // Close stops the local host, then the simulators.
 func (s *Stack) Close() {
-	for i := len(s.closes) - 1; i >= 0; i-- {
-		s.closes[i]()
-	}
+	s.mu.Lock()
+	closes := s.closes
 	s.closes = nil
+	s.mu.Unlock()
+	for i := len(closes) - 1; i >= 0; i-- {
+		closes[i]()
+	}
 }
 
 // API calls the service's HTTP API at base (the local host), as Postman or curl would.
