@@ -19,7 +19,7 @@ import (
 // repoRoot is the module root, one folder up from handler/.
 const repoRoot = ".."
 
-// referenceRoles are the role definition ids of shared/reference/fhir-bulk-protocol.md section 4.
+// referenceRoles are the role definition ids of the protocol reference (testdata/reference/roles.txt).
 var referenceRoles = map[string]string{
 	"5a1fc7df-4bf1-4951-a576-89034ee01acd": "FHIR Data Contributor",
 	"3db33094-8700-4567-8da5-1501d4e7e843": "FHIR Data Exporter",
@@ -441,18 +441,19 @@ func TestRoleAssignmentsAreNarrowAndFromTheReference(t *testing.T) {
 	}
 }
 
-// TestReferenceRoleIDs keeps the table above in step with the shared reference, when it is at hand.
+// TestReferenceRoleIDs keeps the table above in step with the reference's list, kept in testdata.
 func TestReferenceRoleIDs(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile(filepath.Join(repoRoot, "..", "shared", "reference", "fhir-bulk-protocol.md"))
-	if os.IsNotExist(err) {
-		t.Skip("shared/reference is not beside the repository")
+	listed := map[string]string{}
+	for _, line := range strings.Split(readRepoFile(t, "testdata/reference/roles.txt"), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, name, ok := strings.Cut(line, " ")
+		require.True(t, ok, "%q is not an id and a name", line)
+		listed[id] = name
 	}
-	require.NoError(t, err)
-	text := strings.Join(strings.Fields(string(data)), " ")
-	for id, name := range referenceRoles {
-		require.Contains(t, text, id, "%s", name)
-	}
+	require.Equal(t, listed, referenceRoles)
 }
 
 func TestParametersFileMatchesMainBicep(t *testing.T) {

@@ -83,25 +83,36 @@ func TestPerTypeMigrationWithSince(t *testing.T) {
 	require.Equal(t, count(t, s.source.URL, "Observation", q), count(t, s.dest.URL, "Observation", nil))
 }
 
-// TestHandlerRestartsMidMigration kills and restarts the handler process repeatedly while the migration runs:
-// all state is in the documents, so it still completes with everything moved.
+// TestHandlerRestartsMidMigration restarts the handler process at every phase the migration is seen in and every
+// second or so throughout: all state is in the documents, so it still completes with every resource moved, ids
+// and contents alike.
 func TestHandlerRestartsMidMigration(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{patients: 8})
-	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL,
-		"types": []string{"Patient", "Encounter", "Observation"}})
-	restarts := 0
+	s := newStack(t, stackOptions{patients: 15})
+	types := []string{"Patient", "Encounter", "Observation"}
+	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL, "types": types, "verify": "ids"})
+	phases := map[string]int{}
+	last, lastRestart := "", time.Now()
 	final, raw := s.await(id, func(d doc) {
-		if restarts < 4 {
-			require.NoError(t, s.host.RestartHandler(t.Context()))
-			restarts++
+		if d.Status == last && time.Since(lastRestart) < time.Second {
+			return
 		}
+		require.NoError(t, s.host.RestartHandler(t.Context()))
+		phases[d.Status]++
+		last, lastRestart = d.Status, time.Now()
 	})
-	require.GreaterOrEqual(t, restarts, 1)
+	t.Logf("restarts by phase: %v", phases)
 	require.Equal(t, "completed", final.Status, string(raw))
-	src := resources(t, s.source.URL, "Patient", "Encounter", "Observation")
+	require.Positive(t, phases["exporting"], "restarted while exporting: %v", phases)
+	require.Positive(t, phases["importing"]+phases["verifying"], "restarted after the exports: %v", phases)
+	src := resources(t, s.source.URL, types...)
 	dst := resources(t, s.dest.URL, allTypes...)
-	require.Len(t, dst, len(src))
+	require.Equal(t, len(src), len(dst), "no more and no fewer resources")
+	for key, want := range src {
+		got, ok := dst[key]
+		require.True(t, ok, "%s missing in the destination", key)
+		require.JSONEq(t, string(want), string(got), key)
+	}
 }
 
 // TestBadStartRequests: each malformed request is a 400 with a stable code and the offending field, and no
