@@ -280,10 +280,13 @@ func TestFailedCancelIsRecordedAndDrivenAgain(t *testing.T) {
 // as not copied.
 func TestInitialLoadKeepsSearchParametersForLater(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
-	m := h.start(`{` + endpoints + `,"types":["Patient","SearchParameter"],"importMode":"InitialLoad"}`)
+	ih := newIDHarness(t)
+	h := ih.harness
+	m := h.start(`{` + endpoints + `,"types":["Patient","SearchParameter"],"importMode":"InitialLoad","verify":"ids"}`)
 	done := h.drive(m.ID, time.Minute, 40)
 	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	require.Empty(t, done.Verification.Missing, "held-back resources are not looked up")
+	require.Equal(t, int64(2), rowsByType(done)["SearchParameter"].Lines, "but their staged lines are counted")
 	require.Empty(t, h.dst.batches, "no write reached the destination")
 	row := rowsByType(done)["SearchParameter"]
 	require.True(t, row.NotCopied)

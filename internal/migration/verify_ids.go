@@ -34,6 +34,20 @@ func stagedFiles(m *Migration) []File {
 	return out
 }
 
+// heldFiles are the staged files of copy jobs that kept their resources for later instead of writing them
+// (InitialLoad): their ids are not looked up in the destination.
+func heldFiles(m *Migration) map[string]bool {
+	out := map[string]bool{}
+	for _, j := range m.Jobs {
+		if j.Kind == KindCopy && j.Bundle != "" {
+			for _, in := range j.Inputs {
+				out[stripQuery(in.URL)] = true
+			}
+		}
+	}
+	return out
+}
+
 // fileCheck is what checking one file found.
 type fileCheck struct {
 	types   map[string]*IDTally
@@ -73,8 +87,9 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 			}
 		}
 	}
+	held := heldFiles(m)
 	for i := next; i < len(files); i++ {
-		res, err := s.checkFile(ctx, searcher, files[i], compareBudget(m, types), m.Request.ImportMode)
+		res, err := s.checkFile(ctx, searcher, files[i], compareBudget(m, types), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
 		if err != nil {
 			return false, err
 		}
@@ -199,7 +214,7 @@ type idBatch struct {
 
 // checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
 // the batches in flight and the file's ids (for duplicates) are held in memory.
-func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f File, compare map[string]int64, importMode string) (*fileCheck, error) {
+func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	res := &fileCheck{types: map[string]*IDTally{}}
@@ -227,7 +242,7 @@ func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f Fi
 			}
 		}()
 	}
-	readErr := s.readIDs(ctx, f, compare, res, &mu, batches)
+	readErr := s.readIDs(ctx, f, compare, lookup, res, &mu, batches)
 	close(batches)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -242,8 +257,9 @@ func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f Fi
 	return res, nil
 }
 
-// readIDs reads the file line by line and hands full batches to the workers.
-func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64, res *fileCheck, mu *sync.Mutex, out chan<- *idBatch) error {
+// readIDs reads the file line by line and hands full batches to the workers; without lookup it only counts the
+// lines (a file whose resources were held back, not written).
+func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64, lookup bool, res *fileCheck, mu *sync.Mutex, out chan<- *idBatch) error {
 	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
 	if err != nil {
 		return fmt.Errorf("open %s: %w", stripQuery(f.URL), err)
@@ -279,6 +295,9 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		mu.Lock()
 		res.tally(f.Type).Lines++ // per manifest type: compared with the manifest's count
 		mu.Unlock()
+		if !lookup {
+			continue
+		}
 		valid := idPattern.MatchString(head.ID) && typePattern.MatchString(typ)
 		key := typ + "/" + head.ID
 		_, dup := seen[key]
