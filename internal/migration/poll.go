@@ -311,11 +311,7 @@ func (s *Service) delay(retryAfter time.Duration, n int) time.Duration {
 }
 
 func (s *Service) applyPollError(m *Migration, j *Job, err error, now time.Time, e *effects) {
-	temporary, retryAfter, reason := classify(err)
-	code := ""
-	if ce := (*countError)(nil); errors.As(err, &ce) {
-		temporary, code = true, codeSourceCountUnavailable
-	}
+	temporary, retryAfter, reason, code := classify(err)
 	if serverJobFailed(err) {
 		// The job itself failed on the server (not the status call): an export is run again, bounded.
 		if j.Kind == KindExport {
@@ -363,12 +359,7 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 		j.LastError = ""
 		return
 	}
-	temporary, retryAfter, reason := classify(err)
-	code := ""
-	if ce := (*countError)(nil); errors.As(err, &ce) {
-		// Counts are retried whatever the answer (a role may not have reached the service yet), then fail openly.
-		temporary, code = true, codeSourceCountUnavailable
-	}
+	temporary, retryAfter, reason, code := classify(err)
 	a.Error = reason
 	j.LastError = reason
 	switch {
@@ -391,16 +382,23 @@ func (s *Service) applyKickoff(m *Migration, ref *Job, n int, contentLocation st
 }
 
 // classify tells a fault worth retrying from a refusal: a FHIR server's answer says so itself; anything else
-// (network, timeouts) is temporary.
-func classify(err error) (temporary bool, retryAfter time.Duration, reason string) {
-	if isPermanent(err) {
-		return false, 0, err.Error()
-	}
+// (network, timeouts) is temporary. A count the source would not give is always retried (a role may not have
+// reached the service yet) and, once the retries are spent, fails with its own code; code is "" otherwise.
+func classify(err error) (temporary bool, retryAfter time.Duration, reason, code string) {
+	var ce *countError
 	var fe *fhir.Error
-	if errors.As(err, &fe) {
-		return fe.Temporary(), fe.RetryAfter, err.Error()
+	switch {
+	case isPermanent(err):
+		return false, 0, err.Error(), ""
+	case errors.As(err, &ce):
+		if errors.As(err, &fe) {
+			retryAfter = fe.RetryAfter
+		}
+		return true, retryAfter, err.Error(), codeSourceCountUnavailable
+	case errors.As(err, &fe):
+		return fe.Temporary(), fe.RetryAfter, err.Error(), ""
 	}
-	return true, 0, err.Error()
+	return true, 0, err.Error(), ""
 }
 
 // permanentError marks a fault of our own that a retry cannot fix.
