@@ -47,25 +47,21 @@ func countRange(ctx context.Context, client FHIRClient, j *Job, typ string, extr
 	if typ == allTypes {
 		name = ""
 	}
-	queries := filterQueries(j.TypeFilter)[typ]
-	if len(queries) == 0 {
-		queries = []url.Values{nil}
+	filters := filterQueries(j.TypeFilter)[typ]
+	if len(filters) == 0 {
+		filters = []typeFilter{{entry: typ}}
 	}
 	var rc rangeCount
-	for i, fq := range queries {
+	for _, f := range filters {
 		q := windowQuery(j.Since, j.Till)
-		for _, add := range []url.Values{fq, extra} {
+		for _, add := range []url.Values{f.query, extra} {
 			for k, vs := range add {
 				q[k] = append(q[k], vs...)
 			}
 		}
 		n, err := client.Count(ctx, name, q)
 		if err != nil {
-			what := typ
-			if fq != nil {
-				what = j.TypeFilter[filterIndex(j.TypeFilter, typ, i)]
-			}
-			return rangeCount{}, fmt.Errorf("count %s on the source: %w", what, err)
+			return rangeCount{}, fmt.Errorf("count %s on the source: %w", f.entry, err)
 		}
 		n = max(n, 0) // a count below zero is no count
 		rc.lower = max(rc.lower, n)
@@ -74,31 +70,24 @@ func countRange(ctx context.Context, client FHIRClient, j *Job, typ string, extr
 	return rc, nil
 }
 
+// typeFilter is one _typeFilter entry and the search query it stands for.
+type typeFilter struct {
+	entry string
+	query url.Values
+}
+
 // filterQueries parses typeFilter entries ("Type?query", checked at start) into search queries per type.
-func filterQueries(filters []string) map[string][]url.Values {
-	out := map[string][]url.Values{}
+func filterQueries(filters []string) map[string][]typeFilter {
+	out := map[string][]typeFilter{}
 	for _, f := range filters {
 		typ, query, _ := strings.Cut(f, "?")
 		q, err := url.ParseQuery(query)
 		if err != nil {
 			q = url.Values{} // refused at start; an unparsable entry counts as no filter here
 		}
-		out[typ] = append(out[typ], q)
+		out[typ] = append(out[typ], typeFilter{entry: f, query: q})
 	}
 	return out
-}
-
-// filterIndex is the index in filters of the i-th entry for typ.
-func filterIndex(filters []string, typ string, i int) int {
-	for k, f := range filters {
-		if strings.HasPrefix(f, typ+"?") {
-			if i == 0 {
-				return k
-			}
-			i--
-		}
-	}
-	return 0
 }
 
 // exportTypes are the types an export job covers: its _type list, or every type the source has (a document that

@@ -314,17 +314,14 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 			return nil, nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
 		}
 	}
-	queries := filterQueries(req.TypeFilter)
-	seen := map[string]int{}
 	for i, f := range req.TypeFilter {
-		typ, _, _ := strings.Cut(f, "?")
+		typ, query, _ := strings.Cut(f, "?")
 		field := fmt.Sprintf("typeFilter[%d]", i)
 		if !slices.Contains(sourceTypes, typ) {
 			return nil, nil, badRequest("unknown_type", field, "the source does not support %s", typ)
 		}
 		// Each entry is counted before every kick-off: a search the source refuses is refused here, once.
-		q := queries[typ][seen[typ]]
-		seen[typ]++
+		q, _ := url.ParseQuery(query) // checked by validate
 		if _, err := src.Count(ctx, typ, q); err != nil {
 			var fe *fhir.Error
 			if errors.As(err, &fe) && fe.StatusCode/100 == 4 && fe.StatusCode != http.StatusTooManyRequests {
