@@ -13,6 +13,7 @@ import (
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/identity"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
@@ -40,7 +41,7 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 	var azureCred azcore.TokenCredential
 	azure := func() (azcore.TokenCredential, error) {
 		if azureCred == nil {
-			c, err := fhir.NewCredential(fhir.CredentialAzure, cfg.ManagedIdentityClientID)
+			c, err := identity.Azure(cfg.ManagedIdentityClientID)
 			if err != nil {
 				return nil, fmt.Errorf("azure credential: %w", err)
 			}
@@ -98,7 +99,7 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 	if err != nil {
 		return nil, fmt.Errorf("AllowedHosts: %w", err)
 	}
-	fhirCred, err := fhir.NewCredential(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
+	fhirCred, err := identity.New(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
 	if err != nil {
 		return nil, err
 	}

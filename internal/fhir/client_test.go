@@ -20,6 +20,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/identity"
 )
 
 // seen is one request as a test server received it.
@@ -72,7 +74,7 @@ func (c *countingCredential) GetToken(ctx context.Context, o policy.TokenRequest
 	c.mu.Lock()
 	c.scopes = append(c.scopes, o.Scopes...)
 	c.mu.Unlock()
-	tok, err := DevCredential{}.GetToken(ctx, o)
+	tok, err := identity.DevCredential{}.GetToken(ctx, o)
 	if err == nil && !c.expiry.IsZero() {
 		tok.ExpiresOn = c.expiry
 	}
@@ -120,7 +122,7 @@ func newTestClient(t *testing.T, base, allowed string, mods ...func(*Config)) *t
 }
 
 func bearerFor(origin string) string {
-	return "Bearer " + DevTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(origin))
+	return "Bearer " + identity.DevTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(origin))
 }
 
 func writeOutcome(w http.ResponseWriter, code int, msg string) {
@@ -136,11 +138,11 @@ func TestNewValidatesConfig(t *testing.T) {
 	require.NoError(t, err)
 	_, err = New("https://src.azurehealthcareapis.com", Config{Policy: p})
 	require.ErrorContains(t, err, "Credential")
-	_, err = New("https://src.azurehealthcareapis.com", Config{Credential: DevCredential{}})
+	_, err = New("https://src.azurehealthcareapis.com", Config{Credential: identity.DevCredential{}})
 	require.ErrorContains(t, err, "Policy")
-	_, err = New("https://src.example.com", Config{Credential: DevCredential{}, Policy: p})
+	_, err = New("https://src.example.com", Config{Credential: identity.DevCredential{}, Policy: p})
 	require.ErrorIs(t, err, ErrHostNotAllowed)
-	c, err := New("https://SRC.azurehealthcareapis.com/", Config{Credential: DevCredential{}, Policy: p})
+	c, err := New("https://SRC.azurehealthcareapis.com/", Config{Credential: identity.DevCredential{}, Policy: p})
 	require.NoError(t, err)
 	require.Equal(t, "https://src.azurehealthcareapis.com", c.BaseURL())
 }
@@ -1012,7 +1014,7 @@ func TestLogsCarryNoTokenAndNoQuery(t *testing.T) {
 	require.Contains(t, out, "/Patient")
 	require.Contains(t, out, "status=503")
 	require.NotContains(t, out, "s3cr3t")
-	require.NotContains(t, out, DevTokenPrefix)
+	require.NotContains(t, out, identity.DevTokenPrefix)
 	require.NotContains(t, out, "Bearer")
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/identity"
 )
 
 // DefaultAllowedHosts is the allow-list used when the AllowedHosts setting is empty.
@@ -73,7 +75,7 @@ func parseHostEntry(raw string) (hostEntry, error) {
 		return hostEntry{}, errors.New("not a valid host name or IP address")
 	}
 	e.host = canonicalIP(host)
-	e.loopback = isLoopbackHost(e.host)
+	e.loopback = identity.IsLoopbackHost(e.host)
 	return e, nil
 }
 
@@ -304,13 +306,4 @@ func canonicalIP(host string) string {
 		return ip.String()
 	}
 	return host
-}
-
-// isLoopbackHost is true for localhost and loopback IP literals.
-func isLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

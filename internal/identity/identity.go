@@ -1,10 +1,14 @@
-package fhir
+// Package identity makes the credentials the handler uses for every Azure call: storage, Service Bus and the FHIR
+// services alike. In Azure that is the app's managed identity (or DefaultAzureCredential); locally, for the FHIR
+// simulators only, a development credential that mints opaque tokens naming their audience.
+package identity
 
 import (
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -57,42 +61,57 @@ func devAudience(scope string) (string, error) {
 	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Path != "" || u.Opaque != "" {
 		return "", fmt.Errorf("audience %q must be scheme://host[:port] only", aud)
 	}
-	if !isLoopbackHost(strings.ToLower(u.Hostname())) {
+	if !IsLoopbackHost(strings.ToLower(u.Hostname())) {
 		return "", fmt.Errorf("audience %q is not a loopback host", aud)
 	}
 	return aud, nil
 }
 
-// Credential kinds accepted by NewCredential.
+// Credential kinds accepted by New.
 const (
-	CredentialAzure = "azure"
-	CredentialDev   = "dev"
+	KindAzure = "azure"
+	KindDev   = "dev"
 )
 
-// NewCredential picks by name: "azure" -> azidentity.NewDefaultAzureCredential, or the user-assigned managed identity
-// named by managedIdentityClientID when set; "dev" -> DevCredential.
-func NewCredential(kind string, managedIdentityClientID string) (azcore.TokenCredential, error) {
+// New picks by name: "azure" -> Azure(managedIdentityClientID); "dev" -> DevCredential (loopback audiences only).
+func New(kind string, managedIdentityClientID string) (azcore.TokenCredential, error) {
 	switch strings.ToLower(strings.TrimSpace(kind)) {
-	case CredentialAzure:
-		if id := strings.TrimSpace(managedIdentityClientID); id != "" {
-			cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-				ID: azidentity.ClientID(id),
-			})
-			if err != nil {
-				return nil, fmt.Errorf("managed identity credential: %w", err)
-			}
-			return cred, nil
-		}
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
-		if err != nil {
-			return nil, fmt.Errorf("default azure credential: %w", err)
-		}
-		return cred, nil
-	case CredentialDev:
+	case KindAzure:
+		return Azure(managedIdentityClientID)
+	case KindDev:
 		return DevCredential{}, nil
 	case "":
 		return nil, errors.New("credential kind is empty (want azure or dev)")
 	default:
 		return nil, fmt.Errorf("unknown credential kind %q (want azure or dev)", kind)
 	}
+}
+
+// Azure is the app's Azure identity: the user-assigned managed identity named by managedIdentityClientID when set,
+// else DefaultAzureCredential (the system-assigned identity in Azure, a developer's login elsewhere). Making it
+// calls nothing.
+func Azure(managedIdentityClientID string) (azcore.TokenCredential, error) {
+	if id := strings.TrimSpace(managedIdentityClientID); id != "" {
+		cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+			ID: azidentity.ClientID(id),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("managed identity credential: %w", err)
+		}
+		return cred, nil
+	}
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return nil, fmt.Errorf("default azure credential: %w", err)
+	}
+	return cred, nil
+}
+
+// IsLoopbackHost is true for localhost and loopback IP literals.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -1,4 +1,4 @@
-package fhir
+package identity
 
 import (
 	"context"
@@ -52,22 +52,30 @@ func TestDevCredential(t *testing.T) {
 	}
 }
 
-func TestNewCredential(t *testing.T) {
+func TestNew(t *testing.T) {
 	t.Parallel()
-	c, err := NewCredential("dev", "")
+	c, err := New("dev", "")
 	require.NoError(t, err)
 	require.IsType(t, DevCredential{}, c)
 
-	_, err = NewCredential("", "")
+	_, err = New("", "")
 	require.ErrorContains(t, err, "empty")
-	_, err = NewCredential("secret", "")
+	_, err = New("secret", "")
 	require.ErrorContains(t, err, "unknown credential kind")
 
 	// Constructing the Azure credentials makes no network call.
-	c, err = NewCredential("azure", "")
+	c, err = New("azure", "")
 	require.NoError(t, err)
 	require.NotNil(t, c)
-	c, err = NewCredential("azure", "00000000-0000-0000-0000-000000000001")
+	c, err = New("azure", "00000000-0000-0000-0000-000000000001")
 	require.NoError(t, err)
 	require.NotNil(t, c)
+}
+
+func TestIsLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for host, want := range map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true, "127.8.9.10": true,
+		"10.0.0.1": false, "localhost.evil.com": false, "example.com": false} {
+		require.Equal(t, want, IsLoopbackHost(host), host)
+	}
 }
