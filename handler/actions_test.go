@@ -34,7 +34,7 @@ func actionsServer(t *testing.T) *httptest.Server {
 	docs := store.NewMemory()
 	policy, err := fhir.ParseHostPolicy("")
 	require.NoError(t, err)
-	svc, err := migration.NewService(migration.Config{Store: docs, Bus: &bus.Memory{}, Policy: policy, Staging: noStaging{},
+	svc, err := migration.NewService(migration.Config{Tuning: migration.DefaultTuning(), Store: docs, Bus: &bus.Memory{}, Policy: policy, Staging: noStaging{},
 		FHIR: func(string) (migration.FHIRClient, error) { return nil, errors.New("no FHIR server in this test") }})
 	require.NoError(t, err)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

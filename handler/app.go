@@ -27,6 +27,8 @@ type app struct {
 	closers   []func()
 }
 
+// newApp wires the handler: the document store, the staging account, the chained-message sender and the FHIR
+// clients, under one migration service.
 func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err error) {
 	a := &app{logger: logger}
 	// A start that fails after the Service Bus client was made must not leave its connection open.
@@ -35,42 +37,77 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 			a.Close()
 		}
 	}()
-
-	// One Azure identity for storage and Service Bus when they are reached by URL; FHIR tokens may use the
-	// local development credential instead.
-	var azureCred azcore.TokenCredential
-	azure := func() (azcore.TokenCredential, error) {
-		if azureCred == nil {
-			c, err := identity.Azure(cfg.ManagedIdentityClientID)
-			if err != nil {
-				return nil, fmt.Errorf("azure credential: %w", err)
-			}
-			azureCred = c
-		}
-		return azureCred, nil
+	azure := &azureIdentity{clientID: cfg.ManagedIdentityClientID}
+	docs, err := openDocuments(ctx, cfg, azure)
+	if err != nil {
+		return nil, err
 	}
+	stage, err := openStaging(cfg, azure)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := a.openMessaging(cfg, azure)
+	if err != nil {
+		return nil, err
+	}
+	clients, policy, err := fhirClients(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.svc, err = migration.NewService(migration.Config{Tuning: cfg.Tuning, Store: docs, Bus: sender, FHIR: clients,
+		Policy: policy, Staging: stage, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
 
-	docClient, err := blobClient(cfg.DocumentStorage, azure)
+// azureIdentity makes the app's Azure credential on first use: storage and Service Bus reached by URL share it,
+// and a local run with connection strings never makes one.
+type azureIdentity struct {
+	clientID string
+	cred     azcore.TokenCredential
+}
+
+func (i *azureIdentity) credential() (azcore.TokenCredential, error) {
+	if i.cred == nil {
+		c, err := identity.Azure(i.clientID)
+		if err != nil {
+			return nil, fmt.Errorf("azure credential: %w", err)
+		}
+		i.cred = c
+	}
+	return i.cred, nil
+}
+
+// openDocuments opens the migration documents' container (created when missing).
+func openDocuments(ctx context.Context, cfg *Config, azure *azureIdentity) (store.Store, error) {
+	client, err := blobClient(cfg.DocumentStorage, azure)
 	if err != nil {
 		return nil, fmt.Errorf("document storage: %w", err)
 	}
-	docs, err := store.NewBlob(ctx, docClient, cfg.DocumentContainer)
-	if err != nil {
-		return nil, err
-	}
-	stagingClient, err := blobClient(cfg.StagingStorage, azure)
+	return store.NewBlob(ctx, client, cfg.DocumentContainer)
+}
+
+// openStaging opens the account the source exports into and the destination imports from.
+func openStaging(cfg *Config, azure *azureIdentity) (migration.Staging, error) {
+	client, err := blobClient(cfg.StagingStorage, azure)
 	if err != nil {
 		return nil, fmt.Errorf("staging storage: %w", err)
 	}
-	stage, err := staging.New(stagingClient)
+	stage, err := staging.New(client)
 	if err != nil {
 		return nil, err
 	}
+	return stagingAdapter{stage}, nil
+}
 
-	var sender bus.Sender
+// openMessaging picks the chained-message sender: Service Bus by namespace (identity) or connection string, else
+// the local host's queues.
+func (a *app) openMessaging(cfg *Config, azure *azureIdentity) (bus.Sender, error) {
 	switch {
 	case cfg.ServiceBusNamespace != "":
-		cred, err := azure()
+		cred, err := azure.credential()
 		if err != nil {
 			return nil, err
 		}
@@ -78,57 +115,40 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 		if err != nil {
 			return nil, err
 		}
-		sender, a.messaging = sb, "service bus "+cfg.ServiceBusNamespace
+		a.messaging = "service bus " + cfg.ServiceBusNamespace
 		a.closeServiceBus(sb)
+		return sb, nil
 	case cfg.ServiceBusConnectionString != "":
 		sb, err := bus.NewServiceBusFromConnectionString(cfg.ServiceBusConnectionString)
 		if err != nil {
 			return nil, err
 		}
-		sender, a.messaging = sb, "service bus (connection string)"
+		a.messaging = "service bus (connection string)"
 		a.closeServiceBus(sb)
-	default:
-		dh, err := bus.NewDevHost(cfg.DevHostURL)
-		if err != nil {
-			return nil, err
-		}
-		sender, a.messaging = dh, "local host "+cfg.DevHostURL
+		return sb, nil
 	}
+	dh, err := bus.NewDevHost(cfg.DevHostURL)
+	if err != nil {
+		return nil, err
+	}
+	a.messaging = "local host " + cfg.DevHostURL
+	return dh, nil
+}
 
+// fhirClients makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential.
+func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, error) {
 	policy, err := fhir.ParseHostPolicy(cfg.AllowedHosts)
 	if err != nil {
-		return nil, fmt.Errorf("AllowedHosts: %w", err)
+		return nil, nil, fmt.Errorf("AllowedHosts: %w", err)
 	}
-	fhirCred, err := identity.New(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
+	cred, err := identity.New(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	factory := func(base string) (migration.FHIRClient, error) {
-		return fhir.New(base, fhir.Config{Credential: fhirCred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
+		return fhir.New(base, fhir.Config{Credential: cred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
 	}
-
-	svc, err := migration.NewService(migration.Config{
-		Store:                    docs,
-		Bus:                      sender,
-		FHIR:                     factory,
-		Policy:                   policy,
-		Staging:                  stagingAdapter{stage},
-		Logger:                   logger,
-		MaxExportsPerSource:      cfg.MaxExportsPerSource,
-		MaxImportsPerDestination: cfg.MaxImportsPerDestination,
-		PollInitial:              cfg.PollInitial,
-		PollMax:                  cfg.PollMax,
-		RetryDelay:               cfg.RetryDelay,
-		RedriveAfter:             cfg.RedriveAfter,
-		ExportDeadline:           cfg.ExportDeadline,
-		ConfirmDelay:             cfg.ConfirmDelay,
-		MaxReexports:             cfg.MaxReexports,
-	})
-	if err != nil {
-		return nil, err
-	}
-	a.svc = svc
-	return a, nil
+	return factory, policy, nil
 }
 
 // closeServiceBus has Close release the Service Bus connection.
@@ -147,7 +167,7 @@ func (a *app) Close() {
 	}
 }
 
-func blobClient(s Storage, azure func() (azcore.TokenCredential, error)) (*azblob.Client, error) {
+func blobClient(s Storage, azure *azureIdentity) (*azblob.Client, error) {
 	if s.ConnectionString != "" {
 		c, err := azblob.NewClientFromConnectionString(s.ConnectionString, nil)
 		if err != nil {
@@ -156,7 +176,7 @@ func blobClient(s Storage, azure func() (azcore.TokenCredential, error)) (*azblo
 		}
 		return c, nil
 	}
-	cred, err := azure()
+	cred, err := azure.credential()
 	if err != nil {
 		return nil, err
 	}

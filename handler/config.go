@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/funcs"
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
 // Config is every setting the handler reads, validated at start. In Azure the settings are app settings; locally
@@ -41,15 +42,8 @@ type Config struct {
 	ServiceBusConnectionString string
 	DevHostURL                 string
 
-	MaxExportsPerSource      int           // setting MaxExportsPerSource, default 4
-	MaxImportsPerDestination int           // setting MaxImportsPerDestination, default 5
-	PollInitial              time.Duration // setting PollInitial, default 5s
-	PollMax                  time.Duration // setting PollMax, default 2m
-	RetryDelay               time.Duration // setting RetryDelay, default 30s
-	RedriveAfter             time.Duration // setting RedriveAfter, default 2m
-	ExportDeadline           time.Duration // setting ExportDeadline, default 6h: a running export older than this is canceled and re-run
-	ConfirmDelay             time.Duration // setting ConfirmDelay, default 1m: wait before re-polling a manifest short of the kick-off counts
-	MaxReexports             int           // setting MaxReexports, default 3: re-runs of one export (stalled, short, failed) before the migration fails
+	// Tuning is the engine's pacing and bounds: its defaults, with the settings named by Tuning.Settings.
+	Tuning migration.Tuning
 
 	LogLevel slog.Level // setting LogLevel: debug, info (default), warn, error
 }
@@ -121,17 +115,29 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		bad("ServiceBusConnection__fullyQualifiedNamespace: set the Service Bus namespace (e.g. myns.servicebus.windows.net)")
 	}
 
-	c.MaxExportsPerSource = positiveInt(get("MaxExportsPerSource", "4"), "MaxExportsPerSource", bad)
-	c.MaxImportsPerDestination = positiveInt(get("MaxImportsPerDestination", "5"), "MaxImportsPerDestination", bad)
-	c.PollInitial = positiveDuration(get("PollInitial", "5s"), "PollInitial", bad)
-	c.PollMax = positiveDuration(get("PollMax", "2m"), "PollMax", bad)
-	c.RetryDelay = positiveDuration(get("RetryDelay", "30s"), "RetryDelay", bad)
-	c.RedriveAfter = positiveDuration(get("RedriveAfter", "2m"), "RedriveAfter", bad)
-	c.ExportDeadline = positiveDuration(get("ExportDeadline", "6h"), "ExportDeadline", bad)
-	c.ConfirmDelay = positiveDuration(get("ConfirmDelay", "1m"), "ConfirmDelay", bad)
-	c.MaxReexports = positiveInt(get("MaxReexports", "3"), "MaxReexports", bad)
-	if c.PollMax > 0 && c.PollInitial > c.PollMax {
-		bad("PollInitial (%s) must not exceed PollMax (%s)", c.PollInitial, c.PollMax)
+	c.Tuning = migration.DefaultTuning()
+	for _, st := range c.Tuning.Settings() {
+		v := get(st.Name, st.Default)
+		if st.Int != nil {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				bad("%s: want a positive integer, got %q", st.Name, v)
+				continue
+			}
+			*st.Int = n
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			bad("%s: want a positive duration such as 30s or 2m, got %q", st.Name, v)
+			continue
+		}
+		*st.Duration = d
+	}
+	if err := c.Tuning.Validate(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			bad("%s", e)
+		}
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("LogLevel", "info"))); err != nil {
@@ -153,22 +159,4 @@ func checkServiceURL(name, raw string, bad func(string, ...any)) {
 		// Never echo it: a query string here is usually a SAS token.
 		bad("%s: must not carry a query string or credentials; access uses the managed identity", name)
 	}
-}
-
-func positiveInt(v, name string, bad func(string, ...any)) int {
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		bad("%s: want a positive integer, got %q", name, v)
-		return 0
-	}
-	return n
-}
-
-func positiveDuration(v, name string, bad func(string, ...any)) time.Duration {
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		bad("%s: want a positive duration such as 30s or 2m, got %q", name, v)
-		return 0
-	}
-	return d
 }

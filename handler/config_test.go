@@ -1,10 +1,13 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -22,10 +25,8 @@ func TestLoadConfigDefaultsAndLocal(t *testing.T) {
 	require.Equal(t, "*.azurehealthcareapis.com", c.AllowedHosts)
 	require.Equal(t, "azure", c.FHIRCredential)
 	require.Equal(t, "fhir-migrations", c.DocumentContainer)
-	require.Equal(t, 4, c.MaxExportsPerSource)
-	require.Equal(t, 5, c.MaxImportsPerDestination)
-	require.Equal(t, 5*time.Second, c.PollInitial)
-	require.Equal(t, 2*time.Minute, c.PollMax)
+	require.Equal(t, migration.DefaultTuning(), c.Tuning, "every knob at its default")
+	require.Equal(t, 5*time.Second, c.Tuning.PollInitial)
 }
 
 func TestLoadConfigAzureIdentitySettings(t *testing.T) {
@@ -58,4 +59,43 @@ func TestLoadConfigNamesEveryProblem(t *testing.T) {
 		require.ErrorContains(t, err, name)
 	}
 	require.NotContains(t, err.Error(), "sv=secret", "a SAS must never be echoed")
+}
+
+// TestTuningSettingsAreReadAndDocumented: every tuning knob is read from its setting, and the README's settings
+// table names it with its default.
+func TestTuningSettingsAreReadAndDocumented(t *testing.T) {
+	t.Parallel()
+	settings := map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "4711", "AzureWebJobsStorage": "x", "StagingStorage": "x",
+		"DEVHOST_URL": "http://127.0.0.1:7071"}
+	var probe migration.Tuning
+	for _, st := range probe.Settings() {
+		if st.Int != nil {
+			settings[st.Name] = "7"
+		} else {
+			settings[st.Name] = "7m"
+		}
+	}
+	settings["PollMax"] = "8m"
+	c, err := LoadConfig(env(settings))
+	require.NoError(t, err)
+	readme := readRepoFile(t, "README.md")
+	for _, st := range c.Tuning.Settings() {
+		if st.Int != nil {
+			require.Equal(t, 7, *st.Int, st.Name)
+		} else if st.Name != "PollMax" {
+			require.Equal(t, 7*time.Minute, *st.Duration, st.Name)
+		}
+		row := ""
+		for _, line := range strings.Split(readme, "\n") {
+			if strings.HasPrefix(line, "| ") && strings.Contains(line, "`"+st.Name+"`") {
+				row = line
+				break
+			}
+		}
+		require.NotEmpty(t, row, "the README's settings table has no row for %s", st.Name)
+		require.Contains(t, row, "`"+st.Default+"`", "the README's default of %s", st.Name)
+	}
+	_, err = LoadConfig(env(map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "4711", "AzureWebJobsStorage": "x",
+		"StagingStorage": "x", "DEVHOST_URL": "http://127.0.0.1:7071", "PollInitial": "5m", "PollMax": "1m"}))
+	require.ErrorContains(t, err, "PollMax (1m0s) must not be below PollInitial (5m0s)")
 }

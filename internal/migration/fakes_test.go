@@ -462,7 +462,7 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 	policy, err := fhir.ParseHostPolicy("")
 	require.NoError(t, err)
 	seq := 0
-	cfg := Config{
+	cfg := Config{Tuning: DefaultTuning(),
 		Store: h.store, Bus: h.bus, Policy: policy, Staging: h.staging, Clock: h.clock.Now,
 		Random: func() float64 { return 1 },
 		NewID: func() string {

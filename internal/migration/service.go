@@ -57,8 +57,9 @@ type Staging interface {
 // ErrContainerTaken: the requested staging container belongs to another migration.
 var ErrContainerTaken = errors.New("migration: staging container belongs to another migration")
 
-// Config is everything the engine needs; NewService fills the defaults.
+// Config is everything the engine needs: its parts and its Tuning (start from DefaultTuning).
 type Config struct {
+	Tuning
 	Store   store.Store
 	Bus     bus.Sender
 	FHIR    ClientFactory
@@ -71,34 +72,6 @@ type Config struct {
 	NewID func() string
 	// Random returns a number in [0,1) for backoff jitter; defaults to math/rand/v2.
 	Random func() float64
-
-	// MaxExportsPerSource bounds running exports per source host across all migrations (default 4).
-	MaxExportsPerSource int
-	// MaxImportsPerDestination bounds running imports per destination host (default 5).
-	MaxImportsPerDestination int
-	// PollInitial is the first status poll delay and the backoff base (default 5s).
-	PollInitial time.Duration
-	// PollMax caps the backoff (default 2m).
-	PollMax time.Duration
-	// RetryDelay delays a scheduled retry when a destination is busy and sent no Retry-After (default 30s).
-	RetryDelay time.Duration
-	// RedriveAfter: a message-driven step with no progress after this long is re-sent by the sweep (default 2m).
-	RedriveAfter time.Duration
-	// MaxAttempts bounds kick-off attempts per job (default 5).
-	MaxAttempts int
-	// MaxPollFailures bounds consecutive failed status polls of one job (default 10).
-	MaxPollFailures int
-	// PollConcurrency bounds the concurrent FHIR calls of one migration in a sweep (default 8).
-	PollConcurrency int
-	// ExportDeadline: an export accepted this long ago and still not finished is canceled and exported again
-	// (default 6h).
-	ExportDeadline time.Duration
-	// ConfirmDelay: a completed export whose manifest falls short of the source's counts is polled again after
-	// this delay before it is exported again (default 1m).
-	ConfirmDelay time.Duration
-	// MaxReexports bounds the times one export job is exported again after a stall or a short manifest
-	// (default 3).
-	MaxReexports int
 }
 
 // Service runs migrations. It keeps no state between calls: everything is in the Store.
@@ -107,7 +80,7 @@ type Service struct {
 	log *slog.Logger
 }
 
-// NewService validates cfg and fills its defaults.
+// NewService validates cfg and fills the defaults of its optional parts (clock, logger, ids, randomness).
 func NewService(cfg Config) (*Service, error) {
 	switch {
 	case cfg.Store == nil:
@@ -134,30 +107,8 @@ func NewService(cfg Config) (*Service, error) {
 		clock := cfg.Clock
 		cfg.NewID = func() string { return defaultID(clock()) }
 	}
-	positive := func(d *time.Duration, def time.Duration) {
-		if *d <= 0 {
-			*d = def
-		}
-	}
-	positiveInt := func(n *int, def int) {
-		if *n <= 0 {
-			*n = def
-		}
-	}
-	positiveInt(&cfg.MaxExportsPerSource, 4)
-	positiveInt(&cfg.MaxImportsPerDestination, 5)
-	positiveInt(&cfg.MaxAttempts, 5)
-	positiveInt(&cfg.MaxPollFailures, 10)
-	positiveInt(&cfg.PollConcurrency, 8)
-	positive(&cfg.PollInitial, 5*time.Second)
-	positive(&cfg.PollMax, 2*time.Minute)
-	positive(&cfg.RetryDelay, 30*time.Second)
-	positive(&cfg.RedriveAfter, 2*time.Minute)
-	positive(&cfg.ExportDeadline, 6*time.Hour)
-	positive(&cfg.ConfirmDelay, time.Minute)
-	positiveInt(&cfg.MaxReexports, 3)
-	if cfg.PollMax < cfg.PollInitial {
-		return nil, fmt.Errorf("migration config: PollMax %s is below PollInitial %s", cfg.PollMax, cfg.PollInitial)
+	if err := cfg.Tuning.Validate(); err != nil {
+		return nil, fmt.Errorf("migration tuning: %w", err)
 	}
 	return &Service{cfg: cfg, log: cfg.Logger}, nil
 }

@@ -67,7 +67,7 @@ func (allFound) Search(_ context.Context, typ string, q url.Values, each func(js
 func BenchmarkVerifyIDs(b *testing.B) {
 	const files, perFile = 100, 10_000
 	policy, _ := fhir.ParseHostPolicy("")
-	svc, err := NewService(Config{Store: store.NewMemory(), Bus: &bus.Memory{}, Policy: policy, Staging: streamStaging{perFile: perFile},
+	svc, err := NewService(Config{Tuning: DefaultTuning(), Store: store.NewMemory(), Bus: &bus.Memory{}, Policy: policy, Staging: streamStaging{perFile: perFile},
 		FHIR: func(string) (FHIRClient, error) { return nil, fmt.Errorf("unused") }})
 	if err != nil {
 		b.Fatal(err)
