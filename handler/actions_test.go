@@ -17,15 +17,24 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
+// noStaging is a staging account these tests never reach.
 type noStaging struct{}
 
-func (noStaging) ClaimContainer(context.Context, string, string) error { return nil }
-func (noStaging) Open(context.Context, string) (io.ReadCloser, error) {
-	return nil, errors.New("no staging in this test")
+var errNoStaging = errors.New("no staging in this test")
+
+func (noStaging) ClaimContainer(context.Context, string, string) error   { return errNoStaging }
+func (noStaging) ReleaseContainer(context.Context, string, string) error { return errNoStaging }
+func (noStaging) Open(context.Context, string) (io.ReadCloser, error)    { return nil, errNoStaging }
+func (noStaging) ListContainer(context.Context, string, string) ([]staging.BlobInfo, error) {
+	return nil, errNoStaging
 }
+func (noStaging) DeleteContainer(context.Context, string, string) error { return errNoStaging }
+func (noStaging) BlobSize(context.Context, string) (int64, error)       { return 0, errNoStaging }
+func (noStaging) DeleteBlob(context.Context, string) error              { return errNoStaging }
 
 // actionsServer serves the routes over an engine whose store holds one verified migration, m-1.
 func actionsServer(t *testing.T) *httptest.Server {
@@ -83,7 +92,7 @@ func TestReportAndActionRoutes(t *testing.T) {
 		{"verify running", "POST", "/api/migrations/m-2/verify", "", 409, "application/json", `"not_verifiable"`},
 		{"cleanup unknown field", "POST", "/api/migrations/m-1/cleanup", `{"forse":true}`, 400, "application/json", `"invalid_json"`},
 		{"cleanup running", "POST", "/api/migrations/m-2/cleanup", `{"force":true}`, 409, "application/json", `"migration_running"`},
-		{"cleanup without cleaner", "POST", "/api/migrations/m-1/cleanup", `{"force":true}`, 501, "application/json", `"cleanup_unsupported"`},
+		{"cleanup when the staging account fails", "POST", "/api/migrations/m-1/cleanup", `{"force":true}`, 500, "application/json", `"internal_error"`},
 		{"re-verify", "POST", "/api/migrations/m-1/verify", `{"verify":"counts"}`, 202, "application/json", `"status": "verifying"`},
 	}
 	for _, tc := range cases {

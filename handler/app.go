@@ -95,12 +95,11 @@ func openStaging(cfg *Config, azure *azureIdentity) (migration.Staging, error) {
 	if err != nil {
 		return nil, fmt.Errorf("staging storage: %w", err)
 	}
-	stage, err := staging.New(client)
-	if err != nil {
-		return nil, err
-	}
-	return stagingAdapter{stage}, nil
+	return staging.New(client)
 }
+
+// The staging account is the engine's staging as it is: no adapter, checked here.
+var _ migration.Staging = (*staging.Account)(nil)
 
 // openMessaging picks the chained-message sender: Service Bus by namespace (identity) or connection string, else
 // the local host's queues.

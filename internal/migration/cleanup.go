@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
@@ -24,26 +25,6 @@ const (
 
 // maxRecordedBlobs bounds the deleted blobs named in the document; the counts cover them all.
 const maxRecordedBlobs = 1000
-
-// StagingCleaner is what cleanup needs of the staging account, beside Staging.
-type StagingCleaner interface {
-	// ListContainer lists the blobs of a migration's container with their sizes; ErrContainerNotOwned when the
-	// container is not migrationID's; an empty list when it does not exist.
-	ListContainer(ctx context.Context, container, migrationID string) ([]StagedBlob, error)
-	// DeleteContainer deletes a migration's container with everything in it; ErrContainerNotOwned when it is
-	// not migrationID's; nil when it does not exist.
-	DeleteContainer(ctx context.Context, container, migrationID string) error
-	// BlobSize and DeleteBlob address one blob of the account by URL; a missing blob is ErrBlobNotFound.
-	BlobSize(ctx context.Context, blobURL string) (int64, error)
-	DeleteBlob(ctx context.Context, blobURL string) error
-}
-
-var (
-	// ErrContainerNotOwned: the staging container is not the migration's own (cleanup refuses to touch it).
-	ErrContainerNotOwned = errors.New("migration: staging container is not owned by this migration")
-	// ErrBlobNotFound: the staged blob does not exist.
-	ErrBlobNotFound = errors.New("migration: staged blob not found")
-)
 
 // CleanupRequest is the body of POST /api/migrations/{id}/cleanup.
 type CleanupRequest struct {
@@ -107,30 +88,28 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	if apiErr := cleanable(m, req.Force); apiErr != nil {
 		return nil, apiErr
 	}
-	cleaner, ok := s.cfg.Staging.(StagingCleaner)
-	if !ok {
-		return nil, &APIError{Status: http.StatusNotImplemented, Code: "cleanup_unsupported", Message: "the staging account cannot be cleaned up"}
-	}
+	cleaner := s.cfg.Staging
 	container := m.Request.Container
-	blobs, err := cleaner.ListContainer(ctx, container, m.ID)
-	if errors.Is(err, ErrContainerNotOwned) {
+	listed, err := cleaner.ListContainer(ctx, container, m.ID)
+	if errors.Is(err, staging.ErrNotOwned) {
 		return nil, &APIError{Status: http.StatusConflict, Code: "container_not_owned",
 			Message: fmt.Sprintf("container %s is not owned by migration %s; nothing was deleted", container, m.ID)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list staged files of %s: %w", m.ID, err)
 	}
-	res := &CleanupResult{DryRun: req.DryRun, Container: container, Blobs: blobs}
-	if res.Blobs == nil {
-		res.Blobs = []StagedBlob{}
+	blobs := make([]StagedBlob, len(listed))
+	for i, b := range listed {
+		blobs[i] = StagedBlob{Name: b.Name, Size: b.Size}
 	}
+	res := &CleanupResult{DryRun: req.DryRun, Container: container, Blobs: blobs}
 	for _, b := range blobs {
 		res.Bytes += b.Size
 	}
 	if req.ErrorFiles {
 		for _, u := range stagedErrorFiles(m) {
 			size, err := cleaner.BlobSize(ctx, u)
-			if errors.Is(err, ErrBlobNotFound) {
+			if errors.Is(err, staging.ErrBlobNotFound) {
 				continue
 			}
 			if err != nil {
@@ -158,7 +137,7 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	delErr := cleaner.DeleteContainer(ctx, container, id)
 	if delErr == nil {
 		for _, f := range res.ErrorFiles {
-			if err := cleaner.DeleteBlob(ctx, f.Name); err != nil && !errors.Is(err, ErrBlobNotFound) {
+			if err := cleaner.DeleteBlob(ctx, f.Name); err != nil && !errors.Is(err, staging.ErrBlobNotFound) {
 				delErr = fmt.Errorf("delete error file %s: %w", f.Name, err)
 				break
 			}

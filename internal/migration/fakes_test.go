@@ -17,6 +17,7 @@ import (
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
@@ -322,18 +323,25 @@ func (r *fileRegistry) count(u string) int64 {
 	return r.counts[u]
 }
 
-// fakeStaging claims containers in memory and serves the registry's SearchParameter files.
+// fakeStaging is the whole staging account in memory: it claims containers, serves the registry's SearchParameter
+// files, and lists and deletes containers for cleanup.
 type fakeStaging struct {
-	mu     sync.Mutex
-	owners map[string]string
-	reg    *fileRegistry
+	mu      sync.Mutex
+	owners  map[string]string
+	reg     *fileRegistry
+	deleted []string
+	extra   map[string][]staging.BlobInfo // container -> blobs the test put there
+	// onList runs when a container is listed (e.g. a request racing the cleanup).
+	onList func()
 }
+
+var _ Staging = (*fakeStaging)(nil)
 
 func (s *fakeStaging) ClaimContainer(_ context.Context, c, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o, ok := s.owners[c]; ok && o != id {
-		return fmt.Errorf("%w: owned by %s", ErrContainerTaken, o)
+		return fmt.Errorf("%w: owned by %s", staging.ErrContainerTaken, o)
 	}
 	s.owners[c] = id
 	return nil
@@ -358,6 +366,34 @@ func (s *fakeStaging) Open(_ context.Context, u string) (io.ReadCloser, error) {
 	}
 	return io.NopCloser(strings.NewReader(c)), nil
 }
+
+func (s *fakeStaging) ListContainer(_ context.Context, c, id string) ([]staging.BlobInfo, error) {
+	if s.onList != nil {
+		s.onList()
+	}
+	if owner := s.claimed()[c]; owner != id {
+		return nil, fmt.Errorf("%w: %s", staging.ErrNotOwned, owner)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Contains(s.deleted, c) {
+		return nil, nil
+	}
+	return slices.Clone(s.extra[c]), nil
+}
+
+func (s *fakeStaging) DeleteContainer(_ context.Context, c, id string) error {
+	if owner := s.claimed()[c]; owner != id {
+		return staging.ErrNotOwned
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = append(s.deleted, c)
+	return nil
+}
+
+func (s *fakeStaging) BlobSize(context.Context, string) (int64, error) { return 10, nil }
+func (s *fakeStaging) DeleteBlob(context.Context, string) error        { return nil }
 
 func (s *fakeStaging) claimed() map[string]string {
 	s.mu.Lock()
@@ -455,7 +491,7 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 		clock:     &fakeClock{now: h0()},
 		src:       newFakeServer(srcBase, types, reg),
 		dst:       newFakeServer(dstBase, types, reg),
-		staging:   &fakeStaging{owners: map[string]string{}, reg: reg},
+		staging:   &fakeStaging{owners: map[string]string{}, reg: reg, extra: map[string][]staging.BlobInfo{}},
 		delivered: map[string]bool{},
 	}
 	h.src.files = map[string][]int64{"Patient": {3, 2}, "Observation": {7}, "SearchParameter": {2}}

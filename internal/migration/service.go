@@ -21,6 +21,7 @@ import (
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
@@ -45,17 +46,26 @@ type URLPolicy interface {
 	CheckBaseURL(raw string) (string, error)
 }
 
-// Staging is the storage account the source exports into and the destination imports from.
+// Staging is the storage account the source exports into and the destination imports from: each migration owns
+// one container there. *staging.Account implements it; its sentinel errors are the staging package's.
 type Staging interface {
-	// ClaimContainer creates the export container when missing and marks it as owned by migrationID; it returns
-	// ErrContainerTaken when the container belongs to another migration (or holds data of unknown origin).
+	// ClaimContainer creates the export container when missing and marks it as owned by migrationID;
+	// staging.ErrContainerTaken when the container belongs to another migration (or holds data of unknown origin).
 	ClaimContainer(ctx context.Context, container, migrationID string) error
+	// ReleaseContainer undoes the claim of a start that stored no document (the container must still be empty).
+	ReleaseContainer(ctx context.Context, container, migrationID string) error
 	// Open streams one staged blob, addressed by its full URL as written in an export manifest.
 	Open(ctx context.Context, blobURL string) (io.ReadCloser, error)
+	// ListContainer lists the blobs of a migration's container with their sizes; staging.ErrNotOwned when the
+	// container is not migrationID's; an empty list when it does not exist.
+	ListContainer(ctx context.Context, container, migrationID string) ([]staging.BlobInfo, error)
+	// DeleteContainer deletes a migration's container with everything in it; staging.ErrNotOwned when it is
+	// not migrationID's; nil when it does not exist.
+	DeleteContainer(ctx context.Context, container, migrationID string) error
+	// BlobSize and DeleteBlob address one blob of the account by URL; a missing blob is staging.ErrBlobNotFound.
+	BlobSize(ctx context.Context, blobURL string) (int64, error)
+	DeleteBlob(ctx context.Context, blobURL string) error
 }
-
-// ErrContainerTaken: the requested staging container belongs to another migration.
-var ErrContainerTaken = errors.New("migration: staging container belongs to another migration")
 
 // Config is everything the engine needs: its parts and its Tuning (start from DefaultTuning).
 type Config struct {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 )
 
 // MaxStartBody is the largest start request accepted.
@@ -90,7 +91,7 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 		return &Result{Status: http.StatusOK, Plan: &Plan{DryRun: true, Request: *req, Jobs: jobs}}, nil
 	}
 	if err := s.cfg.Staging.ClaimContainer(ctx, req.Container, id); err != nil {
-		if errors.Is(err, ErrContainerTaken) {
+		if errors.Is(err, staging.ErrContainerTaken) {
 			return nil, &APIError{Status: http.StatusConflict, Code: "container_in_use", Field: "container",
 				Message: fmt.Sprintf("container %s belongs to another migration or holds other data", req.Container)}
 		}
@@ -374,21 +375,12 @@ func planExports(req *Request, sourceTypes []string, now time.Time) []*Job {
 	return []*Job{newJob("export-system", types)}
 }
 
-// containerReleaser is the optional side of Staging that undoes a claim.
-type containerReleaser interface {
-	ReleaseContainer(ctx context.Context, container, migrationID string) error
-}
-
 // releaseContainer undoes the claim of a start that stored no document, so that the same container name can be
 // used again; a failure only leaves an empty container claimed by an id that does not exist, so it is logged.
 func (s *Service) releaseContainer(container, id string) {
-	r, ok := s.cfg.Staging.(containerReleaser)
-	if !ok {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.ReleaseContainer(ctx, container, id); err != nil {
+	if err := s.cfg.Staging.ReleaseContainer(ctx, container, id); err != nil {
 		s.log.Warn("claim of the staging container not released", "migration", id, "container", container, "err", err)
 	}
 }

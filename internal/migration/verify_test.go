@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 )
 
 // resourceLine is the NDJSON line of a generated staged resource; the searchable destination answers the same.
@@ -39,15 +40,11 @@ func typeOfFile(u string) string {
 	return name[:strings.Index(name, "-")]
 }
 
-// contentStaging serves generated NDJSON for every staged file and keeps containers in memory for cleanup.
+// contentStaging serves generated NDJSON for every staged file.
 type contentStaging struct {
 	*fakeStaging
-	mu      sync.Mutex
-	deleted []string
-	extra   map[string][]StagedBlob // container -> blobs the test put there
-	opens   int
-	// onList runs when a container is listed (e.g. a request racing the cleanup).
-	onList func()
+	mu    sync.Mutex
+	opens int
 	// shortBy drops that many lines from each staged file of a type.
 	shortBy map[string]int64
 }
@@ -69,34 +66,6 @@ func (s *contentStaging) Open(ctx context.Context, u string) (io.ReadCloser, err
 	}
 	return io.NopCloser(&b), nil
 }
-
-func (s *contentStaging) ListContainer(_ context.Context, c, id string) ([]StagedBlob, error) {
-	if s.onList != nil {
-		s.onList()
-	}
-	if owner := s.claimed()[c]; owner != id {
-		return nil, fmt.Errorf("%w: %s", ErrContainerNotOwned, owner)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if slices.Contains(s.deleted, c) {
-		return nil, nil
-	}
-	return slices.Clone(s.extra[c]), nil
-}
-
-func (s *contentStaging) DeleteContainer(_ context.Context, c, id string) error {
-	if owner := s.claimed()[c]; owner != id {
-		return ErrContainerNotOwned
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.deleted = append(s.deleted, c)
-	return nil
-}
-
-func (s *contentStaging) BlobSize(context.Context, string) (int64, error) { return 10, nil }
-func (s *contentStaging) DeleteBlob(context.Context, string) error        { return nil }
 
 // searchDest is the destination fake with _id search: every imported id is found except the dropped ones, and
 // changed ones come back with another status.
@@ -158,7 +127,7 @@ func newIDHarness(t *testing.T) *idHarness {
 			ih.dest.fakeServer = cl.(*fakeServer)
 			return ih.dest, nil
 		}
-		ih.staging = &contentStaging{fakeStaging: c.Staging.(*fakeStaging), extra: map[string][]StagedBlob{}}
+		ih.staging = &contentStaging{fakeStaging: c.Staging.(*fakeStaging)}
 		c.Staging = ih.staging
 	})
 	return ih
@@ -401,7 +370,7 @@ func TestCleanupRules(t *testing.T) {
 	ctx := context.Background()
 	ih := newIDHarness(t)
 	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
-	ih.staging.extra[m.ID] = []StagedBlob{{Name: "1/Patient-1.ndjson", Size: 300}, {Name: "orphan/Patient-1.ndjson", Size: 200}}
+	ih.staging.extra[m.ID] = []staging.BlobInfo{{Name: "1/Patient-1.ndjson", Size: 300}, {Name: "orphan/Patient-1.ndjson", Size: 200}}
 
 	_, err := ih.svc.Cleanup(ctx, m.ID, nil)
 	require.ErrorContains(t, err, "migration_running")
