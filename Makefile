@@ -47,7 +47,7 @@ chaos: ## 3 migrations against faulty simulators, duplicate/dropped messages and
 FUZZTIME ?= 5s
 FUZZ_TARGETS := internal/migration:FuzzStart internal/migration:FuzzMessages internal/migration:FuzzResourceLine \
 	internal/migration:FuzzErrorLine internal/fhir:FuzzParseManifest internal/fhir:FuzzParseImportStatus \
-	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter
+	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter internal/api:FuzzDecode
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 

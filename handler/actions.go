@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
-	"io"
 	"net/http"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
 // migrationReport serves GET /api/migrations/{id}/report (Markdown), .../report/missing (every missing id) and
@@ -14,7 +16,7 @@ func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 	case "":
 		report, err := a.svc.Report(r.Context(), id)
 		if err != nil {
-			a.writeServiceError(w, r, err)
+			a.writeError(w, r, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
@@ -29,7 +31,7 @@ func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 			err = bw.Flush()
 		}
 		if err != nil && !lw.started {
-			a.writeServiceError(w, r, err)
+			a.writeError(w, r, err)
 			return
 		}
 		if err != nil {
@@ -43,14 +45,14 @@ func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 	case "search-parameters":
 		bundle, err := a.svc.SearchParameterBundle(r.Context(), id)
 		if err != nil {
-			a.writeServiceError(w, r, err)
+			a.writeError(w, r, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(bundle)
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such report: "+r.PathValue("part"), "")
+		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "no_route", Message: "no such report: " + r.PathValue("part")})
 	}
 }
 
@@ -69,32 +71,37 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// migrationAction serves POST /api/migrations/{id}/verify and .../cleanup.
+// migrationAction serves POST /api/migrations/{id}/verify and .../cleanup; each body is optional.
 func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_body", "the request body could not be read", "")
-		return
-	}
 	id := r.PathValue("id")
 	switch r.PathValue("action") {
 	case "verify":
-		m, err := a.svc.Reverify(r.Context(), id, body)
+		var req migration.ReverifyRequest
+		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
+			api.Write(w, bad)
+			return
+		}
+		m, err := a.svc.Reverify(r.Context(), id, req)
 		if err != nil {
-			a.writeServiceError(w, r, err)
+			a.writeError(w, r, err)
 			return
 		}
 		w.Header().Set("Location", "/api/migrations/"+m.ID)
-		writeJSON(w, http.StatusAccepted, m)
+		api.WriteJSON(w, http.StatusAccepted, m)
 	case "cleanup":
-		res, err := a.svc.Cleanup(r.Context(), id, body)
-		if err != nil {
-			a.writeServiceError(w, r, err)
+		var req migration.CleanupRequest
+		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
+			api.Write(w, bad)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		res, err := a.svc.Cleanup(r.Context(), id, req)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, res)
 	default:
-		writeError(w, http.StatusNotFound, "unknown_action",
-			"no action "+r.PathValue("action")+": use verify or cleanup", "")
+		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "unknown_action",
+			Message: "no action " + r.PathValue("action") + ": use verify or cleanup"})
 	}
 }

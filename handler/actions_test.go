@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
@@ -84,13 +85,14 @@ func TestReportAndActionRoutes(t *testing.T) {
 		{"report of an unknown migration", "GET", "/api/migrations/m-9/report", "", 404, "application/json", `"not_found"`},
 		{"report not ready", "GET", "/api/migrations/m-2/report", "", 404, "application/json", `"report_not_ready"`},
 		{"missing not ready", "GET", "/api/migrations/m-2/report/missing", "", 404, "application/json", `"report_not_ready"`},
-		{"unknown report part", "GET", "/api/migrations/m-1/report/other", "", 404, "application/json", `"not_found"`},
+		{"unknown report part", "GET", "/api/migrations/m-1/report/other", "", 404, "application/json", `"no_route"`},
+		{"unknown endpoint", "GET", "/api/elsewhere", "", 404, "application/json", `"no_route"`},
 		{"unknown action", "POST", "/api/migrations/m-1/explode", "", 404, "application/json", `"unknown_action"`},
 		{"verify unknown migration", "POST", "/api/migrations/m-9/verify", "", 404, "application/json", `"not_found"`},
 		{"verify bad mode", "POST", "/api/migrations/m-1/verify", `{"verify":"all"}`, 400, "application/json", `"invalid_verify"`},
 		{"verify bad body", "POST", "/api/migrations/m-1/verify", `{"verify":`, 400, "application/json", `"invalid_json"`},
 		{"verify running", "POST", "/api/migrations/m-2/verify", "", 409, "application/json", `"not_verifiable"`},
-		{"cleanup unknown field", "POST", "/api/migrations/m-1/cleanup", `{"forse":true}`, 400, "application/json", `"invalid_json"`},
+		{"cleanup unknown field", "POST", "/api/migrations/m-1/cleanup", `{"forse":true}`, 400, "application/json", `"unknown_field"`},
 		{"cleanup running", "POST", "/api/migrations/m-2/cleanup", `{"force":true}`, 409, "application/json", `"migration_running"`},
 		{"cleanup when the staging account fails", "POST", "/api/migrations/m-1/cleanup", `{"force":true}`, 500, "application/json", `"internal_error"`},
 		{"re-verify", "POST", "/api/migrations/m-1/verify", `{"verify":"counts"}`, 202, "application/json", `"status": "verifying"`},
@@ -106,5 +108,48 @@ func TestReportAndActionRoutes(t *testing.T) {
 		require.Equal(t, tc.status, resp.StatusCode, "%s: %s", tc.name, body)
 		require.Contains(t, resp.Header.Get("Content-Type"), tc.contentType, tc.name)
 		require.Contains(t, string(body), tc.contains, tc.name)
+	}
+}
+
+// TestEveryBodyIsReadTheSameWay walks every route that takes a body: an unknown field, a body over the route's
+// limit and a known field of the wrong JSON type get the same code, field and shape from each.
+func TestEveryBodyIsReadTheSameWay(t *testing.T) {
+	t.Parallel()
+	srv := actionsServer(t)
+	routes := []struct {
+		path      string
+		limit     int
+		typeField string
+		typeBody  string
+	}{
+		{"/api/migrations", api.MaxStartBody, "types", `{"types":"Patient"}`},
+		{"/api/migrations/m-1/verify", api.MaxActionBody, "verifySample", `{"verifySample":"ten"}`},
+		{"/api/migrations/m-1/cleanup", api.MaxActionBody, "force", `{"force":"yes"}`},
+	}
+	for _, rt := range routes {
+		for _, tc := range []struct {
+			name, body, code, field string
+		}{
+			{"unknown field", `{"typo":1}`, "unknown_field", "typo"},
+			{"over the limit", `{"x":"` + strings.Repeat("a", rt.limit) + `"}`, "body_too_large", ""},
+			{"wrong JSON type", rt.typeBody, "invalid_json", rt.typeField},
+			{"not an object", `[1]`, "invalid_json", ""},
+			{"trailing data", `{} {}`, "invalid_json", ""},
+		} {
+			resp, err := http.Post(srv.URL+rt.path, "application/json", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			raw, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.NoError(t, resp.Body.Close())
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s %s: %s", rt.path, tc.name, raw)
+			require.Equal(t, "application/json; charset=utf-8", resp.Header.Get("Content-Type"))
+			var answer map[string]map[string]string
+			require.NoError(t, json.Unmarshal(raw, &answer), "%s %s", rt.path, tc.name)
+			require.Len(t, answer, 1, "one error object")
+			e := answer["error"]
+			require.Equal(t, tc.code, e["code"], "%s %s", rt.path, tc.name)
+			require.Equal(t, tc.field, e["field"], "%s %s", rt.path, tc.name)
+			require.NotEmpty(t, e["message"])
+		}
 	}
 }

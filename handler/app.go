@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/identity"
@@ -201,7 +202,7 @@ func (a *app) Routes() http.Handler {
 	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
 	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, "")
+		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "no_route", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return withInvocationLog(a.logger, mux)
 }

@@ -3,97 +3,68 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/funcs"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
-// maxRequestBody bounds what is read of a start or action request: one byte over the engine's limit, so that the
-// engine sees an oversized body and answers it with a 400.
-const maxRequestBody = migration.MaxStartBody + 1
-
 func (a *app) startMigration(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+	var req migration.StartRequest
+	if bad := api.Decode(r.Body, api.MaxStartBody, false, &req); bad != nil {
+		api.Write(w, bad)
+		return
+	}
+	res, err := a.svc.Start(r.Context(), req)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_body", "the request body could not be read", "")
+		a.writeError(w, r, err)
 		return
 	}
-	res, err := a.svc.Start(r.Context(), body)
-	if err != nil {
-		a.writeServiceError(w, r, err)
+	if res.Plan != nil {
+		api.WriteJSON(w, http.StatusOK, res.Plan)
 		return
 	}
-	if res.Migration != nil {
-		w.Header().Set("Location", "/api/migrations/"+res.Migration.ID)
-		writeJSON(w, res.Status, res.Migration)
-		return
-	}
-	writeJSON(w, res.Status, res.Plan)
+	w.Header().Set("Location", "/api/migrations/"+res.Migration.ID)
+	api.WriteJSON(w, http.StatusAccepted, res.Migration)
 }
 
 func (a *app) listMigrations(w http.ResponseWriter, r *http.Request) {
 	list, err := a.svc.List(r.Context())
 	if err != nil {
-		a.writeServiceError(w, r, err)
+		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"migrations": list})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"migrations": list})
 }
 
 func (a *app) getMigration(w http.ResponseWriter, r *http.Request) {
 	m, err := a.svc.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
-		a.writeServiceError(w, r, err)
+		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	api.WriteJSON(w, http.StatusOK, m)
 }
 
 func (a *app) cancelMigration(w http.ResponseWriter, r *http.Request) {
 	m, err := a.svc.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {
-		a.writeServiceError(w, r, err)
+		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	api.WriteJSON(w, http.StatusOK, m)
 }
 
-// writeServiceError answers an engine error: its own status and code for an *APIError, else a 500 whose details
-// stay in the log.
-func (a *app) writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
-	var apiErr *migration.APIError
-	if errors.As(err, &apiErr) {
-		writeError(w, apiErr.Status, apiErr.Code, apiErr.Message, apiErr.Field)
-		return
+// writeError answers a failed request by the API's error table; an internal failure's details stay in the log.
+func (a *app) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	answer, internal := api.FromError(err)
+	if internal {
+		a.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	a.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal_error", "the request failed; see the function's log", "")
-}
-
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, message, field string) {
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message, Field: field}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	api.Write(w, answer)
 }
 
 // invocation adapts a non-HTTP function: decode the host's envelope, run the step, answer the host's response

@@ -1047,3 +1047,19 @@ func TestConnectionErrorsCarryNoQuery(t *testing.T) {
 	require.Contains(t, out, "fhir call failed")
 	require.NotContains(t, out, "s3cr3t")
 }
+
+func TestErrorClassification(t *testing.T) {
+	t.Parallel()
+	for status, want := range map[int][3]bool{ // refused, throttled, temporary
+		400: {true, false, false}, 403: {true, false, false}, 404: {true, false, false}, 408: {false, false, true},
+		423: {false, false, true}, 429: {false, true, true}, 500: {false, false, true}, 501: {false, false, false},
+		503: {false, false, true},
+	} {
+		err := fmt.Errorf("wrapped: %w", &Error{Op: "count", StatusCode: status})
+		var fe *Error
+		require.ErrorAs(t, err, &fe)
+		require.Equal(t, want, [3]bool{Refused(err), Throttled(err), fe.Temporary()}, "HTTP %d", status)
+	}
+	require.False(t, Refused(errors.New("dial tcp: refused")), "not a server's answer")
+	require.False(t, Throttled(nil))
+}

@@ -7,6 +7,8 @@
 package fhir
 
 import (
+	"errors"
+	"net/http"
 	"strconv"
 	"time"
 )
@@ -124,6 +126,19 @@ func (e *Error) Error() string {
 		return e.Op + ": HTTP " + strconv.Itoa(e.StatusCode)
 	}
 	return e.Op + ": HTTP " + strconv.Itoa(e.StatusCode) + ": " + e.Message
+}
+
+// Refused reports whether err is a FHIR server refusing the request itself (a 4xx other than 408, 423 and 429):
+// asking again the same way will not help. The engine classifies answers with these, never by status code.
+func Refused(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe) && fe.StatusCode/100 == 4 && !fe.Temporary()
+}
+
+// Throttled reports whether err is a FHIR server asking the caller to slow down (429).
+func Throttled(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe) && fe.StatusCode == http.StatusTooManyRequests
 }
 
 // Temporary reports whether the same call may succeed later: 408, 423, 429 and 5xx other than 501.

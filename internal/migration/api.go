@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
-
-func notFound(id string) *APIError {
-	return &APIError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("no migration %q", id)}
-}
 
 // Get returns a migration with its derived progress.
 func (s *Service) Get(ctx context.Context, id string) (*Migration, error) {
@@ -51,8 +46,7 @@ func (s *Service) List(ctx context.Context) ([]Summary, error) {
 func (s *Service) Cancel(ctx context.Context, id string) (*Migration, error) {
 	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		if m.Status.Terminal() {
-			return nil, &APIError{Status: http.StatusConflict, Code: "already_finished",
-				Message: fmt.Sprintf("migration %s is already %s", m.ID, m.Status)}
+			return nil, conflict("already_finished", "migration %s is already %s", m.ID, m.Status)
 		}
 		e := &effects{}
 		stopMigration(m, StatusCanceled, s.now(), e)

@@ -1,13 +1,9 @@
 package migration
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
@@ -46,35 +42,9 @@ type CleanupResult struct {
 	Migration  *Migration   `json:"migration,omitempty"`
 }
 
-// Cleanup handles POST /api/migrations/{id}/cleanup.
-func (s *Service) Cleanup(ctx context.Context, id string, body []byte) (*CleanupResult, error) {
-	var req CleanupRequest
-	if len(bytes.TrimSpace(body)) > 0 {
-		if apiErr := decodeAction(body, &req); apiErr != nil {
-			return nil, apiErr
-		}
-	}
+// Cleanup deletes a migration's staged files (or, for a dry run, lists what it would delete).
+func (s *Service) Cleanup(ctx context.Context, id string, req CleanupRequest) (*CleanupResult, error) {
 	return s.cleanup(ctx, id, req)
-}
-
-// decodeAction decodes an action's JSON body strictly.
-func decodeAction(body []byte, v any) *APIError {
-	if len(body) > MaxStartBody {
-		return badRequest("body_too_large", "", "the request body is over %d bytes", MaxStartBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return badRequest("invalid_json", typeErr.Field, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
-		}
-		return badRequest("invalid_json", "", "the body is not a valid JSON object: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("invalid_json", "", "unexpected data after the JSON object")
-	}
-	return nil
 }
 
 func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*CleanupResult, error) {
@@ -85,15 +55,14 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if apiErr := cleanable(m, req.Force); apiErr != nil {
-		return nil, apiErr
+	if refusal := cleanable(m, req.Force); refusal != nil {
+		return nil, refusal
 	}
 	cleaner := s.cfg.Staging
 	container := m.Request.Container
 	listed, err := cleaner.ListContainer(ctx, container, m.ID)
 	if errors.Is(err, staging.ErrNotOwned) {
-		return nil, &APIError{Status: http.StatusConflict, Code: "container_not_owned",
-			Message: fmt.Sprintf("container %s is not owned by migration %s; nothing was deleted", container, m.ID)}
+		return nil, conflict("container_not_owned", "container %s is not owned by migration %s; nothing was deleted", container, m.ID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list staged files of %s: %w", m.ID, err)
@@ -126,8 +95,8 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	// The intent is saved first, so that a crash in the middle leaves a record to retry from.
 	if _, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		// Decided again on the fresh document: a re-verify may have started since it was first read.
-		if apiErr := cleanable(m, req.Force); apiErr != nil {
-			return nil, apiErr
+		if refusal := cleanable(m, req.Force); refusal != nil {
+			return nil, refusal
 		}
 		m.Cleanup = &Cleanup{State: cleanupPending, RequestedAt: now, Forced: req.Force, Container: container}
 		return nil, nil
@@ -167,16 +136,14 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 }
 
 // cleanable refuses to clean up a running migration, and one whose verification did not pass unless forced.
-func cleanable(m *Migration, force bool) *APIError {
+func cleanable(m *Migration, force bool) *Error {
 	if !m.Status.Terminal() {
-		return &APIError{Status: http.StatusConflict, Code: "migration_running",
-			Message: fmt.Sprintf("migration %s is %s: cancel it or wait until it ends", m.ID, m.Status)}
+		return conflict("migration_running", "migration %s is %s: cancel it or wait until it ends", m.ID, m.Status)
 	}
 	if force || verificationPassed(m) {
 		return nil
 	}
-	return &APIError{Status: http.StatusConflict, Code: "verification_not_passed",
-		Message: fmt.Sprintf("migration %s is %s and its verification did not pass; send {\"force\": true} to clean up anyway", m.ID, m.Status)}
+	return conflict("verification_not_passed", "migration %s is %s and its verification did not pass; send {\"force\": true} to clean up anyway", m.ID, m.Status)
 }
 
 func verificationPassed(m *Migration) bool {

@@ -276,6 +276,11 @@ func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, er
 	return n + f.countOffset[t], nil
 }
 
+// Search is refused: only the searchDest fake (verify_test.go) looks ids up.
+func (f *fakeServer) Search(context.Context, string, url.Values, func(json.RawMessage) error) error {
+	return &fhir.Error{Op: "search", StatusCode: 400, Message: "this fake server does not search"}
+}
+
 func (f *fakeServer) Batch(_ context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -525,10 +530,24 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 
 func (h *harness) start(body string) *Migration {
 	h.t.Helper()
-	res, err := h.svc.Start(context.Background(), []byte(body))
+	res, err := h.svc.Start(context.Background(), decode[StartRequest](h.t, body))
 	require.NoError(h.t, err)
-	require.Equal(h.t, 202, res.Status)
+	require.NotNil(h.t, res.Migration)
+	require.Nil(h.t, res.Plan)
 	return res.Migration
+}
+
+// decode reads a request body as the API does (strictly) into T; an empty body is T's zero value.
+func decode[T any](t testing.TB, body string) T {
+	t.Helper()
+	var v T
+	if strings.TrimSpace(body) == "" {
+		return v
+	}
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(&v), body)
+	return v
 }
 
 func (h *harness) get(id string) *Migration {

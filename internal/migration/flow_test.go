@@ -384,13 +384,13 @@ func TestCancelStopsServerJobs(t *testing.T) {
 	require.Empty(t, h.hostSlots(dstBase)[slotImport])
 
 	_, err = h.svc.Cancel(context.Background(), m.ID)
-	var apiErr *APIError
-	require.ErrorAs(t, err, &apiErr)
-	require.Equal(t, 409, apiErr.Status)
-	require.Equal(t, "already_finished", apiErr.Code)
+	var refusal *Error
+	require.ErrorAs(t, err, &refusal)
+	require.Equal(t, Conflict, refusal.Kind)
+	require.Equal(t, "already_finished", refusal.Code)
 	_, err = h.svc.Cancel(context.Background(), "m-unknown")
-	require.ErrorAs(t, err, &apiErr)
-	require.Equal(t, 404, apiErr.Status)
+	require.ErrorAs(t, err, &refusal)
+	require.Equal(t, NotFound, refusal.Kind)
 
 	list, err := h.svc.List(context.Background())
 	require.NoError(t, err)

@@ -2,11 +2,14 @@ package migration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 )
 
-// FuzzStart: any body is either accepted or refused with a 4xx/502 *APIError, never a panic or a 500.
+// FuzzStart: any start request that JSON can express is either accepted or refused with an *Error of a known
+// code, never a panic or an internal failure.
 func FuzzStart(f *testing.F) {
 	for _, seed := range []string{
 		`{` + endpoints + `}`,
@@ -18,16 +21,22 @@ func FuzzStart(f *testing.F) {
 	}
 	h := newHarness(f, nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		res, err := h.svc.Start(context.Background(), body)
+		var req StartRequest
+		if json.Unmarshal(body, &req) != nil {
+			return // the API refuses it before the engine sees it
+		}
+		res, err := h.svc.Start(context.Background(), req)
 		if err == nil {
 			if res == nil || (res.Migration == nil) == (res.Plan == nil) {
 				t.Fatalf("accepted without exactly one of migration and plan: %+v", res)
 			}
 			return
 		}
-		var apiErr *APIError
-		if !errors.As(err, &apiErr) || apiErr.Status < 400 || apiErr.Status == 500 || apiErr.Code == "" {
-			t.Fatalf("refusal is not a client error: %v", err)
+		var refusal *Error
+		if !errors.As(err, &refusal) || refusal.Code == "" || !slices.ContainsFunc(Codes(), func(c Code) bool {
+			return c.Code == refusal.Code && c.Kind == refusal.Kind
+		}) {
+			t.Fatalf("refusal is not one of the engine's codes: %v", err)
 		}
 	})
 }

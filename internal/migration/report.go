@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -57,12 +56,11 @@ func (s *Service) Report(ctx context.Context, id string) ([]byte, error) {
 		return nil, err
 	}
 	if m.Verification == nil || m.Verification.Report == "" {
-		return nil, &APIError{Status: http.StatusNotFound, Code: "report_not_ready",
-			Message: fmt.Sprintf("migration %s has no verification report yet (status %s)", id, m.Status)}
+		return nil, notReady("migration %s has no verification report yet (status %s)", id, m.Status)
 	}
 	data, _, err := s.cfg.Store.Get(ctx, m.Verification.Report)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, &APIError{Status: http.StatusNotFound, Code: "report_not_ready", Message: "the report is not written yet"}
+		return nil, notReady("the report is not written yet")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read report of %s: %w", id, err)
@@ -99,8 +97,7 @@ func (s *Service) SearchParameterBundle(ctx context.Context, id string) ([]byte,
 		entries = append(entries, b.Entry...)
 	}
 	if len(entries) == 0 {
-		return nil, &APIError{Status: http.StatusNotFound, Code: "not_found",
-			Message: fmt.Sprintf("migration %s holds no SearchParameters back (they are copied unless the import mode is InitialLoad)", id)}
+		return nil, refuse(NotFound, "not_found", "", "migration %s holds no SearchParameters back (they are copied unless the import mode is InitialLoad)", id)
 	}
 	merged["entry"] = entries
 	out, err := json.MarshalIndent(merged, "", "  ")
@@ -121,8 +118,7 @@ func (s *Service) MissingIDs(ctx context.Context, id string, w io.Writer) error 
 	}
 	v := m.Verification
 	if v == nil || v.CheckedAt == nil || v.IDs == nil {
-		return &APIError{Status: http.StatusNotFound, Code: "report_not_ready",
-			Message: fmt.Sprintf("migration %s has no finished id verification", id)}
+		return notReady("migration %s has no finished id verification", id)
 	}
 	if v.MissingReport == "" {
 		return nil

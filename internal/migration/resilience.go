@@ -380,5 +380,5 @@ func outcomeText(line []byte) string {
 // reason: ..."), whatever its status code, rather than a failure to answer.
 func serverJobFailed(err error) bool {
 	var fe *fhir.Error
-	return errors.As(err, &fe) && fe.StatusCode != 429 && strings.Contains(strings.ToLower(fe.Message), "operation failed for reason")
+	return errors.As(err, &fe) && !fhir.Throttled(err) && strings.Contains(strings.ToLower(fe.Message), "operation failed for reason")
 }

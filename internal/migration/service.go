@@ -8,6 +8,7 @@ package migration
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -35,6 +36,8 @@ type FHIRClient interface {
 	ImportStatus(ctx context.Context, contentLocation string) (*fhir.ImportStatus, error)
 	CancelJob(ctx context.Context, contentLocation string) error
 	Count(ctx context.Context, resourceType string, query url.Values) (int64, error)
+	// Search calls each with every resource of the search's pages (the ids and full checks).
+	Search(ctx context.Context, resourceType string, query url.Values, each func(resource json.RawMessage) error) error
 	Batch(ctx context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error)
 }
 
@@ -154,23 +157,4 @@ func fanOut(n, limit int, fn func(i int)) {
 		})
 	}
 	wg.Wait()
-}
-
-// APIError is an error the HTTP API answers as {"error":{"code","message","field"}} with Status.
-type APIError struct {
-	Status  int
-	Code    string
-	Message string
-	Field   string
-}
-
-func (e *APIError) Error() string {
-	if e.Field != "" {
-		return fmt.Sprintf("%s (%s): %s", e.Code, e.Field, e.Message)
-	}
-	return e.Code + ": " + e.Message
-}
-
-func badRequest(code, field, format string, args ...any) *APIError {
-	return &APIError{Status: 400, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
 }

@@ -178,7 +178,7 @@ func TestVerificationEndsWhenTheDestinationRefusesCounts(t *testing.T) {
 	require.Contains(t, done.Error.Message, "principal lacks FHIR Data Reader")
 	require.Equal(t, []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute}, retries,
 		"RetryDelay doubled per retry (jitter pinned by Random=1)")
-	_, err := h.svc.Reverify(context.Background(), m.ID, nil)
+	_, err := h.svc.Reverify(context.Background(), m.ID, ReverifyRequest{})
 	require.NoError(t, err, "a round that could not be done can be started again")
 }
 
@@ -308,7 +308,7 @@ func TestInitialLoadKeepsSearchParametersForLater(t *testing.T) {
 	h2 := newHarness(t, nil)
 	m2 := h2.start(`{` + endpoints + `,"types":["Patient"]}`)
 	_, err = h2.svc.SearchParameterBundle(context.Background(), m2.ID)
-	var apiErr *APIError
-	require.ErrorAs(t, err, &apiErr)
-	require.Equal(t, 404, apiErr.Status)
+	var refusal *Error
+	require.ErrorAs(t, err, &refusal)
+	require.Equal(t, NotFound, refusal.Kind)
 }

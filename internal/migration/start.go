@@ -1,13 +1,9 @@
 package migration
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -17,9 +13,6 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 )
-
-// MaxStartBody is the largest start request accepted.
-const MaxStartBody = 1 << 20
 
 // Request field values.
 const (
@@ -38,8 +31,8 @@ var (
 	containerPattern = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 )
 
-// startRequest is the start request as sent; pointers tell "absent" from "empty".
-type startRequest struct {
+// StartRequest is the start request as sent; pointers tell "absent" from "empty". Start validates every field.
+type StartRequest struct {
 	Source         *string  `json:"source"`
 	Destination    *string  `json:"destination"`
 	Types          []string `json:"types"`
@@ -55,24 +48,19 @@ type startRequest struct {
 	Cleanup        *string  `json:"cleanup"`
 }
 
-// Result is the answer to a start request: 202 with the new migration, or 200 with the plan of a dry run.
-type Result struct {
-	Status    int
+// StartResult is what a start request made: the new migration, or the plan of a dry run.
+type StartResult struct {
 	Migration *Migration
 	Plan      *Plan
 }
 
 // Start validates a start request, checks both servers, and creates the migration (or, for a dry run, only
-// answers its plan). Nothing is stored when it returns an error, and nothing is claimed unless the final save
-// of the document fails (the container then stays claimed for the unused id).
-func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
-	raw, apiErr := decodeStart(body)
-	if apiErr != nil {
-		return nil, apiErr
-	}
-	req, apiErr := s.validate(raw)
-	if apiErr != nil {
-		return nil, apiErr
+// answers its plan). A refused request is an *Error; nothing is stored when Start returns an error, and nothing
+// is claimed unless the final save of the document fails (the claim is then released).
+func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, error) {
+	req, refusal := s.validate(&raw)
+	if refusal != nil {
+		return nil, refusal
 	}
 	sourceTypes, destTypes, err := s.preflight(ctx, req)
 	if err != nil {
@@ -88,12 +76,11 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 	}
 	jobs := planExports(req, sourceTypes, now)
 	if req.DryRun {
-		return &Result{Status: http.StatusOK, Plan: &Plan{DryRun: true, Request: *req, Jobs: jobs}}, nil
+		return &StartResult{Plan: &Plan{DryRun: true, Request: *req, Jobs: jobs}}, nil
 	}
 	if err := s.cfg.Staging.ClaimContainer(ctx, req.Container, id); err != nil {
 		if errors.Is(err, staging.ErrContainerTaken) {
-			return nil, &APIError{Status: http.StatusConflict, Code: "container_in_use", Field: "container",
-				Message: fmt.Sprintf("container %s belongs to another migration or holds other data", req.Container)}
+			return nil, refuse(Conflict, "container_in_use", "container", "container %s belongs to another migration or holds other data", req.Container)
 		}
 		return nil, fmt.Errorf("claim container %s: %w", req.Container, err)
 	}
@@ -109,87 +96,48 @@ func (s *Service) Start(ctx context.Context, body []byte) (*Result, error) {
 	}
 	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
 		"exportJobs", len(jobs), "container", req.Container)
-	return &Result{Status: http.StatusAccepted, Migration: m.served()}, nil
-}
-
-// decodeStart decodes strictly: size first, then JSON with no unknown fields and nothing after the object.
-func decodeStart(body []byte) (*startRequest, *APIError) {
-	if len(body) > MaxStartBody {
-		return nil, badRequest("body_too_large", "", "the request body is over %d bytes", MaxStartBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var r startRequest
-	if err := dec.Decode(&r); err != nil {
-		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			name = strings.Trim(name, `"`)
-			return nil, badRequest("unknown_field", name, "unknown field %q", name)
-		}
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return nil, badRequest("invalid_json", typeErr.Field, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
-		}
-		return nil, badRequest("invalid_json", "", "the body is not a JSON object: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, badRequest("invalid_json", "", "unexpected data after the JSON object")
-	}
-	return &r, nil
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "string", "ptr":
-		return "string"
-	case "slice":
-		return "array"
-	case "int", "int64":
-		return "integer"
-	case "bool":
-		return "boolean"
-	}
-	return "value of another type"
+	return &StartResult{Migration: m.served()}, nil
 }
 
 // validate checks every field and applies the defaults that need no server.
-func (s *Service) validate(r *startRequest) (*Request, *APIError) {
+func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 	req := &Request{DryRun: r.DryRun}
-	var apiErr *APIError
-	if req.Source, apiErr = s.checkServer(r.Source, "source"); apiErr != nil {
-		return nil, apiErr
+	var refusal *Error
+	if req.Source, refusal = s.checkServer(r.Source, "source"); refusal != nil {
+		return nil, refusal
 	}
-	if req.Destination, apiErr = s.checkServer(r.Destination, "destination"); apiErr != nil {
-		return nil, apiErr
+	if req.Destination, refusal = s.checkServer(r.Destination, "destination"); refusal != nil {
+		return nil, refusal
 	}
 	if req.Source == req.Destination {
-		return nil, badRequest("same_server", "destination", "source and destination are the same server")
+		return nil, invalid("same_server", "destination", "source and destination are the same server")
 	}
 	for i, t := range r.Types {
 		field := fmt.Sprintf("types[%d]", i)
 		if !typePattern.MatchString(t) {
-			return nil, badRequest("invalid_type", field, "%q is not a FHIR resource type", t)
+			return nil, invalid("invalid_type", field, "%q is not a FHIR resource type", t)
 		}
 		if slices.Contains(r.Types[:i], t) {
-			return nil, badRequest("invalid_type", field, "%s is listed twice", t)
+			return nil, invalid("invalid_type", field, "%s is listed twice", t)
 		}
 	}
 	req.Types = r.Types
 	var err error
 	if req.Since, err = parseTime(r.Since); err != nil {
-		return nil, badRequest("invalid_time", "since", "since must be an RFC 3339 time: %v", err)
+		return nil, invalid("invalid_time", "since", "since must be an RFC 3339 time: %v", err)
 	}
 	if req.Till, err = parseTime(r.Till); err != nil {
-		return nil, badRequest("invalid_time", "till", "till must be an RFC 3339 time: %v", err)
+		return nil, invalid("invalid_time", "till", "till must be an RFC 3339 time: %v", err)
 	}
 	if req.Since != nil && req.Till != nil && !req.Since.Before(*req.Till) {
-		return nil, badRequest("invalid_window", "since", "since must be before till")
+		return nil, invalid("invalid_window", "since", "since must be before till")
 	}
 	if req.Since != nil && !req.Since.Before(s.now()) {
-		return nil, badRequest("invalid_window", "since", "since must be in the past")
+		return nil, invalid("invalid_window", "since", "since must be in the past")
 	}
 	for i, f := range r.TypeFilter {
-		if apiErr := checkTypeFilter(f, req.Types, fmt.Sprintf("typeFilter[%d]", i)); apiErr != nil {
-			return nil, apiErr
+		if refusal := checkTypeFilter(f, req.Types, fmt.Sprintf("typeFilter[%d]", i)); refusal != nil {
+			return nil, refusal
 		}
 	}
 	req.TypeFilter = r.TypeFilter
@@ -199,20 +147,20 @@ func (s *Service) validate(r *startRequest) (*Request, *APIError) {
 	}
 	if r.ExportStrategy != nil {
 		if *r.ExportStrategy != StrategySystem && *r.ExportStrategy != StrategyPerType {
-			return nil, badRequest("invalid_export_strategy", "exportStrategy", "exportStrategy must be %q or %q", StrategySystem, StrategyPerType)
+			return nil, invalid("invalid_export_strategy", "exportStrategy", "exportStrategy must be %q or %q", StrategySystem, StrategyPerType)
 		}
 		req.ExportStrategy = *r.ExportStrategy
 	}
 	req.ImportMode = ModeIncremental
 	if r.ImportMode != nil {
 		if *r.ImportMode != ModeIncremental && *r.ImportMode != ModeInitial {
-			return nil, badRequest("invalid_import_mode", "importMode", "importMode must be %q or %q", ModeIncremental, ModeInitial)
+			return nil, invalid("invalid_import_mode", "importMode", "importMode must be %q or %q", ModeIncremental, ModeInitial)
 		}
 		req.ImportMode = *r.ImportMode
 	}
 	if r.Container != nil {
 		if !validContainer(*r.Container) {
-			return nil, badRequest("invalid_container", "container",
+			return nil, invalid("invalid_container", "container",
 				"container must be 3-63 characters of lowercase letters, digits and single hyphens, starting and ending with a letter or digit")
 		}
 		req.Container = *r.Container
@@ -223,38 +171,38 @@ func (s *Service) validate(r *startRequest) (*Request, *APIError) {
 		case VerifyCounts, VerifyIDs, VerifyFull, VerifyNone:
 			req.Verify = *r.Verify
 		default:
-			return nil, badRequest("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull, VerifyNone)
+			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull, VerifyNone)
 		}
 	}
 	if r.VerifySample != nil {
 		if *r.VerifySample < 0 {
-			return nil, badRequest("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
+			return nil, invalid("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
 		}
 		req.VerifySample = *r.VerifySample
 	}
 	if r.Cleanup != nil {
 		if *r.Cleanup != CleanupAfterVerify && *r.Cleanup != "" {
-			return nil, badRequest("invalid_cleanup", "cleanup", "cleanup must be %q or absent", CleanupAfterVerify)
+			return nil, invalid("invalid_cleanup", "cleanup", "cleanup must be %q or absent", CleanupAfterVerify)
 		}
 		req.Cleanup = *r.Cleanup
 	}
 	return req, nil
 }
 
-func (s *Service) checkServer(raw *string, field string) (string, *APIError) {
+func (s *Service) checkServer(raw *string, field string) (string, *Error) {
 	if raw == nil || strings.TrimSpace(*raw) == "" {
-		return "", badRequest("missing_field", field, "%s is required", field)
+		return "", invalid("missing_field", field, "%s is required", field)
 	}
 	u, err := url.Parse(strings.TrimSpace(*raw))
 	if err != nil || !u.IsAbs() || u.Host == "" {
-		return "", badRequest("invalid_url", field, "%s is not an absolute URL", field)
+		return "", invalid("invalid_url", field, "%s is not an absolute URL", field)
 	}
 	base, err := s.cfg.Policy.CheckBaseURL(*raw)
 	if errors.Is(err, fhir.ErrHostNotAllowed) {
-		return "", badRequest("host_not_allowed", field, "%s: %v", field, err)
+		return "", invalid("host_not_allowed", field, "%s: %v", field, err)
 	}
 	if err != nil {
-		return "", badRequest("invalid_url", field, "%s: %v", field, err)
+		return "", invalid("invalid_url", field, "%s: %v", field, err)
 	}
 	return base, nil
 }
@@ -272,25 +220,25 @@ func parseTime(raw *string) (*time.Time, error) {
 
 // checkTypeFilter checks one _typeFilter entry as the service reads the parameter: entries are split on ",", their
 // parameters on "&" and each parameter on "=", so a comma cannot be sent and every parameter is exactly name=value.
-func checkTypeFilter(f string, types []string, field string) *APIError {
+func checkTypeFilter(f string, types []string, field string) *Error {
 	typ, query, ok := strings.Cut(f, "?")
 	if !ok || query == "" || !typePattern.MatchString(typ) {
-		return badRequest("invalid_type_filter", field, "%q is not Type?query", f)
+		return invalid("invalid_type_filter", field, "%q is not Type?query", f)
 	}
 	if strings.Contains(f, ",") {
-		return badRequest("invalid_type_filter", field, "%q holds a comma: the service splits _typeFilter on commas, "+
+		return invalid("invalid_type_filter", field, "%q holds a comma: the service splits _typeFilter on commas, "+
 			"so it cannot be sent (give each value its own entry)", f)
 	}
 	for part := range strings.SplitSeq(query, "&") {
 		if strings.Count(part, "=") != 1 || strings.HasPrefix(part, "=") {
-			return badRequest("invalid_type_filter", field, "the parameter %q of %q is not name=value", part, f)
+			return invalid("invalid_type_filter", field, "the parameter %q of %q is not name=value", part, f)
 		}
 	}
 	if _, err := url.ParseQuery(query); err != nil {
-		return badRequest("invalid_type_filter", field, "the query of %q is malformed: %v", f, err)
+		return invalid("invalid_type_filter", field, "the query of %q is malformed: %v", f, err)
 	}
 	if len(types) > 0 && !slices.Contains(types, typ) {
-		return badRequest("invalid_type_filter", field, "%s is not among the requested types", typ)
+		return invalid("invalid_type_filter", field, "%s is not among the requested types", typ)
 	}
 	return nil
 }
@@ -307,29 +255,26 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 		sourceTypes, err = src.ResourceTypes(ctx)
 	}
 	if err != nil {
-		return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: "source",
-			Message: fmt.Sprintf("the source's CapabilityStatement could not be read: %v", err)}
+		return nil, nil, unavailable("source_unreachable", "source", "the source's CapabilityStatement could not be read: %v", err)
 	}
 	for i, t := range req.Types {
 		if !slices.Contains(sourceTypes, t) {
-			return nil, nil, badRequest("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
+			return nil, nil, invalid("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
 		}
 	}
 	for i, f := range req.TypeFilter {
 		typ, query, _ := strings.Cut(f, "?")
 		field := fmt.Sprintf("typeFilter[%d]", i)
 		if !slices.Contains(sourceTypes, typ) {
-			return nil, nil, badRequest("unknown_type", field, "the source does not support %s", typ)
+			return nil, nil, invalid("unknown_type", field, "the source does not support %s", typ)
 		}
 		// Each entry is counted before every kick-off: a search the source refuses is refused here, once.
 		q, _ := url.ParseQuery(query) // checked by validate
 		if _, err := src.Count(ctx, typ, q); err != nil {
-			var fe *fhir.Error
-			if errors.As(err, &fe) && fe.StatusCode/100 == 4 && fe.StatusCode != http.StatusTooManyRequests {
-				return nil, nil, badRequest("invalid_type_filter", field, "the source refuses %q as a search: %v", f, err)
+			if fhir.Refused(err) {
+				return nil, nil, invalid("invalid_type_filter", field, "the source refuses %q as a search: %v", f, err)
 			}
-			return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "source_unreachable", Field: field,
-				Message: fmt.Sprintf("the source could not count %q: %v", f, err)}
+			return nil, nil, unavailable("source_unreachable", field, "the source could not count %q: %v", f, err)
 		}
 	}
 	dst, err := s.cfg.FHIR(req.Destination)
@@ -337,8 +282,7 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 		destTypes, err = dst.ResourceTypes(ctx)
 	}
 	if err != nil {
-		return nil, nil, &APIError{Status: http.StatusBadGateway, Code: "destination_unreachable", Field: "destination",
-			Message: fmt.Sprintf("the destination's CapabilityStatement could not be read: %v", err)}
+		return nil, nil, unavailable("destination_unreachable", "destination", "the destination's CapabilityStatement could not be read: %v", err)
 	}
 	return sourceTypes, destTypes, nil
 }

@@ -3,7 +3,6 @@ package migration
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,55 +17,49 @@ func TestStartRejects(t *testing.T) {
 		name   string
 		body   string
 		setup  func(h *harness)
-		status int
-		code   string
-		field  string
+		kind  ErrorKind
+		code  string
+		field string
 	}{
-		{"malformed json", `{"source":`, nil, 400, "invalid_json", ""},
-		{"not an object", `[1]`, nil, 400, "invalid_json", ""},
-		{"trailing data", `{` + ok + `} {}`, nil, 400, "invalid_json", ""},
-		{"wrong field type", `{` + ok + `,"types":"Patient"}`, nil, 400, "invalid_json", "types"},
-		{"unknown field", `{` + ok + `,"typo":1}`, nil, 400, "unknown_field", "typo"},
-		{"too large", `{` + ok + `,"container":"` + strings.Repeat("a", MaxStartBody) + `"}`, nil, 400, "body_too_large", ""},
-		{"missing source", `{"destination":"` + dstBase + `"}`, nil, 400, "missing_field", "source"},
-		{"missing destination", `{"source":"` + srcBase + `"}`, nil, 400, "missing_field", "destination"},
-		{"not a url", `{"source":"src","destination":"` + dstBase + `"}`, nil, 400, "invalid_url", "source"},
-		{"host not allowed", `{"source":"https://evil.example.com","destination":"` + dstBase + `"}`, nil, 400, "host_not_allowed", "source"},
-		{"http not allowed", `{"source":"http://src.azurehealthcareapis.com","destination":"` + dstBase + `"}`, nil, 400, "host_not_allowed", "source"},
-		{"same server", `{"source":"` + srcBase + `","destination":"` + srcBase + `/"}`, nil, 400, "same_server", "destination"},
-		{"bad type", `{` + ok + `,"types":["Patient","observation"]}`, nil, 400, "invalid_type", "types[1]"},
-		{"duplicate type", `{` + ok + `,"types":["Patient","Observation","Patient"]}`, nil, 400, "invalid_type", "types[2]"},
-		{"bad since", `{` + ok + `,"since":"2020-01-01"}`, nil, 400, "invalid_time", "since"},
-		{"bad till", `{` + ok + `,"till":"yesterday"}`, nil, 400, "invalid_time", "till"},
-		{"empty window", `{` + ok + `,"since":"2021-01-01T00:00:00Z","till":"2021-01-01T00:00:00Z"}`, nil, 400, "invalid_window", "since"},
-		{"type filter without query", `{` + ok + `,"typeFilter":["Patient"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
-		{"type filter bad type", `{` + ok + `,"typeFilter":["Patient?active=true","obs?x=1"]}`, nil, 400, "invalid_type_filter", "typeFilter[1]"},
-		{"type filter not in types", `{` + ok + `,"types":["Patient"],"typeFilter":["Observation?status=final"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
-		{"type filter with a comma", `{` + ok + `,"typeFilter":["Observation?status=final,amended"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
-		{"type filter parameter without =", `{` + ok + `,"typeFilter":["Observation?status=final","Observation?status"]}`, nil, 400, "invalid_type_filter", "typeFilter[1]"},
-		{"type filter parameter with two =", `{` + ok + `,"typeFilter":["Observation?code=a=b"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
-		{"type filter empty parameter", `{` + ok + `,"typeFilter":["Observation?status=final&&code=x"]}`, nil, 400, "invalid_type_filter", "typeFilter[0]"},
+		{"missing source", `{"destination":"` + dstBase + `"}`, nil, Invalid, "missing_field", "source"},
+		{"missing destination", `{"source":"` + srcBase + `"}`, nil, Invalid, "missing_field", "destination"},
+		{"not a url", `{"source":"src","destination":"` + dstBase + `"}`, nil, Invalid, "invalid_url", "source"},
+		{"host not allowed", `{"source":"https://evil.example.com","destination":"` + dstBase + `"}`, nil, Invalid, "host_not_allowed", "source"},
+		{"http not allowed", `{"source":"http://src.azurehealthcareapis.com","destination":"` + dstBase + `"}`, nil, Invalid, "host_not_allowed", "source"},
+		{"same server", `{"source":"` + srcBase + `","destination":"` + srcBase + `/"}`, nil, Invalid, "same_server", "destination"},
+		{"bad type", `{` + ok + `,"types":["Patient","observation"]}`, nil, Invalid, "invalid_type", "types[1]"},
+		{"duplicate type", `{` + ok + `,"types":["Patient","Observation","Patient"]}`, nil, Invalid, "invalid_type", "types[2]"},
+		{"bad since", `{` + ok + `,"since":"2020-01-01"}`, nil, Invalid, "invalid_time", "since"},
+		{"bad till", `{` + ok + `,"till":"yesterday"}`, nil, Invalid, "invalid_time", "till"},
+		{"empty window", `{` + ok + `,"since":"2021-01-01T00:00:00Z","till":"2021-01-01T00:00:00Z"}`, nil, Invalid, "invalid_window", "since"},
+		{"type filter without query", `{` + ok + `,"typeFilter":["Patient"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter bad type", `{` + ok + `,"typeFilter":["Patient?active=true","obs?x=1"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[1]"},
+		{"type filter not in types", `{` + ok + `,"types":["Patient"],"typeFilter":["Observation?status=final"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter with a comma", `{` + ok + `,"typeFilter":["Observation?status=final,amended"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter parameter without =", `{` + ok + `,"typeFilter":["Observation?status=final","Observation?status"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[1]"},
+		{"type filter parameter with two =", `{` + ok + `,"typeFilter":["Observation?code=a=b"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[0]"},
+		{"type filter empty parameter", `{` + ok + `,"typeFilter":["Observation?status=final&&code=x"]}`, nil, Invalid, "invalid_type_filter", "typeFilter[0]"},
 		{"type filter the source refuses", `{` + ok + `,"typeFilter":["Observation?subject:missing=true"]}`, func(h *harness) {
 			h.src.countErr = &fhir.Error{Op: "count Observation", StatusCode: 400, Message: "the search parameter subject:missing is not supported"}
-		}, 400, "invalid_type_filter", "typeFilter[0]"},
+		}, Invalid, "invalid_type_filter", "typeFilter[0]"},
 		{"type filter count unavailable", `{` + ok + `,"typeFilter":["Observation?status=final"]}`, func(h *harness) {
 			h.src.countErr = &fhir.Error{Op: "count Observation", StatusCode: 503}
-		}, 502, "source_unreachable", "typeFilter[0]"},
-		{"since in the future", `{` + ok + `,"since":"2099-01-01T00:00:00Z"}`, nil, 400, "invalid_window", "since"},
-		{"export strategy", `{` + ok + `,"exportStrategy":"parallel"}`, nil, 400, "invalid_export_strategy", "exportStrategy"},
-		{"import mode", `{` + ok + `,"importMode":"Fast"}`, nil, 400, "invalid_import_mode", "importMode"},
-		{"container short", `{` + ok + `,"container":"ab"}`, nil, 400, "invalid_container", "container"},
-		{"container upper", `{` + ok + `,"container":"Migration"}`, nil, 400, "invalid_container", "container"},
-		{"container double hyphen", `{` + ok + `,"container":"a--b"}`, nil, 400, "invalid_container", "container"},
-		{"container trailing hyphen", `{` + ok + `,"container":"abc-"}`, nil, 400, "invalid_container", "container"},
-		{"cleanup other", `{` + ok + `,"cleanup":"now"}`, nil, 400, "invalid_cleanup", "cleanup"},
-		{"verify other", `{` + ok + `,"verify":"all"}`, nil, 400, "invalid_verify", "verify"},
-		{"verify sample", `{` + ok + `,"verifySample":-1}`, nil, 400, "invalid_verify_sample", "verifySample"},
-		{"source down", `{` + ok + `}`, func(h *harness) { h.src.typesErr = errors.New("dial tcp: refused") }, 502, "source_unreachable", "source"},
-		{"unknown type", `{` + ok + `,"types":["Patient","Device"]}`, nil, 400, "unknown_type", "types[1]"},
-		{"unknown filter type", `{` + ok + `,"typeFilter":["Device?x=1"]}`, nil, 400, "unknown_type", "typeFilter[0]"},
-		{"destination down", `{` + ok + `}`, func(h *harness) { h.dst.typesErr = &fhir.Error{Op: "metadata", StatusCode: 503} }, 502, "destination_unreachable", "destination"},
-		{"container taken", `{` + ok + `,"container":"shared"}`, func(h *harness) { h.staging.owners["shared"] = "m-other" }, 409, "container_in_use", "container"},
+		}, Unavailable, "source_unreachable", "typeFilter[0]"},
+		{"since in the future", `{` + ok + `,"since":"2099-01-01T00:00:00Z"}`, nil, Invalid, "invalid_window", "since"},
+		{"export strategy", `{` + ok + `,"exportStrategy":"parallel"}`, nil, Invalid, "invalid_export_strategy", "exportStrategy"},
+		{"import mode", `{` + ok + `,"importMode":"Fast"}`, nil, Invalid, "invalid_import_mode", "importMode"},
+		{"container short", `{` + ok + `,"container":"ab"}`, nil, Invalid, "invalid_container", "container"},
+		{"container upper", `{` + ok + `,"container":"Migration"}`, nil, Invalid, "invalid_container", "container"},
+		{"container double hyphen", `{` + ok + `,"container":"a--b"}`, nil, Invalid, "invalid_container", "container"},
+		{"container trailing hyphen", `{` + ok + `,"container":"abc-"}`, nil, Invalid, "invalid_container", "container"},
+		{"cleanup other", `{` + ok + `,"cleanup":"now"}`, nil, Invalid, "invalid_cleanup", "cleanup"},
+		{"verify other", `{` + ok + `,"verify":"all"}`, nil, Invalid, "invalid_verify", "verify"},
+		{"verify sample", `{` + ok + `,"verifySample":-1}`, nil, Invalid, "invalid_verify_sample", "verifySample"},
+		{"source down", `{` + ok + `}`, func(h *harness) { h.src.typesErr = errors.New("dial tcp: refused") }, Unavailable, "source_unreachable", "source"},
+		{"unknown type", `{` + ok + `,"types":["Patient","Device"]}`, nil, Invalid, "unknown_type", "types[1]"},
+		{"unknown filter type", `{` + ok + `,"typeFilter":["Device?x=1"]}`, nil, Invalid, "unknown_type", "typeFilter[0]"},
+		{"destination down", `{` + ok + `}`, func(h *harness) { h.dst.typesErr = &fhir.Error{Op: "metadata", StatusCode: 503} }, Unavailable, "destination_unreachable", "destination"},
+		{"container taken", `{` + ok + `,"container":"shared"}`, func(h *harness) { h.staging.owners["shared"] = "m-other" }, Conflict, "container_in_use", "container"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,14 +68,14 @@ func TestStartRejects(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(h)
 			}
-			res, err := h.svc.Start(context.Background(), []byte(tc.body))
+			res, err := h.svc.Start(context.Background(), decode[StartRequest](t, tc.body))
 			require.Nil(t, res)
-			var apiErr *APIError
-			require.ErrorAs(t, err, &apiErr)
-			require.Equal(t, tc.status, apiErr.Status, apiErr.Message)
-			require.Equal(t, tc.code, apiErr.Code, apiErr.Message)
-			require.Equal(t, tc.field, apiErr.Field)
-			require.NotEmpty(t, apiErr.Message)
+			var refusal *Error
+			require.ErrorAs(t, err, &refusal)
+			require.Equal(t, tc.kind, refusal.Kind, refusal.Message)
+			require.Equal(t, tc.code, refusal.Code, refusal.Message)
+			require.Equal(t, tc.field, refusal.Field)
+			require.NotEmpty(t, refusal.Message)
 			items, err := h.store.List(context.Background(), "")
 			require.NoError(t, err)
 			require.Empty(t, items, "no document on a rejected start")
@@ -96,10 +89,9 @@ func TestStartRejects(t *testing.T) {
 func TestStartDryRunStoresNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	res, err := h.svc.Start(context.Background(), []byte(`{"source":"`+srcBase+`","destination":"`+dstBase+`",
+	res, err := h.svc.Start(context.Background(), decode[StartRequest](t, `{"source":"`+srcBase+`","destination":"`+dstBase+`",
 		"types":["Patient","Observation"],"typeFilter":["Observation?status=final"],"dryRun":true}`))
 	require.NoError(t, err)
-	require.Equal(t, 200, res.Status)
 	require.Nil(t, res.Migration)
 	require.NotNil(t, res.Plan)
 	require.Len(t, res.Plan.Jobs, 2)
@@ -173,10 +165,10 @@ func TestGetUnknownIsNotFound(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, id := range []string{"m-nope", "../hosts/x", ""} {
 		_, err := h.svc.Get(context.Background(), id)
-		var apiErr *APIError
-		require.ErrorAs(t, err, &apiErr)
-		require.Equal(t, 404, apiErr.Status)
-		require.Equal(t, "not_found", apiErr.Code)
+		var refusal *Error
+		require.ErrorAs(t, err, &refusal)
+		require.Equal(t, NotFound, refusal.Kind)
+		require.Equal(t, "not_found", refusal.Code)
 	}
 }
 
@@ -185,7 +177,7 @@ func TestGetUnknownIsNotFound(t *testing.T) {
 func TestFailedCreateReleasesTheContainer(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	body := []byte(`{` + endpoints + `,"container":"shared-name"}`)
+	body := decode[StartRequest](t, `{`+endpoints+`,"container":"shared-name"}`)
 	h.store.mu.Lock()
 	h.store.failPuts = true
 	h.store.mu.Unlock()

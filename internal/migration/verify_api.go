@@ -1,11 +1,8 @@
 package migration
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"slices"
 	"time"
 
@@ -20,22 +17,16 @@ type ReverifyRequest struct {
 
 // Reverify starts a new verification round of a migration whose jobs all finished (for example once the
 // destination's search index caught up): status verifying, a new generation, and its verify-counts message.
-func (s *Service) Reverify(ctx context.Context, id string, body []byte) (*Migration, error) {
-	var req ReverifyRequest
-	if len(bytes.TrimSpace(body)) > 0 {
-		if apiErr := decodeAction(body, &req); apiErr != nil {
-			return nil, apiErr
-		}
-	}
+func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) (*Migration, error) {
 	if req.Verify != nil {
 		switch *req.Verify {
 		case VerifyCounts, VerifyIDs, VerifyFull:
 		default:
-			return nil, badRequest("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull)
+			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull)
 		}
 	}
 	if req.VerifySample != nil && *req.VerifySample < 0 {
-		return nil, badRequest("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
+		return nil, invalid("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
 	}
 	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		mode, sample := m.Request.Verify, m.Request.VerifySample
@@ -48,8 +39,8 @@ func (s *Service) Reverify(ctx context.Context, id string, body []byte) (*Migrat
 		if req.VerifySample != nil {
 			sample = *req.VerifySample
 		}
-		if apiErr := reverifiable(m, mode); apiErr != nil {
-			return nil, apiErr
+		if refusal := reverifiable(m, mode); refusal != nil {
+			return nil, refusal
 		}
 		now := s.now()
 		gen := 1
@@ -75,20 +66,17 @@ func (s *Service) Reverify(ctx context.Context, id string, body []byte) (*Migrat
 }
 
 // reverifiable: every job finished and the migration is completed, or failed by its verification.
-func reverifiable(m *Migration, mode string) *APIError {
+func reverifiable(m *Migration, mode string) *Error {
 	switch {
 	case m.Status == StatusVerifying:
-		return &APIError{Status: http.StatusConflict, Code: "verification_running",
-			Message: fmt.Sprintf("migration %s is being verified already", m.ID)}
+		return conflict("verification_running", "migration %s is being verified already", m.ID)
 	case m.Status == StatusCompleted,
 		m.Status == StatusFailed && m.Error != nil && slices.Contains(verificationCodes, m.Error.Code):
 	default:
-		return &APIError{Status: http.StatusConflict, Code: "not_verifiable",
-			Message: fmt.Sprintf("migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)}
+		return conflict("not_verifiable", "migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)
 	}
 	if mode != VerifyCounts && m.Cleanup != nil && m.Cleanup.State != cleanupFailed {
-		return &APIError{Status: http.StatusConflict, Code: "staged_files_deleted", Field: "verify",
-			Message: fmt.Sprintf("the staged files of migration %s were cleaned up: only \"counts\" can be verified again", m.ID)}
+		return refuse(Conflict, "staged_files_deleted", "verify", "the staged files of migration %s were cleaned up: only \"counts\" can be verified again", m.ID)
 	}
 	return nil
 }

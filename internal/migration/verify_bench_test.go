@@ -52,8 +52,8 @@ func (s streamStaging) Open(_ context.Context, u string) (io.ReadCloser, error) 
 	return io.NopCloser(&ndjsonStream{file: n, n: s.perFile}), nil
 }
 
-// allFound is an in-process destination that holds every id it is asked for.
-type allFound struct{}
+// allFound is an in-process destination that holds every id it is asked for (it only searches).
+type allFound struct{ *fakeServer }
 
 func (allFound) Search(_ context.Context, typ string, q url.Values, each func(json.RawMessage) error) error {
 	for id := range strings.SplitSeq(q.Get("_id"), ",") {

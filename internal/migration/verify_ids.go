@@ -18,11 +18,6 @@ import (
 // idsPerSearch is how many ids one _id search asks for.
 const idsPerSearch = 100
 
-// ResourceSearcher is the search the ids and full checks need of the destination; *fhir.Client satisfies it.
-type ResourceSearcher interface {
-	Search(ctx context.Context, resourceType string, query url.Values, each func(resource json.RawMessage) error) error
-}
-
 // stagedFiles are the exported NDJSON files in a stable order: the cursor of an ids check indexes them.
 func stagedFiles(m *Migration) []File {
 	var out []File
@@ -70,10 +65,6 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
-	searcher, ok := client.(ResourceSearcher)
-	if !ok {
-		return false, permanent(errors.New("the destination client cannot search"))
-	}
 	started := s.now()
 	next := 0
 	if m.Verification.IDs != nil {
@@ -89,7 +80,7 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	}
 	held := heldFiles(m)
 	for i := next; i < len(files); i++ {
-		res, err := s.checkFile(ctx, searcher, files[i], compareBudget(m, types), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
+		res, err := s.checkFile(ctx, client, files[i], compareBudget(m, types), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
 		if err != nil {
 			return false, err
 		}
@@ -214,7 +205,7 @@ type idBatch struct {
 
 // checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
 // the batches in flight and the file's ids (for duplicates) are held in memory.
-func (s *Service) checkFile(ctx context.Context, searcher ResourceSearcher, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
+func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	res := &fileCheck{types: map[string]*IDTally{}}
@@ -352,7 +343,7 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 }
 
 // lookUp searches one batch of ids; it returns the ids not found (as Type/id) and the differing contents.
-func lookUp(ctx context.Context, searcher ResourceSearcher, b *idBatch, importMode string) ([]string, int, []Difference, error) {
+func lookUp(ctx context.Context, searcher FHIRClient, b *idBatch, importMode string) ([]string, int, []Difference, error) {
 	q := url.Values{"_id": {strings.Join(b.ids, ",")}, "_count": {strconv.Itoa(len(b.ids))}}
 	if len(b.raw) == 0 {
 		q.Set("_elements", "id")

@@ -190,7 +190,7 @@ func TestVerifyIDsFindsExactlyTheLostResources(t *testing.T) {
 	require.Contains(t, string(report), "| Patient | 5 | 5 | 5 | 0 | 5 | 0 | 0 | 5 | 3 | 5 | 2 | 0 | 0 | FAILED: missing |")
 	require.Contains(t, string(report), "- Patient/"+lost[0])
 
-	_, err = ih.svc.Cleanup(context.Background(), m.ID, nil)
+	_, err = ih.svc.Cleanup(context.Background(), m.ID, CleanupRequest{})
 	require.ErrorContains(t, err, "verification_not_passed")
 }
 
@@ -343,19 +343,19 @@ func TestReverifyAfterTheDestinationCaughtUp(t *testing.T) {
 	done := ih.drive(m.ID, time.Minute, 30)
 	require.Equal(t, StatusFailed, done.Status)
 
-	_, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"everything"}`))
+	_, err := ih.svc.Reverify(ctx, m.ID, decode[ReverifyRequest](t, `{"verify":"everything"}`))
 	require.ErrorContains(t, err, "invalid_verify")
-	_, err = ih.svc.Reverify(ctx, "m-nope", nil)
+	_, err = ih.svc.Reverify(ctx, "m-nope", ReverifyRequest{})
 	require.ErrorContains(t, err, "not_found")
 
 	ih.dst.mu.Lock()
 	ih.dst.countOffset = nil
 	ih.dst.mu.Unlock()
-	again, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+	again, err := ih.svc.Reverify(ctx, m.ID, decode[ReverifyRequest](t, `{"verify":"ids"}`))
 	require.NoError(t, err)
 	require.Equal(t, StatusVerifying, again.Status)
 	require.Nil(t, again.Error)
-	_, err = ih.svc.Reverify(ctx, m.ID, nil)
+	_, err = ih.svc.Reverify(ctx, m.ID, ReverifyRequest{})
 	require.ErrorContains(t, err, "verification_running")
 
 	done = ih.drive(m.ID, time.Minute, 30)
@@ -372,17 +372,15 @@ func TestCleanupRules(t *testing.T) {
 	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
 	ih.staging.extra[m.ID] = []staging.BlobInfo{{Name: "1/Patient-1.ndjson", Size: 300}, {Name: "orphan/Patient-1.ndjson", Size: 200}}
 
-	_, err := ih.svc.Cleanup(ctx, m.ID, nil)
+	_, err := ih.svc.Cleanup(ctx, m.ID, CleanupRequest{})
 	require.ErrorContains(t, err, "migration_running")
-	_, err = ih.svc.Cleanup(ctx, m.ID, []byte(`{"forse":true}`))
-	require.ErrorContains(t, err, "invalid_json")
-	_, err = ih.svc.Cleanup(ctx, "m-nope", nil)
+	_, err = ih.svc.Cleanup(ctx, "m-nope", CleanupRequest{})
 	require.ErrorContains(t, err, "not_found")
 
 	done := ih.drive(m.ID, time.Minute, 30)
 	require.Equal(t, StatusCompleted, done.Status)
 
-	dry, err := ih.svc.Cleanup(ctx, m.ID, []byte(`{"dryRun":true}`))
+	dry, err := ih.svc.Cleanup(ctx, m.ID, decode[CleanupRequest](t, `{"dryRun":true}`))
 	require.NoError(t, err)
 	require.True(t, dry.DryRun)
 	require.Equal(t, int64(500), dry.Bytes)
@@ -390,7 +388,7 @@ func TestCleanupRules(t *testing.T) {
 	require.Empty(t, ih.staging.deleted, "a dry run deletes nothing")
 	require.Nil(t, ih.get(m.ID).Cleanup)
 
-	res, err := ih.svc.Cleanup(ctx, m.ID, []byte(`{}`))
+	res, err := ih.svc.Cleanup(ctx, m.ID, decode[CleanupRequest](t, `{}`))
 	require.NoError(t, err)
 	require.Equal(t, []string{m.ID}, ih.staging.deleted)
 	c := ih.get(m.ID).Cleanup
@@ -399,9 +397,9 @@ func TestCleanupRules(t *testing.T) {
 	require.Equal(t, int64(500), c.Bytes)
 	require.Equal(t, res.Blobs, c.Deleted)
 
-	_, err = ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+	_, err = ih.svc.Reverify(ctx, m.ID, decode[ReverifyRequest](t, `{"verify":"ids"}`))
 	require.ErrorContains(t, err, "staged_files_deleted")
-	_, err = ih.svc.Reverify(ctx, m.ID, nil)
+	_, err = ih.svc.Reverify(ctx, m.ID, ReverifyRequest{})
 	require.NoError(t, err, "counts need no staged files")
 }
 
@@ -427,20 +425,22 @@ func TestCleanupAfterVerify(t *testing.T) {
 func TestVerifyThatCannotBeDoneFailsOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	// The plain harness's destination cannot search: no retry can check ids there.
+	// The plain harness stages no Patient lines and its destination refuses searches: no retry can check ids
+	// there, and the round ends after its bounded attempts.
 	h := newHarness(t, nil)
 	m := h.start(`{` + endpoints + `,"types":["Patient"],"verify":"ids"}`)
 	done := h.drive(m.ID, time.Minute, 30)
 	require.Equal(t, StatusFailed, done.Status)
 	require.Equal(t, "verification_failed", done.Error.Code)
-	require.Contains(t, done.Error.Message, "cannot search")
+	require.Contains(t, done.Error.Message, "attempt 5")
+	require.Contains(t, done.Error.Message, "Patient-1.ndjson not found")
 	require.False(t, done.Verification.Passed)
 
 	h.clock.Advance(time.Hour)
 	h.poll()
 	require.Empty(t, h.bus.Take(), "a failed round is not re-driven")
 
-	again, err := h.svc.Reverify(ctx, m.ID, []byte(`{"verify":"counts"}`))
+	again, err := h.svc.Reverify(ctx, m.ID, decode[ReverifyRequest](t, `{"verify":"counts"}`))
 	require.NoError(t, err, "a round that could not be done can be done again")
 	require.Equal(t, StatusVerifying, again.Status)
 	require.Equal(t, StatusCompleted, h.drive(m.ID, time.Minute, 30).Status)
@@ -453,10 +453,10 @@ func TestCleanupRacingAReverifyDeletesNothing(t *testing.T) {
 	m := ih.start(`{` + endpoints + `,"types":["Patient"]}`)
 	require.Equal(t, StatusCompleted, ih.drive(m.ID, time.Minute, 30).Status)
 	ih.staging.onList = func() {
-		_, err := ih.svc.Reverify(ctx, m.ID, []byte(`{"verify":"ids"}`))
+		_, err := ih.svc.Reverify(ctx, m.ID, decode[ReverifyRequest](t, `{"verify":"ids"}`))
 		require.NoError(t, err)
 	}
-	_, err := ih.svc.Cleanup(ctx, m.ID, nil)
+	_, err := ih.svc.Cleanup(ctx, m.ID, CleanupRequest{})
 	require.ErrorContains(t, err, "migration_running")
 	require.Empty(t, ih.staging.deleted, "the files the re-verify reads are kept")
 	got := ih.get(m.ID)

@@ -1,0 +1,98 @@
+package migration
+
+import "fmt"
+
+// ErrorKind says what sort of refusal an engine error is. The engine knows no HTTP: the API maps each kind to
+// its status (internal/api).
+type ErrorKind string
+
+// Error kinds.
+const (
+	// Invalid: the request is wrong; Field names what.
+	Invalid ErrorKind = "invalid"
+	// NotFound: no such migration, or nothing of the kind asked for yet.
+	NotFound ErrorKind = "not_found"
+	// Conflict: the request does not fit the migration's state or the staging account's.
+	Conflict ErrorKind = "conflict"
+	// Unavailable: a FHIR server the request needs could not be reached or would not answer.
+	Unavailable ErrorKind = "unavailable"
+)
+
+// Error is a request an engine operation refuses: a stable code, its kind, the offending field and why.
+type Error struct {
+	Kind    ErrorKind
+	Code    string
+	Field   string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Code, e.Field, e.Message)
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Code is one error code an engine operation returns: its kind and when.
+type Code struct {
+	Code string
+	Kind ErrorKind
+	When string
+}
+
+// Codes lists every code the engine's operations return (a test checks each refusal in the code is listed).
+func Codes() []Code {
+	return []Code{
+		{"missing_field", Invalid, "`source` or `destination` absent"},
+		{"invalid_url", Invalid, "`source` or `destination` is not an absolute URL, or one the allow-list cannot read"},
+		{"host_not_allowed", Invalid, "`source` or `destination` is not on `AllowedHosts` (or uses http off loopback)"},
+		{"same_server", Invalid, "`source` and `destination` are the same server"},
+		{"invalid_type", Invalid, "`types[i]` is not a resource type, or is listed twice"},
+		{"unknown_type", Invalid, "`types[i]` or `typeFilter[i]` names a type the source's CapabilityStatement lacks"},
+		{"invalid_time", Invalid, "`since` or `till` is not an RFC 3339 time"},
+		{"invalid_window", Invalid, "`since` is not before `till`, or is in the future"},
+		{"invalid_type_filter", Invalid, "`typeFilter[i]` is malformed, holds a comma, has a parameter that is not `name=value`, names a type not in `types`, or is a search the source refuses"},
+		{"invalid_export_strategy", Invalid, "`exportStrategy` is not `system` or `per-type`"},
+		{"invalid_import_mode", Invalid, "`importMode` is not `IncrementalLoad` or `InitialLoad`"},
+		{"invalid_container", Invalid, "`container` is not a valid container name"},
+		{"invalid_verify", Invalid, "`verify` is not one of the modes (a re-verify: not `counts`, `ids` or `full`)"},
+		{"invalid_verify_sample", Invalid, "`verifySample` is negative"},
+		{"invalid_cleanup", Invalid, "`cleanup` is not `after-verify`"},
+		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},
+		{"report_not_ready", NotFound, "the migration has no finished verification report yet"},
+		{"container_in_use", Conflict, "`container` belongs to another migration or holds other data"},
+		{"already_finished", Conflict, "cancel of a migration that has ended"},
+		{"verification_running", Conflict, "re-verify while a verification runs"},
+		{"not_verifiable", Conflict, "re-verify of a migration that is neither completed nor failed by its verification"},
+		{"staged_files_deleted", Conflict, "re-verify by `ids` or `full` after cleanup"},
+		{"migration_running", Conflict, "cleanup of a migration that has not ended"},
+		{"verification_not_passed", Conflict, "cleanup of a migration whose verification did not pass (send `force`)"},
+		{"container_not_owned", Conflict, "cleanup of a container whose owner metadata names another migration"},
+		{"source_unreachable", Unavailable, "the source's CapabilityStatement could not be read, or a `typeFilter[i]` not counted"},
+		{"destination_unreachable", Unavailable, "the destination's CapabilityStatement could not be read"},
+	}
+}
+
+func refuse(kind ErrorKind, code, field, format string, args ...any) *Error {
+	return &Error{Kind: kind, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func invalid(code, field, format string, args ...any) *Error {
+	return refuse(Invalid, code, field, format, args...)
+}
+
+func conflict(code, format string, args ...any) *Error {
+	return refuse(Conflict, code, "", format, args...)
+}
+
+func unavailable(code, field, format string, args ...any) *Error {
+	return refuse(Unavailable, code, field, format, args...)
+}
+
+func notFound(id string) *Error {
+	return refuse(NotFound, "not_found", "", "no migration %q", id)
+}
+
+func notReady(format string, args ...any) *Error {
+	return refuse(NotFound, "report_not_ready", "", format, args...)
+}
