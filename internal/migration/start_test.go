@@ -14,9 +14,9 @@ func TestStartRejects(t *testing.T) {
 	t.Parallel()
 	const ok = `"source":"` + srcBase + `","destination":"` + dstBase + `"`
 	tests := []struct {
-		name   string
-		body   string
-		setup  func(h *harness)
+		name  string
+		body  string
+		setup func(h *harness)
 		kind  ErrorKind
 		code  string
 		field string
