@@ -16,7 +16,7 @@ func BenchmarkPollSweep(b *testing.B) {
 	for i := range 50 {
 		m := &Migration{ID: fmt.Sprintf("m-bench-%02d", i), Status: StatusExporting, CreatedAt: now, UpdatedAt: now,
 			Request: Request{Source: srcBase, Destination: dstBase, ExportStrategy: StrategyPerType,
-				ImportMode: ModeIncremental, Container: fmt.Sprintf("m-bench-%02d", i), Verify: VerifyCounts}}
+				ImportMode: ModeIncremental, Container: fmt.Sprintf("m-bench-%02d", i), Verify: VerifyModeCounts}}
 		for k := range 20 {
 			typ := fmt.Sprintf("Type%02d", k)
 			cl, err := h.src.ExportKickoff(ctx, exportRequest(m, &Job{Types: []string{typ}}))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
-	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
 // CleanupAfterVerify, as the start request's "cleanup", deletes the staged files once verification passed.
@@ -49,9 +48,6 @@ func (s *Service) Cleanup(ctx context.Context, id string, req CleanupRequest) (*
 
 func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*CleanupResult, error) {
 	m, _, err := s.load(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
 	if err != nil {
 		return nil, err
 	}

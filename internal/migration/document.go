@@ -46,12 +46,15 @@ func encodeDoc(m *Migration) ([]byte, error) {
 	return data, nil
 }
 
-// load reads a migration and its ETag; a missing one is store.ErrNotFound.
+// load reads a migration and its ETag; a missing one is the not_found refusal, which is also store.ErrNotFound.
 func (s *Service) load(ctx context.Context, id string) (*Migration, string, error) {
 	if !validID(id) {
-		return nil, "", store.ErrNotFound
+		return nil, "", notFound(id)
 	}
 	data, etag, err := s.cfg.Store.Get(ctx, docName(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", notFound(id)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("load migration %s: %w", id, err)
 	}

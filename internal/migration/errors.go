@@ -1,6 +1,10 @@
 package migration
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
+)
 
 // ErrorKind says what sort of refusal an engine error is. The engine knows no HTTP: the API maps each kind to
 // its status (internal/api).
@@ -24,7 +28,12 @@ type Error struct {
 	Code    string
 	Field   string
 	Message string
+	// cause is what the refusal stands for inside the engine (store.ErrNotFound for not_found).
+	cause error
 }
+
+// Unwrap lets errors.Is see the refusal's cause.
+func (e *Error) Unwrap() error { return e.cause }
 
 func (e *Error) Error() string {
 	if e.Field != "" {
@@ -90,7 +99,9 @@ func unavailable(code, field, format string, args ...any) *Error {
 }
 
 func notFound(id string) *Error {
-	return refuse(NotFound, "not_found", "", "no migration %q", id)
+	e := refuse(NotFound, "not_found", "", "no migration %q", id)
+	e.cause = store.ErrNotFound
+	return e
 }
 
 func notReady(format string, args ...any) *Error {

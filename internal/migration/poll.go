@@ -302,14 +302,6 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 	}
 }
 
-// delay is the server's Retry-After when it sent one, else the job's backoff.
-func (s *Service) delay(retryAfter time.Duration, n int) time.Duration {
-	if retryAfter > 0 {
-		return retryAfter
-	}
-	return s.backoff(n)
-}
-
 func (s *Service) applyPollError(m *Migration, j *Job, err error, now time.Time, e *effects) {
 	temporary, retryAfter, reason, code := classify(err)
 	if serverJobFailed(err) {
@@ -412,4 +404,11 @@ func permanent(err error) error { return &permanentError{err: err} }
 func isPermanent(err error) bool {
 	var pe *permanentError
 	return errors.As(err, &pe)
+}
+
+// serverJobFailed reports whether a status answer is the failure of the job itself ("export operation failed for
+// reason: ..."), whatever its status code, rather than a failure to answer.
+func serverJobFailed(err error) bool {
+	var fe *fhir.Error
+	return errors.As(err, &fe) && !fhir.Throttled(err) && strings.Contains(strings.ToLower(fe.Message), "operation failed for reason")
 }

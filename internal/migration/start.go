@@ -20,8 +20,6 @@ const (
 	StrategyPerType = "per-type"
 	ModeIncremental = "IncrementalLoad"
 	ModeInitial     = "InitialLoad"
-	VerifyCounts    = "counts"
-	VerifyNone      = "none"
 )
 
 var (
@@ -165,13 +163,13 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		}
 		req.Container = *r.Container
 	}
-	req.Verify = VerifyCounts
+	req.Verify = VerifyModeCounts
 	if r.Verify != nil {
 		switch *r.Verify {
-		case VerifyCounts, VerifyIDs, VerifyFull, VerifyNone:
+		case VerifyModeCounts, VerifyModeIDs, VerifyModeFull, VerifyModeNone:
 			req.Verify = *r.Verify
 		default:
-			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull, VerifyNone)
+			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyModeCounts, VerifyModeIDs, VerifyModeFull, VerifyModeNone)
 		}
 	}
 	if r.VerifySample != nil {

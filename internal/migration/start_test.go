@@ -134,7 +134,7 @@ func TestStartDefaultsAndPlans(t *testing.T) {
 			require.Equal(t, srcBase, m.Request.Source)
 			require.Equal(t, tc.strategy, m.Request.ExportStrategy)
 			require.Equal(t, ModeIncremental, m.Request.ImportMode)
-			require.Equal(t, VerifyCounts, m.Request.Verify)
+			require.Equal(t, VerifyModeCounts, m.Request.Verify)
 			require.Equal(t, m.ID, m.Request.Container)
 			require.Equal(t, map[string]string{m.ID: m.ID}, h.staging.claimed())
 			var ids []string

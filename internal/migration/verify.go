@@ -12,10 +12,12 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 )
 
-// Verify modes beyond counts and none.
+// Verify modes (the request's "verify"): the name of the VerifyCounts function and queue is another thing.
 const (
-	VerifyIDs  = "ids"
-	VerifyFull = "full"
+	VerifyModeCounts = "counts"
+	VerifyModeIDs    = "ids"
+	VerifyModeFull   = "full"
+	VerifyModeNone   = "none"
 )
 
 const (
@@ -27,49 +29,6 @@ const (
 	// continues in a new message (the Functions timeout is 10 minutes).
 	verifyBudget = 4 * time.Minute
 )
-
-// Error codes of a verification round that did not pass (error.code of the migration).
-const (
-	// codeVerificationMismatch: a proven loss: exported ids missing in the destination, differing contents, an
-	// export or staged files short of what the source holds, or a destination short of the source.
-	codeVerificationMismatch = "verification_mismatch"
-	// codeSourceChanged: the source no longer holds what was exported in the migrated range (updated or deleted
-	// since); the destination cannot be judged against it.
-	codeSourceChanged = "source_changed"
-	// codeCountMismatch: the counts do not add up and prove nothing either way (a destination that held
-	// resources before, or one written meanwhile): verify with "ids" to decide.
-	codeCountMismatch = "count_mismatch"
-	// codeBaselineIncomplete: the destination's count before the migration could not be taken for a type that
-	// only counts verified.
-	codeBaselineIncomplete = "baseline_incomplete"
-	// codeVerificationFailed: the check itself could not be done, whatever the retries.
-	codeVerificationFailed = "verification_failed"
-)
-
-// verificationCodes are the error codes a finished verification round may end with (a new round may be started).
-var verificationCodes = []string{codeVerificationMismatch, codeSourceChanged, codeCountMismatch, codeBaselineIncomplete, codeVerificationFailed}
-
-// Row reasons, most serious first; each maps to the migration's error code.
-const (
-	reasonMissing            = "missing"
-	reasonDifferent          = "different"
-	reasonExportShort        = "export_short"
-	reasonStagedMismatch     = "staged_mismatch"
-	reasonSourceChanged      = codeSourceChanged
-	reasonCountMismatch      = codeCountMismatch
-	reasonBaselineIncomplete = codeBaselineIncomplete
-)
-
-var reasonRank = map[string]int{reasonMissing: 1, reasonDifferent: 2, reasonExportShort: 3, reasonStagedMismatch: 4,
-	reasonSourceChanged: 5, reasonCountMismatch: 6, reasonBaselineIncomplete: 7}
-
-func reasonCode(reason string) string {
-	switch reason {
-	case reasonMissing, reasonDifferent, reasonExportShort, reasonStagedMismatch:
-		return codeVerificationMismatch
-	}
-	return reason
-}
 
 // Verify handles a verify-counts message. Every mode but none first counts, on the source, each export job's
 // window again: the source's own answer, not the manifests, is what the destination must hold. Ids and full
@@ -95,10 +54,10 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 		return nil
 	}
 	mode := verifyMode(m)
-	if mode == VerifyNone {
+	if mode == VerifyModeNone {
 		return s.skipVerification(ctx, msg)
 	}
-	if mode == VerifyIDs || mode == VerifyFull {
+	if mode == VerifyModeIDs || mode == VerifyModeFull {
 		done, err := s.checkIDs(ctx, m, msg.Generation)
 		if err != nil {
 			return s.verificationFault(ctx, msg, fmt.Errorf("verify ids: %w", err))
@@ -160,17 +119,6 @@ func (s *Service) verificationFault(ctx context.Context, msg VerifyMessage, caus
 		s.log.Warn("verification asked again later", "migration", msg.MigrationID, "generation", msg.Generation, "err", cause)
 	}
 	return nil
-}
-
-// retryDelay is the wait before the n-th (1-based) retry of a step that could not get an answer: RetryDelay
-// doubled per retry, at most 8 times RetryDelay (role assignments take minutes to reach a FHIR service).
-func (s *Service) retryDelay(n int) time.Duration {
-	d := s.cfg.RetryDelay
-	for i := 1; i < n && d < 8*s.cfg.RetryDelay; i++ {
-		d *= 2
-	}
-	d = min(d, 8*s.cfg.RetryDelay)
-	return d/2 + time.Duration(s.cfg.Random()*float64(d/2))
 }
 
 func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error {
@@ -246,153 +194,6 @@ func verifySample(m *Migration) int {
 		return m.Verification.Sample
 	}
 	return m.Request.VerifySample
-}
-
-// decideVerification fills the rows' expectations from the baseline and the id checks, judges each, and sets
-// the migration's final status: completed, or failed with the code of the most serious problem found.
-func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now time.Time) {
-	v := m.Verification
-	mode := verifyMode(m)
-	v.CheckedAt = timePtr(now)
-	v.System = system
-	worst := ""
-	var problems []string
-	for i := range rows {
-		r := &rows[i]
-		if before, ok := baselineCount(m.Baseline, r.Type); ok {
-			r.DestinationBefore = before
-		} else {
-			r.BaselineMissing = true
-		}
-		if v.IDs != nil {
-			if t := v.IDs.Types[r.Type]; t != nil {
-				r.Lines, r.Checked, r.Missing, r.Duplicates = t.Lines, t.Checked, t.Missing, t.Duplicates
-				r.Compared, r.Different = t.Compared, t.Different
-			}
-		}
-		r.Expected = r.DestinationBefore + r.Source
-		problem := judgeRow(r, mode)
-		if r.Reason == "" {
-			continue
-		}
-		problems = append(problems, r.Type+": "+problem)
-		if worst == "" || reasonRank[r.Reason] < reasonRank[worst] {
-			worst = r.Reason
-		}
-	}
-	v.Rows = rows
-	v.Passed = worst == ""
-	if v.Passed {
-		m.Status = StatusCompleted
-		m.Error = nil
-		return
-	}
-	m.Status = StatusFailed
-	m.Error = &Failure{Code: reasonCode(worst), Message: strings.Join(problems, "; ")}
-}
-
-// baselineCount is the destination's count of typ before the migration, if it was taken.
-func baselineCount(b *Baseline, typ string) (int64, bool) {
-	if b == nil {
-		return 0, false
-	}
-	n, ok := b.Counts[typ]
-	return n, ok
-}
-
-// judgeRow decides one type and returns the text of its most serious problem (Reason is set to its code).
-//
-// In every mode the export is compared with the source's own count of the migrated range, taken now: fewer
-// exported than the source holds is a loss (export_short); more is a source that changed since (source_changed).
-// Counts mode then needs the destination to hold exactly before + source; short of it is a loss when it held
-// nothing before, and unproven (count_mismatch) when it did, since an imported id may overwrite one that was
-// there. Ids and full modes need every staged line counted by the manifests, every id found and every compared
-// content equal, and only explain a destination count that differs.
-func judgeRow(r *TypeRow, mode string) string {
-	var why []string
-	first := ""
-	raise := func(reason, format string, args ...any) {
-		text := fmt.Sprintf(format, args...)
-		why = append(why, text)
-		if r.Reason == "" || reasonRank[reason] < reasonRank[r.Reason] {
-			r.Reason, first = reason, text
-		}
-	}
-	note := func(format string, args ...any) { why = append(why, fmt.Sprintf(format, args...)) }
-	ids := mode == VerifyIDs || mode == VerifyFull
-
-	distinct := r.Exported - r.Duplicates
-	upper := max(r.Source, r.SourceUpper)
-	switch {
-	case distinct < r.Source:
-		raise(reasonExportShort, "the source holds %d in the migrated range and the export wrote %d: %d were never exported",
-			r.Source, distinct, r.Source-distinct)
-	case distinct > upper:
-		raise(reasonSourceChanged, "the export wrote %d and the source now holds %d in the migrated range: %d were updated or "+
-			"deleted on the source since", distinct, upper, distinct-upper)
-	}
-	if r.SourceUpper > r.Source {
-		note("several typeFilter entries: the source holds between %d and %d (their union was exported)", r.Source, r.SourceUpper)
-	}
-	if r.ImportErrors > 0 {
-		note("%d resources failed to import (see the import error files)", r.ImportErrors)
-	}
-	if r.Duplicates > 0 {
-		note("the export held %d duplicate resources, which collapse on import", r.Duplicates)
-	}
-	if ids {
-		if r.Lines != r.Exported {
-			raise(reasonStagedMismatch, "the staged files hold %d resource lines where their manifests count %d", r.Lines, r.Exported)
-		}
-		if r.Missing > 0 {
-			raise(reasonMissing, "%d of %d exported ids are not in the destination", r.Missing, r.Checked)
-		}
-		if r.Different > 0 {
-			raise(reasonDifferent, "%d of %d compared resources differ in the destination", r.Different, r.Compared)
-		}
-	}
-	switch {
-	case r.NotCopied:
-		note("not copied: the destination refuses writes in initial import mode; the batch to send is kept (see the notes)")
-	case r.BaselineMissing && ids:
-		note("the destination's count before the migration is unknown; every id was looked up instead")
-	case r.BaselineMissing:
-		raise(reasonBaselineIncomplete, "the destination's count before the migration could not be taken, so its count after "+
-			"proves nothing: verify with \"ids\"")
-	default:
-		// Against the source; when the export itself differs from the source (already raised), against what was
-		// exported, so that the same resources are not reported twice.
-		delta := r.Destination - r.Expected
-		if r.Reason == reasonExportShort || r.Reason == reasonSourceChanged {
-			delta = r.Destination - (r.DestinationBefore + distinct)
-		}
-		switch {
-		case delta == 0:
-		case ids && delta < 0 && r.Missing >= -delta:
-			// the missing ids account for it
-		case ids && delta < 0 && r.Missing == 0:
-			note("the destination has %d fewer than before + source although every id was found: that many ids already "+
-				"existed there and were overwritten (IncrementalLoad), not added", -delta)
-		case ids && delta < 0:
-			note("the destination has %d fewer than before + source: %d ids are missing, and %d already existed there "+
-				"and were overwritten (IncrementalLoad)", -delta, r.Missing, -delta-r.Missing)
-		case ids:
-			note("the destination has %d more than before + source: written by someone else meanwhile", delta)
-		case delta < 0 && r.DestinationBefore == 0:
-			raise(reasonMissing, "the destination holds %d and the source %d: %d are missing", r.Destination, r.Source, -delta)
-		case delta < 0:
-			raise(reasonCountMismatch, "the destination holds %d, %d fewer than before (%d) + source (%d): lost, or ids that "+
-				"already existed were overwritten (IncrementalLoad); unproven, verify with \"ids\" to tell",
-				r.Destination, -delta, r.DestinationBefore, r.Source)
-		default:
-			raise(reasonCountMismatch, "the destination holds %d, %d more than before (%d) + source (%d): written by someone "+
-				"else meanwhile, so the count proves nothing; verify with \"ids\"", r.Destination, delta, r.DestinationBefore, r.Source)
-		}
-	}
-	r.Match = r.Reason == ""
-	r.Proven = r.Match && !r.NotCopied
-	r.Explanation = strings.Join(why, "; ")
-	return first
 }
 
 // measure takes what a round compares: per type the manifests' and import results' counts from the jobs, the

@@ -71,7 +71,7 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		next = m.Verification.IDs.NextFile
 	}
 	var types []string // compared in full mode
-	if verifyMode(m) == VerifyFull {
+	if verifyMode(m) == VerifyModeFull {
 		for _, f := range files {
 			if !slices.Contains(types, f.Type) {
 				types = append(types, f.Type)

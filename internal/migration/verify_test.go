@@ -361,7 +361,7 @@ func TestReverifyAfterTheDestinationCaughtUp(t *testing.T) {
 	done = ih.drive(m.ID, time.Minute, 30)
 	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
 	require.Equal(t, 2, done.Verification.Generation)
-	require.Equal(t, VerifyIDs, done.Verification.Mode)
+	require.Equal(t, VerifyModeIDs, done.Verification.Mode)
 	require.Equal(t, int64(5), rowsByType(done)["Patient"].Checked)
 }
 

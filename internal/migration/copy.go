@@ -9,15 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
-)
-
-const (
-	// maxBatchEntries bounds the entries of one batch Bundle of a copy job.
-	maxBatchEntries = 100
-	// maxResourceLine bounds one NDJSON line (one resource) read by a copy job.
-	maxResourceLine = 16 << 20
 )
 
 // reindexNote is added once a copy job wrote SearchParameter resources to the destination.
@@ -33,128 +25,6 @@ func heldNote(m *Migration, n int64) string {
 	return fmt.Sprintf("%d SearchParameter resources were not copied: the destination is in initial import mode, where "+
 		"it refuses every write but $import (423). Once initial import mode is off, POST the batch Bundle from "+
 		"GET /api/migrations/%s/report/search-parameters to %s, then run $reindex there", n, m.ID, m.Request.Destination)
-}
-
-// RunImport handles a run-import message: it starts one import job on the destination (within the destination's
-// limit, else it schedules its own retry), or runs one copy job. Malformed, unknown, duplicate and stale messages
-// are acknowledged (nil); an error means a transient fault worth an immediate redelivery.
-func (s *Service) RunImport(ctx context.Context, body []byte) error {
-	var msg RunImportMessage
-	if err := json.Unmarshal(body, &msg); err != nil || msg.MigrationID == "" || msg.JobID == "" {
-		s.log.Warn("malformed run-import message acknowledged", "body", truncate(string(body), 200))
-		return nil
-	}
-	log := s.log.With("migration", msg.MigrationID, "job", msg.JobID)
-	m, err := s.messageTarget(ctx, bus.QueueRunImport, msg.MigrationID, log)
-	if m == nil {
-		return err
-	}
-	j := m.job(msg.JobID)
-	if j == nil || j.Kind == KindExport || !runnable(m, j) {
-		log.Info("run-import acknowledged without action", "status", m.Status, "state", jobState(j))
-		return nil
-	}
-	if j.Kind == KindCopy {
-		return s.runCopy(ctx, m.ID, j.ID)
-	}
-	return s.runImport(ctx, m, j.ID)
-}
-
-func runnable(m *Migration, j *Job) bool {
-	return j != nil && !m.Status.Terminal() && j.State == JobQueued
-}
-
-func jobState(j *Job) JobState {
-	if j == nil {
-		return ""
-	}
-	return j.State
-}
-
-func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) error {
-	log := s.log.With("migration", m.ID, "job", jobID)
-	dest := m.Request.Destination
-	ok, err := s.acquireSlot(ctx, dest, slotImport, slotHolder(m.ID, jobID), s.cfg.MaxImportsPerDestination)
-	if err != nil {
-		return fmt.Errorf("acquire import slot: %w", err)
-	}
-	now := s.now()
-	if !ok {
-		_, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
-			j := m.job(jobID)
-			if !runnable(m, j) {
-				return nil, errUnchanged
-			}
-			e := &effects{}
-			dispatch(m, j, now.Add(s.cfg.RetryDelay), now, e)
-			return e, nil
-		})
-		if err != nil {
-			return fmt.Errorf("schedule import retry: %w", err)
-		}
-		log.Info("destination busy, import retry scheduled", "after", s.cfg.RetryDelay)
-		s.perform(ctx, m.ID, eff)
-		return nil
-	}
-	attempt, m, err := s.startAttempt(ctx, m.ID, jobID, true)
-	if err != nil || attempt == 0 {
-		return err
-	}
-	j := m.job(jobID)
-	client, err := s.cfg.FHIR(dest)
-	var contentLocation string
-	if err == nil {
-		contentLocation, err = client.ImportKickoff(ctx, importRequest(m, j))
-	}
-	_, eff, uerr := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
-		e := &effects{}
-		s.applyKickoff(m, &Job{ID: jobID, Kind: KindImport}, attempt, contentLocation, err, s.now(), e)
-		settle(m, s.now(), e)
-		return e, nil
-	})
-	if uerr != nil {
-		// The attempt stays starting; the sweep re-sends it and $import answers the same job for the same body.
-		return fmt.Errorf("save import kick-off: %w", uerr)
-	}
-	s.perform(ctx, m.ID, eff)
-	if err != nil {
-		log.Warn("import kick-off failed", "attempt", attempt, "err", err)
-	} else {
-		log.Info("import started", "attempt", attempt, "contentLocation", contentLocation)
-	}
-	return nil
-}
-
-func importRequest(m *Migration, j *Job) fhir.ImportRequest {
-	inputs := make([]fhir.ImportInput, len(j.Inputs))
-	for i, in := range j.Inputs {
-		inputs[i] = fhir.ImportInput{Type: in.Type, URL: in.URL}
-	}
-	return fhir.ImportRequest{Mode: m.Request.ImportMode, Inputs: inputs}
-}
-
-// startAttempt saves a new kick-off attempt of a queued import or copy job before the call; it returns 0 when
-// the job is no longer queued (a duplicate message lost the race), freeing a slot the job does not use.
-func (s *Service) startAttempt(ctx context.Context, migrationID, jobID string, holdsSlot bool) (int, *Migration, error) {
-	var attempt int
-	m, eff, err := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
-		attempt = 0
-		j := m.job(jobID)
-		if !runnable(m, j) {
-			e := &effects{}
-			if holdsSlot && (j == nil || (j.State != JobStarting && j.State != JobRunning)) {
-				e.release(m.Request.Destination, slotImport, slotHolder(m.ID, jobID))
-			}
-			return e, errUnchanged
-		}
-		attempt = recordAttempt(j, s.now())
-		return nil, nil
-	})
-	if err != nil {
-		return 0, nil, fmt.Errorf("record attempt of %s: %w", jobID, err)
-	}
-	s.perform(ctx, migrationID, eff)
-	return attempt, m, nil
 }
 
 // runCopy writes the SearchParameter resources of a copy job to the destination with batch PUTs. A destination in
@@ -341,13 +211,6 @@ func (s *Service) readResources(ctx context.Context, in Input, tally *copyTally,
 		return fmt.Errorf("read %s after line %d: %w", in.URL, line, err)
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // parseResourceLine reads one NDJSON line as a resource to PUT: a JSON object whose resourceType and id are

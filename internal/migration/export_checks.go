@@ -1,10 +1,7 @@
 package migration
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -14,16 +11,8 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 )
 
-const (
-	// allTypes keys the expected total of a system export of every type.
-	allTypes = "*"
-	// maxErrorLines bounds the errors an import's error summary quotes.
-	maxErrorLines = 10
-	// maxErrorMessage bounds one quoted error.
-	maxErrorMessage = 300
-	// maxErrorFileLine bounds one line read from an error file.
-	maxErrorFileLine = 1 << 20
-)
+// allTypes keys the expected total of a system export of every type.
+const allTypes = "*"
 
 // codeSourceCountUnavailable: the source would not count an export's window, so its manifest could not be checked.
 const codeSourceCountUnavailable = "source_count_unavailable"
@@ -280,105 +269,4 @@ func failedKickoffs(j *Job) int {
 		}
 	}
 	return n
-}
-
-// inputTypes maps an import job's input URLs to their resource types: the server names error files by
-// OperationOutcome, not by the type that failed.
-func inputTypes(j *Job) map[string]string {
-	out := make(map[string]string, len(j.Inputs))
-	for _, in := range j.Inputs {
-		out[stripQuery(in.URL)] = in.Type
-	}
-	return out
-}
-
-// importErrorFiles turns an import result's error entries into the job's error files, typed by their input.
-func importErrorFiles(j *Job, files []fhir.ImportErrorFile) []ErrorFile {
-	types := inputTypes(j)
-	var out []ErrorFile
-	for _, f := range files {
-		typ := f.Type
-		if t, ok := types[stripQuery(f.InputURL)]; ok && t != "" {
-			typ = t
-		}
-		out = append(out, ErrorFile{Type: typ, Count: f.Count, URL: f.URL, InputURL: f.InputURL})
-	}
-	return out
-}
-
-// summariseErrors digests an import's error files: failed resources per type and the first errors, read from
-// the files (a file that cannot be read leaves its counts and says why).
-func (s *Service) summariseErrors(ctx context.Context, files []ErrorFile) *ErrorSummary {
-	if len(files) == 0 {
-		return nil
-	}
-	sum := &ErrorSummary{ByType: map[string]int64{}}
-	var unread []string
-	for _, f := range files {
-		sum.ByType[f.Type] += f.Count
-		if f.URL == "" || len(sum.First) >= maxErrorLines {
-			continue
-		}
-		if err := s.readErrorLines(ctx, f, sum); err != nil {
-			unread = append(unread, err.Error())
-		}
-	}
-	if len(unread) > 0 {
-		sum.Unread = truncate(strings.Join(unread, "; "), maxErrorMessage)
-	}
-	return sum
-}
-
-func (s *Service) readErrorLines(ctx context.Context, f ErrorFile, sum *ErrorSummary) error {
-	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
-	if err != nil {
-		return fmt.Errorf("error file of %s: %w", f.Type, err)
-	}
-	defer func() { _ = rc.Close() }()
-	sc := bufio.NewScanner(rc)
-	sc.Buffer(make([]byte, 0, 64<<10), maxErrorFileLine)
-	for sc.Scan() && len(sum.First) < maxErrorLines {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
-		}
-		sum.First = append(sum.First, ErrorLine{Type: f.Type, InputURL: f.InputURL, Message: outcomeText([]byte(text))})
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("error file of %s: %w", f.Type, err)
-	}
-	return nil
-}
-
-// outcomeText is the diagnostics of an OperationOutcome line, else the line itself, shortened.
-func outcomeText(line []byte) string {
-	var oo struct {
-		Issue []struct {
-			Diagnostics string `json:"diagnostics"`
-			Details     struct {
-				Text string `json:"text"`
-			} `json:"details"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(line, &oo) == nil {
-		var parts []string
-		for _, is := range oo.Issue {
-			if t := strings.TrimSpace(is.Diagnostics); t != "" {
-				parts = append(parts, t)
-			} else if t := strings.TrimSpace(is.Details.Text); t != "" {
-				parts = append(parts, t)
-			}
-		}
-		if len(parts) > 0 {
-			return truncate(strings.Join(parts, "; "), maxErrorMessage)
-		}
-	}
-	return truncate(strings.ToValidUTF8(string(line), "?"), maxErrorMessage)
-}
-
-// serverJobFailed reports whether a status answer is the failure of the job itself ("export operation failed for
-// reason: ..."), whatever its status code, rather than a failure to answer.
-func serverJobFailed(err error) bool {
-	var fe *fhir.Error
-	return errors.As(err, &fe) && !fhir.Throttled(err) && strings.Contains(strings.ToLower(fe.Message), "operation failed for reason")
 }

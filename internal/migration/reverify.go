@@ -2,11 +2,8 @@ package migration
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
-
-	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
 // ReverifyRequest is the optional body of POST /api/migrations/{id}/verify: this round's mode and sample.
@@ -20,9 +17,9 @@ type ReverifyRequest struct {
 func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) (*Migration, error) {
 	if req.Verify != nil {
 		switch *req.Verify {
-		case VerifyCounts, VerifyIDs, VerifyFull:
+		case VerifyModeCounts, VerifyModeIDs, VerifyModeFull:
 		default:
-			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyCounts, VerifyIDs, VerifyFull)
+			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyModeCounts, VerifyModeIDs, VerifyModeFull)
 		}
 	}
 	if req.VerifySample != nil && *req.VerifySample < 0 {
@@ -30,8 +27,8 @@ func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) 
 	}
 	m, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		mode, sample := m.Request.Verify, m.Request.VerifySample
-		if mode == VerifyNone {
-			mode = VerifyCounts
+		if mode == VerifyModeNone {
+			mode = VerifyModeCounts
 		}
 		if req.Verify != nil {
 			mode = *req.Verify
@@ -54,9 +51,6 @@ func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) 
 		e.send(verifyMessage(m.ID, gen, 1, time.Time{}))
 		return e, nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +69,7 @@ func reverifiable(m *Migration, mode string) *Error {
 	default:
 		return conflict("not_verifiable", "migration %s is %s: only a migration whose jobs all finished can be verified again", m.ID, m.Status)
 	}
-	if mode != VerifyCounts && m.Cleanup != nil && m.Cleanup.State != cleanupFailed {
+	if mode != VerifyModeCounts && m.Cleanup != nil && m.Cleanup.State != cleanupFailed {
 		return refuse(Conflict, "staged_files_deleted", "verify", "the staged files of migration %s were cleaned up: only \"counts\" can be verified again", m.ID)
 	}
 	return nil

@@ -11,9 +11,6 @@ import (
 // Get returns a migration with its derived progress.
 func (s *Service) Get(ctx context.Context, id string) (*Migration, error) {
 	m, _, err := s.load(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -52,9 +49,6 @@ func (s *Service) Cancel(ctx context.Context, id string) (*Migration, error) {
 		stopMigration(m, StatusCanceled, s.now(), e)
 		return e, nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
 	if err != nil {
 		return nil, err
 	}
