@@ -2,7 +2,6 @@ package fhirsim
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -248,28 +247,28 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 // joined comma-joins every value of a repeatable parameter.
 func joined(q url.Values, name string) string { return strings.Join(q[name], ",") }
 
-// exportSnapshot selects the resources the job exports, at kick-off, ordered by type, lastUpdated and id.
+// exportSnapshot selects the resources the job exports, at kick-off, ordered by type, lastUpdated and id: a range
+// of each type's time index, then the type's filters.
 func (s *Server) exportSnapshot(spec exportSpec) []*resource {
 	types := spec.types
 	if types == nil {
 		types = s.resources.types()
 	}
+	dates := []dateFilter{spec.till}
+	if spec.since != nil {
+		dates = append(dates, *spec.since)
+	}
 	var out []*resource
 	for _, t := range types {
-		filters := spec.typeFilters[t]
-		out = append(out, s.resources.list(t, func(r *resource) bool {
-			if spec.since != nil && !spec.since.match(r.LastUpdated) || !spec.till.match(r.LastUpdated) {
-				return false
+		q := query{typ: t, dates: dates, byTime: true, limit: -1}
+		if filters := spec.typeFilters[t]; len(filters) > 0 {
+			q.match = func(r *resource) bool {
+				return slices.ContainsFunc(filters, func(c criteria) bool { return c.match(r) })
 			}
-			if len(filters) == 0 {
-				return true
-			}
-			return slices.ContainsFunc(filters, func(c criteria) bool { return c.match(r) })
-		})...)
+		}
+		_, page, _ := s.resources.find(q)
+		out = append(out, page...)
 	}
-	slices.SortStableFunc(out, func(a, b *resource) int {
-		return cmp.Or(cmp.Compare(a.Type, b.Type), a.LastUpdated.Compare(b.LastUpdated), cmp.Compare(a.ID, b.ID))
-	})
 	return out
 }
 

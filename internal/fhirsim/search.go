@@ -39,7 +39,7 @@ type criteria struct {
 }
 
 // resultParams shape a search's answer rather than select resources: never an unknown parameter.
-var resultParams = map[string]bool{"_count": true, "_summary": true, "_elements": true, continuationParam: true}
+var resultParams = map[string]bool{"_count": true, "_summary": true, "_elements": true, "_sort": true, continuationParam: true}
 
 // parseCriteria reads _id, _lastUpdated and the type's token parameters from q. Other parameters are ignored
 // (lenient handling) unless strict, when they are an error; result parameters are skipped when results is set.
@@ -89,6 +89,19 @@ func (c criteria) match(r *resource) bool {
 			return false
 		}
 	}
+	return c.matchTokens(r)
+}
+
+// query is the store query of these criteria: ids and dates go to the indexes, tokens are matched one by one.
+func (c criteria) query(typ string) query {
+	q := query{typ: typ, ids: c.ids, dates: c.dates}
+	if len(c.tokens) > 0 {
+		q.match = c.matchTokens
+	}
+	return q
+}
+
+func (c criteria) matchTokens(r *resource) bool {
 	if len(c.tokens) == 0 {
 		return true
 	}
@@ -215,33 +228,45 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 		return
 	}
 
-	selected := s.resources.list(typ, c.match)
+	sq := c.query(typ)
+	switch v := q.Get("_sort"); v {
+	case "":
+	case "_lastUpdated", "-_lastUpdated":
+		sq.byTime, sq.desc = true, v[0] == '-'
+	default:
+		writeOutcome(w, http.StatusBadRequest, "not-supported", "_sort=%s is not supported by the simulator (only _lastUpdated)", v)
+		return
+	}
+	var elements []string
+	if v := q.Get("_elements"); v != "" {
+		elements = strings.Split(v, ",")
+	}
 	self := baseURL(r) + r.URL.RequestURI()
 	b := bundle{ResourceType: "Bundle", Type: "searchset", Link: []bundleLink{{Relation: "self", URL: self}}}
 	if summary == "count" || pageSize == 0 {
-		total := len(selected)
+		sq.countOnly = true
+		total, _, _ := s.resources.find(sq)
 		b.Total = &total
 		writeJSON(w, http.StatusOK, "application/fhir+json", b)
 		return
 	}
-	start := 0
-	if after != "" {
-		for start < len(selected) && selected[start].key() <= after {
-			start++
+	sq.after, sq.limit = after, pageSize
+	_, page, more := s.resources.find(sq)
+	for _, res := range page {
+		raw := res.Raw
+		if elements != nil {
+			raw = subset(raw, elements)
 		}
+		b.Entry = append(b.Entry, bundleEntry{FullURL: baseURL(r) + "/" + res.key(), Resource: raw})
 	}
-	end := min(start+pageSize, len(selected))
-	for _, res := range selected[start:end] {
-		b.Entry = append(b.Entry, bundleEntry{FullURL: baseURL(r) + "/" + res.key(), Resource: res.Raw})
-	}
-	if end < len(selected) {
+	if more {
 		next := url.Values{}
 		for k, v := range q {
 			if k != continuationParam {
 				next[k] = v
 			}
 		}
-		next.Set(continuationParam, base64.RawURLEncoding.EncodeToString([]byte(selected[end-1].key())))
+		next.Set(continuationParam, base64.RawURLEncoding.EncodeToString([]byte(sq.sortKey(page[len(page)-1]))))
 		path := "/"
 		if typ != "" {
 			path += typ
@@ -249,6 +274,31 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 		b.Link = append(b.Link, bundleLink{Relation: "next", URL: baseURL(r) + path + "?" + next.Encode()})
 	}
 	writeJSON(w, http.StatusOK, "application/fhir+json", b)
+}
+
+// subset keeps of a resource only resourceType, id, meta (tagged SUBSETTED, as the service marks it) and the
+// elements asked for.
+func subset(raw []byte, elements []string) []byte {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return raw
+	}
+	out := map[string]json.RawMessage{"resourceType": obj["resourceType"], "id": obj["id"]}
+	for _, e := range elements {
+		if v, ok := obj[strings.TrimSpace(e)]; ok {
+			out[strings.TrimSpace(e)] = v
+		}
+	}
+	var meta map[string]json.RawMessage
+	if m, ok := obj["meta"]; ok && json.Unmarshal(m, &meta) == nil {
+		meta["tag"], _ = json.Marshal([]coding{{System: "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", Code: "SUBSETTED"}})
+		out["meta"], _ = json.Marshal(meta)
+	}
+	subsetted, err := json.Marshal(out)
+	if err != nil {
+		return raw
+	}
+	return subsetted
 }
 
 // searchHandling reads the handling preference of a search: strict, lenient (the default), or a 400 for another

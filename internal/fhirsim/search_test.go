@@ -2,8 +2,10 @@ package fhirsim_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -261,4 +263,73 @@ func TestMetadataListsTypesAndFlavorOperation(t *testing.T) {
 		}
 		require.Equal(t, tc.op, cs.Rest[0].Operation[0].Name)
 	}
+}
+
+// TestSearchSortsByLastUpdatedAndSubsets: _sort=_lastUpdated (and -_lastUpdated) orders by the time index and
+// pages through every match once; _elements answers a subsetted resource, marked as the service marks it.
+func TestSearchSortsByLastUpdatedAndSubsets(t *testing.T) {
+	t.Parallel()
+	const patients, seed = 3, 4
+	s := startSim(t, fhirsim.WithSeed(patients, seed))
+	var obs []generated
+	for _, g := range generatedSet(t, patients, seed) {
+		if g.Type == "Observation" {
+			obs = append(obs, g)
+		}
+	}
+	slices.SortFunc(obs, func(a, b generated) int { return cmp.Or(a.LastUpdated.Compare(b.LastUpdated), cmp.Compare(a.ID, b.ID)) })
+
+	var oldest, newest searchBundle
+	s.getJSON(t, "/Observation?_sort=_lastUpdated&_count=1", &oldest)
+	require.Len(t, oldest.Entry, 1)
+	require.Equal(t, obs[0].ID, oldest.Entry[0].Resource.ID)
+	s.getJSON(t, "/Observation?_sort=-_lastUpdated&_count=1", &newest)
+	require.Equal(t, obs[len(obs)-1].ID, newest.Entry[0].Resource.ID)
+
+	var ids []string
+	for next := "/Observation?_sort=_lastUpdated&_count=9&_lastUpdated=ge2020-01-01"; next != ""; {
+		var b searchBundle
+		s.getJSON(t, next, &b)
+		for _, e := range b.Entry {
+			ids = append(ids, e.Resource.ID)
+		}
+		next = b.next()
+	}
+	var want []string
+	for _, g := range obs {
+		if !g.LastUpdated.Before(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			want = append(want, g.ID)
+		}
+	}
+	require.Equal(t, want, ids, "every match once, in time order, across pages")
+
+	resp := s.do(t, request{path: "/Observation?_sort=status"})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	var sub struct {
+		Entry []struct {
+			Resource map[string]json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	s.getJSON(t, "/Observation?_id="+obs[0].ID+"&_elements=id", &sub)
+	require.Len(t, sub.Entry, 1)
+	require.ElementsMatch(t, []string{"resourceType", "id", "meta"}, slices.Collect(maps.Keys(sub.Entry[0].Resource)))
+	require.Contains(t, string(sub.Entry[0].Resource["meta"]), "SUBSETTED")
+}
+
+// TestIndexesFollowWrites: a write after a query is seen by the next one (the sorted views are rebuilt).
+func TestIndexesFollowWrites(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, fhirsim.WithSeed(1, 2))
+	before := s.count(t, "/Patient?_summary=count")
+	inRange := s.count(t, "/Patient?_lastUpdated=ge2030-01-01&_summary=count")
+	require.Zero(t, inRange)
+	batch := `{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Patient","id":"late"},"request":{"method":"PUT","url":"Patient/late"}}]}`
+	resp := s.do(t, request{method: http.MethodPost, path: "/", headers: map[string]string{"Content-Type": "application/fhir+json"}, body: batch})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, before+1, s.count(t, "/Patient?_summary=count"))
+	require.Equal(t, 1, s.count(t, "/Patient?_lastUpdated=ge2026-01-01&_summary=count"), "the new resource is in the time index")
+	var b searchBundle
+	s.getJSON(t, "/Patient?_sort=-_lastUpdated&_count=1", &b)
+	require.Equal(t, "late", b.Entry[0].Resource.ID)
 }

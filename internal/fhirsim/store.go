@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -123,14 +124,22 @@ func versionNumber(v string) int {
 	return n
 }
 
-// resourceStore keeps the current version of every resource, by type and id.
+// resourceStore keeps the current version of every resource, by type and id, with the indexes a FHIR service's
+// database has: by key, and by (lastUpdated, id) for date ranges and _sort. The sorted views are rebuilt on the
+// first query after a write, so a bulk load pays for one sort and a lookup by id never scans.
 type resourceStore struct {
 	mu     sync.RWMutex
-	byType map[string]map[string]*resource
+	byType map[string]*typeIndex
+}
+
+// typeIndex holds one type's resources; byKey (by id) and byTime (by lastUpdated, then id) are nil while stale.
+type typeIndex struct {
+	byID          map[string]*resource
+	byKey, byTime []*resource
 }
 
 func newResourceStore() *resourceStore {
-	return &resourceStore{byType: map[string]map[string]*resource{}}
+	return &resourceStore{byType: map[string]*typeIndex{}}
 }
 
 func (s *resourceStore) put(r *resource) {
@@ -140,25 +149,33 @@ func (s *resourceStore) put(r *resource) {
 }
 
 func (s *resourceStore) putLocked(r *resource) {
-	m := s.byType[r.Type]
-	if m == nil {
-		m = map[string]*resource{}
-		s.byType[r.Type] = m
+	ix := s.byType[r.Type]
+	if ix == nil {
+		ix = &typeIndex{byID: map[string]*resource{}}
+		s.byType[r.Type] = ix
 	}
-	m[r.ID] = r
+	ix.byID[r.ID] = r
+	ix.byKey, ix.byTime = nil, nil
 }
 
 func (s *resourceStore) get(typ, id string) *resource {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.byType[typ][id]
+	if ix := s.byType[typ]; ix != nil {
+		return ix.byID[id]
+	}
+	return nil
 }
 
 // update replaces the resource typ/id with what decide returns (nil: keep), atomically.
 func (s *resourceStore) update(typ, id string, decide func(existing *resource) (*resource, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	next, err := decide(s.byType[typ][id])
+	var existing *resource
+	if ix := s.byType[typ]; ix != nil {
+		existing = ix.byID[id]
+	}
+	next, err := decide(existing)
 	if err != nil {
 		return err
 	}
@@ -172,9 +189,13 @@ func (s *resourceStore) update(typ, id string, decide func(existing *resource) (
 func (s *resourceStore) types() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.typesLocked()
+}
+
+func (s *resourceStore) typesLocked() []string {
 	out := make([]string, 0, len(s.byType))
-	for t, m := range s.byType {
-		if len(m) > 0 {
+	for t, ix := range s.byType {
+		if len(ix.byID) > 0 {
 			out = append(out, t)
 		}
 	}
@@ -182,23 +203,231 @@ func (s *resourceStore) types() []string {
 	return out
 }
 
-// list returns the resources of one type (every type when typ is "") that keep passes, sorted by type and id.
-func (s *resourceStore) list(typ string, keep func(*resource) bool) []*resource {
-	s.mu.RLock()
-	var out []*resource
-	for t, m := range s.byType {
-		if typ != "" && t != typ {
+// sorted returns the type's index with its sorted views up to date. Caller holds s.mu for writing.
+func (s *resourceStore) sorted(typ string) *typeIndex {
+	ix := s.byType[typ]
+	if ix == nil {
+		return &typeIndex{}
+	}
+	if ix.byKey == nil {
+		ix.byKey = make([]*resource, 0, len(ix.byID))
+		for _, r := range ix.byID {
+			ix.byKey = append(ix.byKey, r)
+		}
+		slices.SortFunc(ix.byKey, func(a, b *resource) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	if ix.byTime == nil {
+		ix.byTime = slices.Clone(ix.byKey)
+		slices.SortStableFunc(ix.byTime, byTime)
+	}
+	return ix
+}
+
+func byTime(a, b *resource) int {
+	return cmp.Or(a.LastUpdated.Compare(b.LastUpdated), cmp.Compare(a.ID, b.ID))
+}
+
+// query is one search over the store.
+type query struct {
+	typ   string          // "" for every type
+	ids   map[string]bool // nil: any id
+	dates []dateFilter
+	// match applies the remaining filters (token parameters); nil matches everything.
+	match func(*resource) bool
+	// byTime orders by lastUpdated (desc: newest first) instead of by type and id.
+	byTime, desc bool
+	// after is the cursor of the previous page: the sort key of its last resource ("" for the first page).
+	after string
+	// limit bounds the page; countOnly counts every match and returns no page.
+	limit     int
+	countOnly bool
+}
+
+// sortKey is a resource's place in the order of q, as a cursor.
+func (q query) sortKey(r *resource) string {
+	if q.byTime {
+		return r.LastUpdated.UTC().Format("2006-01-02T15:04:05.000000000Z") + "|" + r.key() // fixed width: sorts as it compares
+	}
+	return r.key()
+}
+
+// find answers q: the number of matches when countOnly, else one page of at most limit matches after the cursor
+// and whether more follow.
+func (s *resourceStore) find(q query) (total int, page []*resource, more bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	types := []string{q.typ}
+	if q.typ == "" {
+		types = s.typesLocked()
+	}
+	if q.byTime && len(types) > 1 {
+		return s.findAcrossTypesByTime(q, types)
+	}
+	if q.desc {
+		slices.Reverse(types)
+	}
+	for _, t := range types {
+		if !q.countOnly && q.after != "" && !q.byTime {
+			if ty, _, _ := strings.Cut(q.after, "/"); (!q.desc && t < ty) || (q.desc && t > ty) {
+				continue // the cursor is past this type
+			}
+		}
+		cands := s.candidates(t, q)
+		if q.countOnly && q.match == nil && q.ids == nil {
+			total += len(cands) // a range of the index: no scan
 			continue
 		}
-		for _, r := range m {
-			if keep(r) {
-				out = append(out, r)
+		for _, r := range cands {
+			if !q.keep(r) {
+				continue
+			}
+			if q.countOnly {
+				total++
+				continue
+			}
+			if q.after != "" && !q.pastCursor(r) {
+				continue
+			}
+			if len(page) == q.limit {
+				return total, page, true
+			}
+			page = append(page, r)
+		}
+	}
+	return total, page, false
+}
+
+// findAcrossTypesByTime orders every type's matches by lastUpdated (a system search sorted by _lastUpdated).
+func (s *resourceStore) findAcrossTypesByTime(q query, types []string) (int, []*resource, bool) {
+	var all []*resource
+	for _, t := range types {
+		for _, r := range s.candidates(t, q) {
+			if q.keep(r) {
+				all = append(all, r)
 			}
 		}
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *resource) int {
-		return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.ID, b.ID))
-	})
-	return out
+	if q.countOnly {
+		return len(all), nil, false
+	}
+	slices.SortFunc(all, func(a, b *resource) int { return cmp.Or(byTime(a, b), cmp.Compare(a.Type, b.Type)) })
+	if q.desc {
+		slices.Reverse(all)
+	}
+	var page []*resource
+	for _, r := range all {
+		if q.after != "" && !q.pastCursor(r) {
+			continue
+		}
+		if len(page) == q.limit {
+			return 0, page, true
+		}
+		page = append(page, r)
+	}
+	return 0, page, false
+}
+
+// candidates are the type's resources q may match, in q's order: the ids looked up by key, the range of the
+// time index the date filters allow, or the whole index.
+func (s *resourceStore) candidates(typ string, q query) []*resource {
+	ix := s.sorted(typ)
+	if q.ids != nil {
+		var out []*resource
+		for id := range q.ids {
+			if r := ix.byID[id]; r != nil {
+				out = append(out, r)
+			}
+		}
+		if q.byTime {
+			slices.SortFunc(out, byTime)
+		} else {
+			slices.SortFunc(out, func(a, b *resource) int { return cmp.Compare(a.ID, b.ID) })
+		}
+		if q.desc {
+			slices.Reverse(out)
+		}
+		return out
+	}
+	list := ix.byKey
+	if len(q.dates) > 0 || q.byTime {
+		from, to, ok := dateRange(q.dates)
+		list = ix.byTime
+		if ok {
+			lo, _ := slices.BinarySearchFunc(list, from, func(r *resource, t time.Time) int {
+				return cmp.Or(r.LastUpdated.Compare(t), 1)
+			})
+			hi, _ := slices.BinarySearchFunc(list, to, func(r *resource, t time.Time) int {
+				return cmp.Or(r.LastUpdated.Compare(t), 1)
+			})
+			list = list[lo:max(lo, hi)]
+		}
+		if !q.byTime && !q.countOnly {
+			list = slices.Clone(list)
+			slices.SortFunc(list, func(a, b *resource) int { return cmp.Compare(a.ID, b.ID) })
+		}
+	}
+	if q.desc {
+		list = slices.Clone(list)
+		slices.Reverse(list)
+	}
+	return list
+}
+
+// keep applies the filters the candidates did not: dates (a range is exact only for ge/gt/le/lt/eq), ids and
+// the token filters.
+func (q query) keep(r *resource) bool {
+	if q.ids != nil && !q.ids[r.ID] {
+		return false
+	}
+	for _, f := range q.dates {
+		if !f.match(r.LastUpdated) {
+			return false
+		}
+	}
+	return q.match == nil || q.match(r)
+}
+
+// pastCursor reports whether r comes after the cursor in q's order.
+func (q query) pastCursor(r *resource) bool {
+	k := q.sortKey(r)
+	if q.desc {
+		return k < q.after
+	}
+	return k > q.after
+}
+
+// dateRange is the [from, to) the date filters allow together, when they are all ranges (ne is not one).
+func dateRange(filters []dateFilter) (from, to time.Time, ok bool) {
+	from, to = time.Time{}, time.Unix(1<<40, 0)
+	for _, f := range filters {
+		switch f.prefix {
+		case "ge":
+			from = later(from, f.r.start)
+		case "gt":
+			from = later(from, f.r.end)
+		case "le":
+			to = earlier(to, f.r.end)
+		case "lt":
+			to = earlier(to, f.r.start)
+		case "eq":
+			from, to = later(from, f.r.start), earlier(to, f.r.end)
+		default:
+			return time.Time{}, time.Time{}, false
+		}
+	}
+	return from, to, true
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
