@@ -254,7 +254,10 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 	_, page, more := s.resources.find(sq)
 	for _, res := range page {
 		raw := res.Raw
-		if elements != nil {
+		switch {
+		case len(elements) == 1 && elements[0] == "id":
+			raw = idOnly(res) // what an id lookup asks for: no decoding
+		case elements != nil:
 			raw = subset(raw, elements)
 		}
 		b.Entry = append(b.Entry, bundleEntry{FullURL: baseURL(r) + "/" + res.key(), Resource: raw})
@@ -276,6 +279,28 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 	writeJSON(w, http.StatusOK, "application/fhir+json", b)
 }
 
+// subsettedTag marks a resource answered with only some of its elements.
+var subsettedTag = []coding{{System: "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", Code: "SUBSETTED"}}
+
+// idResource is a resource subsetted to its id: resourceType, id and meta.
+type idResource struct {
+	ResourceType string `json:"resourceType"`
+	ID           string `json:"id"`
+	Meta         struct {
+		VersionID   string   `json:"versionId,omitempty"`
+		LastUpdated string   `json:"lastUpdated"`
+		Tag         []coding `json:"tag"`
+	} `json:"meta"`
+}
+
+// idOnly answers _elements=id from the stored fields, without decoding the resource.
+func idOnly(r *resource) []byte {
+	v := idResource{ResourceType: r.Type, ID: r.ID}
+	v.Meta.VersionID, v.Meta.LastUpdated, v.Meta.Tag = r.VersionID, formatInstant(r.LastUpdated), subsettedTag
+	out, _ := json.Marshal(v)
+	return out
+}
+
 // subset keeps of a resource only resourceType, id, meta (tagged SUBSETTED, as the service marks it) and the
 // elements asked for.
 func subset(raw []byte, elements []string) []byte {
@@ -291,7 +316,7 @@ func subset(raw []byte, elements []string) []byte {
 	}
 	var meta map[string]json.RawMessage
 	if m, ok := obj["meta"]; ok && json.Unmarshal(m, &meta) == nil {
-		meta["tag"], _ = json.Marshal([]coding{{System: "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", Code: "SUBSETTED"}})
+		meta["tag"], _ = json.Marshal(subsettedTag)
 		out["meta"], _ = json.Marshal(meta)
 	}
 	subsetted, err := json.Marshal(out)

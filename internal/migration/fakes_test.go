@@ -435,11 +435,16 @@ type hookStore struct {
 	failPuts     bool
 	conflictOnce bool
 	conflicts    int
+	// docPuts counts the writes of migration documents.
+	docPuts int
 }
 
 func (h *hookStore) Put(ctx context.Context, name string, data []byte, etag string, md map[string]string) (string, error) {
 	h.mu.Lock()
 	fail, conflict := h.failPuts, h.conflictOnce && etag != "" && strings.HasPrefix(name, migrationPrefix)
+	if strings.HasPrefix(name, migrationPrefix) {
+		h.docPuts++
+	}
 	if conflict {
 		h.conflictOnce = false
 		h.conflicts++

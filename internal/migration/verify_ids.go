@@ -43,12 +43,16 @@ func heldFiles(m *Migration) map[string]bool {
 	return out
 }
 
-// fileCheck is what checking one file found.
+// fileCheck is what checking one file, or a run of files, found.
 type fileCheck struct {
-	types   map[string]*IDTally
-	missing []string
-	diffs   []Difference
+	types map[string]*IDTally
+	// missing lists missing ids (as many as the document keeps, when files are merged); missingCount counts all.
+	missing      []string
+	missingCount int64
+	diffs        []Difference
 }
+
+func newFileCheck() *fileCheck { return &fileCheck{types: map[string]*IDTally{}} }
 
 func (f *fileCheck) tally(t string) *IDTally {
 	if f.types[t] == nil {
@@ -57,8 +61,32 @@ func (f *fileCheck) tally(t string) *IDTally {
 	return f.types[t]
 }
 
-// checkIDs checks the files from the saved cursor on, saving after each one; when the budget is spent it sends
-// the next message and returns false. It returns true once every file is checked.
+// add merges another check into f, keeping only as many missing ids and differences as the document lists.
+func (f *fileCheck) add(o *fileCheck) {
+	for t, n := range o.types {
+		f.tally(t).add(n)
+	}
+	f.missingCount += o.missingCount
+	f.missing = append(f.missing, o.missing[:min(len(o.missing), max(maxListedMissing-len(f.missing), 0))]...)
+	f.diffs = append(f.diffs, o.diffs[:min(len(o.diffs), max(maxListedDifferences-len(f.diffs), 0))]...)
+}
+
+func (t *IDTally) add(n *IDTally) {
+	t.Lines += n.Lines
+	t.Checked += n.Checked
+	t.Missing += n.Missing
+	t.Duplicates += n.Duplicates
+	t.Compared += n.Compared
+	t.Different += n.Different
+}
+
+// checkpointEvery is how much checking work one save of the cursor covers: a killed invocation redoes at most
+// that much, and a check of many small files does not rewrite the document once per file.
+const checkpointEvery = 5 * time.Second
+
+// checkIDs checks the files from the saved cursor on, saving the cursor and tallies every checkpointEvery (and at
+// the end); when the budget is spent it sends the next message and returns false. It returns true once every file
+// is checked.
 func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (bool, error) {
 	files := stagedFiles(m)
 	client, err := s.cfg.FHIR(m.Request.Destination)
@@ -79,8 +107,12 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		}
 	}
 	held := heldFiles(m)
+	// done is what this invocation checked (for the comparison budget); pending what is not saved yet, from file
+	// from on.
+	done, pending := newFileCheck(), newFileCheck()
+	from, lastSave := next, started
 	for i := next; i < len(files); i++ {
-		res, err := s.checkFile(ctx, client, files[i], compareBudget(m, types), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
+		res, err := s.checkFile(ctx, client, files[i], compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
 		if err != nil {
 			return false, err
 		}
@@ -94,42 +126,48 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 				return false, fmt.Errorf("write missing ids of file %d: %w", i, err)
 			}
 		}
-		more := i+1 < len(files) && s.now().Sub(started) >= verifyBudget
-		saved, err := s.saveFileCheck(ctx, m.ID, generation, i, len(files), res, more)
-		if err != nil || !saved {
-			return false, err
+		done.add(res)
+		pending.add(res)
+		now := s.now()
+		last := i+1 == len(files)
+		more := !last && now.Sub(started) >= verifyBudget
+		if !last && !more && now.Sub(lastSave) < checkpointEvery {
+			continue
 		}
-		if m, _, err = s.load(ctx, m.ID); err != nil {
+		saved, err := s.saveFileCheck(ctx, m.ID, generation, from, i+1, len(files), pending, more)
+		if err != nil || !saved {
 			return false, err
 		}
 		if more {
 			s.log.Info("verification continues in a new message", "migration", m.ID, "nextFile", i+1, "files", len(files))
 			return false, nil
 		}
+		from, pending, lastSave = i+1, newFileCheck(), now
 	}
 	return true, nil
 }
 
-// compareBudget is, per type, how many more resources a full check compares (-1: all), given those compared so far.
-func compareBudget(m *Migration, types []string) map[string]int64 {
+// compareBudget is, per type, how many more resources a full check compares (-1: all), given those compared
+// before this invocation and by it.
+func compareBudget(m *Migration, types []string, done *fileCheck) map[string]int64 {
 	compare := make(map[string]int64, len(types))
 	sample := int64(verifySample(m))
 	for _, t := range types {
 		compare[t] = -1
 		if sample > 0 {
-			var done int64
+			compared := done.tally(t).Compared
 			if ids := m.Verification.IDs; ids != nil && ids.Types[t] != nil {
-				done = ids.Types[t].Compared
+				compared += ids.Types[t].Compared
 			}
-			compare[t] = max(sample-done, 0)
+			compare[t] = max(sample-compared, 0)
 		}
 	}
 	return compare
 }
 
-// saveFileCheck adds file i's results and moves the cursor past it; false means another invocation got there
-// first (a re-sent message), and this one stops.
-func (s *Service) saveFileCheck(ctx context.Context, id string, generation, i, files int, res *fileCheck, more bool) (bool, error) {
+// saveFileCheck adds the results of files [from, to) and moves the cursor to to; false means another invocation
+// got there first (a re-sent message), and this one stops.
+func (s *Service) saveFileCheck(ctx context.Context, id string, generation, from, to, files int, res *fileCheck, more bool) (bool, error) {
 	saved := false
 	_, eff, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		saved = false
@@ -140,40 +178,25 @@ func (s *Service) saveFileCheck(ctx context.Context, id string, generation, i, f
 		if v.IDs == nil {
 			v.IDs = &IDCheck{Types: map[string]*IDTally{}}
 		}
-		if v.IDs.NextFile != i {
+		if v.IDs.NextFile != from {
 			return nil, errUnchanged
 		}
 		saved = true
-		v.IDs.NextFile, v.IDs.Files = i+1, files
+		v.IDs.NextFile, v.IDs.Files = to, files
 		for t, n := range res.types {
 			cur := v.IDs.Types[t]
 			if cur == nil {
 				cur = &IDTally{}
 				v.IDs.Types[t] = cur
 			}
-			cur.Lines += n.Lines
-			cur.Checked += n.Checked
-			cur.Missing += n.Missing
-			cur.Duplicates += n.Duplicates
-			cur.Compared += n.Compared
-			cur.Different += n.Different
+			cur.add(n)
 		}
-		v.MissingCount += int64(len(res.missing))
-		if len(res.missing) > 0 {
+		v.MissingCount += res.missingCount
+		if res.missingCount > 0 {
 			v.MissingReport = missingReportPrefix(m.ID, generation)
 		}
-		for _, id := range res.missing {
-			if len(v.Missing) >= maxListedMissing {
-				break
-			}
-			v.Missing = append(v.Missing, id)
-		}
-		for _, d := range res.diffs {
-			if len(v.Differences) >= maxListedDifferences {
-				break
-			}
-			v.Differences = append(v.Differences, d)
-		}
+		v.Missing = append(v.Missing, res.missing[:min(len(res.missing), max(maxListedMissing-len(v.Missing), 0))]...)
+		v.Differences = append(v.Differences, res.diffs[:min(len(res.diffs), max(maxListedDifferences-len(v.Differences), 0))]...)
 		// Progress is a heartbeat: the sweep re-sends verify-counts only when nothing moved for a while; the
 		// faults counted so far were overcome.
 		v.DispatchAt = s.now()
@@ -208,7 +231,7 @@ type idBatch struct {
 func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	res := &fileCheck{types: map[string]*IDTally{}}
+	res := newFileCheck()
 	var mu sync.Mutex
 	batches := make(chan *idBatch)
 	var wg sync.WaitGroup
@@ -245,6 +268,7 @@ func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, co
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	res.missingCount = int64(len(res.missing))
 	return res, nil
 }
 

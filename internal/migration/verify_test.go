@@ -463,3 +463,47 @@ func TestCleanupRacingAReverifyDeletesNothing(t *testing.T) {
 	require.Nil(t, got.Cleanup)
 	require.Equal(t, StatusVerifying, got.Status)
 }
+
+// TestVerifyIDsSavesItsCursorEveryFewSeconds: the cursor is saved every checkpointEvery of checking, not once per
+// file: a quick check of three files writes the document once for its progress and once for its verdict, a slow
+// one after every file.
+func TestVerifyIDsSavesItsCursorEveryFewSeconds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		perSearch  time.Duration
+		progresses int
+	}{{"quick", 0, 1}, {"slow", checkpointEvery, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ih := newIDHarness(t)
+			ih.dest.onSearch = func() { ih.clock.Advance(tc.perSearch) }
+			m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"ids"}`)
+			var verify []bus.Message
+			for range 10 {
+				ih.clock.Advance(time.Minute)
+				ih.poll()
+				for _, msg := range ih.bus.Take() {
+					if msg.Queue == bus.QueueRunImport {
+						require.NoError(t, ih.svc.RunImport(context.Background(), msg.Body))
+					} else {
+						verify = append(verify, msg)
+					}
+				}
+				if len(verify) > 0 {
+					break
+				}
+			}
+			require.Len(t, verify, 1)
+			ih.store.set(func(h *hookStore) { h.docPuts = 0 })
+			require.NoError(t, ih.svc.Verify(context.Background(), verify[0].Body))
+			done := ih.get(m.ID)
+			require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+			require.Equal(t, 3, done.Verification.IDs.NextFile)
+			ih.store.mu.Lock()
+			puts := ih.store.docPuts
+			ih.store.mu.Unlock()
+			require.Equal(t, tc.progresses+1, puts, "progress saves, then the verdict")
+		})
+	}
+}
