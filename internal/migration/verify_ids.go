@@ -309,14 +309,13 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		}
 		mu.Lock()
 		res.tally(f.Type).Lines++ // per manifest type: compared with the manifest's count
-		mu.Unlock()
 		if !lookup {
+			mu.Unlock()
 			continue
 		}
 		valid := idPattern.MatchString(head.ID) && typePattern.MatchString(typ)
 		key := typ + "/" + head.ID
 		_, dup := seen[key]
-		mu.Lock()
 		t := res.tally(typ)
 		t.Checked++
 		switch {
