@@ -72,7 +72,11 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 		res.Bytes += b.Size
 	}
 	if req.ErrorFiles {
-		for _, u := range stagedErrorFiles(m) {
+		urls, err := s.stagedErrorFiles(ctx, m)
+		if err != nil {
+			return nil, fmt.Errorf("error files of %s: %w", m.ID, err)
+		}
+		for _, u := range urls {
 			size, err := cleaner.BlobSize(ctx, u)
 			if errors.Is(err, staging.ErrBlobNotFound) {
 				continue
@@ -148,19 +152,23 @@ func verificationPassed(m *Migration) bool {
 }
 
 // stagedErrorFiles are the destination's error files named by finished import jobs.
-func stagedErrorFiles(m *Migration) []string {
+func (s *Service) stagedErrorFiles(ctx context.Context, m *Migration) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, j := range m.Jobs {
 		if j.Kind != KindImport {
 			continue
 		}
-		for _, f := range j.Errors {
+		files, err := s.importErrorFilesOf(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
 			if u := stripQuery(f.URL); u != "" && !seen[u] {
 				seen[u] = true
 				out = append(out, u)
 			}
 		}
 	}
-	return out
+	return out, nil
 }

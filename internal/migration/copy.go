@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -35,14 +36,16 @@ func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error 
 	if err != nil || attempt == 0 {
 		return err
 	}
-	j := m.job(jobID)
 	var tally *copyTally
 	bundle := ""
-	if m.Request.ImportMode == ModeInitial {
+	ins, err := s.inputs(ctx, m, m.job(jobID))
+	switch {
+	case err != nil:
+	case m.Request.ImportMode == ModeInitial:
 		bundle = searchParameterBundle(m.ID, jobID)
-		tally, err = s.keepResources(ctx, m, j, bundle)
-	} else {
-		tally, err = s.copyResources(ctx, m, j)
+		tally, err = s.keepResources(ctx, m, ins, bundle)
+	default:
+		tally, err = s.copyResources(ctx, m, ins)
 	}
 	_, eff, uerr := s.update(ctx, migrationID, func(m *Migration) (*effects, error) {
 		e := &effects{}
@@ -56,7 +59,7 @@ func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error 
 			return e, nil
 		}
 		cj.Counts = tally.written
-		cj.Errors = tally.errorFiles()
+		cj.ErrorSummary = tally.summary()
 		finishJob(m, cj, JobDone, now, e)
 		note := reindexNote
 		if bundle != "" {
@@ -99,20 +102,23 @@ func (t *copyTally) fail(typ, reason string) {
 	}
 }
 
-func (t *copyTally) errorFiles() []ErrorFile {
-	var out []ErrorFile
-	for typ, n := range t.failed {
-		out = append(out, ErrorFile{Type: typ, Count: n, Message: t.reasons[typ]})
+// summary digests the failed entries: per type, with the first reason of each.
+func (t *copyTally) summary() *ErrorSummary {
+	if len(t.failed) == 0 {
+		return nil
 	}
-	slices.SortFunc(out, func(a, b ErrorFile) int { return strings.Compare(a.Type, b.Type) })
-	return out
+	sum := &ErrorSummary{ByType: maps.Clone(t.failed)}
+	for _, typ := range slices.Sorted(maps.Keys(t.failed)) {
+		sum.First = append(sum.First, ErrorLine{Type: typ, Message: t.reasons[typ]})
+	}
+	return sum
 }
 
 // keepResources reads a copy job's files into one batch Bundle and writes it to the document store as name.
-func (s *Service) keepResources(ctx context.Context, m *Migration, j *Job, name string) (*copyTally, error) {
+func (s *Service) keepResources(ctx context.Context, m *Migration, ins []Input, name string) (*copyTally, error) {
 	tally := newCopyTally()
 	var entries []fhir.BatchEntry
-	for _, in := range j.Inputs {
+	for _, in := range ins {
 		if err := s.readResources(ctx, in, tally, func(e fhir.BatchEntry) error {
 			entries = append(entries, e)
 			return nil
@@ -134,7 +140,7 @@ func (s *Service) keepResources(ctx context.Context, m *Migration, j *Job, name 
 	return tally, nil
 }
 
-func (s *Service) copyResources(ctx context.Context, m *Migration, j *Job) (*copyTally, error) {
+func (s *Service) copyResources(ctx context.Context, m *Migration, ins []Input) (*copyTally, error) {
 	tally := newCopyTally()
 	client, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
@@ -163,7 +169,7 @@ func (s *Service) copyResources(ctx context.Context, m *Migration, j *Job) (*cop
 		batch = batch[:0]
 		return nil
 	}
-	for _, in := range j.Inputs {
+	for _, in := range ins {
 		if err := s.readResources(ctx, in, tally, func(e fhir.BatchEntry) error {
 			batch = append(batch, e)
 			if len(batch) == maxBatchEntries {

@@ -477,7 +477,7 @@ func TestFaultImportErrorFilesAreSummarised(t *testing.T) {
 	h.clock.Advance(5 * time.Second)
 	h.poll()
 	got := h.get(m.ID)
-	patientIn := got.job("import-export-Patient-1").Inputs[0].URL
+	patientIn := h.inputs(got, "import-export-Patient-1")[0].URL
 	errURL := blobBase + "/fhirlogs/Patient-errors.ndjson"
 	var lines strings.Builder
 	for i := range 12 {
@@ -500,7 +500,9 @@ func TestFaultImportErrorFilesAreSummarised(t *testing.T) {
 	got = h.get(m.ID)
 	pj := got.job("import-export-Patient-1")
 	require.Equal(t, JobDone, pj.State)
-	require.Equal(t, "Patient", pj.Errors[1].Type, "error files are typed by their input, not OperationOutcome")
+	files, err := h.svc.importErrorFilesOf(context.Background(), pj)
+	require.NoError(t, err)
+	require.Equal(t, "Patient", files[1].Type, "error files are typed by their input, not OperationOutcome")
 	sum := pj.ErrorSummary
 	require.NotNil(t, sum)
 	require.Equal(t, map[string]int64{"Patient": 12, "OperationOutcome": 1}, sum.ByType, "an unknown input keeps the server's type")

@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -80,7 +81,7 @@ func filterQueries(filters []string) map[string][]typeFilter {
 }
 
 // exportTypes are the types an export job covers: its _type list, or every type the source has (a document that
-// does not know them falls back to the types of the manifest).
+// does not know them falls back to the types the manifest counted).
 func exportTypes(m *Migration, j *Job) []string {
 	switch {
 	case len(j.Types) > 0:
@@ -88,13 +89,7 @@ func exportTypes(m *Migration, j *Job) []string {
 	case len(m.SourceTypes) > 0:
 		return m.SourceTypes
 	}
-	var out []string
-	for _, f := range j.Output {
-		if !slices.Contains(out, f.Type) {
-			out = append(out, f.Type)
-		}
-	}
-	return out
+	return slices.Sorted(maps.Keys(j.Counts))
 }
 
 // expectedCounts takes the source's counts for an export job's window before its kick-off, to confirm its
@@ -195,8 +190,8 @@ func explainedByChanges(short []shortType, changed map[string]int64) bool {
 // ConfirmDelay (the service has answered 200 too early). A second short answer is accepted only when the source
 // shows at least as many resources changed since the count as are lacking (they left the window), with a note;
 // otherwise the job is exported again.
-func (s *Service) distrustManifest(m *Migration, j *Job, short []shortType, changed map[string]int64, output []File,
-	errorFiles []ErrorFile, now time.Time, e *effects) {
+func (s *Service) distrustManifest(m *Migration, j *Job, short []shortType, changed map[string]int64, manifest string,
+	output []File, now time.Time, e *effects) {
 	reason := shortText(short)
 	j.ShortManifests++
 	if j.ShortManifests == 1 {
@@ -215,7 +210,7 @@ func (s *Service) distrustManifest(m *Migration, j *Job, short []shortType, chan
 		m.Notes = append(m.Notes, fmt.Sprintf("%s: the manifest was accepted short (%s): resources updated or "+
 			"deleted after %s left the window and are not part of this migration", j.ID, strings.Join(parts, "; "),
 			j.CountedAt.Format(time.RFC3339)))
-		completeExport(m, j, output, errorFiles, now, e)
+		completeExport(m, j, manifest, output, now, e)
 		return
 	}
 	s.reexport(m, j, reason+", still after a re-poll", false, now, e)

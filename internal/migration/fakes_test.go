@@ -555,6 +555,26 @@ func decode[T any](t testing.TB, body string) T {
 	return v
 }
 
+// inputs are the files an import or copy job of m carries, read as the engine reads them.
+func (h *harness) inputs(m *Migration, jobID string) []Input {
+	h.t.Helper()
+	ins, err := h.svc.inputs(context.Background(), m, m.job(jobID))
+	require.NoError(h.t, err)
+	return ins
+}
+
+// exported are the output files of m's finished exports, in the order an ids check walks them.
+func (h *harness) exported(m *Migration) []File {
+	h.t.Helper()
+	var out []File
+	require.NoError(h.t, h.svc.exportedFiles(context.Background(), m, 0, func(_ int, f File) (bool, error) {
+		out = append(out, f)
+		return true, nil
+	}))
+	require.Len(h.t, out, exportedFileCount(m))
+	return out
+}
+
 func (h *harness) get(id string) *Migration {
 	h.t.Helper()
 	m, err := h.svc.Get(context.Background(), id)

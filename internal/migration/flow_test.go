@@ -52,7 +52,7 @@ func TestMigrationPerTypeImportsWhileExporting(t *testing.T) {
 	require.Equal(t, []Input{
 		{Type: "Patient", URL: blobBase + "/" + m.ID + "/" + exportID + "/Patient-1.ndjson"},
 		{Type: "Patient", URL: blobBase + "/" + m.ID + "/" + exportID + "/Patient-2.ndjson"},
-	}, imp.Inputs, "inputs carry no query string")
+	}, h.inputs(got, imp.ID), "inputs carry no query string")
 	cp := got.job("copy-export-SearchParameter")
 	require.Equal(t, JobDone, cp.State)
 	require.Equal(t, map[string]int64{"SearchParameter": 2}, cp.Counts)
@@ -111,8 +111,9 @@ func TestImportJobsHoldAtMost10000Files(t *testing.T) {
 	h.poll()
 	got := h.get(m.ID)
 	require.Len(t, got.Jobs, 3)
-	require.Len(t, got.job("import-export-Observation-1").Inputs, maxImportInputs)
-	require.Len(t, got.job("import-export-Observation-2").Inputs, 1)
+	require.Len(t, h.inputs(got, "import-export-Observation-1"), maxImportInputs)
+	require.Len(t, h.inputs(got, "import-export-Observation-2"), 1)
+	require.Less(t, len(mustJSON(t, got)), 16<<10, "the document names the manifest, it does not list 10,001 files")
 	var ids []string
 	for _, msg := range h.bus.Sent() {
 		ids = append(ids, msg.ID)
@@ -576,4 +577,11 @@ func TestMessageIDs(t *testing.T) {
 	require.Equal(t, "m-1/verify/2/1", v.ID)
 	require.Equal(t, bus.QueueVerifyCounts, v.Queue)
 	require.True(t, strings.HasPrefix(string(v.Body), `{"migrationId":"m-1","generation":2}`))
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(t, err)
+	return data
 }

@@ -19,19 +19,27 @@ const (
 	maxErrorFileLine = 1 << 20
 )
 
-// inputTypes maps an import job's input URLs to their resource types: the server names error files by
-// OperationOutcome, not by the type that failed.
-func inputTypes(j *Job) map[string]string {
-	out := make(map[string]string, len(j.Inputs))
-	for _, in := range j.Inputs {
-		out[stripQuery(in.URL)] = in.Type
+// keepImportErrors types a finished import's error files by their input (the server names them by
+// OperationOutcome, not by the type that failed), writes them as the job's error-files blob and digests them.
+func (s *Service) keepImportErrors(ctx context.Context, m *Migration, j *Job, files []fhir.ImportErrorFile) (string, *ErrorSummary, error) {
+	ins, err := s.inputs(ctx, m, j)
+	if err != nil {
+		return "", nil, err
 	}
-	return out
+	typed := importErrorFiles(ins, files)
+	name := importErrorsName(m.ID, j.ID, len(j.Attempts))
+	if err := s.putJSON(ctx, name, typed); err != nil {
+		return "", nil, err
+	}
+	return name, s.summariseErrors(ctx, typed), nil
 }
 
-// importErrorFiles turns an import result's error entries into the job's error files, typed by their input.
-func importErrorFiles(j *Job, files []fhir.ImportErrorFile) []ErrorFile {
-	types := inputTypes(j)
+// importErrorFiles turns an import result's error entries into error files, typed by their input.
+func importErrorFiles(ins []Input, files []fhir.ImportErrorFile) []ErrorFile {
+	types := make(map[string]string, len(ins))
+	for _, in := range ins {
+		types[stripQuery(in.URL)] = in.Type
+	}
 	var out []ErrorFile
 	for _, f := range files {
 		typ := f.Type

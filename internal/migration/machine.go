@@ -142,31 +142,24 @@ func settle(m *Migration, now time.Time, e *effects) {
 	}
 }
 
-// completeExport records an export's manifest, frees its slot, and plans the jobs that carry its files to the
-// destination: imports of at most maxImportInputs files each, and one copy job for SearchParameter files.
-func completeExport(m *Migration, j *Job, output []File, errorFiles []ErrorFile, now time.Time, e *effects) {
-	j.Output = output
-	j.Errors = errorFiles
+// completeExport records an export's manifest (written as the blob manifest), frees its slot, and plans the jobs
+// that carry its files to the destination: imports of at most maxImportInputs files each, and one copy job for
+// SearchParameter files.
+func completeExport(m *Migration, j *Job, manifest string, output []File, now time.Time, e *effects) {
+	j.Manifest, j.Files = manifest, len(output)
 	j.Counts = map[string]int64{}
 	for _, f := range output {
 		j.Counts[f.Type] += f.Count
 	}
 	finishJob(m, j, JobDone, now, e)
 
-	var imports, copies []Input
-	for _, f := range output {
-		in := Input{Type: f.Type, URL: stripQuery(f.URL)}
-		if f.Type == typeSearchParameter {
-			copies = append(copies, in)
-		} else {
-			imports = append(imports, in)
-		}
-	}
+	imports, copies := carried(output)
 	for n, batch := range chunk(imports, maxImportInputs) {
-		addCarrier(m, &Job{ID: fmt.Sprintf("import-%s-%d", j.ID, n+1), Kind: KindImport, Inputs: batch}, j, now, e)
+		addCarrier(m, &Job{ID: fmt.Sprintf("import-%s-%d", j.ID, n+1), Kind: KindImport, First: n * maxImportInputs,
+			Files: len(batch), Types: typesOf(batch)}, j, now, e)
 	}
 	if len(copies) > 0 {
-		addCarrier(m, &Job{ID: "copy-" + j.ID, Kind: KindCopy, Inputs: copies}, j, now, e)
+		addCarrier(m, &Job{ID: "copy-" + j.ID, Kind: KindCopy, Files: len(copies), Types: typesOf(copies)}, j, now, e)
 	}
 }
 
@@ -175,12 +168,7 @@ func addCarrier(m *Migration, j *Job, from *Job, now time.Time, e *effects) {
 	if m.job(j.ID) != nil {
 		return
 	}
-	j.From, j.State, j.CreatedAt = from.ID, JobQueued, now
-	for _, in := range j.Inputs {
-		if !slices.Contains(j.Types, in.Type) {
-			j.Types = append(j.Types, in.Type)
-		}
-	}
+	j.From, j.Manifest, j.State, j.CreatedAt = from.ID, from.Manifest, JobQueued, now
 	m.Jobs = append(m.Jobs, j)
 	dispatch(m, j, now, now, e)
 }

@@ -128,14 +128,17 @@ type Job struct {
 	Dispatch   int        `json:"dispatch,omitempty"`
 	DispatchAt *time.Time `json:"dispatchAt,omitempty"`
 
-	// Inputs are the files an import or copy job reads.
-	Inputs []Input `json:"inputs,omitempty"`
-	// Output is the manifest of a finished export.
-	Output []File `json:"output,omitempty"`
+	// Manifest names the blob of an export's manifest (files.go); Files counts its output files. An import or
+	// copy job names its export's manifest and carries Files of its importable (or SearchParameter) files from
+	// First on.
+	Manifest string `json:"manifest,omitempty"`
+	First    int    `json:"first,omitempty"`
+	Files    int    `json:"files,omitempty"`
 	// Counts: resources per type exported (export), imported (import) or written (copy).
 	Counts map[string]int64 `json:"counts,omitempty"`
-	// Errors: files of failed lines (import, export) or failed entries (copy), per type.
-	Errors []ErrorFile `json:"errors,omitempty"`
+	// ErrorFiles names the blob of a finished import's error files; ErrorSummary digests them (and a copy job's
+	// failed entries).
+	ErrorFiles string `json:"errorFiles,omitempty"`
 
 	CreatedAt  time.Time  `json:"createdAt"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
@@ -151,8 +154,7 @@ type Job struct {
 	ShortManifests int `json:"shortManifests,omitempty"`
 	// Reexports counts attempts given up after the server accepted them (stalled past the deadline, or a
 	// manifest still short after a re-poll); bounded by the engine's MaxReexports.
-	Reexports int `json:"reexports,omitempty"`
-	// ErrorSummary digests the error files of a finished import: failed lines per type and the first errors.
+	Reexports    int           `json:"reexports,omitempty"`
 	ErrorSummary *ErrorSummary `json:"errorSummary,omitempty"`
 	// Bundle names, for a copy job that could not write (InitialLoad), the batch Bundle kept for the operator.
 	Bundle string `json:"bundle,omitempty"`

@@ -64,8 +64,10 @@ type call struct {
 	// changed counts, for the short types of a confirmed short manifest, the resources changed on the source
 	// since the kick-off count.
 	changed map[string]int64
-	// importErrors are a finished import's error files, typed by input, and their digest.
-	importErrors []ErrorFile
+	// manifest names the blob a completed export's manifest was written to; importErrors the blob of a finished
+	// import's error files (typed by input), and errorSummary their digest.
+	manifest     string
+	importErrors string
 	errorSummary *ErrorSummary
 }
 
@@ -214,20 +216,36 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			}
 		case c.kind == KindExport:
 			c.export, c.err = client.ExportStatus(ctx, c.contentLocation)
-			if c.err == nil && c.export.Done && c.export.Manifest != nil && j.ShortManifests > 0 {
+			if c.err != nil || !c.export.Done || c.export.Manifest == nil {
+				return
+			}
+			if j.ShortManifests > 0 {
 				// A short manifest confirmed by a re-poll: did enough of the source change since the count?
 				if short := shortfall(j.Expected, manifestFiles(c.export.Manifest)); len(short) > 0 {
-					c.changed, c.err = changedSince(ctx, client, j, short)
+					if c.changed, c.err = changedSince(ctx, client, j, short); c.err != nil {
+						return
+					}
 				}
 			}
+			// Written before the document names it; a manifest that is not accepted leaves a small unused blob.
+			c.manifest = manifestName(m.ID, j.ID, len(j.Attempts))
+			c.err = s.putJSON(ctx, c.manifest, manifestBlob{Output: manifestFiles(c.export.Manifest), Error: manifestErrors(c.export.Manifest)})
 		default:
 			c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
 			if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
-				c.importErrors = importErrorFiles(j, c.imp.Result.Error)
-				c.errorSummary = s.summariseErrors(ctx, c.importErrors)
+				c.importErrors, c.errorSummary, c.err = s.keepImportErrors(ctx, m, j, c.imp.Result.Error)
 			}
 		}
 	})
+}
+
+// manifestErrors are a manifest's error files (resources the export could not write).
+func manifestErrors(man *fhir.Manifest) []ErrorFile {
+	var out []ErrorFile
+	for _, f := range man.Error {
+		out = append(out, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL})
+	}
+	return out
 }
 
 // manifestFiles are a manifest's output files.
@@ -268,15 +286,11 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 			return
 		}
 		output := manifestFiles(c.export.Manifest)
-		var errorFiles []ErrorFile
-		for _, f := range c.export.Manifest.Error {
-			errorFiles = append(errorFiles, ErrorFile{Type: f.Type, Count: f.Count, URL: f.URL})
-		}
 		if short := shortfall(j.Expected, output); len(short) > 0 {
-			s.distrustManifest(m, j, short, c.changed, output, errorFiles, now, e)
+			s.distrustManifest(m, j, short, c.changed, c.manifest, output, now, e)
 			return
 		}
-		completeExport(m, j, output, errorFiles, now, e)
+		completeExport(m, j, c.manifest, output, now, e)
 	case c.imp != nil && c.imp.Done:
 		if c.imp.Result == nil {
 			s.applyPollError(m, j, errors.New("completed import status without a result"), now, e)
@@ -286,7 +300,7 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		for _, o := range c.imp.Result.Output {
 			j.Counts[o.Type] += o.Count
 		}
-		j.Errors = c.importErrors
+		j.ErrorFiles = c.importErrors
 		j.ErrorSummary = c.errorSummary
 		finishJob(m, j, JobDone, now, e)
 	default:

@@ -82,10 +82,14 @@ func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) err
 		return err
 	}
 	j := m.job(jobID)
-	client, err := s.cfg.FHIR(dest)
 	var contentLocation string
+	ins, err := s.inputs(ctx, m, j)
+	var client FHIRClient
 	if err == nil {
-		contentLocation, err = client.ImportKickoff(ctx, importRequest(m, j))
+		client, err = s.cfg.FHIR(dest)
+	}
+	if err == nil {
+		contentLocation, err = client.ImportKickoff(ctx, importRequest(m, ins))
 	}
 	_, eff, uerr := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
 		e := &effects{}
@@ -106,9 +110,9 @@ func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) err
 	return nil
 }
 
-func importRequest(m *Migration, j *Job) fhir.ImportRequest {
-	inputs := make([]fhir.ImportInput, len(j.Inputs))
-	for i, in := range j.Inputs {
+func importRequest(m *Migration, ins []Input) fhir.ImportRequest {
+	inputs := make([]fhir.ImportInput, len(ins))
+	for i, in := range ins {
 		inputs[i] = fhir.ImportInput{Type: in.Type, URL: in.URL}
 	}
 	return fhir.ImportRequest{Mode: m.Request.ImportMode, Inputs: inputs}

@@ -236,9 +236,9 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 				}
 			}
 		}
-		if j.Kind != KindExport {
-			for _, f := range j.Errors {
-				row(f.Type).ImportErrors += f.Count
+		if j.Kind != KindExport && j.ErrorSummary != nil {
+			for t, n := range j.ErrorSummary.ByType {
+				row(t).ImportErrors += n
 			}
 		}
 	}

@@ -18,31 +18,6 @@ import (
 // idsPerSearch is how many ids one _id search asks for.
 const idsPerSearch = 100
 
-// stagedFiles are the exported NDJSON files in a stable order: the cursor of an ids check indexes them.
-func stagedFiles(m *Migration) []File {
-	var out []File
-	for _, j := range m.Jobs {
-		if j.Kind == KindExport && j.State == JobDone {
-			out = append(out, j.Output...)
-		}
-	}
-	return out
-}
-
-// heldFiles are the staged files of copy jobs that kept their resources for later instead of writing them
-// (InitialLoad): their ids are not looked up in the destination.
-func heldFiles(m *Migration) map[string]bool {
-	out := map[string]bool{}
-	for _, j := range m.Jobs {
-		if j.Kind == KindCopy && j.Bundle != "" {
-			for _, in := range j.Inputs {
-				out[stripQuery(in.URL)] = true
-			}
-		}
-	}
-	return out
-}
-
 // fileCheck is what checking one file, or a run of files, found.
 type fileCheck struct {
 	types map[string]*IDTally
@@ -88,10 +63,14 @@ const checkpointEvery = 5 * time.Second
 // the end); when the budget is spent it sends the next message and returns false. It returns true once every file
 // is checked.
 func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (bool, error) {
-	files := stagedFiles(m)
+	total := exportedFileCount(m)
 	client, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	}
+	held, err := s.heldFiles(ctx, m)
+	if err != nil {
+		return false, err
 	}
 	started := s.now()
 	next := 0
@@ -100,19 +79,23 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	}
 	var types []string // compared in full mode
 	if verifyMode(m) == VerifyModeFull {
-		for _, f := range files {
-			if !slices.Contains(types, f.Type) {
-				types = append(types, f.Type)
+		for _, j := range m.Jobs {
+			if j.Kind == KindExport && j.State == JobDone {
+				for t := range j.Counts {
+					if !slices.Contains(types, t) {
+						types = append(types, t)
+					}
+				}
 			}
 		}
 	}
-	held := heldFiles(m)
 	// done is what this invocation checked (for the comparison budget); pending what is not saved yet, from file
 	// from on.
 	done, pending := newFileCheck(), newFileCheck()
 	from, lastSave := next, started
-	for i := next; i < len(files); i++ {
-		res, err := s.checkFile(ctx, client, files[i], compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(files[i].URL)])
+	finished, stopped := false, false
+	err = s.exportedFiles(ctx, m, next, func(i int, f File) (bool, error) {
+		res, err := s.checkFile(ctx, client, f, compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(f.URL)])
 		if err != nil {
 			return false, err
 		}
@@ -129,20 +112,30 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		done.add(res)
 		pending.add(res)
 		now := s.now()
-		last := i+1 == len(files)
+		last := i+1 == total
 		more := !last && now.Sub(started) >= verifyBudget
 		if !last && !more && now.Sub(lastSave) < checkpointEvery {
-			continue
+			return true, nil
 		}
-		saved, err := s.saveFileCheck(ctx, m.ID, generation, from, i+1, len(files), pending, more)
+		saved, err := s.saveFileCheck(ctx, m.ID, generation, from, i+1, total, pending, more)
 		if err != nil || !saved {
+			stopped = true
 			return false, err
 		}
 		if more {
-			s.log.Info("verification continues in a new message", "migration", m.ID, "nextFile", i+1, "files", len(files))
+			s.log.Info("verification continues in a new message", "migration", m.ID, "nextFile", i+1, "files", total)
+			stopped = true
 			return false, nil
 		}
 		from, pending, lastSave = i+1, newFileCheck(), now
+		finished = last
+		return true, nil
+	})
+	if err != nil || stopped {
+		return false, err
+	}
+	if !finished && next < total {
+		return false, fmt.Errorf("the manifests list fewer files than their jobs count (%d)", total)
 	}
 	return true, nil
 }

@@ -157,7 +157,7 @@ func TestVerifyIDsFindsExactlyTheLostResources(t *testing.T) {
 
 	done := ih.drive(m.ID, time.Minute, 30)
 	var lost []string
-	for _, f := range stagedFiles(done) {
+	for _, f := range ih.exported(done) {
 		if strings.Contains(f.URL, "/Patient-1.ndjson") {
 			lost = stagedIDs(f.URL, 3)[1:]
 		}
