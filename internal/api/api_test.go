@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,16 +87,23 @@ func TestEveryCodeHasOneStatus(t *testing.T) {
 	require.Equal(t, 500, StatusOf(Internal))
 }
 
-// TestTheREADMEErrorTableIsTheTable: the README's error table is MarkdownTable, row for row.
+var update = flag.Bool("update", false, "rewrite the README's error table from Codes")
+
+// TestTheREADMEErrorTableIsTheTable: the README's error table is MarkdownTable, row for row (go test
+// ./internal/api -run README -update rewrites it).
 func TestTheREADMEErrorTableIsTheTable(t *testing.T) {
-	t.Parallel()
-	raw, err := os.ReadFile("../../README.md")
+	const path = "../../README.md"
+	raw, err := os.ReadFile(path)
 	require.NoError(t, err)
 	const begin, end = "<!-- error codes: rendered from internal/api.Codes -->\n", "<!-- end of error codes -->"
 	text := string(raw)
 	i, j := strings.Index(text, begin), strings.Index(text, end)
 	require.True(t, i >= 0 && j > i, "the README marks its error table")
-	require.Equal(t, MarkdownTable(), text[i+len(begin):j], "paste MarkdownTable() between the markers:\n%s", MarkdownTable())
+	if *update {
+		require.NoError(t, os.WriteFile(path, []byte(text[:i+len(begin)]+MarkdownTable()+text[j:]), 0o644))
+		return
+	}
+	require.Equal(t, MarkdownTable(), text[i+len(begin):j], "run go test ./internal/api -run README -update")
 }
 
 func FuzzDecode(f *testing.F) {

@@ -29,9 +29,11 @@ type faultyServer struct {
 	importFaults []statusFault
 	importErrors []fhir.ImportErrorFile
 	countErrs    []error
-	// countErrsFor limits countErrs to the counts of one type ("" for any).
-	countErrsFor string
-	countQueries []url.Values
+	// countErrsFor limits countErrs to the counts of one type ("" for any); countErrsSkip lets that many of
+	// those counts through first (planning's, before the kick-offs').
+	countErrsFor  string
+	countErrsSkip int
+	countQueries  []url.Values
 }
 
 func (f *faultyServer) pop(list *[]statusFault) (statusFault, bool) {
@@ -76,7 +78,11 @@ func (f *faultyServer) Count(ctx context.Context, t string, q url.Values) (int64
 	f.countQueries = append(f.countQueries, q)
 	var err error
 	if len(f.countErrs) > 0 && (f.countErrsFor == "" || f.countErrsFor == t) {
-		err, f.countErrs = f.countErrs[0], f.countErrs[1:]
+		if f.countErrsSkip > 0 {
+			f.countErrsSkip--
+		} else {
+			err, f.countErrs = f.countErrs[0], f.countErrs[1:]
+		}
 	}
 	f.mu.Unlock()
 	if err != nil {
@@ -265,8 +271,8 @@ func TestFaultEarlyManifestIsConfirmedBeforeTrusted(t *testing.T) {
 	h.poll()
 	j := h.get(m.ID).job("export-Patient")
 	require.Equal(t, map[string]int64{"Patient": 5}, j.Expected)
-	require.Equal(t, []url.Values{{"_lastUpdated": {"ge2020-01-01T00:00:00Z", "le2025-01-01T00:00:00Z"}}}, src.countQueries,
-		"counted for the export's window")
+	window := url.Values{"_lastUpdated": {"ge2020-01-01T00:00:00Z", "le2025-01-01T00:00:00Z"}}
+	require.Equal(t, []url.Values{window, window}, src.countQueries, "counted for the export's window, by planning and before the kick-off")
 
 	h.clock.Advance(5 * time.Second)
 	h.poll()
@@ -380,6 +386,7 @@ func TestFaultCountBeforeKickoff(t *testing.T) {
 	h, src, _ := newFaultHarness(t, nil)
 	m := h.start(`{` + endpoints + `,"types":["Patient","Observation"],"typeFilter":["Observation?status=final"]}`)
 	src.countErrs, src.countErrsFor = []error{&fhir.Error{Op: "count Patient", StatusCode: 503}}, "Patient"
+	src.countErrsSkip = 1 // planning's count of Patient
 	h.poll()
 	got := h.get(m.ID)
 	p := got.job("export-Patient")
@@ -408,6 +415,7 @@ func TestFaultCountBeforeKickoff(t *testing.T) {
 	for range 10 {
 		src2.countErrs = append(src2.countErrs, &fhir.Error{Op: "count", StatusCode: 403, Message: "forbidden"})
 	}
+	src2.countErrsSkip = 1 // planning's count goes through; the kick-off's do not
 	m2 := h2.start(`{` + endpoints + `}`)
 	h2.poll()
 	j := h2.get(m2.ID).job("export-system")
@@ -421,6 +429,28 @@ func TestFaultCountBeforeKickoff(t *testing.T) {
 	require.Contains(t, done.Error.Message, "forbidden")
 	ex, _, _ = h2.src.snapshot()
 	require.Zero(t, ex, "no export was started without its count")
+}
+
+// TestPlanningThatCannotCountFailsOpenly: a source that will not count a migration's range while it is planned is
+// asked again at each sweep, then the migration fails openly with source_count_unavailable.
+func TestPlanningThatCannotCountFailsOpenly(t *testing.T) {
+	t.Parallel()
+	h, src, _ := newFaultHarness(t, nil)
+	for range 10 {
+		src.countErrs = append(src.countErrs, &fhir.Error{Op: "count", StatusCode: 403, Message: "forbidden"})
+	}
+	m := h.start(`{` + endpoints + `,"types":["Patient"]}`)
+	h.poll()
+	got := h.get(m.ID)
+	require.Equal(t, StatusPlanning, got.Status)
+	require.Equal(t, 1, got.Planning.Failures)
+	require.Contains(t, got.Planning.LastError, "forbidden")
+	done := h.drive(m.ID, time.Minute, 20)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeSourceCountUnavailable, done.Error.Code)
+	require.Contains(t, done.Error.Message, "planning could not count the source after 5 attempts")
+	ex, _, _ := h.src.snapshot()
+	require.Zero(t, ex)
 }
 
 func TestFaultSystemExportConfirmedByTotal(t *testing.T) {

@@ -67,6 +67,7 @@ func Codes() []Code {
 		{"invalid_verify", Invalid, "`verify` is not one of the modes (a re-verify: not `counts`, `ids` or `full`)"},
 		{"invalid_verify_sample", Invalid, "`verifySample` is negative"},
 		{"invalid_cleanup", Invalid, "`cleanup` is not `after-verify`"},
+		{"invalid_window_target", Invalid, "`windowTarget` is below 1"},
 		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},
 		{"report_not_ready", NotFound, "the migration has no finished verification report yet"},
 		{"container_in_use", Conflict, "`container` belongs to another migration or holds other data"},

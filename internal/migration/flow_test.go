@@ -143,7 +143,9 @@ func TestExportLimitPerSourceAcrossMigrations(t *testing.T) {
 	ex, _, _ := h.src.snapshot()
 	require.Equal(t, 2, ex)
 	require.Len(t, h.hostSlots(srcBase)[slotExport], 2)
-	require.Equal(t, JobQueued, h.get(m1.ID).job("export-SearchParameter").State)
+	// Windows start smallest first, then largest first: SearchParameter (2), Observation (7), then Patient (5).
+	require.Equal(t, []string{"export-SearchParameter", "export-Observation", "export-Patient"}, jobIDs(h.get(m1.ID)))
+	require.Equal(t, JobQueued, h.get(m1.ID).job("export-Patient").State)
 	require.Equal(t, JobQueued, h.get(m2.ID).job("export-Patient").State)
 
 	for range 100 {
@@ -584,4 +586,12 @@ func mustJSON(t *testing.T, v any) []byte {
 	data, err := json.Marshal(v)
 	require.NoError(t, err)
 	return data
+}
+
+func jobIDs(m *Migration) []string {
+	var out []string
+	for _, j := range m.Jobs {
+		out = append(out, j.ID)
+	}
+	return out
 }

@@ -112,7 +112,7 @@ func stopMigration(m *Migration, status Status, now time.Time, e *effects) {
 // settle moves the migration's status from its jobs: exporting until every export is done, importing until every
 // import and copy is done, then verifying (a new verification generation and its message).
 func settle(m *Migration, now time.Time, e *effects) {
-	if m.Status.Terminal() || m.Status == StatusVerifying {
+	if m.Status.Terminal() || m.Status == StatusVerifying || m.Status == StatusPlanning {
 		return
 	}
 	exportsDone, othersDone := true, true

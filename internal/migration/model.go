@@ -9,6 +9,8 @@ type Status string
 
 // Migration statuses (contract).
 const (
+	// StatusPlanning: the source is being counted to plan the export windows; nothing runs yet.
+	StatusPlanning  Status = "planning"
 	StatusExporting Status = "exporting"
 	StatusImporting Status = "importing"
 	StatusVerifying Status = "verifying"
@@ -69,6 +71,8 @@ type Migration struct {
 	// SourceTypes are the resource types of the source's CapabilityStatement at start: what a system export of
 	// every type covers, and so what verification counts on the source.
 	SourceTypes []string `json:"sourceTypes,omitempty"`
+	// Planning is the progress of the plan of export windows (status planning), then its record.
+	Planning *Planning `json:"planning,omitempty"`
 	// Cancels are the server jobs the engine gave up on and must DELETE; each stays until its server confirms.
 	Cancels []ServerCancel `json:"cancels,omitempty"`
 	// Progress is derived when serving; never stored.
@@ -89,6 +93,8 @@ type Request struct {
 	Verify         string     `json:"verify"`
 	VerifySample   int        `json:"verifySample"`
 	DryRun         bool       `json:"dryRun,omitempty"`
+	// WindowTarget is the most resources one export window holds (0: DefaultWindowTarget).
+	WindowTarget int64 `json:"windowTarget,omitempty"`
 	// Cleanup is "after-verify" to delete the staged files once verification passed, or empty.
 	Cleanup string `json:"cleanup,omitempty"`
 }
@@ -105,9 +111,12 @@ type Job struct {
 	ID    string   `json:"id"`
 	Kind  JobKind  `json:"kind"`
 	Types []string `json:"types,omitempty"`
-	// Since and Till are the export window (per job, so that a migration can be split into windows).
+	// Since and Till are the export window (per job, so that a migration can be split into windows); Planned is
+	// what planning counted in it (an upper bound), Estimated that it was not counted (a dry run out of time).
 	Since      *time.Time `json:"since,omitempty"`
 	Till       *time.Time `json:"till,omitempty"`
+	Planned    int64      `json:"planned,omitempty"`
+	Estimated  bool       `json:"estimated,omitempty"`
 	TypeFilter []string   `json:"typeFilter,omitempty"`
 	// From names the export job whose files an import or copy job carries.
 	From  string   `json:"from,omitempty"`

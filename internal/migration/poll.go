@@ -93,6 +93,14 @@ func (s *Service) advance(ctx context.Context, id string) error {
 	if m.Status.Terminal() {
 		return nil
 	}
+	if m.Status == StatusPlanning {
+		if err := s.planStep(ctx, m); err != nil {
+			return err
+		}
+		if m, _, err = s.load(ctx, id); err != nil || m.Status != StatusExporting {
+			return err // still planning, or stopped: the exports start when the plan is done
+		}
+	}
 
 	kickoffs, m, err := s.recordExportAttempts(ctx, m, now)
 	if err != nil {

@@ -43,6 +43,7 @@ type StartRequest struct {
 	Verify         *string  `json:"verify"`
 	VerifySample   *int     `json:"verifySample"`
 	DryRun         bool     `json:"dryRun"`
+	WindowTarget   *int64   `json:"windowTarget"`
 	Cleanup        *string  `json:"cleanup"`
 }
 
@@ -72,8 +73,11 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 			return nil, fmt.Errorf("migration id %q is not a valid container name", id)
 		}
 	}
-	jobs := planExports(req, sourceTypes, now)
 	if req.DryRun {
+		jobs, err := s.dryRunPlan(ctx, req, sourceTypes, now)
+		if err != nil {
+			return nil, err
+		}
 		return &StartResult{Plan: &Plan{DryRun: true, Request: *req, Jobs: jobs}}, nil
 	}
 	if err := s.cfg.Staging.ClaimContainer(ctx, req.Container, id); err != nil {
@@ -82,8 +86,10 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 		}
 		return nil, fmt.Errorf("claim container %s: %w", req.Container, err)
 	}
-	m := &Migration{ID: id, Status: StatusExporting, CreatedAt: now, UpdatedAt: now, Request: *req, Jobs: jobs,
-		Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes), SourceTypes: sourceTypes}
+	// Planning counts the source from the poller: it may take longer than an HTTP call may.
+	m := &Migration{ID: id, Status: StatusPlanning, CreatedAt: now, UpdatedAt: now, Request: *req,
+		Planning: newPlanning(req, sourceTypes, now), Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes),
+		SourceTypes: sourceTypes}
 	data, err := encodeDoc(m)
 	if err != nil {
 		return nil, err
@@ -93,7 +99,7 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 		return nil, fmt.Errorf("create migration %s: %w", id, err)
 	}
 	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
-		"exportJobs", len(jobs), "container", req.Container)
+		"container", req.Container)
 	return &StartResult{Migration: m.served()}, nil
 }
 
@@ -177,6 +183,12 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 			return nil, invalid("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")
 		}
 		req.VerifySample = *r.VerifySample
+	}
+	if r.WindowTarget != nil {
+		if *r.WindowTarget < 1 {
+			return nil, invalid("invalid_window_target", "windowTarget", "windowTarget must be 1 or more (default %d)", DefaultWindowTarget)
+		}
+		req.WindowTarget = *r.WindowTarget
 	}
 	if r.Cleanup != nil {
 		if *r.Cleanup != CleanupAfterVerify && *r.Cleanup != "" {
@@ -285,36 +297,27 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 	return sourceTypes, destTypes, nil
 }
 
-// planExports makes the export jobs: one per type (per-type), or one system export of the requested types.
-func planExports(req *Request, sourceTypes []string, now time.Time) []*Job {
-	newJob := func(id string, types []string) *Job {
-		var filters []string
-		for _, f := range req.TypeFilter {
-			typ, _, _ := strings.Cut(f, "?")
-			if len(types) == 0 || slices.Contains(types, typ) {
-				filters = append(filters, f)
-			}
-		}
-		return &Job{ID: id, Kind: KindExport, Types: types, Since: req.Since, Till: req.Till, TypeFilter: filters,
-			State: JobQueued, CreatedAt: now}
+// dryRunPlan plans the request in memory for about dryRunBudget: the windows it could count, and the ranges it
+// could not marked as estimated. Nothing is stored.
+func (s *Service) dryRunPlan(ctx context.Context, req *Request, sourceTypes []string, now time.Time) ([]*Job, error) {
+	source, err := s.cfg.FHIR(req.Source)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", req.Source, err)
 	}
-	if req.ExportStrategy == StrategyPerType {
-		types := req.Types
-		if len(types) == 0 {
-			types = sourceTypes
+	pl := &planner{req: req, sourceTypes: sourceTypes, target: windowTarget(req), maxCounts: s.cfg.MaxPlanningCounts,
+		source: source, p: newPlanning(req, sourceTypes, now), now: now}
+	err = pl.run(ctx, s.cfg.MaxPlanningCounts, s.now().Add(dryRunBudget), s.now)
+	switch {
+	case errors.Is(err, errPlanningBudget):
+		for _, r := range pl.p.Pending {
+			pl.window(r, 0)
+			pl.jobs[len(pl.jobs)-1].Estimated = true
 		}
-		jobs := make([]*Job, 0, len(types))
-		for _, t := range types {
-			jobs = append(jobs, newJob("export-"+t, []string{t}))
-		}
-		return jobs
+	case err != nil:
+		return nil, unavailable("source_unreachable", "source", "the source could not be counted for the plan: %v", err)
 	}
-	types := req.Types
-	if len(types) == 0 && len(req.TypeFilter) > 0 {
-		// _typeFilter needs _type: name every type the source has, which exports the same as none.
-		types = sourceTypes
-	}
-	return []*Job{newJob("export-system", types)}
+	orderWindows(pl.jobs)
+	return pl.jobs, nil
 }
 
 // releaseContainer undoes the claim of a start that stored no document, so that the same container name can be

@@ -120,8 +120,8 @@ func TestStartDefaultsAndPlans(t *testing.T) {
 		{"per-type when types given", `,"types":["Patient"]`, StrategyPerType, []string{"export-Patient"}, [][]string{{"Patient"}}},
 		{"system with types", `,"types":["Patient","Observation"],"exportStrategy":"system"`, StrategySystem,
 			[]string{"export-system"}, [][]string{{"Patient", "Observation"}}},
-		{"per-type from the capability statement", `,"exportStrategy":"per-type"`, StrategyPerType,
-			[]string{"export-Observation", "export-Patient", "export-SearchParameter"}, [][]string{{"Observation"}, {"Patient"}, {"SearchParameter"}}},
+		{"per-type from the capability statement, smallest first then largest first", `,"exportStrategy":"per-type"`, StrategyPerType,
+			[]string{"export-SearchParameter", "export-Observation", "export-Patient"}, [][]string{{"SearchParameter"}, {"Observation"}, {"Patient"}}},
 		{"system with a filter names the types", `,"typeFilter":["Patient?active=true"]`, StrategySystem,
 			[]string{"export-system"}, [][]string{{"Observation", "Patient", "SearchParameter"}}},
 	}
@@ -130,6 +130,10 @@ func TestStartDefaultsAndPlans(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, nil)
 			m := h.start(`{"source":"` + srcBase + `/","destination":"` + dstBase + `"` + tc.extra + `}`)
+			require.Equal(t, StatusPlanning, m.Status, "the source is counted from the poller, not in the HTTP call")
+			require.Empty(t, m.Jobs)
+			h.poll()
+			m = h.get(m.ID)
 			require.Equal(t, StatusExporting, m.Status)
 			require.Equal(t, srcBase, m.Request.Source)
 			require.Equal(t, tc.strategy, m.Request.ExportStrategy)
@@ -142,7 +146,7 @@ func TestStartDefaultsAndPlans(t *testing.T) {
 			for _, j := range m.Jobs {
 				ids = append(ids, j.ID)
 				types = append(types, j.Types)
-				require.Equal(t, JobQueued, j.State)
+				require.NotNil(t, j.Till, "every window has its end")
 			}
 			require.Equal(t, tc.jobs, ids)
 			require.Equal(t, tc.types, types)

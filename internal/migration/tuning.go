@@ -37,6 +37,9 @@ type Tuning struct {
 	MaxPollFailures int
 	// PollConcurrency bounds the concurrent FHIR calls of one migration in a step.
 	PollConcurrency int
+	// MaxPlanningCounts bounds the count calls of one migration's planning; past it, the ranges not yet split are
+	// exported as they are.
+	MaxPlanningCounts int
 }
 
 // DefaultTuning is the engine's tuning unless told otherwise.
@@ -54,6 +57,7 @@ func DefaultTuning() Tuning {
 		MaxAttempts:              5,
 		MaxPollFailures:          10,
 		PollConcurrency:          8,
+		MaxPlanningCounts:        2000,
 	}
 }
 
@@ -111,6 +115,7 @@ func (t Tuning) Validate() error {
 		{"RedriveAfter", int64(t.RedriveAfter)}, {"ExportDeadline", int64(t.ExportDeadline)},
 		{"ConfirmDelay", int64(t.ConfirmDelay)}, {"MaxReexports", int64(t.MaxReexports)}, {"MaxAttempts", int64(t.MaxAttempts)},
 		{"MaxPollFailures", int64(t.MaxPollFailures)}, {"PollConcurrency", int64(t.PollConcurrency)},
+		{"MaxPlanningCounts", int64(t.MaxPlanningCounts)},
 	} {
 		if k.value <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", k.name))

@@ -242,6 +242,13 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 			}
 		}
 	}
+	for _, j := range emptyRangeJobs(m) {
+		// Empty when planned: the source must still hold nothing there.
+		for _, t := range j.Types {
+			row(t)
+			ranges = append(ranges, rangeJob{job: j, typ: t})
+		}
+	}
 	src, err := s.cfg.FHIR(m.Request.Source)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
