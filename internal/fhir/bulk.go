@@ -83,12 +83,15 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	return q, nil
 }
 
-// instantLayout writes at most 7 fractional digits: the FHIR service parses _since, _till and _lastUpdated into
-// 100 ns ticks and answers 400 to an 8th or 9th digit.
-const instantLayout = "2006-01-02T15:04:05.9999999Z07:00"
+// instantLayout writes exactly 7 fractional digits: the FHIR service parses _since, _till and _lastUpdated into
+// 100 ns ticks and answers 400 to an 8th or 9th digit, and a search value means the whole span its precision
+// covers ("le...05Z" is every time in that second), so fewer digits would widen a window's end past the next
+// window's start.
+const instantLayout = "2006-01-02T15:04:05.0000000Z07:00"
 
-// FormatInstant writes a FHIR instant in UTC as the service accepts it in _since, _till and _lastUpdated: at
-// most 7 fractional digits (a finer time is truncated to the 100 ns tick that holds it).
+// FormatInstant writes a FHIR instant in UTC as the service accepts it in _since, _till and _lastUpdated: always 7
+// fractional digits (a finer time is truncated to the 100 ns tick that holds it), so that it stands for that one
+// tick.
 func FormatInstant(t time.Time) string {
 	return t.UTC().Truncate(100 * time.Nanosecond).Format(instantLayout)
 }

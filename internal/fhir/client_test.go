@@ -175,22 +175,23 @@ func TestExportKickoffHeadersQueryAndToken(t *testing.T) {
 	require.Equal(t, DefaultUserAgent, r.Header.Get("User-Agent"))
 	require.Equal(t, url.Values{
 		"_type":       {"Patient,Observation"},
-		"_since":      {"2020-01-01T00:00:00Z"},
-		"_till":       {"2026-01-01T00:00:00Z"},
+		"_since":      {"2020-01-01T00:00:00.0000000Z"},
+		"_till":       {"2026-01-01T00:00:00.0000000Z"},
 		"_typeFilter": {"Observation?status=final"},
 		"_container":  {"migration-xyz"},
 	}, r.Query)
 	require.Equal(t, []string{srv.URL + "/.default"}, c.cred.asked())
 }
 
-// TestFormatInstantWritesAtMostSevenDigits: the service parses 100 ns ticks and refuses an 8th or 9th digit.
-func TestFormatInstantWritesAtMostSevenDigits(t *testing.T) {
+// TestFormatInstantWritesSevenDigits: the service parses 100 ns ticks and refuses an 8th or 9th digit; fewer
+// digits would make a search value stand for a wider span than its tick.
+func TestFormatInstantWritesSevenDigits(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[time.Time]string{
-		time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC):                      "2026-01-02T03:04:05Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC):                      "2026-01-02T03:04:05.0000000Z",
 		time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC):              "2026-01-02T03:04:05.1234567Z",
-		time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC):              "2026-01-02T03:04:05.12Z",
-		time.Date(2026, 1, 2, 3, 4, 5, 99, time.UTC):                     "2026-01-02T03:04:05Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC):              "2026-01-02T03:04:05.1200000Z",
+		time.Date(2026, 1, 2, 3, 4, 5, 99, time.UTC):                     "2026-01-02T03:04:05.0000000Z",
 		time.Date(2026, 1, 2, 4, 4, 5, 100, time.FixedZone("CET", 3600)): "2026-01-02T03:04:05.0000001Z",
 	} {
 		require.Equal(t, want, FormatInstant(in), in.String())

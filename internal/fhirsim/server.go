@@ -66,6 +66,7 @@ type config struct {
 	faultSeedSet      bool
 	importHold        time.Duration
 	maxImports        int
+	resources         [][]byte
 }
 
 // Option configures a Server.
@@ -83,6 +84,12 @@ func WithStorage(connectionString string) Option {
 // WithSeed fills the store with a deterministic synthetic data set of the given number of patients (default none).
 func WithSeed(patients int, seed int64) Option {
 	return func(c *config) { c.seedPatients, c.seed = patients, seed }
+}
+
+// WithResources adds resources as they are, each with its meta.versionId and meta.lastUpdated (a test's data on
+// chosen instants); one that is not valid is logged and left out.
+func WithResources(resources ...[]byte) Option {
+	return func(c *config) { c.resources = append(c.resources, resources...) }
 }
 
 // WithPollsBeforeDone sets how many status polls at least answer 202 before a job reports done (default 2).
@@ -233,18 +240,22 @@ func New(opts ...Option) *Server {
 	if cfg.storage != "" {
 		s.blobs, s.blobsErr = newBlobAccount(cfg.storage)
 	}
+	var initial [][]byte
 	if cfg.seedPatients > 0 {
 		for _, raw := range Generate(cfg.seedPatients, cfg.seed) {
-			p, err := parseResource(raw)
-			if err == nil {
-				var r *resource
-				if r, err = storedFrom(p); err == nil {
-					s.resources.put(r)
-				}
+			initial = append(initial, raw)
+		}
+	}
+	for _, raw := range append(initial, cfg.resources...) {
+		p, err := parseResource(raw)
+		if err == nil {
+			var r *resource
+			if r, err = storedFrom(p); err == nil {
+				s.resources.put(r)
 			}
-			if err != nil {
-				s.log.Error("generated resource rejected", "err", err)
-			}
+		}
+		if err != nil {
+			s.log.Error("initial resource rejected", "err", err)
 		}
 	}
 	return s

@@ -271,7 +271,7 @@ func TestFaultEarlyManifestIsConfirmedBeforeTrusted(t *testing.T) {
 	h.poll()
 	j := h.get(m.ID).job("export-Patient")
 	require.Equal(t, map[string]int64{"Patient": 5}, j.Expected)
-	window := url.Values{"_lastUpdated": {"ge2020-01-01T00:00:00Z", "le2025-01-01T00:00:00Z"}}
+	window := url.Values{"_lastUpdated": {"ge2020-01-01T00:00:00.0000000Z", "le2025-01-01T00:00:00.0000000Z"}}
 	require.Equal(t, []url.Values{window, window}, src.countQueries, "counted for the export's window, by planning and before the kick-off")
 
 	h.clock.Advance(5 * time.Second)
