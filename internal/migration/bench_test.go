@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
+	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
 // BenchmarkPollSweep sweeps 50 migrations of 20 running exports each, every export polled once per sweep.
@@ -46,4 +49,84 @@ func BenchmarkPollSweep(b *testing.B) {
 	if polls := h.src.exports[h.get("m-bench-00").Jobs[0].ContentLocation].polls; polls < b.N {
 		b.Fatalf("each sweep polls every export: %d polls for %d sweeps", polls, b.N)
 	}
+}
+
+// BenchmarkWindowedDocument plans a migration of 500 windows through the engine, on the Azurite document store,
+// exports every window (200 files each: 100,000 files), and then sweeps over its document: it reports the
+// document's size and the time of one sweep.
+func BenchmarkWindowedDocument(b *testing.B) {
+	ctx := context.Background()
+	az, err := azuritetest.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer az.Stop()
+	client, err := az.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	container, err := az.CreateContainer(ctx, "bench-docs")
+	if err != nil {
+		b.Fatal(err)
+	}
+	docs, err := store.NewBlob(ctx, client, container)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// 5,000 Observations a day apart in 10 groups of one instant each day: windows of 10.
+	var obs []time.Time
+	for d := range 500 {
+		for range 10 {
+			obs = append(obs, time.Date(2018, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d))
+		}
+	}
+	h, _ := newPlanningHarness(b, func(c *Config) {
+		c.Store = docs
+		c.MaxExportsPerSource = 1000
+	}, map[string][]time.Time{"Observation": obs})
+	files := make([]int64, 200)
+	for i := range files {
+		files[i] = 10_000
+	}
+	h.src.setFiles("Observation", files...)
+	m := h.start(`{` + endpoints + `,"types":["Observation"],"windowTarget":10,"till":"2026-01-01T00:00:00Z","verify":"none"}`)
+	for range 200 {
+		if got := h.get(m.ID); got.Status != StatusPlanning && allExportsDone(got) {
+			break
+		}
+		h.clock.Advance(10 * time.Second)
+		h.poll()
+	}
+	got := h.get(m.ID)
+	if !allExportsDone(got) {
+		b.Fatalf("not every window exported: %s", got.Status)
+	}
+	windows := 0
+	for _, j := range got.Jobs {
+		if j.Kind == KindExport {
+			windows++
+		}
+	}
+	raw, _, err := docs.Get(ctx, docName(m.ID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := h.svc.Poll(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(raw)), "doc-bytes")
+	b.ReportMetric(float64(windows), "windows")
+	b.ReportMetric(float64(exportedFileCount(got)), "files")
+}
+
+func allExportsDone(m *Migration) bool {
+	for _, j := range m.Jobs {
+		if j.Kind == KindExport && j.State != JobDone {
+			return false
+		}
+	}
+	return len(m.Jobs) > 0
 }

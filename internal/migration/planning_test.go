@@ -83,7 +83,7 @@ func inWindow(at time.Time, bounds []string) bool {
 	return true
 }
 
-func newPlanningHarness(t *testing.T, tune func(*Config), times map[string][]time.Time) (*harness, *timedSource) {
+func newPlanningHarness(t testing.TB, tune func(*Config), times map[string][]time.Time) (*harness, *timedSource) {
 	var src *timedSource
 	h := newHarness(t, func(c *Config) {
 		orig := c.FHIR
