@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/funcs"
@@ -32,12 +33,20 @@ func (a *app) startMigration(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *app) listMigrations(w http.ResponseWriter, r *http.Request) {
-	list, err := a.svc.List(r.Context())
+	req := migration.ListRequest{ContinuationToken: r.URL.Query().Get("continuationToken")}
+	if v := r.URL.Query().Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n == 0 {
+			n = -1 // refused by the engine as invalid_top
+		}
+		req.Top = n
+	}
+	list, err := a.svc.List(r.Context(), req)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"migrations": list})
+	api.WriteJSON(w, http.StatusOK, list)
 }
 
 func (a *app) getMigration(w http.ResponseWriter, r *http.Request) {

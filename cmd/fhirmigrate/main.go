@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 		}
 		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), nil, out)
 	case "list":
-		return printRaw(ctx, c, http.MethodGet, "/api/migrations", nil, out)
+		return cmdList(ctx, c, out)
 	case "report", "verify", "cleanup":
 		return cmdAction(ctx, c, global.Arg(0), rest, out)
 	default:
@@ -227,6 +227,42 @@ func cmdAction(ctx context.Context, c *client, name string, args []string, out i
 	default:
 		body, _ := json.Marshal(map[string]bool{"dryRun": *dryRun, "force": *force, "errorFiles": *errorFiles})
 		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cleanup", body, out)
+	}
+}
+
+// cmdList prints every migration, one summary a line as JSON, following the list's pages.
+func cmdList(ctx context.Context, c *client, out io.Writer) (int, error) {
+	token := ""
+	for {
+		path := "/api/migrations?top=100"
+		if token != "" {
+			path += "&continuationToken=" + url.QueryEscape(token)
+		}
+		status, raw, err := c.do(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			return 1, err
+		}
+		if status/100 != 2 {
+			return 1, fmt.Errorf("HTTP %d: %s", status, errorText(raw))
+		}
+		var page struct {
+			Migrations        []json.RawMessage `json:"migrations"`
+			ContinuationToken string            `json:"continuationToken"`
+		}
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return 1, fmt.Errorf("the migration list: %w", err)
+		}
+		for _, m := range page.Migrations {
+			var line bytes.Buffer
+			if err := json.Compact(&line, m); err != nil {
+				return 1, err
+			}
+			fmt.Fprintln(out, line.String())
+		}
+		if page.ContinuationToken == "" {
+			return 0, nil
+		}
+		token = page.ContinuationToken
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
@@ -27,14 +28,52 @@ func idFromName(name string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(name, migrationPrefix), ".json")
 }
 
-// docMetadata is what the sweep reads from a listing without loading the document: the status, and whether
-// DELETEs of server jobs are still to be seen through (a finished migration is visited only then).
+// docMetadata is what a listing tells without loading the document: the status, and whether DELETEs of server
+// jobs are still to be seen through (the sweep visits a finished migration only then), and the migration's summary
+// (the paged list is built from it).
 func docMetadata(m *Migration) map[string]string {
-	md := map[string]string{"status": string(m.Status)}
+	p := m.progress()
+	md := map[string]string{
+		"status":      string(m.Status),
+		"created":     m.CreatedAt.UTC().Format(time.RFC3339Nano),
+		"updated":     m.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		"source":      m.Request.Source,
+		"destination": m.Request.Destination,
+		"exports":     fmt.Sprintf("%d/%d", p.Exports.Done, p.Exports.Total),
+		"imports":     fmt.Sprintf("%d/%d", p.Imports.Done, p.Imports.Total),
+		"copies":      fmt.Sprintf("%d/%d", p.Copies.Done, p.Copies.Total),
+		"exported":    strconv.FormatInt(p.ResourcesExported, 10),
+		"imported":    strconv.FormatInt(p.ResourcesImported, 10),
+		"orphans":     strconv.Itoa(p.OrphanedAttempts),
+	}
 	if n := pendingCancels(m); n > 0 {
 		md["cancels"] = strconv.Itoa(n)
 	}
+	if m.Error != nil {
+		md["error"] = m.Error.Code
+	}
 	return md
+}
+
+// summaryOf reads a migration's summary back from its listed metadata (what cannot be read stays zero).
+func summaryOf(id string, md map[string]string) Summary {
+	sum := Summary{ID: id, Status: Status(metaValue(md, "status")), Source: metaValue(md, "source"),
+		Destination: metaValue(md, "destination")}
+	sum.CreatedAt, _ = time.Parse(time.RFC3339Nano, metaValue(md, "created"))
+	sum.UpdatedAt, _ = time.Parse(time.RFC3339Nano, metaValue(md, "updated"))
+	tally := func(key string) JobTally {
+		var t JobTally
+		_, _ = fmt.Sscanf(metaValue(md, key), "%d/%d", &t.Done, &t.Total)
+		return t
+	}
+	sum.Progress.Exports, sum.Progress.Imports, sum.Progress.Copies = tally("exports"), tally("imports"), tally("copies")
+	sum.Progress.ResourcesExported, _ = strconv.ParseInt(metaValue(md, "exported"), 10, 64)
+	sum.Progress.ResourcesImported, _ = strconv.ParseInt(metaValue(md, "imported"), 10, 64)
+	sum.Progress.OrphanedAttempts, _ = strconv.Atoi(metaValue(md, "orphans"))
+	if code := metaValue(md, "error"); code != "" {
+		sum.Error = &Failure{Code: code}
+	}
+	return sum
 }
 
 func encodeDoc(m *Migration) ([]byte, error) {

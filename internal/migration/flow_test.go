@@ -395,10 +395,11 @@ func TestCancelStopsServerJobs(t *testing.T) {
 	require.ErrorAs(t, err, &refusal)
 	require.Equal(t, NotFound, refusal.Kind)
 
-	list, err := h.svc.List(context.Background())
+	list, err := h.svc.List(context.Background(), ListRequest{})
 	require.NoError(t, err)
-	require.Len(t, list, 1)
-	require.Equal(t, StatusCanceled, list[0].Status)
+	require.Len(t, list.Migrations, 1)
+	require.Equal(t, StatusCanceled, list.Migrations[0].Status)
+	require.Empty(t, list.ContinuationToken)
 }
 
 func TestKickoffFailures(t *testing.T) {
@@ -594,4 +595,44 @@ func jobIDs(m *Migration) []string {
 		out = append(out, j.ID)
 	}
 	return out
+}
+
+// TestListPagesSummariesFromMetadata: the list is built from the documents' listed metadata, a page at a time,
+// and agrees with the documents.
+func TestListPagesSummariesFromMetadata(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	var ids []string
+	for range 5 {
+		ids = append(ids, h.start(`{`+endpoints+`,"types":["Patient"]}`).ID)
+	}
+	h.drive(ids[0], time.Minute, 30)
+	var seen []Summary
+	token, pages := "", 0
+	for {
+		res, err := h.svc.List(context.Background(), ListRequest{Top: 2, ContinuationToken: token})
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(res.Migrations), 2)
+		seen = append(seen, res.Migrations...)
+		pages++
+		if res.ContinuationToken == "" {
+			break
+		}
+		token = res.ContinuationToken
+	}
+	require.Equal(t, 3, pages)
+	require.Len(t, seen, 5)
+	for _, sum := range seen {
+		m := h.get(sum.ID)
+		require.Equal(t, m.Status, sum.Status, sum.ID)
+		require.Equal(t, m.Request.Source, sum.Source)
+		require.True(t, m.CreatedAt.Equal(sum.CreatedAt))
+		require.Equal(t, *m.Progress, sum.Progress, sum.ID)
+	}
+	for _, req := range []ListRequest{{Top: 501}, {Top: -1}, {ContinuationToken: "%%%"}} {
+		_, err := h.svc.List(context.Background(), req)
+		var refusal *Error
+		require.ErrorAs(t, err, &refusal)
+		require.Equal(t, Invalid, refusal.Kind)
+	}
 }

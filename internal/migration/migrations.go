@@ -2,10 +2,8 @@ package migration
 
 import (
 	"context"
-	"errors"
+	"encoding/base64"
 	"fmt"
-
-	"github.com/fhir-migrator/fhir-migrator/internal/store"
 )
 
 // Get returns a migration with its derived progress.
@@ -17,25 +15,54 @@ func (s *Service) Get(ctx context.Context, id string) (*Migration, error) {
 	return m.served(), nil
 }
 
-// List summarises every migration, oldest first.
-func (s *Service) List(ctx context.Context) ([]Summary, error) {
-	items, err := s.cfg.Store.List(ctx, migrationPrefix)
+// ListRequest asks for one page of the migration list: at most Top summaries (default 50, at most 500) after the
+// page ContinuationToken names.
+type ListRequest struct {
+	Top               int
+	ContinuationToken string
+}
+
+// ListResult is one page of the migration list, oldest first, and the token of the next page ("" at the end).
+type ListResult struct {
+	Migrations        []Summary `json:"migrations"`
+	ContinuationToken string    `json:"continuationToken,omitempty"`
+}
+
+// Listing bounds.
+const (
+	defaultListTop = 50
+	maxListTop     = 500
+)
+
+// List summarises one page of migrations from the documents' listed metadata: no document is read.
+func (s *Service) List(ctx context.Context, req ListRequest) (*ListResult, error) {
+	top := req.Top
+	switch {
+	case top == 0:
+		top = defaultListTop
+	case top < 1 || top > maxListTop:
+		return nil, invalid("invalid_top", "top", "top must be 1 to %d", maxListTop)
+	}
+	marker := ""
+	if req.ContinuationToken != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(req.ContinuationToken)
+		if err != nil || len(raw) == 0 {
+			return nil, invalid("invalid_continuation_token", "continuationToken", "the continuation token is not one this service gave")
+		}
+		marker = string(raw)
+	}
+	items, next, err := s.cfg.Store.ListPage(ctx, migrationPrefix, top, marker)
 	if err != nil {
 		return nil, fmt.Errorf("list migrations: %w", err)
 	}
-	out := make([]Summary, 0, len(items))
+	res := &ListResult{Migrations: make([]Summary, 0, len(items))}
 	for _, it := range items {
-		m, _, err := s.load(ctx, idFromName(it.Name))
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted since listed
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Summary{ID: m.ID, Status: m.Status, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
-			Source: m.Request.Source, Destination: m.Request.Destination, Progress: m.progress(), Error: m.Error})
+		res.Migrations = append(res.Migrations, summaryOf(idFromName(it.Name), it.Metadata))
 	}
-	return out, nil
+	if next != "" {
+		res.ContinuationToken = base64.RawURLEncoding.EncodeToString([]byte(next))
+	}
+	return res, nil
 }
 
 // Cancel stops a migration: every running server job is canceled (DELETE of its Content-Location), every

@@ -97,23 +97,47 @@ func (b *Blob) List(ctx context.Context, prefix string) ([]Item, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list documents %q: %w", prefix, err)
 		}
-		for _, it := range page.Segment.BlobItems {
-			if it.Name == nil {
-				continue
-			}
-			item := Item{Name: *it.Name, Metadata: map[string]string{}}
-			if it.Properties != nil && it.Properties.ETag != nil {
-				item.ETag = quoteETag(string(*it.Properties.ETag))
-			}
-			for k, v := range it.Metadata {
-				if v != nil {
-					item.Metadata[strings.ToLower(k)] = *v
-				}
-			}
-			items = append(items, item)
-		}
+		items = append(items, blobItems(page.Segment.BlobItems)...)
 	}
 	return items, nil
+}
+
+// ListPage implements Store with the service's own paging: its marker is the page's NextMarker.
+func (b *Blob) ListPage(ctx context.Context, prefix string, max int, marker string) ([]Item, string, error) {
+	opts := &container.ListBlobsFlatOptions{Prefix: &prefix, Include: container.ListBlobsInclude{Metadata: true},
+		MaxResults: to.Ptr(int32(max))}
+	if marker != "" {
+		opts.Marker = &marker
+	}
+	page, err := b.container.NewListBlobsFlatPager(opts).NextPage(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("list documents %q: %w", prefix, err)
+	}
+	next := ""
+	if page.NextMarker != nil {
+		next = *page.NextMarker
+	}
+	return blobItems(page.Segment.BlobItems), next, nil
+}
+
+func blobItems(blobs []*container.BlobItem) []Item {
+	var items []Item
+	for _, it := range blobs {
+		if it.Name == nil {
+			continue
+		}
+		item := Item{Name: *it.Name, Metadata: map[string]string{}}
+		if it.Properties != nil && it.Properties.ETag != nil {
+			item.ETag = quoteETag(string(*it.Properties.ETag))
+		}
+		for k, v := range it.Metadata {
+			if v != nil {
+				item.Metadata[strings.ToLower(k)] = *v
+			}
+		}
+		items = append(items, item)
+	}
+	return items
 }
 
 func isStatus(err error, codes ...int) bool {

@@ -53,6 +53,21 @@ func (m *Memory) Put(_ context.Context, name string, data []byte, etag string, m
 	return tag, nil
 }
 
+// ListPage implements Store: the marker is the last name of the previous page.
+func (m *Memory) ListPage(ctx context.Context, prefix string, max int, marker string) ([]Item, string, error) {
+	all, err := m.List(ctx, prefix)
+	if err != nil {
+		return nil, "", err
+	}
+	start := sort.Search(len(all), func(i int) bool { return all[i].Name > marker })
+	end := min(start+max, len(all))
+	next := ""
+	if end < len(all) {
+		next = all[end-1].Name
+	}
+	return all[start:end], next, nil
+}
+
 // List implements Store.
 func (m *Memory) List(_ context.Context, prefix string) ([]Item, error) {
 	m.mu.Lock()

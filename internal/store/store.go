@@ -31,4 +31,7 @@ type Store interface {
 	Put(ctx context.Context, name string, data []byte, etag string, metadata map[string]string) (string, error)
 	// List returns the documents whose name starts with prefix, in name order, with their metadata.
 	List(ctx context.Context, prefix string) ([]Item, error)
+	// ListPage returns at most max of those documents after the marker ("" for the first page), and the marker of
+	// the next page ("" when there is none). Markers are opaque.
+	ListPage(ctx context.Context, prefix string, max int, marker string) ([]Item, string, error)
 }

@@ -160,3 +160,40 @@ func increment(ctx context.Context, s store.Store, who string) error {
 	}
 	return fmt.Errorf("%s: too many conflicts", who)
 }
+
+// TestListPageWalksEveryDocumentOnce: pages of at most max documents, in name order, with their metadata, until
+// the marker runs out; other prefixes stay out.
+func TestListPageWalksEveryDocumentOnce(t *testing.T) {
+	t.Parallel()
+	for kind, s := range stores(t) {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			for i := range 7 {
+				_, err := s.Put(ctx, fmt.Sprintf("migrations/m-%02d.json", i), []byte(`{}`), "", map[string]string{"status": fmt.Sprint(i)})
+				require.NoError(t, err)
+			}
+			_, err := s.Put(ctx, "reports/r.md", []byte(`x`), "", nil)
+			require.NoError(t, err)
+			var names []string
+			marker, pages := "", 0
+			for {
+				items, next, err := s.ListPage(ctx, "migrations/", 3, marker)
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(items), 3)
+				for _, it := range items {
+					names = append(names, it.Name)
+					require.NotEmpty(t, it.Metadata["status"])
+				}
+				pages++
+				if next == "" {
+					break
+				}
+				marker = next
+			}
+			require.Equal(t, 3, pages)
+			require.Len(t, names, 7)
+			require.Equal(t, "migrations/m-00.json", names[0])
+			require.Equal(t, "migrations/m-06.json", names[6])
+		})
+	}
+}
