@@ -300,7 +300,7 @@ func (r *run) setUp(ctx context.Context) error {
 		Settings: map[string]string{
 			"MigrationContainer": fmt.Sprintf("chaos-docs-%d", o.Seed),
 			"RedriveAfter":       "8s",
-			"ExportDeadline":     "20s",
+			"ExportDeadline":     "10s",
 			"ConfirmDelay":       "2s",
 			"MaxReexports":       "4",
 		},
@@ -346,7 +346,8 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 		}
 		fired, configured := r.kindsFired()
 		landed, _ := r.landedKills()
-		r.logf("round %d done: %d/%d fault kinds fired, %d kills landed while a migration ran", round, fired, configured, landed)
+		r.logf("round %d done: %d/%d fault kinds fired (not yet: %v), %d kills landed while a migration ran", round, fired,
+			configured, r.kindsNotFired(), landed)
 		if fired == configured && landed >= o.Kills || runCtx.Err() != nil || err != nil {
 			break
 		}
@@ -405,6 +406,19 @@ func (r *run) kindsFired() (fired, configured int) {
 		}
 	}
 	return fired, configured
+}
+
+// kindsNotFired lists the configured fault kinds that have not fired yet.
+func (r *run) kindsNotFired() []string {
+	byName := r.faultsByName()
+	var out []string
+	for name, p := range r.faults {
+		if p > 0 && byName[name] == 0 {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (r *run) faultsByName() map[string]int {
