@@ -30,8 +30,8 @@ import (
 // losing data, except the lossy kinds (import-drop, import-line-errors), which lose data on purpose and are
 // given only to every LossyEvery-th migration's destination: those migrations must never complete with anything
 // missing (they fail, and the summary names the injected cause).
-const DefaultFaults = "kickoff-429=0.15,status-500=0.05,status-503=0.05,drop-conn=0.02,export-fail=0.05," +
-	"export-stall=0.05,export-cancel=0.1,early-200=0.2,import-hold=0.1,import-busy=0.1," +
+const DefaultFaults = "kickoff-429=0.15,status-500=0.05,status-503=0.05,drop-conn=0.02,export-fail=0.1," +
+	"export-stall=0.05,export-cancel=0.1,early-200=0.2,import-hold=0.15,import-busy=0.1," +
 	"import-line-errors=0.002,import-drop=0.002"
 
 // lossyFaults lose resources on purpose.
@@ -154,7 +154,9 @@ func (s *Summary) judge(o Options) {
 var migrationShapes = []map[string]any{
 	{},
 	{"types": []string{"Patient", "Encounter", "Observation", "Condition", "MedicationRequest"}},
-	{"types": []string{"Patient", "Observation", "SearchParameter"}, "exportStrategy": "system", "verify": "ids"},
+	// Over its window target, a system export is planned per type, and Observations in several windows.
+	{"types": []string{"Patient", "Observation", "SearchParameter"}, "exportStrategy": "system", "verify": "ids",
+		"windowTarget": 600},
 }
 
 func (o *Options) defaults() error {

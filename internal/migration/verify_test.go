@@ -247,22 +247,7 @@ func TestVerifyIDsResumesAcrossMessages(t *testing.T) {
 	// Every search takes "5 minutes": each invocation checks one file, saves its cursor, and sends the next.
 	ih.dest.onSearch = func() { ih.clock.Advance(5 * time.Minute) }
 	m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"ids"}`)
-	var first []bus.Message
-	for range 10 {
-		ih.clock.Advance(time.Minute)
-		ih.poll()
-		for _, msg := range ih.bus.Take() {
-			if msg.Queue == bus.QueueRunImport {
-				require.NoError(t, ih.svc.RunImport(context.Background(), msg.Body))
-			} else {
-				first = append(first, msg)
-			}
-		}
-		if ih.get(m.ID).Status == StatusVerifying {
-			break
-		}
-	}
-	require.Equal(t, StatusVerifying, ih.get(m.ID).Status)
+	first := ih.untilVerifying(m.ID)
 	var verifyMsgs []bus.Message
 	for round := 0; ; round++ {
 		require.Less(t, round, 10)
@@ -479,21 +464,7 @@ func TestVerifyIDsSavesItsCursorEveryFewSeconds(t *testing.T) {
 			ih := newIDHarness(t)
 			ih.dest.onSearch = func() { ih.clock.Advance(tc.perSearch) }
 			m := ih.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"ids"}`)
-			var verify []bus.Message
-			for range 10 {
-				ih.clock.Advance(time.Minute)
-				ih.poll()
-				for _, msg := range ih.bus.Take() {
-					if msg.Queue == bus.QueueRunImport {
-						require.NoError(t, ih.svc.RunImport(context.Background(), msg.Body))
-					} else {
-						verify = append(verify, msg)
-					}
-				}
-				if len(verify) > 0 {
-					break
-				}
-			}
+			verify := ih.untilVerifying(m.ID)
 			require.Len(t, verify, 1)
 			ih.store.set(func(h *hookStore) { h.docPuts = 0 })
 			require.NoError(t, ih.svc.Verify(context.Background(), verify[0].Body))
@@ -506,4 +477,27 @@ func TestVerifyIDsSavesItsCursorEveryFewSeconds(t *testing.T) {
 			require.Equal(t, tc.progresses+1, puts, "progress saves, then the verdict")
 		})
 	}
+}
+
+// untilVerifying sweeps and runs the imports until the migration is verifying, and returns the verify-counts
+// messages sent, not delivered.
+func (h *harness) untilVerifying(id string) []bus.Message {
+	h.t.Helper()
+	var verify []bus.Message
+	for range 10 {
+		h.clock.Advance(time.Minute)
+		h.poll()
+		for _, msg := range h.bus.Take() {
+			if msg.Queue == bus.QueueRunImport {
+				require.NoError(h.t, h.svc.RunImport(context.Background(), msg.Body))
+			} else {
+				verify = append(verify, msg)
+			}
+		}
+		if h.get(id).Status == StatusVerifying {
+			break
+		}
+	}
+	require.Equal(h.t, StatusVerifying, h.get(id).Status)
+	return verify
 }
