@@ -40,6 +40,8 @@ type fakeServer struct {
 	typesErr error
 	// files: per type, the resource count of each exported file.
 	files map[string][]int64
+	// filesFor, when set, answers the files of an export instead of files (an export that reads its window).
+	filesFor func(r fhir.ExportRequest, typ string) []int64
 	// exportPending / importPending: 202s answered before the 200.
 	exportPending, importPending int
 	// exportPendingByType overrides exportPending for exports of exactly that one type.
@@ -165,7 +167,11 @@ func (f *fakeServer) ExportStatus(_ context.Context, cl string) (*fhir.ExportSta
 	}
 	man := &fhir.Manifest{TransactionTime: "2026-01-01T00:00:00Z", Request: f.base + "/$export"}
 	for _, t := range types {
-		for n, c := range f.files[t] {
+		files := f.files[t]
+		if f.filesFor != nil {
+			files = f.filesFor(j.export, t)
+		}
+		for n, c := range files {
 			u := fmt.Sprintf("%s/%s/%s/%s-%d.ndjson", blobBase, j.export.Container, strings.TrimPrefix(cl, f.base+"/_operations/export/"), t, n+1)
 			f.registry.add(u, c, t)
 			man.Output = append(man.Output, fhir.ManifestFile{Type: t, URL: u + "?sv=sas", Count: c})

@@ -36,7 +36,8 @@ type Planning struct {
 	Till time.Time `json:"till"`
 	// Pending are the ranges still to count or split, in order; planning ends when none is left.
 	Pending []PlanRange `json:"pending,omitempty"`
-	// Empty are the ranges the source held nothing of when counted: no job, but verification counts them again.
+	// Empty are the ranges the source held nothing of when counted: no job (verification counts each type's whole
+	// range, so they are counted again).
 	Empty []PlanRange `json:"empty,omitempty"`
 	// Windows numbers the windows of each split type (their job ids are export-{Type}-{n}).
 	Windows map[string]int `json:"windows,omitempty"`
@@ -368,18 +369,4 @@ func windowTarget(req *Request) int64 {
 		return req.WindowTarget
 	}
 	return DefaultWindowTarget
-}
-
-// emptyRangeJobs are the empty ranges of the plan as the export jobs they would have been: verification counts
-// them again, so that nothing the source holds in the migrated range goes unchecked.
-func emptyRangeJobs(m *Migration) []*Job {
-	if m.Planning == nil {
-		return nil
-	}
-	var out []*Job
-	for _, r := range m.Planning.Empty {
-		pl := &planner{req: &m.Request}
-		out = append(out, pl.rangeJob(r))
-	}
-	return out
 }

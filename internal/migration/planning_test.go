@@ -313,3 +313,35 @@ func TestDryRunAnswersWindowsAndStoresNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, items)
 }
+
+// TestAGapBetweenWindowsFailsVerification: verification counts each type over the whole migrated range, not
+// window by window, so a window missing from the plan (here removed from the document after planning) shows as
+// resources never exported instead of passing unseen.
+func TestAGapBetweenWindowsFailsVerification(t *testing.T) {
+	t.Parallel()
+	obs := spread(40, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	h, src := newPlanningHarness(t, nil, map[string][]time.Time{"Observation": obs})
+	m := h.start(`{` + endpoints + `,"types":["Observation"],"windowTarget":10,"till":"2026-01-01T00:00:00Z"}`)
+	h.poll()
+	windows := exportWindows(h.get(m.ID))
+	require.Greater(t, len(windows), 2)
+	lost := windows[1]
+	_, _, err := h.svc.update(context.Background(), m.ID, func(doc *Migration) (*effects, error) {
+		doc.Jobs = slices.DeleteFunc(doc.Jobs, func(j *Job) bool { return j.ID == lost.ID })
+		return nil, nil
+	})
+	require.NoError(t, err)
+	h.src.filesFor = func(r fhir.ExportRequest, typ string) []int64 { // each window exports what it holds
+		q := url.Values{"_lastUpdated": {"ge" + fhir.FormatInstant(*r.Since), "le" + fhir.FormatInstant(*r.Till)}}
+		n, err := src.Count(context.Background(), typ, q)
+		require.NoError(t, err)
+		return []int64{n}
+	}
+	done := h.drive(m.ID, time.Minute, 60)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeVerificationMismatch, done.Error.Code)
+	row := rowsByType(done)["Observation"]
+	require.Equal(t, reasonExportShort, row.Reason)
+	require.Equal(t, int64(len(obs)), row.Source, "the source counted over the whole range")
+	require.Equal(t, int64(len(obs))-lost.Planned, row.Exported)
+}

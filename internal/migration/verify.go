@@ -197,8 +197,8 @@ func verifySample(m *Migration) int {
 }
 
 // measure takes what a round compares: per type the manifests' and import results' counts from the jobs, the
-// source's own count of each export job's window (and filters), and the destination's counts now. A type the
-// source holds nothing of and nothing was exported of is left out.
+// source's own count of the migrated range (and the type's filters), and the destination's counts now. A type
+// the source holds nothing of and nothing was exported of is left out.
 func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *SystemTotal, error) {
 	byType := map[string]*TypeRow{}
 	row := func(t string) *TypeRow {
@@ -207,11 +207,6 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		}
 		return byType[t]
 	}
-	type rangeJob struct {
-		job *Job
-		typ string
-	}
-	var ranges []rangeJob
 	for _, j := range m.Jobs {
 		if j.State != JobDone {
 			continue
@@ -223,17 +218,9 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 				row(t).Imported += n
 			}
 		}
-		switch j.Kind {
-		case KindExport:
-			for _, t := range exportTypes(m, j) {
-				row(t)
-				ranges = append(ranges, rangeJob{job: j, typ: t})
-			}
-		case KindCopy:
-			if j.Bundle != "" {
-				for _, t := range j.Types {
-					row(t).NotCopied = true
-				}
+		if j.Kind == KindCopy && j.Bundle != "" {
+			for _, t := range j.Types {
+				row(t).NotCopied = true
 			}
 		}
 		if j.Kind != KindExport && j.ErrorSummary != nil {
@@ -242,28 +229,32 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 			}
 		}
 	}
-	for _, j := range emptyRangeJobs(m) {
-		// Empty when planned: the source must still hold nothing there.
-		for _, t := range j.Types {
-			row(t)
-			ranges = append(ranges, rangeJob{job: j, typ: t})
+	// The source is counted over the range the request asked for, type by type, not window by window: windows
+	// that missed a part of the range (a gap between two, a range found empty) cannot hide it.
+	types := slices.Clone(planTypes(&m.Request, m.SourceTypes))
+	for t := range byType {
+		if !slices.Contains(types, t) {
+			types = append(types, t)
 		}
 	}
 	src, err := s.cfg.FHIR(m.Request.Source)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
-	counts := make([]rangeCount, len(ranges))
-	errs := make([]error, len(ranges))
-	fanOut(len(ranges), s.cfg.PollConcurrency, func(i int) {
-		counts[i], errs[i] = countRange(ctx, src, ranges[i].job, ranges[i].typ, nil)
+	till := migratedTill(m)
+	counts := make([]rangeCount, len(types))
+	errs := make([]error, len(types))
+	fanOut(len(types), s.cfg.PollConcurrency, func(i int) {
+		t := types[i]
+		whole := &Job{Types: []string{t}, Since: m.Request.Since, Till: till, TypeFilter: filtersOf(&m.Request, []string{t})}
+		counts[i], errs[i] = countRange(ctx, src, whole, t, nil)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, fmt.Errorf("count the migrated range on the source: %w", err)
 	}
-	for i, r := range ranges {
-		row(r.typ).Source += counts[i].lower
-		row(r.typ).SourceUpper += counts[i].upper
+	for i, t := range types {
+		row(t).Source += counts[i].lower
+		row(t).SourceUpper += counts[i].upper
 	}
 	rows := make([]TypeRow, 0, len(byType))
 	for _, r := range byType {
@@ -310,4 +301,21 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		system.Exported += r.Exported
 	}
 	return rows, system, nil
+}
+
+// migratedTill is the end of the migrated range: the request's till, or when planning started.
+func migratedTill(m *Migration) *time.Time {
+	switch {
+	case m.Request.Till != nil:
+		return m.Request.Till
+	case m.Planning != nil:
+		return &m.Planning.Till
+	}
+	var last *time.Time // a document from before planning: the latest window's end
+	for _, j := range m.Jobs {
+		if j.Kind == KindExport && j.Till != nil && (last == nil || j.Till.After(*last)) {
+			last = j.Till
+		}
+	}
+	return last
 }
