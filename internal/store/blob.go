@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -71,10 +72,7 @@ func (b *Blob) Put(ctx context.Context, name string, data []byte, etag string, m
 		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: cond},
 	})
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobAlreadyExists) || isStatus(err, 412, 409) {
-			return "", ErrConflict
-		}
-		if etag != "" && bloberror.HasCode(err, bloberror.BlobNotFound) {
+		if lostRace(err, etag) {
 			return "", ErrConflict
 		}
 		return "", fmt.Errorf("write document %s: %w", name, err)
@@ -140,17 +138,18 @@ func blobItems(blobs []*container.BlobItem) []Item {
 	return items
 }
 
-func isStatus(err error, codes ...int) bool {
+// lostRace tells a write refused by its condition (someone else wrote first, or a create found the blob) from any
+// other refusal. Only the condition is a conflict to retry: another 409 (a full store, a lease) is an error, which
+// must not be retried as a race and hidden behind "changed concurrently".
+func lostRace(err error, etag string) bool {
+	if bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobAlreadyExists) {
+		return true
+	}
+	if etag != "" && bloberror.HasCode(err, bloberror.BlobNotFound) {
+		return true // If-Match on a blob deleted meanwhile
+	}
 	var re *azcore.ResponseError
-	if !errors.As(err, &re) {
-		return false
-	}
-	for _, c := range codes {
-		if re.StatusCode == c {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &re) && re.StatusCode == http.StatusPreconditionFailed && re.ErrorCode == ""
 }
 
 // quoteETag gives every ETag one form: listings return it bare, reads and writes quoted.
