@@ -101,6 +101,9 @@ func (s *Service) load(ctx context.Context, id string) (*Migration, string, erro
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, "", fmt.Errorf("decode migration %s: %w", id, err)
 	}
+	if err := s.readPages(ctx, &m); err != nil {
+		return nil, "", err
+	}
 	return &m, etag, nil
 }
 
@@ -135,7 +138,7 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 			return m, nil, err
 		}
 		m.UpdatedAt = s.now()
-		data, err := encodeDoc(m)
+		data, err := s.encodeForSave(ctx, m)
 		if err != nil {
 			return nil, nil, err
 		}

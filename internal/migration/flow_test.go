@@ -483,13 +483,52 @@ func TestImportWaitsForADestinationSlot(t *testing.T) {
 	require.Equal(t, JobRunning, got.job("import-export-Patient-1").State)
 	waiting := got.job("import-export-Observation-1")
 	require.Equal(t, JobQueued, waiting.State)
-	require.Equal(t, 2, waiting.Dispatch)
-	require.Len(t, h.pending, 1)
-	require.Equal(t, m.ID+"/run-import/import-export-Observation-1/2", h.pending[0].ID)
-	require.Equal(t, h.clock.Now().Add(30*time.Second), h.pending[0].NotBefore)
+	require.Equal(t, 1, waiting.Dispatch)
+	require.Equal(t, h.clock.Now(), *waiting.WaitingSlot)
+	require.Nil(t, waiting.DispatchAt)
+	require.Empty(t, h.pending, "a waiting import has no message out: nothing retries on a timer")
+
+	// Sweeps while the slot is held send nothing, and do not re-drive the waiting job as a lost message.
+	for range 3 {
+		h.clock.Advance(time.Minute)
+		h.poll()
+		require.Zero(t, h.deliver())
+	}
+	require.Equal(t, JobQueued, h.get(m.ID).job("import-export-Observation-1").State)
+	require.Equal(t, JobRunning, h.get(m.ID).job("import-export-Patient-1").State)
+
+	// The sweep that sees the running import finish frees its slot and dispatches the waiting one.
+	h.clock.Advance(time.Minute)
+	h.poll()
+	got = h.get(m.ID)
+	require.Equal(t, JobDone, got.job("import-export-Patient-1").State)
+	next := got.job("import-export-Observation-1")
+	require.Nil(t, next.WaitingSlot)
+	require.Equal(t, 2, next.Dispatch)
+	require.Equal(t, 1, h.deliver())
+	require.Equal(t, JobRunning, h.get(m.ID).job("import-export-Observation-1").State)
 
 	done := h.drive(m.ID, 30*time.Second, 50)
 	require.Equal(t, StatusCompleted, done.Status)
+}
+
+// TestWaitingImportsSurviveALeakedSlot: a slot held by a job that no longer runs (its handler died) is evicted by
+// the sweep, which then dispatches the waiting import; nothing waits for ever.
+func TestWaitingImportsSurviveALeakedSlot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.MaxImportsPerDestination = 1 })
+	ok, err := h.svc.acquireSlot(context.Background(), dstBase, slotImport, "m-gone/import-x", 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	m := h.start(`{` + endpoints + `,"types":["Patient"]}`)
+	h.poll()
+	h.clock.Advance(5 * time.Second)
+	h.poll()
+	h.deliver()
+	require.NotNil(t, h.get(m.ID).job("import-export-Patient-1").WaitingSlot)
+	done := h.drive(m.ID, time.Minute, 20)
+	require.Equal(t, StatusCompleted, done.Status)
+	require.NotContains(t, h.hostSlots(dstBase)[slotImport], "m-gone/import-x")
 }
 
 func TestThrottledImportSchedulesItsRetry(t *testing.T) {

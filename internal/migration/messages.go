@@ -47,7 +47,7 @@ func verifyMessage(migrationID string, generation, dispatch int, at time.Time) b
 // dispatch records a new run-import dispatch of job, due at at, and queues its message.
 func dispatch(m *Migration, j *Job, at time.Time, now time.Time, e *effects) {
 	j.Dispatch++
-	j.DispatchAt = timePtr(at)
+	j.DispatchAt, j.WaitingSlot = timePtr(at), nil
 	var notBefore time.Time
 	if at.After(now) {
 		notBefore = at

@@ -58,7 +58,12 @@ type Migration struct {
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 	Request   Request   `json:"request"`
-	Jobs      []*Job    `json:"jobs"`
+	// Jobs are every job once loaded; the stored document holds only those not moved to a page (job_pages.go).
+	Jobs []*Job `json:"jobs"`
+	// JobPages name the blobs finished jobs were moved to, in order.
+	JobPages []JobPage `json:"jobPages,omitempty"`
+	// paged holds, per job read from a page, its stored encoding (a save proves it unchanged).
+	paged map[string][]byte
 	// Verification is set once every job is done.
 	Verification *Verification `json:"verification,omitempty"`
 	// Notes are things an operator must know or do (e.g. $reindex on the destination).
@@ -136,6 +141,9 @@ type Job struct {
 	// Dispatch numbers the run-import messages of an import or copy job; DispatchAt is when the latest is due.
 	Dispatch   int        `json:"dispatch,omitempty"`
 	DispatchAt *time.Time `json:"dispatchAt,omitempty"`
+	// WaitingSlot is when a queued import found the destination's import slots full: no message is out for it,
+	// and the sweep dispatches it when a slot is free (so that waiting imports do not each retry on a timer).
+	WaitingSlot *time.Time `json:"waitingSlot,omitempty"`
 
 	// Manifest names the blob of an export's manifest (files.go); Files counts its output files. An import or
 	// copy job names its export's manifest and carries Files of its importable (or SearchParameter) files from

@@ -113,11 +113,11 @@ func (s *Service) advance(ctx context.Context, id string) error {
 		}
 	}
 	if len(calls) == 0 {
-		return nil
+		return s.dispatchWaiting(ctx, m, now)
 	}
 	s.runCalls(ctx, m, calls)
 
-	_, eff, err = s.update(ctx, id, func(m *Migration) (*effects, error) {
+	m, eff, err = s.update(ctx, id, func(m *Migration) (*effects, error) {
 		e := &effects{}
 		for _, c := range calls {
 			s.applyCall(m, c, now, e)
@@ -130,7 +130,7 @@ func (s *Service) advance(ctx context.Context, id string) error {
 		return fmt.Errorf("save answers: %w", err)
 	}
 	s.perform(ctx, id, eff)
-	return nil
+	return s.dispatchWaiting(ctx, m, now)
 }
 
 // recordExportAttempts takes source slots for the due queued exports, in order, while one is free, and records

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
@@ -61,20 +62,19 @@ func (s *Service) runImport(ctx context.Context, m *Migration, jobID string) err
 	}
 	now := s.now()
 	if !ok {
-		_, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+		// The job waits without a message: the sweep dispatches waiting imports as slots free up.
+		_, _, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
 			j := m.job(jobID)
-			if !runnable(m, j) {
+			if !runnable(m, j) || j.WaitingSlot != nil {
 				return nil, errUnchanged
 			}
-			e := &effects{}
-			dispatch(m, j, now.Add(s.cfg.RetryDelay), now, e)
-			return e, nil
+			j.WaitingSlot, j.DispatchAt = timePtr(now), nil
+			return nil, nil
 		})
 		if err != nil {
-			return fmt.Errorf("schedule import retry: %w", err)
+			return fmt.Errorf("record import waiting for a slot: %w", err)
 		}
-		log.Info("destination busy, import retry scheduled", "after", s.cfg.RetryDelay)
-		s.perform(ctx, m.ID, eff)
+		log.Info("destination busy, import waits for a slot", "limit", s.cfg.MaxImportsPerDestination)
 		return nil
 	}
 	attempt, m, err := s.startAttempt(ctx, m.ID, jobID, true)
@@ -140,4 +140,46 @@ func (s *Service) startAttempt(ctx context.Context, migrationID, jobID string, h
 	}
 	s.perform(ctx, migrationID, eff)
 	return attempt, m, nil
+}
+
+// dispatchWaiting sends the run-import messages of as many waiting imports of m (in job order) as the destination
+// has free import slots. Migrations sharing a destination may both send for the same slot: the one that loses
+// waits again.
+func (s *Service) dispatchWaiting(ctx context.Context, m *Migration, now time.Time) error {
+	waiting := 0
+	for _, j := range m.Jobs {
+		if j.State == JobQueued && j.WaitingSlot != nil {
+			waiting++
+		}
+	}
+	if waiting == 0 || m.Status.Terminal() {
+		return nil
+	}
+	free, err := s.freeSlots(ctx, m.Request.Destination, slotImport, s.cfg.MaxImportsPerDestination)
+	if err != nil || free == 0 {
+		return err
+	}
+	_, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+		e := &effects{}
+		n := 0
+		for _, j := range m.Jobs {
+			if n == free || m.Status.Terminal() {
+				break
+			}
+			if j.State == JobQueued && j.WaitingSlot != nil {
+				j.WaitingSlot = nil
+				dispatch(m, j, now, now, e)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, errUnchanged
+		}
+		return e, nil
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch waiting imports: %w", err)
+	}
+	s.perform(ctx, m.ID, eff)
+	return nil
 }

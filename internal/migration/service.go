@@ -34,6 +34,8 @@ type Config struct {
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// pages caches job pages by name (a name is its content's hash).
+	pages *pageCache
 }
 
 // NewService validates cfg and fills the defaults of its optional parts (clock, logger, ids, randomness).
@@ -66,7 +68,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err := cfg.Tuning.Validate(); err != nil {
 		return nil, fmt.Errorf("migration tuning: %w", err)
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}, nil
+	return &Service{cfg: cfg, log: cfg.Logger, pages: newPageCache()}, nil
 }
 
 func defaultID(now time.Time) string {

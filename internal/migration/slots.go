@@ -170,3 +170,38 @@ func (s *Service) releaseSlots(ctx context.Context, baseURL, kind string, holder
 	}
 	return fmt.Errorf("release %s slots on %s: %w", kind, name, store.ErrConflict)
 }
+
+// freeSlots is how many slots of kind are free on the host of baseURL, after evicting leaked holders (as
+// acquireSlot does) when none is.
+func (s *Service) freeSlots(ctx context.Context, baseURL, kind string, limit int) (int, error) {
+	name, err := hostDocName(baseURL)
+	if err != nil {
+		return 0, err
+	}
+	for range maxConflictRetries {
+		slots, etag, err := s.loadSlots(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		held := slots[kind]
+		if len(held) < limit {
+			return limit - len(held), nil
+		}
+		stale := s.staleHolders(ctx, held)
+		if len(stale) == 0 {
+			return 0, nil
+		}
+		for h := range stale {
+			delete(held, h)
+		}
+		err = s.saveSlots(ctx, name, slots, etag)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return max(limit-len(held), 0), nil
+	}
+	return 0, fmt.Errorf("free %s slots on %s: %w", kind, name, store.ErrConflict)
+}

@@ -17,7 +17,7 @@ type Tuning struct {
 	// PollInitial is the first status poll delay and the backoff base; PollMax caps the backoff.
 	PollInitial time.Duration
 	PollMax     time.Duration
-	// RetryDelay delays a scheduled retry when a destination is busy and sent no Retry-After, and is the base of
+	// RetryDelay delays a scheduled retry when a destination throttles with no Retry-After, and is the base of
 	// a verification's retries.
 	RetryDelay time.Duration
 	// RedriveAfter: a message-driven step with no progress after this long is re-sent by the sweep.
