@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ type options struct {
 	faultSeedSet      bool
 	importHold        time.Duration
 	maxImports        int
+	rates             *fhirsim.RateModel
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -71,7 +73,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&faults, "faults", "", "faults to inject, name=probability,... (names: "+strings.Join(fhirsim.FaultNames(), ", ")+")")
 	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
 	fs.DurationVar(&o.importHold, "import-hold", fhirsim.DefaultImportHold, "how long import-hold holds a completed import's status call")
-	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit)")
+	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit; "+strconv.Itoa(fhirsim.DefaultImportSlots)+" with --rate-model)")
+	model := fhirsim.DefaultRateModel()
+	rateModel := fs.Bool("rate-model", false, "take the time the real services take (the flags below); off: jobs take --job-delay")
+	fs.Int64Var(&model.Weight, "weight", model.Weight, "with --rate-model: modelled resources each stored resource stands for in counts, manifests and import results")
+	fs.Float64Var(&model.ExportRate, "export-rate", model.ExportRate, "with --rate-model: modelled resources per second of one running export job (R_e)")
+	fs.IntVar(&model.ExportSlots, "export-slots", model.ExportSlots, "with --rate-model: export jobs running at once; more wait, answering 202 (C_e)")
+	fs.Float64Var(&model.ImportRate, "import-rate", model.ImportRate, "with --rate-model: modelled resources per second the destination imports, shared by its running imports (R_I)")
+	fs.Float64Var(&model.TimeScale, "time-scale", model.TimeScale, "with --rate-model: divides every modelled duration (S)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -91,6 +100,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.maxImports < 0 {
 		return options{}, errors.New("--max-imports must not be negative")
+	}
+	if *rateModel {
+		if model.Weight < 1 || model.ExportRate <= 0 || model.ExportSlots < 1 || model.ImportRate <= 0 || model.TimeScale <= 0 {
+			return options{}, errors.New("--rate-model: --weight and --export-slots must be at least 1, --export-rate, --import-rate and --time-scale positive")
+		}
+		if err := model.Validate(); err != nil {
+			return options{}, err
+		}
+		o.rates = &model
+		if o.maxImports == 0 {
+			o.maxImports = fhirsim.DefaultImportSlots
+		}
 	}
 	if err := requireLoopback(o.addr); err != nil {
 		return options{}, err
@@ -139,6 +160,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if o.faultSeedSet {
 		opts = append(opts, fhirsim.WithFaultSeed(o.faultSeed))
+	}
+	if o.rates != nil {
+		opts = append(opts, fhirsim.WithRateModel(*o.rates))
 	}
 	sim := fhirsim.New(opts...)
 	defer sim.Close()

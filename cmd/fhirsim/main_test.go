@@ -39,6 +39,9 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		{"bad fault probability", []string{"--addr", "127.0.0.1:0", "--faults", "drop-conn=2"}, `--faults: fault "drop-conn": probability "2"`},
 		{"negative import hold", []string{"--addr", "127.0.0.1:0", "--import-hold", "-1s"}, "--import-hold"},
 		{"negative max imports", []string{"--addr", "127.0.0.1:0", "--max-imports", "-1"}, "--max-imports"},
+		{"zero weight", []string{"--addr", "127.0.0.1:0", "--rate-model", "--weight", "0"}, "--rate-model"},
+		{"zero time scale", []string{"--addr", "127.0.0.1:0", "--rate-model", "--time-scale", "0"}, "--rate-model"},
+		{"NaN export rate", []string{"--addr", "127.0.0.1:0", "--rate-model", "--export-rate", "NaN"}, "rate model"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,4 +199,23 @@ func TestStopReleasesAHeldImportStatus(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done, "the held call must not outlast the shutdown")
 	require.Equal(t, http.StatusOK, <-held)
+}
+
+func TestParseOptionsRateModel(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions(nil, io.Discard)
+	require.NoError(t, err)
+	require.Nil(t, o.rates, "off by default")
+	require.Zero(t, o.maxImports)
+
+	o, err = parseOptions([]string{"--rate-model", "--weight", "1000", "--time-scale", "120"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, &fhirsim.RateModel{Weight: 1000, ExportRate: fhirsim.DefaultExportRate, ExportSlots: fhirsim.DefaultExportSlots,
+		ImportRate: fhirsim.DefaultImportRate, TimeScale: 120}, o.rates)
+	require.Equal(t, fhirsim.DefaultImportSlots, o.maxImports, "C_i defaults to the documented five")
+
+	o, err = parseOptions([]string{"--rate-model", "--max-imports", "2", "--export-rate", "100.5"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2, o.maxImports)
+	require.Equal(t, 100.5, o.rates.ExportRate)
 }

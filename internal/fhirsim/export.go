@@ -94,6 +94,13 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("fault injected", "fault", fault, "job_id", j.id)
 	}
 	s.startLocked(&j.job, "export", func(ctx context.Context) error {
+		// Under the rate model the job waits for an export slot (answering 202 meanwhile), then takes the time its
+		// modelled resources take to produce.
+		release, err := s.exportGate.enter(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
 		written := snapshot
 		switch fault {
 		case FaultExportFail:
@@ -104,6 +111,9 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		case FaultExportCancel:
 			// Canceled by the system half-way: what was written is reported as if it were everything.
 			written = snapshot[:len(snapshot)/2]
+		}
+		if err := sleepCtx(ctx, s.cfg.rates.exportTime(len(written))); err != nil {
+			return err
 		}
 		output, err := s.writeExport(ctx, blobs, j, spec.container, written)
 		if err != nil {
@@ -304,7 +314,7 @@ func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJ
 			if err != nil {
 				return nil, err
 			}
-			output = append(output, manifestFile{Type: typ, URL: u, Count: len(chunk)})
+			output = append(output, manifestFile{Type: typ, URL: u, Count: len(chunk) * int(s.cfg.rates.weight())})
 		}
 	}
 	return output, nil

@@ -276,12 +276,15 @@ func parseImportInput(prm fhirParameter, blobs *blobAccount) (importInput, error
 func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob) error {
 	output := make([]importOutput, 0, len(j.spec.Inputs))
 	var errFiles []importErrorFile
+	weight := int(s.cfg.rates.weight())
+	lines := 0
 	for i, in := range j.spec.Inputs {
 		loaded, failedLines, err := s.importInput(ctx, blobs, j.spec.Mode, in)
 		if err != nil {
 			return fmt.Errorf("import operation failed for reason: %w", err)
 		}
-		output = append(output, importOutput{Type: in.Type, Count: loaded, InputURL: in.URL})
+		lines += loaded + len(failedLines)
+		output = append(output, importOutput{Type: in.Type, Count: loaded * weight, InputURL: in.URL})
 		if len(failedLines) == 0 {
 			continue
 		}
@@ -293,7 +296,11 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 		if err != nil {
 			return fmt.Errorf("import operation failed for reason: %w", err)
 		}
-		errFiles = append(errFiles, importErrorFile{Type: "OperationOutcome", Count: len(failedLines), InputURL: in.URL, URL: u})
+		errFiles = append(errFiles, importErrorFile{Type: "OperationOutcome", Count: len(failedLines) * weight, InputURL: in.URL, URL: u})
+	}
+	// Under the rate model the job takes its share of the destination's import rate for its modelled resources.
+	if err := s.importMeter.serve(ctx, float64(lines*weight)); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	j.output, j.errors = output, errFiles

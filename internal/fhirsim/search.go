@@ -246,6 +246,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 	if summary == "count" || pageSize == 0 {
 		sq.countOnly = true
 		total, _, _ := s.resources.find(sq)
+		total *= int(s.cfg.rates.weight())
 		b.Total = &total
 		writeJSON(w, http.StatusOK, "application/fhir+json", b)
 		return

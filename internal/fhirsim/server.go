@@ -66,6 +66,7 @@ type config struct {
 	faultSeedSet      bool
 	importHold        time.Duration
 	maxImports        int
+	rates             RateModel
 	resources         [][]byte
 }
 
@@ -189,6 +190,9 @@ type Server struct {
 	stats      Stats
 
 	faults *injector
+	// exportGate and importMeter are the rate model's (nil without one).
+	exportGate  exportGate
+	importMeter *importMeter
 }
 
 // New builds a simulator. Invalid storage configuration is reported by $export/$import as the real service would.
@@ -236,6 +240,18 @@ func New(opts ...Option) *Server {
 	if len(faults) > 0 || cfg.maxImports > 0 {
 		s.log.Info("fault injection on", "faults", faults.String(), "fault_seed", cfg.faultSeed,
 			"import_hold", cfg.importHold, "max_imports", cfg.maxImports)
+	}
+	if err := cfg.rates.Validate(); err != nil {
+		s.log.Error("rate model ignored", "err", err)
+		s.cfg.rates = RateModel{}
+	}
+	if r := s.cfg.rates; r != (RateModel{}) {
+		if r.ExportSlots > 0 {
+			s.exportGate = make(exportGate, r.ExportSlots)
+		}
+		s.importMeter = newImportMeter(r, time.Now)
+		s.log.Info("rate model on", "weight", r.weight(), "export_rate", r.ExportRate, "export_slots", r.ExportSlots,
+			"import_rate", r.ImportRate, "max_imports", cfg.maxImports, "time_scale", r.TimeScale)
 	}
 	if cfg.storage != "" {
 		s.blobs, s.blobsErr = newBlobAccount(cfg.storage)
