@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,8 +81,10 @@ type Host struct {
 
 	mu          sync.Mutex
 	invocations map[string]int
-	started     bool
-	closed      bool
+	// durations are the latest invocation times of each non-HTTP function (at most maxDurations each).
+	durations map[string][]time.Duration
+	started   bool
+	closed    bool
 }
 
 // LoadSettings reads the "Values" of a local.settings.json file.
@@ -150,7 +153,7 @@ func New(cfg Config) (*Host, error) {
 			"chaosSeed", cfg.ChaosSeed)
 	}
 	h := &Host{cfg: cfg, app: a, log: cfg.Logger, now: cfg.Clock, queues: map[string]*queue{}, chaos: ch,
-		timers: map[string]*timerState{}, invocations: map[string]int{},
+		timers: map[string]*timerState{}, invocations: map[string]int{}, durations: map[string][]time.Duration{},
 		client: &http.Client{Timeout: a.FunctionTimeout}}
 	for _, fn := range a.Functions {
 		switch fn.Kind {
@@ -367,8 +370,10 @@ func (h *Host) invoke(ctx context.Context, fn *function, envelope []byte) (int, 
 	if resp.StatusCode/100 != 2 {
 		level = slog.LevelWarn
 	}
+	took := time.Since(start)
+	h.recordDuration(fn.Name, took)
 	h.log.Log(ctx, level, "invocation", "function", fn.Name, "invocationId", id, "status", resp.StatusCode,
-		"duration", time.Since(start).Round(time.Millisecond))
+		"duration", took.Round(time.Millisecond))
 	h.logHandlerLogs(fn.Name, id, body)
 	if err != nil {
 		return resp.StatusCode, nil, fmt.Errorf("read %s response: %w", fn.Name, err)
@@ -386,6 +391,35 @@ func (h *Host) countInvocation(name string) {
 	h.mu.Lock()
 	h.invocations[name]++
 	h.mu.Unlock()
+}
+
+// maxDurations bounds the invocation times kept per function.
+const maxDurations = 100_000
+
+func (h *Host) recordDuration(name string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ds := h.durations[name]
+	if len(ds) >= maxDurations {
+		ds = ds[1:]
+	}
+	h.durations[name] = append(ds, d)
+}
+
+// Durations are the times of the latest answered invocations of a timer or queue function, oldest first: how
+// long the handler took, as the host saw it.
+func (h *Host) Durations(name string) []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.durations[name])
+}
+
+// HandlerPID is the process id of the running handler (0 when none runs).
+func (h *Host) HandlerPID() int {
+	if h.worker == nil {
+		return 0
+	}
+	return h.worker.pid()
 }
 
 // logHandlerLogs relays the Logs of an invocation response, as the host writes them to its own log.

@@ -175,11 +175,17 @@ func TestTimerFiresAsSingleton(t *testing.T) {
 		},
 	})
 	waitFor(t, "the first tick", func() bool { return len(th.rec.calls("/Tick")) == 1 })
+	held := time.Now()
 	// While the first invocation runs, later ticks are skipped, not stacked.
 	waitFor(t, "a skipped tick", func() bool { return th.Stats().TimerSkips["Tick"] >= 1 })
+	heldFor := time.Since(held)
 	close(release)
 	waitFor(t, "a later tick", func() bool { return len(th.rec.calls("/Tick")) >= 2 })
 	require.EqualValues(t, 1, maxInFlight.Load())
+	// The host records how long each invocation took: the first at least as long as it was held.
+	waitFor(t, "the durations", func() bool { return len(th.Durations("Tick")) >= 2 })
+	require.GreaterOrEqual(t, th.Durations("Tick")[0], heldFor)
+	require.Positive(t, th.HandlerPID())
 
 	calls := th.rec.calls("/Tick")
 	firstTimer, err := decodeEnvelope(t, calls[0]).Timer("timer")

@@ -329,6 +329,15 @@ func (w *worker) killCount() int {
 	return w.kills
 }
 
+func (w *worker) pid() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cmd == nil || w.cmd.Process == nil {
+		return 0
+	}
+	return w.cmd.Process.Pid
+}
+
 func (w *worker) restartCount() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -101,6 +101,7 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		defer release()
+		began := time.Now()
 		written := snapshot
 		switch fault {
 		case FaultExportFail:
@@ -112,12 +113,13 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 			// Canceled by the system half-way: what was written is reported as if it were everything.
 			written = snapshot[:len(snapshot)/2]
 		}
-		if err := sleepCtx(ctx, s.cfg.rates.exportTime(len(written))); err != nil {
-			return err
-		}
 		output, err := s.writeExport(ctx, blobs, j, spec.container, written)
 		if err != nil {
 			return fmt.Errorf("export operation failed for reason: %w", err)
+		}
+		// Writing the files is part of the modelled time, not added to it.
+		if err := sleepCtx(ctx, s.cfg.rates.exportTime(len(written))-time.Since(began)); err != nil {
+			return err
 		}
 		s.mu.Lock()
 		j.output = output
@@ -367,7 +369,7 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 			writeOutcome(w, http.StatusConflict, "conflict", "the export job %q has already finished", id)
 			return
 		}
-		j.state = jobCanceled
+		s.finishLocked(&j.job, jobCanceled, "")
 		j.cancel()
 		writeAccepted(w)
 	default:

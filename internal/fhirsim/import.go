@@ -274,6 +274,10 @@ func parseImportInput(prm fhirParameter, blobs *blobAccount) (importInput, error
 
 // runImport loads every input; a bad line fails alone, a missing or unreadable input fails the job.
 func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob) error {
+	// Under the rate model the job takes its share of the destination's import rate from its start, for its
+	// modelled resources once read.
+	served := s.importMeter.join()
+	defer s.importMeter.leave(served)
 	output := make([]importOutput, 0, len(j.spec.Inputs))
 	var errFiles []importErrorFile
 	weight := int(s.cfg.rates.weight())
@@ -298,8 +302,7 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 		}
 		errFiles = append(errFiles, importErrorFile{Type: "OperationOutcome", Count: len(failedLines) * weight, InputURL: in.URL, URL: u})
 	}
-	// Under the rate model the job takes its share of the destination's import rate for its modelled resources.
-	if err := s.importMeter.serve(ctx, float64(lines*weight)); err != nil {
+	if err := s.importMeter.finish(ctx, served, float64(lines*weight)); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -445,7 +448,7 @@ func (s *Server) handleImportJob(w http.ResponseWriter, r *http.Request, id stri
 			writeOutcome(w, http.StatusConflict, "conflict", "the import job %q has already finished", id)
 			return
 		}
-		j.state = jobCanceled
+		s.finishLocked(&j.job, jobCanceled, "")
 		j.cancel()
 		writeAccepted(w)
 	default:

@@ -29,6 +29,8 @@ type job struct {
 	// gets and deletes count every status GET and DELETE of the job's Content-Location, whatever the answer: who
 	// asked about the job at all (Stats).
 	gets, deletes int
+	// finished is when the job reached its final state (zero while it runs).
+	finished time.Time
 }
 
 // stateName names a job state in Stats.
@@ -45,7 +47,16 @@ func (s jobState) String() string {
 }
 
 func (j *job) stats() JobStats {
-	return JobStats{ID: j.id, Created: j.created, State: j.state.String(), Gets: j.gets, Deletes: j.deletes}
+	st := JobStats{ID: j.id, Created: j.created, State: j.state.String(), Gets: j.gets, Deletes: j.deletes}
+	if !j.finished.IsZero() {
+		st.Finished = &j.finished
+	}
+	return st
+}
+
+// finishLocked moves the job to its final state. Caller holds s.mu.
+func (s *Server) finishLocked(j *job, state jobState, failure string) {
+	j.state, j.failure, j.finished = state, failure, s.now()
 }
 
 func newJobID() string {
@@ -60,7 +71,7 @@ func (s *Server) startLocked(j *job, kind string, work func(ctx context.Context)
 	ctx, cancel := context.WithCancel(s.ctx)
 	j.cancel = cancel
 	if ctx.Err() != nil {
-		j.state, j.failure = jobFailed, kind+" operation failed for reason: the service is shutting down"
+		s.finishLocked(j, jobFailed, kind+" operation failed for reason: the service is shutting down")
 		return
 	}
 	s.wg.Add(1)
@@ -84,10 +95,10 @@ func (s *Server) startLocked(j *job, kind string, work func(ctx context.Context)
 		case j.state != jobRunning || ctx.Err() != nil:
 			// canceled by DELETE (state already set) or the server is closing
 		case err != nil:
-			j.state, j.failure = jobFailed, err.Error()
+			s.finishLocked(j, jobFailed, err.Error())
 			log.Warn("job failed", "err", err)
 		default:
-			j.state = jobCompleted
+			s.finishLocked(j, jobCompleted, "")
 			log.Info("job completed", "elapsed", time.Since(began))
 		}
 	}()

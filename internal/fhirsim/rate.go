@@ -95,8 +95,9 @@ func (g exportGate) enter(ctx context.Context) (func(), error) {
 	}
 }
 
-// importMeter shares the destination's import rate equally among its running imports (processor sharing): each
-// import waits until its modelled resources have been served.
+// importMeter shares the destination's import rate equally among its running imports (processor sharing). An
+// import joins when it starts, so that its own reading and writing overlap the time it is served, and tells its
+// modelled resources once it has read them; it ends when it has been served that many.
 type importMeter struct {
 	// rate is modelled resources per wall second (ImportRate x TimeScale).
 	rate   float64
@@ -106,7 +107,19 @@ type importMeter struct {
 	last   time.Time
 }
 
-type meterJob struct{ left float64 }
+// meterJob is one running import: served so far, and its work once known (unknown: it cannot finish yet).
+type meterJob struct {
+	served float64
+	work   float64
+	known  bool
+}
+
+func (j *meterJob) left() float64 {
+	if !j.known {
+		return math.Inf(1)
+	}
+	return j.work - j.served
+}
 
 func newImportMeter(m RateModel, now func() time.Time) *importMeter {
 	if m.ImportRate <= 0 {
@@ -121,37 +134,63 @@ func (m *importMeter) advanceLocked(now time.Time) {
 	dt := now.Sub(m.last).Seconds()
 	m.last = now
 	for dt > 0 && len(m.active) > 0 {
+		n := float64(len(m.active))
 		least := math.Inf(1)
 		for j := range m.active {
-			least = min(least, j.left)
+			least = min(least, j.left())
 		}
-		n := float64(len(m.active))
-		if t := least * n / m.rate; t <= dt {
+		t := least * n / m.rate
+		if t > dt {
 			for j := range m.active {
-				j.left -= least
-				if j.left <= 0 {
-					delete(m.active, j)
-				}
+				j.served += m.rate * dt / n
 			}
-			dt -= t
-			continue
+			return
 		}
 		for j := range m.active {
-			j.left -= m.rate * dt / n
+			j.served += least
+			if j.left() <= 1e-9 {
+				delete(m.active, j)
+			}
 		}
-		dt = 0
+		dt -= t
 	}
 }
 
-// serve waits until work modelled resources have been imported at this import's share of the rate.
-func (m *importMeter) serve(ctx context.Context, work float64) error {
-	if m == nil || work <= 0 {
+// join starts serving an import whose work is not known yet.
+func (m *importMeter) join() *meterJob {
+	if m == nil {
 		return nil
 	}
-	j := &meterJob{left: work}
+	j := &meterJob{}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.advanceLocked(m.now())
 	m.active[j] = true
+	return j
+}
+
+// leave stops serving j (its import failed or was canceled).
+func (m *importMeter) leave(j *meterJob) {
+	if m == nil || j == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.advanceLocked(m.now())
+	delete(m.active, j)
+}
+
+// finish sets j's work in modelled resources and waits until it has been served that many.
+func (m *importMeter) finish(ctx context.Context, j *meterJob, work float64) error {
+	if m == nil || j == nil {
+		return nil
+	}
+	m.mu.Lock()
+	m.advanceLocked(m.now())
+	j.work, j.known = work, true
+	if j.left() <= 1e-9 {
+		delete(m.active, j)
+	}
 	m.mu.Unlock()
 	for {
 		m.mu.Lock()
@@ -161,17 +200,14 @@ func (m *importMeter) serve(ctx context.Context, work float64) error {
 			return nil
 		}
 		// Done by then if nothing joins; check again sooner so that a job leaving speeds this one up.
-		wait := time.Duration(j.left * float64(len(m.active)) / m.rate * float64(time.Second))
+		wait := time.Duration(j.left() * float64(len(m.active)) / m.rate * float64(time.Second))
 		m.mu.Unlock()
 		t := time.NewTimer(min(max(wait, time.Millisecond), 50*time.Millisecond))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			m.mu.Lock()
-			m.advanceLocked(m.now())
-			delete(m.active, j)
-			m.mu.Unlock()
+			m.leave(j)
 			return ctx.Err()
 		}
 	}

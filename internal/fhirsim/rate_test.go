@@ -46,6 +46,16 @@ func TestWeightScalesEveryCount(t *testing.T) {
 	}
 	require.Equal(t, exported, imported)
 	require.Equal(t, exported, dest.count(t, "/?_summary=count"))
+
+	// The job records say the same, with when each job ended.
+	exp, imp := source.Stats().Exports, dest.Stats().Imports
+	require.Len(t, exp, 1)
+	require.Len(t, imp, 1)
+	require.Equal(t, int64(exported), exp[0].Resources)
+	require.Equal(t, int64(imported), imp[0].Resources)
+	require.NotNil(t, exp[0].Finished)
+	require.False(t, exp[0].Finished.Before(exp[0].Created))
+	require.NotNil(t, imp[0].Finished)
 }
 
 // TestExportSlotsQueueExports: past the export slots, a kick-off is accepted and its job waits, answering 202,

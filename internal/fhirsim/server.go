@@ -153,6 +153,11 @@ type JobStats struct {
 	// Gets and Deletes count the status GETs and DELETEs the job's Content-Location received.
 	Gets    int `json:"gets"`
 	Deletes int `json:"deletes"`
+	// Finished is when the job completed, failed or was canceled (absent while it runs).
+	Finished *time.Time `json:"finished,omitempty"`
+	// Resources are the resources it wrote (an export's manifest counts) or imported (an import's output counts),
+	// as its answer reports them (modelled ones under a rate model).
+	Resources int64 `json:"resources"`
 }
 
 // ExportJobStats is one export job: its kick-off query (sorted: equal for equal requests), its injected job fault,
@@ -299,6 +304,7 @@ func (s *Server) Stats() Stats {
 		st := ExportJobStats{JobStats: j.stats(), Query: j.query, Fault: j.fault, Output: []string{}}
 		for _, f := range j.output {
 			st.Output = append(st.Output, f.URL)
+			st.Resources += int64(f.Count)
 		}
 		out.Exports = append(out.Exports, st)
 	}
@@ -306,6 +312,9 @@ func (s *Server) Stats() Stats {
 		st := ImportJobStats{JobStats: j.stats(), Inputs: []string{}}
 		for _, in := range j.spec.Inputs {
 			st.Inputs = append(st.Inputs, in.URL)
+		}
+		for _, o := range j.output {
+			st.Resources += int64(o.Count)
 		}
 		out.Imports = append(out.Imports, st)
 	}
