@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,16 +74,18 @@ func Binary() (string, error) {
 	}
 }
 
-// Start starts Azurite's blob service in memory on 127.0.0.1 with an ephemeral port and waits until it listens.
-func Start() (*Azurite, error) {
+// Start starts Azurite's blob service in memory (at most 512 MB of blob content) on 127.0.0.1 with an ephemeral
+// port and waits until it listens.
+func Start() (*Azurite, error) { return StartWithMemory(512) }
+
+// StartWithMemory is Start with at most mb megabytes of blob content in memory (for long runs that write much).
+func StartWithMemory(mb int) (*Azurite, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin,
-		"--blobHost", "127.0.0.1", "--blobPort", "0",
-		"--inMemoryPersistence", "--extentMemoryLimit", "512",
-		"--skipApiVersionCheck", "--disableTelemetry", "--loose")
+	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", "0", "--skipApiVersionCheck", "--disableTelemetry",
+		"--loose", "--silent", "--inMemoryPersistence", "--extentMemoryLimit", strconv.Itoa(mb))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -31,3 +31,19 @@ func TestBlobRoundTrip(t *testing.T) {
 	_, err = c.DownloadStream(ctx, name, "missing", nil)
 	require.Error(t, err)
 }
+
+// TestStartWithMemoryBoundsTheContent: the memory bound is Azurite's: past it, a write is refused.
+func TestStartWithMemoryBoundsTheContent(t *testing.T) {
+	a, err := StartWithMemory(1)
+	require.NoError(t, err)
+	defer a.Stop()
+	ctx := context.Background()
+	name, err := a.CreateContainer(ctx, "small")
+	require.NoError(t, err)
+	c, err := a.Client()
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(ctx, name, "fits", make([]byte, 256<<10), nil)
+	require.NoError(t, err)
+	_, err = c.UploadBuffer(ctx, name, "too-big", make([]byte, 2<<20), nil)
+	require.ErrorContains(t, err, "MemoryExtentStoreAtSizeLimit")
+}

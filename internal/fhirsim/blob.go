@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
@@ -80,4 +81,30 @@ func (a *blobAccount) open(ctx context.Context, container, name string) (io.Read
 		return nil, fmt.Errorf("download %s/%s: %w", container, name, err)
 	}
 	return resp.Body, nil
+}
+
+// blobWorkers is how many blobs one job reads or writes at once.
+const blobWorkers = 8
+
+// inParallel runs do(0..n-1) on at most workers goroutines; it stops handing out work once ctx ends.
+func inParallel(ctx context.Context, n, workers int, do func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				do(i)
+			}
+		}()
+	}
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }

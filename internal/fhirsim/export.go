@@ -295,7 +295,11 @@ func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJ
 	if err := blobs.ensureContainer(ctx, container); err != nil {
 		return nil, err
 	}
-	output := []manifestFile{}
+	type file struct {
+		name  string
+		chunk []*resource
+	}
+	var files []file
 	for len(snapshot) > 0 {
 		typ := snapshot[0].Type
 		end := 1
@@ -307,17 +311,27 @@ func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJ
 		for n := 1; len(group) > 0; n++ {
 			chunk := group[:min(s.cfg.rollover, len(group))]
 			group = group[len(chunk):]
-			var buf bytes.Buffer
-			for _, res := range chunk {
-				buf.Write(res.Raw)
-				buf.WriteByte('\n')
-			}
-			u, err := blobs.upload(ctx, container, fmt.Sprintf("%s%s-%d.ndjson", prefix, typ, n), buf.Bytes())
-			if err != nil {
-				return nil, err
-			}
-			output = append(output, manifestFile{Type: typ, URL: u, Count: len(chunk) * int(s.cfg.rates.weight())})
+			files = append(files, file{fmt.Sprintf("%s%s-%d.ndjson", prefix, typ, n), chunk})
 		}
+	}
+	// Files are written in parallel, as the service's export writers do; the manifest keeps their order.
+	output := make([]manifestFile, len(files))
+	errs := make([]error, len(files))
+	inParallel(ctx, len(files), blobWorkers, func(i int) {
+		var buf bytes.Buffer
+		for _, res := range files[i].chunk {
+			buf.Write(res.Raw)
+			buf.WriteByte('\n')
+		}
+		u, err := blobs.upload(ctx, container, files[i].name, buf.Bytes())
+		errs[i] = err
+		output[i] = manifestFile{Type: files[i].chunk[0].Type, URL: u, Count: len(files[i].chunk) * int(s.cfg.rates.weight())}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return output, nil
 }

@@ -282,8 +282,22 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 	var errFiles []importErrorFile
 	weight := int(s.cfg.rates.weight())
 	lines := 0
+	// The inputs are read in parallel, as the service's processing jobs do; results stay in input order.
+	type read struct {
+		loaded int
+		failed [][]byte
+		err    error
+	}
+	reads := make([]read, len(j.spec.Inputs))
+	inParallel(ctx, len(reads), blobWorkers, func(i int) {
+		r := &reads[i]
+		r.loaded, r.failed, r.err = s.importInput(ctx, blobs, j.spec.Mode, j.spec.Inputs[i])
+	})
 	for i, in := range j.spec.Inputs {
-		loaded, failedLines, err := s.importInput(ctx, blobs, j.spec.Mode, in)
+		loaded, failedLines, err := reads[i].loaded, reads[i].failed, reads[i].err
+		if err == nil {
+			err = ctx.Err()
+		}
 		if err != nil {
 			return fmt.Errorf("import operation failed for reason: %w", err)
 		}

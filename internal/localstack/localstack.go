@@ -107,8 +107,10 @@ type Options struct {
 	// Logs collects the handler's output (default: a new buffer); HandlerLog gets a copy when set.
 	Logs       *SyncBuffer
 	HandlerLog io.Writer
-	// HostLog writes the local host's own log along with the handler's output (default: devhost's logger).
-	HostLog bool
+	// HostLog writes the local host's own log along with the handler's output (default: devhost's logger);
+	// QuietHost discards it.
+	HostLog   bool
+	QuietHost bool
 	// DuplicateRate, DropRate and ChaosSeed are the local host's chaos hooks.
 	DuplicateRate float64
 	DropRate      float64
@@ -177,8 +179,11 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 		out = io.MultiWriter(s.Logs, opts.HandlerLog)
 	}
 	var logger *slog.Logger
-	if opts.HostLog {
+	switch {
+	case opts.HostLog:
 		logger = slog.New(slog.NewTextHandler(out, nil))
+	case opts.QuietHost:
+		logger = slog.New(slog.DiscardHandler)
 	}
 	h, err := devhost.New(devhost.Config{
 		AppRoot: opts.RepoRoot, Settings: Settings(opts.Storage, opts.Settings), Addr: "127.0.0.1:0",

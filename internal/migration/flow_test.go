@@ -143,10 +143,10 @@ func TestExportLimitPerSourceAcrossMigrations(t *testing.T) {
 	ex, _, _ := h.src.snapshot()
 	require.Equal(t, 2, ex)
 	require.Len(t, h.hostSlots(srcBase)[slotExport], 2)
-	// Windows start smallest first, then largest first: SearchParameter (2), Observation (7), then Patient (5).
-	require.Equal(t, []string{"export-SearchParameter", "export-Observation", "export-Patient"}, jobIDs(h.get(m1.ID)))
-	require.Equal(t, JobQueued, h.get(m1.ID).job("export-Patient").State)
-	require.Equal(t, JobQueued, h.get(m2.ID).job("export-Patient").State)
+	// Windows start smallest first: SearchParameter (2), Patient (5), then Observation (7).
+	require.Equal(t, []string{"export-SearchParameter", "export-Patient", "export-Observation"}, jobIDs(h.get(m1.ID)))
+	require.Equal(t, JobQueued, h.get(m1.ID).job("export-Observation").State)
+	require.Equal(t, JobQueued, h.get(m2.ID).job("export-Observation").State)
 
 	for range 100 {
 		h.deliver()
@@ -674,4 +674,26 @@ func TestListPagesSummariesFromMetadata(t *testing.T) {
 		require.ErrorAs(t, err, &refusal)
 		require.Equal(t, Invalid, refusal.Kind)
 	}
+}
+
+// TestAnEndedExportStartsTheNextAtOnce: the sweep that sees an export end frees its slot and kicks off the next
+// queued window in the same sweep, not a tick later.
+func TestAnEndedExportStartsTheNextAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.MaxExportsPerSource = 1 })
+	m := h.start(`{` + endpoints + `,"types":["Patient","Observation"],"verify":"none"}`)
+	h.poll()
+	ex, _, _ := h.src.snapshot()
+	require.Equal(t, 1, ex, "one slot: one export")
+	first := h.get(m.ID).job("export-Patient")
+	require.Equal(t, JobRunning, first.State)
+
+	h.clock.Advance(10 * time.Second)
+	h.poll()
+	got := h.get(m.ID)
+	require.Equal(t, JobDone, got.job("export-Patient").State)
+	require.Equal(t, JobRunning, got.job("export-Observation").State, "kicked off in the sweep that freed the slot")
+	ex, _, _ = h.src.snapshot()
+	require.Equal(t, 2, ex)
+	require.LessOrEqual(t, len(h.hostSlots(srcBase)[slotExport]), 1)
 }

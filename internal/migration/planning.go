@@ -281,16 +281,12 @@ func oldestLastUpdated(ctx context.Context, source FHIRClient, typ string, till 
 	return oldest, found, nil
 }
 
-// orderWindows orders the export jobs as they should start: the smallest first, so that an import starts as soon as
-// possible, then the rest largest first, so that the long exports run while imports proceed and the end of the
-// migration waits only on small ones.
+// orderWindows orders the export jobs as they should start: smallest first. The first imports start as soon as
+// the smallest exports are done, and from then on the exports, which run several at once, finish windows faster
+// than the destination's single import capacity takes them in, so the imports never starve; the larger windows
+// exported later only add to a queue of imports that is already waiting.
 func orderWindows(jobs []*Job) {
-	slices.SortStableFunc(jobs, func(a, b *Job) int { return cmp.Compare(b.Planned, a.Planned) })
-	if n := len(jobs); n > 1 {
-		smallest := jobs[n-1]
-		copy(jobs[1:], jobs[:n-1])
-		jobs[0] = smallest
-	}
+	slices.SortStableFunc(jobs, func(a, b *Job) int { return cmp.Compare(a.Planned, b.Planned) })
 }
 
 // planStep does one bounded step of a migration's planning and saves it; the last step orders the windows and

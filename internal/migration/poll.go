@@ -102,22 +102,38 @@ func (s *Service) advance(ctx context.Context, id string) error {
 		}
 	}
 
-	kickoffs, m, err := s.recordExportAttempts(ctx, m, now)
+	m, freed, err := s.exchange(ctx, m, now, true)
 	if err != nil {
 		return err
 	}
+	if freed {
+		// An export that ended here freed its source slot: the next window starts now, not a tick later.
+		if m, _, err = s.exchange(ctx, m, s.now(), false); err != nil {
+			return err
+		}
+	}
+	return s.dispatchWaiting(ctx, m, now)
+}
+
+// exchange kicks off the queued exports the source has slots for and, with polls, polls every due job; it saves
+// the answers and reports whether an export ended (freeing its slot).
+func (s *Service) exchange(ctx context.Context, m *Migration, now time.Time, polls bool) (*Migration, bool, error) {
+	kickoffs, m, err := s.recordExportAttempts(ctx, m, now)
+	if err != nil {
+		return m, false, err
+	}
 	calls := kickoffs
 	for _, j := range m.Jobs {
-		if j.State == JobRunning && j.ContentLocation != "" && (j.NextPollAt == nil || !j.NextPollAt.After(now)) {
+		if polls && j.State == JobRunning && j.ContentLocation != "" && (j.NextPollAt == nil || !j.NextPollAt.After(now)) {
 			calls = append(calls, &call{jobID: j.ID, kind: j.Kind, contentLocation: j.ContentLocation})
 		}
 	}
 	if len(calls) == 0 {
-		return s.dispatchWaiting(ctx, m, now)
+		return m, false, nil
 	}
 	s.runCalls(ctx, m, calls)
 
-	m, eff, err = s.update(ctx, id, func(m *Migration) (*effects, error) {
+	saved, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
 		e := &effects{}
 		for _, c := range calls {
 			s.applyCall(m, c, now, e)
@@ -127,10 +143,16 @@ func (s *Service) advance(ctx context.Context, id string) error {
 	})
 	if err != nil {
 		// The servers' answers are lost with this save: kick-offs become orphans, polls are repeated.
-		return fmt.Errorf("save answers: %w", err)
+		return m, false, fmt.Errorf("save answers: %w", err)
 	}
-	s.perform(ctx, id, eff)
-	return s.dispatchWaiting(ctx, m, now)
+	s.perform(ctx, m.ID, eff)
+	freed := false
+	for _, c := range calls {
+		if j := saved.job(c.jobID); c.kind == KindExport && !c.isKickoff() && j != nil && j.State.Finished() {
+			freed = true
+		}
+	}
+	return saved, freed && !saved.Status.Terminal(), nil
 }
 
 // recordExportAttempts takes source slots for the due queued exports, in order, while one is free, and records

@@ -120,8 +120,8 @@ func TestStartDefaultsAndPlans(t *testing.T) {
 		{"per-type when types given", `,"types":["Patient"]`, StrategyPerType, []string{"export-Patient"}, [][]string{{"Patient"}}},
 		{"system with types", `,"types":["Patient","Observation"],"exportStrategy":"system"`, StrategySystem,
 			[]string{"export-system"}, [][]string{{"Patient", "Observation"}}},
-		{"per-type from the capability statement, smallest first then largest first", `,"exportStrategy":"per-type"`, StrategyPerType,
-			[]string{"export-SearchParameter", "export-Observation", "export-Patient"}, [][]string{{"SearchParameter"}, {"Observation"}, {"Patient"}}},
+		{"per-type from the capability statement, smallest first", `,"exportStrategy":"per-type"`, StrategyPerType,
+			[]string{"export-SearchParameter", "export-Patient", "export-Observation"}, [][]string{{"SearchParameter"}, {"Patient"}, {"Observation"}}},
 		{"system with a filter names the types", `,"typeFilter":["Patient?active=true"]`, StrategySystem,
 			[]string{"export-system"}, [][]string{{"Observation", "Patient", "SearchParameter"}}},
 	}

@@ -1,0 +1,99 @@
+package scalebench
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var testRates = Rates{ExportPerJob: 2900, ExportSlots: 4, ImportCapacity: 10_000, ImportSlots: 5, ResourcesPerFile: 10_000}
+
+func TestLowerBoundTakesTheLargestOfThree(t *testing.T) {
+	// Import-bound: 10 windows of 5M: every import at 10,000/s after the smallest export at 2,900/s.
+	w := make([]int64, 10)
+	for i := range w {
+		w[i] = 5_000_000
+	}
+	require.InDelta(t, 50_000_000.0/10_000+5_000_000.0/2900, LowerBound(w, testRates), 1e-6)
+
+	// Export-bound when exports are slow: every export at 4 x 100/s, then the smallest import.
+	slow := testRates
+	slow.ExportPerJob = 100
+	require.InDelta(t, 50_000_000.0/400+5_000_000.0/10_000, LowerBound(w, slow), 1e-6)
+
+	// One huge window: its export then its import.
+	one := []int64{1_000_000, 100_000_000}
+	require.InDelta(t, 100_000_000.0/2900+100_000_000.0/10_000, LowerBound(one, testRates), 1e-6)
+	require.Zero(t, LowerBound(nil, testRates))
+}
+
+func TestMSToolSchedule(t *testing.T) {
+	start := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Two windows of 11,600,000 (1,000 s of export at 4 x 2,900/s; 1,160 files: one payload, one round of 1,160 s).
+	buckets := []Bucket{
+		{"Observation", start, 11_000_000}, {"Patient", start, 600_000},
+		{"Observation", start.Add(BucketSpan), 11_600_000},
+	}
+	// Window 1: export 1,000 s, seen at the 9th 2-minute poll (1,080 s), confirmed at 1,140 s; import 1,160 s
+	// seen at 1,200 s: ends at 2,340 s. Window 2 starts on the next hour (3,600 s): ends at 3,600 + 2,340.
+	require.InDelta(t, 3600+2340, MSTool(buckets, testRates), 1e-6)
+
+	// An empty 30-day window in between is skipped; a window over 100M is halved.
+	big := []Bucket{{"Observation", start, 250_000_000}, {"Observation", start.Add(3 * BucketSpan), 1}}
+	require.Equal(t, []int64{62_500_000, 62_500_000, 62_500_000, 62_500_000, 0, 0, 1}, msWindows(big))
+
+	// A window of 200M: two halves of 100M, each 10,000 files = 1 payload.
+	require.Equal(t, []int64{100_000_000, 100_000_000}, msWindows([]Bucket{{"Observation", start, 200_000_000}}))
+	// 100M: export 8,620.69 s seen at 8,640 + 60; import 10,000 s seen at 10,080: ends at 18,780 s; the second
+	// starts at 21,600 s.
+	require.InDelta(t, 21_600+18_780, MSTool([]Bucket{{"Observation", start, 200_000_000}}, testRates), 1e-6)
+
+	// Payload rounds: 60,000 files are 6 payloads, 5 in the first round and 1 in the second.
+	r := testRates
+	r.ResourcesPerFile = 1000
+	// 60M at 1,000 per file: export 5,172.41 s seen at 5,280 + 60; round 1 50M (5,000 s, seen at 5,040), round 2
+	// 10M (1,000 s, seen at 1,080): ends at 5,340 + 6,120.
+	require.InDelta(t, 5340+6120, MSTool([]Bucket{{"Observation", start, 60_000_000}}, r), 1e-6)
+}
+
+func TestWorkloadIsRecentObservationHeavyAndAddsUp(t *testing.T) {
+	w := DefaultWorkload()
+	w.Resources, w.Weight = 2_000_000, 100 // 20,000 stored
+	require.NoError(t, w.Validate())
+	resources, buckets := w.Generate()
+	require.Len(t, resources, 20_000)
+	again, _ := w.Generate()
+	require.Equal(t, resources, again, "deterministic")
+
+	var total int64
+	perType := map[string]int64{}
+	recent := int64(0)
+	for _, b := range buckets {
+		total += b.Resources
+		perType[b.Type] += b.Resources
+		if !b.Start.Before(w.To.AddDate(-2, 0, 0)) {
+			recent += b.Resources
+		}
+	}
+	require.Equal(t, w.Resources, total, "the buckets hold every modelled resource")
+	require.Len(t, perType, 7)
+	require.InDelta(t, 0.60, float64(perType["Observation"])/float64(total), 0.02)
+	require.Greater(t, float64(recent)/float64(total), 0.5, "most resources are recent")
+
+	var first struct {
+		ResourceType string
+		ID           string
+		Meta         struct{ VersionID, LastUpdated string }
+	}
+	require.NoError(t, json.Unmarshal(resources[0], &first))
+	at, err := time.Parse(time.RFC3339Nano, first.Meta.LastUpdated)
+	require.NoError(t, err)
+	require.False(t, at.Before(w.From))
+	require.True(t, at.Before(w.To))
+
+	bad := w
+	bad.Types = []TypeShare{{"Observation", 0.5}}
+	require.Error(t, bad.Validate())
+}
