@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools build demo stack-up stack-down package chaos fuzz test test-short vet fmt-check bench
+.PHONY: tools build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale
 
 tools: ## install the pinned Azurite into .tools/
 	@./scripts/install-tools.sh
@@ -25,6 +25,9 @@ stack-down:
 
 package: ## the Azure Functions zip: dist/fhir-migrator.zip (static linux/amd64 bin/handler, host.json, function folders)
 	@./scripts/package.sh
+
+deploy-check: ## what a first `azd up` needs: azd 1.26.0+, its alpha feature for language custom, go
+	@./scripts/deploy-check.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -53,3 +56,6 @@ fuzz:
 
 bench: ## benchmarks (speed and memory are measured here, never asserted in tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+bench-scale: tools ## a billion modelled resources through the local stack under the rate model (about 15 minutes): one line, and bench/out/scale.json
+	$(GO) run ./cmd/benchscale

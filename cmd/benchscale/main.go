@@ -29,8 +29,9 @@ func main() {
 	}
 }
 
-func parse(args []string, stderr io.Writer) (scalebench.Config, error) {
+func parse(args []string, stderr io.Writer) (scalebench.Config, string, error) {
 	cfg := scalebench.Config{Workload: scalebench.DefaultWorkload(), Rates: scalebench.DefaultRates()}
+	var out string
 	fs := flag.NewFlagSet("benchscale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Int64Var(&cfg.Workload.Resources, "resources", cfg.Workload.Resources, "modelled resources of the workload")
@@ -42,18 +43,19 @@ func parse(args []string, stderr io.Writer) (scalebench.Config, error) {
 	fs.IntVar(&cfg.Rates.ExportSlots, "export-slots", cfg.Rates.ExportSlots, "C_e: exports at once on the source")
 	fs.Float64Var(&cfg.Rates.ImportCapacity, "import-rate", cfg.Rates.ImportCapacity, "R_I: modelled resources per second of the destination")
 	fs.IntVar(&cfg.Rates.ImportSlots, "import-slots", cfg.Rates.ImportSlots, "C_i: imports at once on the destination")
-	fs.StringVar(&cfg.Out, "out", filepath.Join("bench", "out", "scale.json"), "where the run is written")
+	fs.Int64Var(&cfg.Rates.ResourcesPerFile, "resources-per-file", cfg.Rates.ResourcesPerFile, "modelled resources in one exported file (a whole number of stored resources)")
+	fs.StringVar(&out, "out", filepath.Join("bench", "out", "scale.json"), "where the run is written")
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return cfg, "", err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+		return cfg, "", fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	return cfg, cfg.Validate()
+	return cfg, out, cfg.Validate()
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parse(args, stderr)
+	cfg, out, err := parse(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -63,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.Progress = stderr
 	rep, err := scalebench.Run(ctx, cfg)
 	if rep != nil {
-		if werr := write(cfg.Out, rep); werr != nil {
+		if werr := write(out, rep); werr != nil {
 			return werr
 		}
 		fmt.Fprintln(stdout, rep.Figures.Line())

@@ -97,3 +97,17 @@ func TestWorkloadIsRecentObservationHeavyAndAddsUp(t *testing.T) {
 	bad.Types = []TypeShare{{"Observation", 0.5}}
 	require.Error(t, bad.Validate())
 }
+
+// The bench's default file size (larger than a non-parallel export's, to spare Azurite) leaves Microsoft's
+// schedule unchanged on the default workload: every window of at most 100M fits one round of payloads.
+func TestFileSizeLeavesMSToolUnchangedOnTheDefaultWorkload(t *testing.T) {
+	w := DefaultWorkload()
+	w.Weight = 1_000_000 // the buckets only: 1,000 stored resources
+	_, buckets := w.Generate()
+	small, large := testRates, testRates
+	large.ResourcesPerFile = DefaultResourcesPerFile
+	require.Equal(t, MSTool(buckets, small), MSTool(buckets, large))
+	tiny := testRates
+	tiny.ResourcesPerFile = 100 // 100M in 1,000,000 files: 100 payloads, 20 rounds: slower
+	require.Greater(t, MSTool(buckets, tiny), MSTool(buckets, small))
+}

@@ -31,9 +31,8 @@ type Config struct {
 	TimeScale float64
 	// Budget bounds the wait for the migration (wall time).
 	Budget time.Duration
-	// RepoRoot holds host.json and the function folders; Out is where the run is written (JSON).
+	// RepoRoot holds host.json and the function folders.
 	RepoRoot string
-	Out      string
 	// Progress gets a line now and then.
 	Progress io.Writer
 }
@@ -42,10 +41,18 @@ type Config struct {
 // until Azurite collects them.
 const azuriteMemoryMB = 8192
 
-// DefaultRates are the simulators' default rate model, with files of 10,000 modelled resources.
+// DefaultResourcesPerFile is the modelled resources in one exported file: about 100 MB of NDJSON, as a parallel
+// export rolls its files at 64 MB and imports run best on files of 50 to 200 MB. A non-parallel export writes
+// about 10,000 per file, but a billion resources in files of that size is 100,000 staged blobs, and Azurite
+// looks up a blob by scanning every blob of its account (a put takes about 1.2 µs per blob already stored), so
+// the staging emulator, not the product, would set the pace. The size changes neither Microsoft's schedule
+// (a window of at most 100,000,000 resources fits one round of payloads either way) nor the lower bound.
+const DefaultResourcesPerFile = 100_000
+
+// DefaultRates are the simulators' default rate model, with files of DefaultResourcesPerFile.
 func DefaultRates() Rates {
 	return Rates{ExportPerJob: fhirsim.DefaultExportRate, ExportSlots: fhirsim.DefaultExportSlots,
-		ImportCapacity: fhirsim.DefaultImportRate, ImportSlots: fhirsim.DefaultImportSlots, ResourcesPerFile: 10_000}
+		ImportCapacity: fhirsim.DefaultImportRate, ImportSlots: fhirsim.DefaultImportSlots, ResourcesPerFile: DefaultResourcesPerFile}
 }
 
 // Validate refuses a run that cannot be modelled.
