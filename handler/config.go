@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -46,6 +47,17 @@ type Config struct {
 	Tuning migration.Tuning
 
 	LogLevel slog.Level // setting LogLevel: debug, info (default), warn, error
+	// LogFormat is text (key=value, default) or json (one object per line: what the Azure dashboard queries).
+	LogFormat string
+}
+
+// NewLogger writes the handler's log lines to w in the configured format and level.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // Storage is a storage account reached by connection string (local) or by URL with the identity (Azure).
@@ -142,6 +154,11 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("LogLevel", "info"))); err != nil {
 		bad("LogLevel: want debug, info, warn or error, got %q", get("LogLevel", ""))
+	}
+	switch c.LogFormat = get("LogFormat", "text"); c.LogFormat {
+	case "text", "json":
+	default:
+		bad("LogFormat: want text or json, got %q", c.LogFormat)
 	}
 
 	if len(problems) > 0 {

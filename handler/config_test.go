@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -51,11 +52,12 @@ func TestLoadConfigNamesEveryProblem(t *testing.T) {
 		"MaxExportsPerSource":            "0",
 		"PollInitial":                    "soon",
 		"LogLevel":                       "loud",
+		"LogFormat":                      "xml",
 	}))
 	require.Error(t, err)
 	for _, name := range []string{"FUNCTIONS_CUSTOMHANDLER_PORT", "FhirCredential", "AzureWebJobsStorage",
 		"StagingStorage__blobServiceUri", "ServiceBusConnection__fullyQualifiedNamespace", "MaxExportsPerSource",
-		"PollInitial", "LogLevel"} {
+		"PollInitial", "LogLevel", "LogFormat"} {
 		require.ErrorContains(t, err, name)
 	}
 	require.NotContains(t, err.Error(), "sv=secret", "a SAS must never be echoed")
@@ -98,4 +100,22 @@ func TestTuningSettingsAreReadAndDocumented(t *testing.T) {
 	_, err = LoadConfig(env(map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "4711", "AzureWebJobsStorage": "x",
 		"StagingStorage": "x", "DEVHOST_URL": "http://127.0.0.1:7071", "PollInitial": "5m", "PollMax": "1m"}))
 	require.ErrorContains(t, err, "PollMax (1m0s) must not be below PollInitial (5m0s)")
+}
+
+func TestLogFormat(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "4711", "AzureWebJobsStorage": "x", "StagingStorage": "x",
+		"DEVHOST_URL": "http://127.0.0.1:7071"}
+	for format, want := range map[string]string{"": "level=INFO msg=hello migration=m-1\n", "text": "level=INFO msg=hello migration=m-1\n",
+		"json": `"level":"INFO","msg":"hello","migration":"m-1"}` + "\n"} {
+		settings := maps.Clone(base)
+		if format != "" {
+			settings["LogFormat"] = format
+		}
+		c, err := LoadConfig(env(settings))
+		require.NoError(t, err, format)
+		var out strings.Builder
+		c.NewLogger(&out).Info("hello", "migration", "m-1")
+		require.True(t, strings.HasSuffix(out.String(), want), "%s: %s", format, out.String())
+	}
 }

@@ -41,6 +41,7 @@ const (
 	typeDestinationFHIR = "Microsoft.HealthcareApis/workspaces/fhirservices"
 	typeStorageAccount  = "Microsoft.Storage/storageAccounts"
 	typeServiceBus      = "Microsoft.ServiceBus/namespaces"
+	typeServiceBusQueue = "Microsoft.ServiceBus/namespaces/queues"
 	typeAppInsights     = "Microsoft.Insights/components"
 )
 
@@ -58,6 +59,8 @@ var requiredGrants = []roleGrant{
 	{"b7e6dc6d-f1e8-4753-8033-0f276bb0955b", typeStorageAccount},  // Blob Data Owner on the host account
 	{"69a216fc-b8fb-44d8-bc22-1f3c2cd27a39", typeServiceBus},      // Service Bus Data Sender
 	{"4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0", typeServiceBus},      // Service Bus Data Receiver
+	{"090c5cfd-751d-490a-894a-3ce6f1109419", typeServiceBusQueue}, // Data Owner on each queue: Manage, for the scale monitor
+	{"0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", typeStorageAccount},  // Table Data Contributor on the host account: diagnostic events
 	{"3913510d-42f4-4e42-8a64-420c390055eb", typeAppInsights},     // telemetry with the identity
 }
 
@@ -425,8 +428,9 @@ func TestRoleAssignmentsAreNarrowAndFromTheReference(t *testing.T) {
 		sc := scope.FindStringSubmatch(r.body)
 		require.NotNil(t, sc, "%s: no scope: the assignment would land on the resource group", where)
 		target := strings.TrimSpace(sc[1])
-		require.Regexp(t, `^\w+$`, target, "%s: scope %q must be a resource, not resourceGroup() or subscription()", where, target)
-		scopeType, ok := typeOf[r.file+"#"+target]
+		require.Regexp(t, `^\w+(\[\w+\])?$`, target, "%s: scope %q must be a resource, not resourceGroup() or subscription()", where, target)
+		symbol, _, _ := strings.Cut(target, "[") // queues[i]: an element of a resource loop
+		scopeType, ok := typeOf[r.file+"#"+symbol]
 		require.True(t, ok, "%s: scope %s is not a resource declared in %s", where, target, r.file)
 		g := roleGrant{rd[1], scopeType}
 		require.True(t, allowed[g], "%s: %s on %s is not one of the grants this service needs", where, referenceRoles[g.role], scopeType)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +31,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := cfg.NewLogger(stdout)
 	// Storage is reached at start-up (the document container is created when missing); an unreachable account
 	// must fail the start with a clear error instead of hanging the host's readiness wait.
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

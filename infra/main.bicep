@@ -90,6 +90,8 @@ param logLevel string = 'info'
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+// Every generated name, module deployment names included, carries the token: two environments deploying at once
+// never overwrite each other's deployment records.
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
   'azd-env-name': environmentName
@@ -113,7 +115,7 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
 }
 
 module monitoring 'modules/monitoring.bicep' = {
-  name: 'monitoring'
+  name: 'monitoring-${resourceToken}'
   params: {
     location: location
     tags: tags
@@ -124,8 +126,17 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+module dashboard 'modules/dashboard.bicep' = {
+  name: 'dashboard-${resourceToken}'
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+  }
+}
+
 module hostStorage 'modules/storage-account.bicep' = {
-  name: 'host-storage'
+  name: 'host-storage-${resourceToken}'
   params: {
     name: hostStorageName
     location: location
@@ -140,7 +151,7 @@ module hostStorage 'modules/storage-account.bicep' = {
 }
 
 module hostStorageAccess 'modules/host-storage-access.bicep' = {
-  name: 'host-storage-access'
+  name: 'host-storage-access-${resourceToken}'
   params: {
     storageAccountName: hostStorage.outputs.name
     principalId: identity.properties.principalId
@@ -149,7 +160,7 @@ module hostStorageAccess 'modules/host-storage-access.bicep' = {
 }
 
 module stagingStorage 'modules/storage-account.bicep' = if (createStaging) {
-  name: 'staging-storage'
+  name: 'staging-storage-${resourceToken}'
   params: {
     name: stagingAccountName
     location: location
@@ -161,7 +172,7 @@ module stagingStorage 'modules/storage-account.bicep' = if (createStaging) {
 }
 
 module stagingAccess 'modules/staging-access.bicep' = {
-  name: 'staging-access'
+  name: 'staging-access-${resourceToken}'
   scope: resourceGroup(stagingResourceGroup)
   dependsOn: [
     stagingStorage
@@ -174,7 +185,7 @@ module stagingAccess 'modules/staging-access.bicep' = {
 }
 
 module serviceBus 'modules/servicebus.bicep' = {
-  name: 'servicebus'
+  name: 'servicebus-${resourceToken}'
   params: {
     name: 'sb-${resourceToken}'
     location: location
@@ -185,7 +196,7 @@ module serviceBus 'modules/servicebus.bicep' = {
 }
 
 module sourceAccess 'modules/fhir-source-access.bicep' = {
-  name: 'fhir-source-access'
+  name: 'fhir-source-access-${resourceToken}'
   scope: resourceGroup(sourceResourceGroup)
   params: {
     fhirServiceName: sourceFhirServiceName
@@ -195,7 +206,7 @@ module sourceAccess 'modules/fhir-source-access.bicep' = {
 }
 
 module destinationAccess 'modules/fhir-destination-access.bicep' = {
-  name: 'fhir-destination-access'
+  name: 'fhir-destination-access-${resourceToken}'
   scope: resourceGroup(destinationFhirResourceGroup)
   params: {
     workspaceName: destinationWorkspaceName
@@ -206,7 +217,7 @@ module destinationAccess 'modules/fhir-destination-access.bicep' = {
 }
 
 module storageWiring 'modules/storage-wiring.bicep' = if (wireStagingStorage) {
-  name: 'storage-wiring'
+  name: 'storage-wiring-${resourceToken}'
   dependsOn: [
     stagingStorage
   ]
@@ -218,6 +229,7 @@ module storageWiring 'modules/storage-wiring.bicep' = if (wireStagingStorage) {
     destinationResourceGroup: destinationFhirResourceGroup
     stagingStorageAccountName: stagingAccountName
     stagingStorageResourceGroup: stagingResourceGroup
+    deploymentSuffix: resourceToken
   }
 }
 
@@ -246,12 +258,14 @@ var handlerSettings = {
   MaxExportsPerSource: string(maxExportsPerSource)
   MaxImportsPerDestination: string(maxImportsPerDestination)
   LogLevel: logLevel
+  // One JSON object per line: the dashboard (modules/dashboard.bicep) reads its fields.
+  LogFormat: 'json'
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
 }
 
 module functionApp 'modules/function-app.bicep' = {
-  name: 'function-app'
+  name: 'function-app-${resourceToken}'
   dependsOn: [
     hostStorageAccess
     stagingAccess
@@ -285,3 +299,4 @@ output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output SOURCE_FHIR_URL string = 'https://${sourceFhirHost}'
 output DESTINATION_FHIR_URL string = 'https://${destinationFhirHost}'
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output DASHBOARD_WORKBOOK_ID string = dashboard.outputs.workbookId

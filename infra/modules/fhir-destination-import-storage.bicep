@@ -3,6 +3,11 @@
 param workspaceName string
 param name string
 param location string
+@description('The kinds Microsoft.HealthcareApis/workspaces/fhirservices allows.')
+@allowed([
+  'fhir-R4'
+  'fhir-Stu3'
+])
 param kind string
 param tags object
 param identity object

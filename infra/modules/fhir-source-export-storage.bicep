@@ -2,6 +2,12 @@
 // system-assigned identity on (the service writes the export with it).
 param name string
 param location string
+@description('The kinds Microsoft.HealthcareApis/services allows.')
+@allowed([
+  'fhir'
+  'fhir-R4'
+  'fhir-Stu3'
+])
 param kind string
 param tags object
 param properties object

@@ -67,6 +67,29 @@ var flexConfig = {
   }
 }
 
+// Elastic Premium keeps the app content on an Azure Files share, which only a key can mount. The share is created
+// here and both settings are given at site creation: set only by a later config step, the platform does not create
+// the share and the host cannot start.
+var contentShareName = toLower(name)
+var contentConnection = 'DefaultEndpointsProtocol=https;AccountName=${hostStorage.name};EndpointSuffix=${environment().suffixes.storage};AccountKey=${hostStorage.listKeys().keys[0].value}'
+var premiumSettings = isFlex ? {} : {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: 'custom'
+  WEBSITE_RUN_FROM_PACKAGE: '1'
+  WEBSITE_CONTENTSHARE: contentShareName
+  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: contentConnection
+}
+
+resource fileService 'Microsoft.Storage/storageAccounts/fileServices@2023-05-01' existing = if (!isFlex) {
+  parent: hostStorage
+  name: 'default'
+}
+
+resource contentShare 'Microsoft.Storage/storageAccounts/fileServices/shares@2023-05-01' = if (!isFlex) {
+  parent: fileService
+  name: contentShareName
+}
+
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -80,25 +103,40 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       '${identityId}': {}
     }
   }
+  dependsOn: [
+    contentShare
+  ]
   properties: union({
     serverFarmId: plan.id
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      // Elastic Premium: what the platform needs to create the site on its content share, at creation.
+      appSettings: isFlex ? [] : [
+        {
+          name: 'FUNCTIONS_EXTENSION_VERSION'
+          value: '~4'
+        }
+        {
+          name: 'FUNCTIONS_WORKER_RUNTIME'
+          value: 'custom'
+        }
+        {
+          name: 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING'
+          value: contentConnection
+        }
+        {
+          name: 'WEBSITE_CONTENTSHARE'
+          value: contentShareName
+        }
+      ]
     }
   }, isFlex ? flexConfig : {})
 }
 
-// Elastic Premium keeps the app content on an Azure Files share, which only a key can mount.
-var premiumSettings = isFlex ? {} : {
-  FUNCTIONS_EXTENSION_VERSION: '~4'
-  FUNCTIONS_WORKER_RUNTIME: 'custom'
-  WEBSITE_RUN_FROM_PACKAGE: '1'
-  WEBSITE_CONTENTSHARE: toLower(name)
-  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: 'DefaultEndpointsProtocol=https;AccountName=${hostStorage.name};EndpointSuffix=${environment().suffixes.storage};AccountKey=${hostStorage.listKeys().keys[0].value}'
-}
-
+// The whole set, the above included: this step replaces every app setting of the site, so a redeployment resets
+// settings changed by hand since.
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'

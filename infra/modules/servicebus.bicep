@@ -62,5 +62,19 @@ resource dataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Azure Service Bus Data Owner on each queue (not the namespace) gives the Manage right the trigger's scale monitor
+// needs to read a queue's length; with Listen alone it falls back to peeking (less accurate scaling, a warning in
+// the logs) and target-based scaling is off.
+resource queueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (queueName, i) in queueNames: {
+  name: guid(queues[i].id, identityId, '090c5cfd-751d-490a-894a-3ce6f1109419')
+  scope: queues[i]
+  properties: {
+    // Azure Service Bus Data Owner
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '090c5cfd-751d-490a-894a-3ce6f1109419')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
 output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
 output queueNames array = queueNames

@@ -8,6 +8,8 @@ param destinationFhirServiceName string
 param destinationResourceGroup string
 param stagingStorageAccountName string
 param stagingStorageResourceGroup string
+@description('Appended to the nested deployments\' names (they run in other resource groups, shared with other environments).')
+param deploymentSuffix string
 @description('Initial import mode blocks API writes on the destination while on; the migrator uses IncrementalLoad.')
 param initialImportMode bool = false
 
@@ -33,7 +35,7 @@ resource destinationCurrent 'Microsoft.HealthcareApis/workspaces/fhirservices@20
 }
 
 module sourceExport 'fhir-source-export-storage.bicep' = {
-  name: 'fhir-source-export-storage'
+  name: 'fhir-source-export-storage-${deploymentSuffix}'
   scope: resourceGroup(sourceFhirResourceGroup)
   params: {
     name: sourceFhirServiceName
@@ -46,7 +48,7 @@ module sourceExport 'fhir-source-export-storage.bicep' = {
 }
 
 module destinationImport 'fhir-destination-import-storage.bicep' = {
-  name: 'fhir-destination-import-storage'
+  name: 'fhir-destination-import-storage-${deploymentSuffix}'
   scope: resourceGroup(destinationResourceGroup)
   params: {
     workspaceName: destinationWorkspaceName
@@ -62,7 +64,7 @@ module destinationImport 'fhir-destination-import-storage.bicep' = {
 }
 
 module servicesOnStaging 'staging-service-access.bicep' = {
-  name: 'staging-service-access'
+  name: 'staging-service-access-${deploymentSuffix}'
   scope: resourceGroup(stagingStorageResourceGroup)
   params: {
     storageAccountName: stagingStorageAccountName

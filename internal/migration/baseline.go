@@ -10,7 +10,7 @@ import (
 // takeBaseline counts, before anything is imported, the destination's resources of every type the migration may
 // bring (those the destination supports) and its total, so that a destination that was not empty can be
 // verified. A failed count does not stop the start: the baseline records the error and the report says so.
-func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, destTypes []string) *Baseline {
+func (s *Service) takeBaseline(ctx context.Context, id string, req *Request, sourceTypes, destTypes []string) *Baseline {
 	b := &Baseline{TakenAt: s.now(), Counts: map[string]int64{}}
 	types := req.Types
 	if len(types) == 0 {
@@ -58,7 +58,7 @@ func (s *Service) takeBaseline(ctx context.Context, req *Request, sourceTypes, d
 	}
 	if err := errors.Join(errs...); err != nil {
 		b.Error = err.Error()
-		s.log.Warn("destination baseline incomplete", "destination", req.Destination, "err", err)
+		s.log.Warn("destination baseline incomplete", "migration", id, "destination", req.Destination, "err", err)
 	}
 	return b
 }

@@ -130,6 +130,7 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 		if err != nil {
 			return nil, nil, err
 		}
+		b := snapshot(m)
 		eff, err := mutate(m)
 		if errors.Is(err, errUnchanged) {
 			return m, eff, nil
@@ -149,6 +150,7 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 		if err != nil {
 			return nil, nil, fmt.Errorf("save migration %s: %w", id, err)
 		}
+		s.logChanges(ctx, b, m)
 		return m, eff, nil
 	}
 	return nil, nil, fmt.Errorf("save migration %s: %w after %d attempts", id, store.ErrConflict, maxConflictRetries)

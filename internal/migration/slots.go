@@ -134,7 +134,7 @@ func (s *Service) staleHolders(ctx context.Context, held map[string]time.Time) m
 		}
 		j := m.job(jobID)
 		if m.Status.Terminal() || j == nil || (j.State != JobStarting && j.State != JobRunning) {
-			s.log.Warn("evicting a leaked slot", "holder", h, "acquiredAt", at)
+			s.log.Warn("evicting a leaked slot", "migration", migrationID, "job", jobID, "holder", h, "acquiredAt", at)
 			stale[h] = true
 		}
 	}

@@ -88,7 +88,7 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 	}
 	// Planning counts the source from the poller: it may take longer than an HTTP call may.
 	m := &Migration{ID: id, Status: StatusPlanning, CreatedAt: now, UpdatedAt: now, Request: *req,
-		Planning: newPlanning(req, sourceTypes, now), Baseline: s.takeBaseline(ctx, req, sourceTypes, destTypes),
+		Planning: newPlanning(req, sourceTypes, now), Baseline: s.takeBaseline(ctx, id, req, sourceTypes, destTypes),
 		SourceTypes: sourceTypes}
 	data, err := encodeDoc(m)
 	if err != nil {

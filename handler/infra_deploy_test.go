@@ -1,0 +1,217 @@
+package main
+
+// The deployment fixes a first real run needs (README "Deploy to Azure"), pinned against the Bicep text and the
+// function folders, since no Bicep compiler or Azure is reachable here.
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/robfig/cron/v3"
+	"github.com/stretchr/testify/require"
+)
+
+// Two environments deploying at once must not overwrite each other's deployment records: every module deployment
+// name carries the environment's token (main.bicep) or the suffix main.bicep passes down (nested modules).
+func TestModuleDeploymentNamesCarryTheEnvironmentToken(t *testing.T) {
+	t.Parallel()
+	decl := regexp.MustCompile(`(?m)^module (\w+) '[^']+' = [^\n{]*\{`)
+	nameLine := regexp.MustCompile(`(?m)^  name: (.+)$`)
+	modules := 0
+	for file, src := range bicepFiles(t) {
+		for _, m := range decl.FindAllStringSubmatchIndex(src, -1) {
+			modules++
+			symbol := src[m[2]:m[3]]
+			name := nameLine.FindStringSubmatch(block(t, src, m[1]-1))
+			require.NotNil(t, name, "%s: module %s has no name", file, symbol)
+			want := "${resourceToken}"
+			if file != "infra/main.bicep" {
+				want = "${deploymentSuffix}"
+				require.Contains(t, src, "param deploymentSuffix string", file)
+			}
+			require.Contains(t, name[1], want, "%s: module %s: deployment name %s", file, symbol, name[1])
+		}
+	}
+	require.GreaterOrEqual(t, modules, 10)
+	main := bicepFiles(t)["infra/main.bicep"]
+	require.Contains(t, main, "deploymentSuffix: resourceToken", "main.bicep passes its token to storage-wiring")
+}
+
+// Elastic Premium: the content share exists before the site, and the site is created with its two settings (a
+// later sites/config step alone leaves the share uncreated and the host unable to start). The later full set
+// carries them too, since it replaces every setting.
+func TestElasticPremiumContentShareIsThereAtCreation(t *testing.T) {
+	t.Parallel()
+	var share, site, settings *bicepResource
+	for _, r := range resources(t) {
+		if r.file != "infra/modules/function-app.bicep" {
+			continue
+		}
+		switch r.typ {
+		case "Microsoft.Storage/storageAccounts/fileServices/shares":
+			share = &r
+		case "Microsoft.Web/sites":
+			site = &r
+		case "Microsoft.Web/sites/config":
+			settings = &r
+		}
+	}
+	require.NotNil(t, share, "function-app.bicep creates the content share")
+	require.NotNil(t, site)
+	require.NotNil(t, settings)
+	src := bicepFiles(t)["infra/modules/function-app.bicep"]
+	require.Regexp(t, `resource contentShare '[^']+' = if \(!isFlex\) \{`, src, "the share is Elastic Premium's only")
+	require.Contains(t, share.body, "name: contentShareName")
+	premium := namedObject(t, src, "premiumSettings")
+	require.Equal(t, "contentShareName", premium["WEBSITE_CONTENTSHARE"], "the setting names the share created")
+	require.Equal(t, "contentConnection", premium["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"])
+
+	require.Regexp(t, `(?s)dependsOn: \[\s*contentShare\s*\]`, site.body, "the site waits for its share")
+	i := strings.Index(site.body, "appSettings: isFlex ? [] : [")
+	require.NotEqual(t, -1, i, "the site is created with the Elastic Premium settings")
+	atCreation := block(t, site.body, i+len("appSettings: isFlex ? [] : "))
+	for name, value := range map[string]string{
+		"WEBSITE_CONTENTSHARE":                     "contentShareName",
+		"WEBSITE_CONTENTAZUREFILECONNECTIONSTRING": "contentConnection",
+		"FUNCTIONS_EXTENSION_VERSION":              "'~4'",
+		"FUNCTIONS_WORKER_RUNTIME":                 "'custom'",
+	} {
+		require.Regexp(t, `name: '`+name+`'\s+value: `+regexp.QuoteMeta(value), atCreation, name)
+		require.Equal(t, value, premium[name], "%s: the same value at creation and in the full set", name)
+	}
+	require.Contains(t, settings.body, "properties: union(appSettings, premiumSettings)", "the full set keeps them")
+}
+
+// A timer firing more than once a minute runs without schedule monitoring (the host's own default for such
+// schedules): monitoring would write a status blob on every tick for nothing, since a missed sweep is made up by
+// the next one.
+func TestPollTimerIsNotMonitoredAtItsSchedules(t *testing.T) {
+	t.Parallel()
+	var fn struct {
+		Bindings []struct {
+			Type       string `json:"type"`
+			Schedule   string `json:"schedule"`
+			UseMonitor *bool  `json:"useMonitor"`
+		} `json:"bindings"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "PollJob/function.json")), &fn))
+	require.Len(t, fn.Bindings, 1)
+	b := fn.Bindings[0]
+	require.Equal(t, "timerTrigger", b.Type)
+	require.Equal(t, "%PollSchedule%", b.Schedule)
+	require.NotNil(t, b.UseMonitor, "useMonitor is set explicitly")
+
+	schedules := map[string]string{}
+	m := regexp.MustCompile(`(?m)^param pollSchedule string = '([^']+)'$`).FindStringSubmatch(bicepFiles(t)["infra/main.bicep"])
+	require.NotNil(t, m)
+	schedules["infra/main.bicep"] = m[1]
+	var local struct{ Values map[string]string }
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "local.settings.json.example")), &local))
+	schedules["local.settings.json.example"] = local.Values["PollSchedule"]
+	parser := cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+	for where, text := range schedules {
+		s, err := parser.Parse(text)
+		require.NoError(t, err, where)
+		from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		first := s.Next(from)
+		require.Less(t, s.Next(first).Sub(first), time.Minute, "%s: %q fires more than once a minute", where, text)
+	}
+	require.False(t, *b.UseMonitor, "schedules firing more than once a minute run unmonitored")
+}
+
+// The re-deployed services' kind is typed to what each resource type allows.
+func TestFHIRServiceKindsAreTyped(t *testing.T) {
+	t.Parallel()
+	files := bicepFiles(t)
+	for file, want := range map[string][]string{
+		"infra/modules/fhir-source-export-storage.bicep":      {"fhir", "fhir-R4", "fhir-Stu3"},
+		"infra/modules/fhir-destination-import-storage.bicep": {"fhir-R4", "fhir-Stu3"},
+	} {
+		src := files[file]
+		m := regexp.MustCompile(`@allowed\(\[([^\]]*)\]\)\s*param kind string`).FindStringSubmatch(src)
+		require.NotNil(t, m, "%s: kind is not typed", file)
+		var got []string
+		for _, q := range regexp.MustCompile(`'([^']+)'`).FindAllStringSubmatch(m[1], -1) {
+			got = append(got, q[1])
+		}
+		require.Equal(t, want, got, file)
+	}
+}
+
+// The dashboard is deployed on the Application Insights component, and its queries read only what the engine logs:
+// its two change lines, their fields, and the values those fields take.
+func TestDashboardQueriesReadOnlyWhatTheHandlerLogs(t *testing.T) {
+	t.Parallel()
+	files := bicepFiles(t)
+	require.Regexp(t, `(?m)^module dashboard 'modules/dashboard\.bicep' = \{`, files["infra/main.bicep"])
+	require.Contains(t, files["infra/main.bicep"], "applicationInsightsId: monitoring.outputs.applicationInsightsId")
+	dash := files["infra/modules/dashboard.bicep"]
+	for _, want := range []string{"'Microsoft.Insights/workbooks@", "kind: 'shared'", "category: 'workbook'",
+		"sourceId: applicationInsightsId", "serializedData: loadTextContent('workbook.json')", "name: guid("} {
+		require.Contains(t, dash, want)
+	}
+	require.Contains(t, files["infra/main.bicep"], "LogFormat: 'json'", "the dashboard parses JSON lines")
+
+	var wb struct {
+		Version string `json:"version"`
+		Items   []struct {
+			Type    int             `json:"type"`
+			Name    string          `json:"name"`
+			Content json.RawMessage `json:"content"`
+		} `json:"items"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "infra/modules/workbook.json")), &wb))
+	require.Equal(t, "Notebook/1.0", wb.Version)
+
+	fields := migration.ChangeLogFields()
+	values := map[string][]string{
+		"to":    {string(migration.StatusPlanning), string(migration.StatusExporting), string(migration.StatusImporting), string(migration.StatusVerifying), string(migration.StatusCompleted), string(migration.StatusFailed), string(migration.StatusCanceled)},
+		"state": {string(migration.JobDone), string(migration.JobFailed), string(migration.JobCanceled)},
+		"kind":  {string(migration.KindExport), string(migration.KindImport), string(migration.KindCopy)},
+	}
+	msgLiteral := regexp.MustCompile(`msg == "([^"]*)"`)
+	fieldRef := regexp.MustCompile(`\bl\.(\w+)`)
+	compared := regexp.MustCompile(`tostring\(l\.(\w+)\) == "([^"]*)"`)
+	inList := regexp.MustCompile(`\b(kind) in \(([^)]*)\)`)
+	queries := 0
+	for _, it := range wb.Items {
+		if it.Type != 3 {
+			continue
+		}
+		queries++
+		var c struct {
+			Query, ResourceType      string
+			TimeContextFromParameter string
+		}
+		require.NoError(t, json.Unmarshal(it.Content, &c))
+		require.Equal(t, "microsoft.insights/components", c.ResourceType, it.Name)
+		require.Equal(t, "TimeRange", c.TimeContextFromParameter, it.Name)
+		require.Contains(t, c.Query, "migration in ({Migration})", "%s: filtered by the migrations picked", it.Name)
+		allowed := map[string]bool{"time": true, "level": true, "msg": true, "migration": true}
+		msgs := msgLiteral.FindAllStringSubmatch(c.Query, -1)
+		require.NotEmpty(t, msgs, it.Name)
+		for _, m := range msgs {
+			f, ok := fields[m[1]]
+			require.True(t, ok, "%s: %q is not a line the engine writes", it.Name, m[1])
+			for _, name := range f {
+				allowed[name] = true
+			}
+		}
+		for _, m := range fieldRef.FindAllStringSubmatch(c.Query, -1) {
+			require.True(t, allowed[m[1]], "%s: l.%s is not a field of the lines it reads", it.Name, m[1])
+		}
+		for _, m := range compared.FindAllStringSubmatch(c.Query, -1) {
+			require.Contains(t, values[m[1]], m[2], "%s: %s is never %q", it.Name, m[1], m[2])
+		}
+		for _, m := range inList.FindAllStringSubmatch(c.Query, -1) {
+			for _, v := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(m[2], -1) {
+				require.Contains(t, values[m[1]], v[1], "%s: %s is never %q", it.Name, m[1], v[1])
+			}
+		}
+	}
+	require.GreaterOrEqual(t, queries, 4, "status, resources per hour, jobs, failures")
+}

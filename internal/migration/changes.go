@@ -1,0 +1,78 @@
+package migration
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Log messages of the changes a saved decision made. They are stable: the Azure dashboard
+// (infra/modules/workbook.json) charts them, and handler/infra_deploy_test.go checks its queries against them.
+const (
+	LogStatusChanged = "migration status changed"
+	LogJobEnded      = "job ended"
+)
+
+// ChangeLogFields names the fields each change line may carry besides time, level, msg and migration (which every
+// line of a step carries).
+func ChangeLogFields() map[string][]string {
+	return map[string][]string{
+		LogStatusChanged: {"from", "to", "code", "err"},
+		LogJobEnded:      {"job", "kind", "state", "types", "resources", "failed", "err"},
+	}
+}
+
+// before is what a decision may change that the operator watches: the status, and the state of every job that
+// has not ended (an ended job never changes again).
+type before struct {
+	status Status
+	open   map[string]JobState
+}
+
+func snapshot(m *Migration) before {
+	b := before{status: m.Status, open: map[string]JobState{}}
+	for _, j := range m.Jobs {
+		if !j.State.Finished() {
+			b.open[j.ID] = j.State
+		}
+	}
+	return b
+}
+
+// logChanges writes one line per change between b and the saved m, each with the migration id: a status that
+// changed (with the failure's code), and a job that ended (with its kind, types, resources and failures).
+func (s *Service) logChanges(ctx context.Context, b before, m *Migration) {
+	log := s.log.With("migration", m.ID)
+	for _, j := range m.Jobs {
+		if _, was := b.open[j.ID]; !was || !j.State.Finished() {
+			continue
+		}
+		attrs := []any{"job", j.ID, "kind", j.Kind, "state", j.State, "types", j.Types, "resources", sum(j.Counts)}
+		if j.ErrorSummary != nil {
+			attrs = append(attrs, "failed", sum(j.ErrorSummary.ByType))
+		}
+		level := slog.LevelInfo
+		if j.State == JobFailed {
+			level = slog.LevelWarn
+			attrs = append(attrs, "err", j.LastError)
+		}
+		log.Log(ctx, level, LogJobEnded, attrs...)
+	}
+	if m.Status == b.status {
+		return
+	}
+	attrs := []any{"from", b.status, "to", m.Status}
+	level := slog.LevelInfo
+	if m.Error != nil {
+		level = slog.LevelError
+		attrs = append(attrs, "code", m.Error.Code, "err", m.Error.Message)
+	}
+	log.Log(ctx, level, LogStatusChanged, attrs...)
+}
+
+func sum(counts map[string]int64) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
