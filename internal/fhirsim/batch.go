@@ -29,8 +29,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		writeOutcome(w, http.StatusUnsupportedMediaType, "not-supported", "the Content-Type must be application/fhir+json or application/json")
 		return
 	}
-	if s.cfg.flavor == FlavorAHDS && s.cfg.initialImportMode {
-		writeOutcome(w, http.StatusLocked, "lock-error", "the service is in initial import mode: writes are not allowed")
+	if !s.writable(w) {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchBodySize))
@@ -85,18 +84,12 @@ func (s *Server) batchPut(req *entryRequest, raw json.RawMessage, index int) *en
 	if p.Type != typ || p.ID != id {
 		return fail(http.StatusBadRequest, "the resource %s/%s does not match request.url %s", p.Type, p.ID, req.URL)
 	}
-	now := s.now()
 	var stored *resource
 	created := false
-	err = s.resources.update(typ, id, func(existing *resource) (*resource, error) {
-		version := 1
-		if existing != nil {
-			version = versionNumber(existing.VersionID) + 1
-		}
-		created = existing == nil
-		r, err := stamped(p, version, now)
-		stored = r
-		return r, err
+	err = s.resources.update(typ, id, func(v versions) (change, error) {
+		r, err := stamped(p, nextVersion(v), s.now())
+		created, stored = v.current == nil, r
+		return change{latest: r}, err
 	})
 	if err != nil {
 		return fail(http.StatusBadRequest, "%v", err)

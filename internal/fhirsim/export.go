@@ -2,6 +2,7 @@ package fhirsim
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ type exportSpec struct {
 	till        dateFilter
 	typeFilters map[string][]criteria // ORed per type
 	container   string
+	// history and deleted: includeAssociatedData=_history (older versions) and _deleted (deletion stubs), each
+	// selected by its own lastUpdated.
+	history, deleted bool
 }
 
 type manifestFile struct {
@@ -191,7 +195,12 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 			return exportSpec{}, fmt.Errorf("includeAssociatedData cannot be combined with _typeFilter")
 		}
 		for d := range strings.SplitSeq(v, ",") {
-			if d = strings.TrimSpace(d); d != "_history" && d != "_deleted" {
+			switch strings.TrimSpace(d) {
+			case "_history":
+				spec.history = true
+			case "_deleted":
+				spec.deleted = true
+			default:
 				return exportSpec{}, fmt.Errorf("includeAssociatedData %q is not supported (want _history or _deleted)", d)
 			}
 		}
@@ -279,6 +288,17 @@ func (s *Server) exportSnapshot(spec exportSpec) []*resource {
 			}
 		}
 		_, page, _ := s.resources.find(q)
+		if spec.history || spec.deleted {
+			from, to, _ := dateRange(dates)
+			for _, r := range s.resources.olderInRange(t, from, to) {
+				if (r.Deleted && spec.deleted) || (!r.Deleted && spec.history) {
+					page = append(page, r)
+				}
+			}
+			slices.SortStableFunc(page, func(a, b *resource) int {
+				return cmp.Or(byTime(a, b), cmp.Compare(versionNumber(a.VersionID), versionNumber(b.VersionID)))
+			})
+		}
 		out = append(out, page...)
 	}
 	return out

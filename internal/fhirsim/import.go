@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -289,9 +290,10 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 		err    error
 	}
 	reads := make([]read, len(j.spec.Inputs))
+	seen := &importSeen{keys: map[string]bool{}}
 	inParallel(ctx, len(reads), blobWorkers, func(i int) {
 		r := &reads[i]
-		r.loaded, r.failed, r.err = s.importInput(ctx, blobs, j.spec.Mode, j.spec.Inputs[i])
+		r.loaded, r.failed, r.err = s.importInput(ctx, blobs, j.spec.Mode, j.spec.Inputs[i], seen)
 	})
 	for i, in := range j.spec.Inputs {
 		loaded, failedLines, err := reads[i].loaded, reads[i].failed, reads[i].err
@@ -327,7 +329,7 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 
 // importInput streams one NDJSON blob line by line and returns the loaded count and an OperationOutcome line per
 // failed line.
-func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode string, in importInput) (loaded int, failed [][]byte, err error) {
+func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode string, in importInput, seen *importSeen) (loaded int, failed [][]byte, err error) {
 	container, name, err := blobs.locate(in.URL)
 	if err != nil {
 		return 0, nil, err
@@ -348,7 +350,7 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 			if s.faults.roll(FaultImportLineErrors) {
 				lineErr = errors.New("the resource could not be written: the data store timed out")
 			} else {
-				lineErr = s.importLine(mode, in.Type, trimmed)
+				lineErr = s.importLine(mode, in.Type, trimmed, seen)
 			}
 			if lineErr != nil {
 				oo, _ := json.Marshal(newOutcome("processing", fmt.Sprintf(
@@ -367,8 +369,32 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 	}
 }
 
-// importLine stores one resource according to the import mode.
-func (s *Server) importLine(mode, inputType string, line []byte) error {
+// importSeen are the versions a job has read: a second row with the same (id, versionId) or (id, lastUpdated)
+// fails as a duplicate, as the service deduplicates the rows it reads.
+type importSeen struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+// first records the row's keys and reports whether neither was seen before.
+func (s *importSeen) first(typ, id, version string, lastUpdated time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byVersion := typ + "/" + id + "/v/" + version
+	byTime := typ + "/" + id + "/t/" + lastUpdated.UTC().Format(time.RFC3339Nano)
+	if s.keys[byVersion] || s.keys[byTime] {
+		return false
+	}
+	s.keys[byVersion], s.keys[byTime] = true, true
+	return true
+}
+
+// importLine stores one resource according to the import mode. IncrementalLoad keeps a row's versionId and
+// lastUpdated when both are there (versionId an integer): a higher version becomes the newest (a row with the
+// deleted-state extension deletes the resource, and leaves the extension out of the stored row), a lower one with
+// an earlier lastUpdated goes into the history, the same one with the same content is a success that changes
+// nothing, and any other disagreement of version and time order is a version conflict.
+func (s *Server) importLine(mode, inputType string, line []byte, seen *importSeen) error {
 	p, err := parseResource(line)
 	if err != nil {
 		return err
@@ -384,39 +410,64 @@ func (s *Server) importLine(mode, inputType string, line []byte) error {
 		return nil // counted as loaded, never stored
 	}
 	now := s.now()
-	return s.resources.update(p.Type, p.ID, func(existing *resource) (*resource, error) {
+	deleted := isDeletionStub(p.Compact)
+	var lastUpdated time.Time
+	if mode != modeInitial && p.LastUpdated != "" {
+		tr, err := parseFHIRTime(p.LastUpdated)
+		if err != nil {
+			return fmt.Errorf("meta.lastUpdated: %w", err)
+		}
+		if tr.start.After(now.Add(importFutureSkew)) {
+			return fmt.Errorf("meta.lastUpdated %s is in the future", p.LastUpdated)
+		}
+		lastUpdated = tr.start
+	}
+	version := versionNumber(p.VersionID)
+	kept := mode != modeInitial && !lastUpdated.IsZero() && version > 0
+	if kept && !seen.first(p.Type, p.ID, p.VersionID, lastUpdated) {
+		return fmt.Errorf("Failed to import duplicate resource %s/%s (version %s)", p.Type, p.ID, p.VersionID)
+	}
+	return s.resources.update(p.Type, p.ID, func(v versions) (change, error) {
 		if mode == modeInitial {
-			if existing != nil {
-				return nil, fmt.Errorf("%s/%s already exists", p.Type, p.ID)
+			if v.current != nil {
+				return change{}, fmt.Errorf("%s/%s already exists", p.Type, p.ID)
 			}
-			return stamped(p, 1, now)
+			r, err := stamped(p, 1, now)
+			return change{latest: r}, err
 		}
-		var lastUpdated time.Time
-		if p.LastUpdated != "" {
-			tr, err := parseFHIRTime(p.LastUpdated)
-			if err != nil {
-				return nil, fmt.Errorf("meta.lastUpdated: %w", err)
+		if !kept {
+			at := cmp.Or(lastUpdated, now)
+			if deleted {
+				return change{latest: deletionStub(p.Type, p.ID, nextVersion(v), at)}, nil
 			}
-			if tr.start.After(now.Add(importFutureSkew)) {
-				return nil, fmt.Errorf("meta.lastUpdated %s is in the future", p.LastUpdated)
+			r, err := stamped(p, nextVersion(v), at)
+			return change{latest: r}, err
+		}
+		in := deletionStub(p.Type, p.ID, version, lastUpdated)
+		if !deleted {
+			if in, err = storedFrom(p); err != nil {
+				return change{}, err
 			}
-			lastUpdated = tr.start
 		}
-		version := versionNumber(p.VersionID)
-		if lastUpdated.IsZero() || version == 0 {
-			next := 1
-			if existing != nil {
-				next = versionNumber(existing.VersionID) + 1
+		conflict := fmt.Errorf("version conflict: %s/%s version %d at %s disagrees with the stored versions", p.Type, p.ID, version, p.LastUpdated)
+		if same := v.find(version); same != nil {
+			if same.Deleted == in.Deleted && same.LastUpdated.Equal(in.LastUpdated) && (in.Deleted || bytes.Equal(same.Raw, in.Raw)) {
+				return change{}, nil // already stored: a success that changes nothing
 			}
-			return stamped(p, next, cmp.Or(lastUpdated, now))
+			return change{}, conflict
 		}
-		if existing == nil || versionNumber(existing.VersionID) < version {
-			return storedFrom(p)
+		latest := v.latest()
+		switch {
+		case latest == nil || version > versionNumber(latest.VersionID):
+			if latest != nil && in.LastUpdated.Before(latest.LastUpdated) {
+				return change{}, conflict
+			}
+			return change{latest: in}, nil
+		case in.LastUpdated.Before(latest.LastUpdated):
+			return change{older: in}, nil
+		default:
+			return change{}, conflict
 		}
-		if versionNumber(existing.VersionID) == version && !bytes.Equal(existing.Raw, p.Compact) {
-			return nil, fmt.Errorf("version conflict: %s/%s version %d is stored with other content", p.Type, p.ID, version)
-		}
-		return nil, nil // identical or older version: counted as loaded, the current version stays
 	})
 }
 

@@ -179,17 +179,6 @@ type entryResponse struct {
 // continuationParam carries the key of the last resource of the previous page.
 const continuationParam = "ct"
 
-func (s *Server) handleRead(w http.ResponseWriter, typ, id string) {
-	r := s.resources.get(typ, id)
-	if r == nil {
-		writeOutcome(w, http.StatusNotFound, "not-found", "resource type %q with id %q couldn't be found", typ, id)
-		return
-	}
-	w.Header().Set("ETag", `W/"`+r.VersionID+`"`)
-	w.Header().Set("Last-Modified", r.LastUpdated.UTC().Format(http.TimeFormat))
-	writeRaw(w, http.StatusOK, "application/fhir+json", r.Raw)
-}
-
 // handleSearch serves GET /{Type}?... and GET /?... with _id, _lastUpdated, _count, _summary=count and paging.
 // Unknown parameters are ignored, as on the service, unless the request sends Prefer: handling=strict.
 func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string) {

@@ -426,8 +426,20 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.handleSearch(w, r, segs[0])
+	case len(segs) == 2 && r.Method == http.MethodGet && knownType(segs[0]) && segs[1] == "_history":
+		s.handleHistory(w, r, segs[0], "")
+	case len(segs) == 1 && r.Method == http.MethodGet && segs[0] == "_history":
+		s.handleHistory(w, r, "", "")
+	case len(segs) == 3 && r.Method == http.MethodGet && knownType(segs[0]) && segs[2] == "_history":
+		s.handleHistory(w, r, segs[0], segs[1])
 	case len(segs) == 2 && r.Method == http.MethodGet && knownType(segs[0]):
 		s.handleRead(w, segs[0], segs[1])
+	case len(segs) == 2 && r.Method == http.MethodPut && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):
+		s.handlePut(w, r, segs[0], segs[1])
+	case len(segs) == 2 && r.Method == http.MethodDelete && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):
+		s.handleDelete(w, segs[0], segs[1])
+	case len(segs) == 1 && r.Method == http.MethodPost && knownType(segs[0]):
+		s.handlePost(w, r, segs[0])
 	case len(segs) == 1 && strings.HasPrefix(segs[0], "$"):
 		writeOutcome(w, http.StatusBadRequest, "not-supported",
 			"the requested %q operation is not enabled on %s", segs[0], s.cfg.flavor)

@@ -21,6 +21,9 @@ type resource struct {
 	VersionID   string
 	LastUpdated time.Time
 	Raw         []byte
+	// Deleted marks a deletion stub: Raw is {resourceType, id, meta} with the deleted-state extension, as the
+	// service exports it.
+	Deleted bool
 }
 
 func (r *resource) key() string { return r.Type + "/" + r.ID }
@@ -124,8 +127,9 @@ func versionNumber(v string) int {
 	return n
 }
 
-// resourceStore keeps the current version of every resource, by type and id, with the indexes a FHIR service's
-// database has: by key, and by (lastUpdated, id) for date ranges and _sort. The sorted views are rebuilt on the
+// resourceStore keeps every version of every resource, by type and id, with the indexes a FHIR service's
+// database has: current versions by key, and by (lastUpdated, id) for date ranges and _sort; older versions and
+// deletion stubs (history) by id, and by lastUpdated for exports of history. The sorted views are rebuilt on the
 // first query after a write, so a bulk load pays for one sort and a lookup by id never scans.
 type resourceStore struct {
 	mu     sync.RWMutex
@@ -133,9 +137,71 @@ type resourceStore struct {
 }
 
 // typeIndex holds one type's resources; byKey (by id) and byTime (by lastUpdated, then id) are nil while stale.
+// byID holds current versions only: a deleted resource leaves it (and search) and its stub ends its history.
 type typeIndex struct {
 	byID          map[string]*resource
 	byKey, byTime []*resource
+	// older holds, per id, every version that is not current, by version ascending; olderByTime is their time
+	// index (nil while stale) and olderN their number.
+	older       map[string][]*resource
+	olderByTime []*resource
+	olderN      int
+}
+
+// archive puts r into the id's history, in version order.
+func (ix *typeIndex) archive(r *resource) {
+	h := ix.older[r.ID]
+	i, _ := slices.BinarySearchFunc(h, versionNumber(r.VersionID), func(x *resource, v int) int {
+		return cmp.Compare(versionNumber(x.VersionID), v)
+	})
+	ix.older[r.ID] = slices.Insert(h, i, r)
+	ix.olderN++
+	ix.olderByTime = nil
+}
+
+// versions are every stored version of one resource.
+type versions struct {
+	current *resource   // nil when absent or deleted
+	older   []*resource // by version ascending; the last is a stub when the resource is deleted
+}
+
+// latest is the highest version: the current one, or the newest of the history (a stub when deleted).
+func (v versions) latest() *resource {
+	if v.current != nil {
+		return v.current
+	}
+	if len(v.older) > 0 {
+		return v.older[len(v.older)-1]
+	}
+	return nil
+}
+
+// find returns the stored version numbered n, or nil.
+func (v versions) find(n int) *resource {
+	if v.current != nil && versionNumber(v.current.VersionID) == n {
+		return v.current
+	}
+	for _, r := range v.older {
+		if versionNumber(r.VersionID) == n {
+			return r
+		}
+	}
+	return nil
+}
+
+// all lists every version, oldest first.
+func (v versions) all() []*resource {
+	out := slices.Clone(v.older)
+	if v.current != nil {
+		out = append(out, v.current)
+	}
+	return out
+}
+
+// change is what a write decides: latest becomes the newest version (a stub deletes the resource), older goes
+// into the history. Both nil: nothing changes.
+type change struct {
+	latest, older *resource
 }
 
 func newResourceStore() *resourceStore {
@@ -148,41 +214,99 @@ func (s *resourceStore) put(r *resource) {
 	s.putLocked(r)
 }
 
+// putLocked makes r the newest version of its resource: the current one moves to the history, and a stub
+// deletes the resource.
 func (s *resourceStore) putLocked(r *resource) {
-	ix := s.byType[r.Type]
-	if ix == nil {
-		ix = &typeIndex{byID: map[string]*resource{}}
-		s.byType[r.Type] = ix
+	ix := s.index(r.Type)
+	if cur := ix.byID[r.ID]; cur != nil {
+		ix.archive(cur)
 	}
-	ix.byID[r.ID] = r
+	if r.Deleted {
+		delete(ix.byID, r.ID)
+		ix.archive(r)
+	} else {
+		ix.byID[r.ID] = r
+	}
 	ix.byKey, ix.byTime = nil, nil
 }
 
-func (s *resourceStore) get(typ, id string) *resource {
+func (s *resourceStore) index(typ string) *typeIndex {
+	ix := s.byType[typ]
+	if ix == nil {
+		ix = &typeIndex{byID: map[string]*resource{}, older: map[string][]*resource{}}
+		s.byType[typ] = ix
+	}
+	return ix
+}
+
+func (s *resourceStore) versionsLocked(typ, id string) versions {
+	ix := s.byType[typ]
+	if ix == nil {
+		return versions{}
+	}
+	return versions{current: ix.byID[id], older: ix.older[id]}
+}
+
+// get returns every version of typ/id.
+func (s *resourceStore) get(typ, id string) versions {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if ix := s.byType[typ]; ix != nil {
-		return ix.byID[id]
+	v := s.versionsLocked(typ, id)
+	v.older = slices.Clone(v.older)
+	return v
+}
+
+// update applies what decide makes of the versions of typ/id, atomically.
+func (s *resourceStore) update(typ, id string, decide func(v versions) (change, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := decide(s.versionsLocked(typ, id))
+	if err != nil {
+		return err
+	}
+	if c.latest != nil {
+		s.putLocked(c.latest)
+	}
+	if c.older != nil {
+		s.index(typ).archive(c.older)
 	}
 	return nil
 }
 
-// update replaces the resource typ/id with what decide returns (nil: keep), atomically.
-func (s *resourceStore) update(typ, id string, decide func(existing *resource) (*resource, error)) error {
+// historyCount counts every version of typ (every type when typ is ""): current, older and deletion stubs.
+func (s *resourceStore) historyCount(typ string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for t, ix := range s.byType {
+		if typ == "" || t == typ {
+			n += len(ix.byID) + ix.olderN
+		}
+	}
+	return n
+}
+
+// olderInRange lists typ's history versions whose own lastUpdated is in [from, to), by lastUpdated then id.
+func (s *resourceStore) olderInRange(typ string, from, to time.Time) []*resource {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var existing *resource
-	if ix := s.byType[typ]; ix != nil {
-		existing = ix.byID[id]
+	ix := s.byType[typ]
+	if ix == nil || ix.olderN == 0 {
+		return nil
 	}
-	next, err := decide(existing)
-	if err != nil {
-		return err
+	if ix.olderByTime == nil {
+		ix.olderByTime = make([]*resource, 0, ix.olderN)
+		for _, h := range ix.older {
+			ix.olderByTime = append(ix.olderByTime, h...)
+		}
+		slices.SortFunc(ix.olderByTime, func(a, b *resource) int {
+			return cmp.Or(byTime(a, b), cmp.Compare(versionNumber(a.VersionID), versionNumber(b.VersionID)))
+		})
 	}
-	if next != nil {
-		s.putLocked(next)
-	}
-	return nil
+	list := ix.olderByTime
+	lo, _ := slices.BinarySearchFunc(list, from, func(r *resource, t time.Time) int { return cmp.Or(r.LastUpdated.Compare(t), 1) })
+	hi, _ := slices.BinarySearchFunc(list, to, func(r *resource, t time.Time) int { return cmp.Or(r.LastUpdated.Compare(t), 1) })
+	return slices.Clone(list[lo:max(lo, hi)])
 }
 
 // types lists the resource types that have resources, sorted.
