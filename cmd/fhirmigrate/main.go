@@ -111,6 +111,8 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	container := fs.String("container", "", "staging container (default: derived from the migration id)")
 	verify := fs.String("verify", "", "verify: counts, ids, full or none")
 	cleanup := fs.String("cleanup", "", "cleanup: after-verify deletes the staged files once verification passed")
+	history := fs.Bool("history", false, "copy every version of every resource (history: true)")
+	deletes := fs.Bool("deletes", false, "copy deleted resources as deletions (deletes: true)")
 	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
 	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
 	if err := fs.Parse(args); err != nil {
@@ -127,6 +129,12 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 		req := map[string]any{"source": *source, "destination": *dest}
 		if *types != "" {
 			req["types"] = strings.Split(*types, ",")
+		}
+		if *history {
+			req["history"] = true
+		}
+		if *deletes {
+			req["deletes"] = true
 		}
 		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
 			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup} {

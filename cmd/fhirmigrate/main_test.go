@@ -64,6 +64,16 @@ func TestStartAndWatchCompleted(t *testing.T) {
 	require.Regexp(t, `Patient\s+3\s+3\s+3\s+0\s+0\s+3\s+ok`, text)
 }
 
+func TestStartWithHistoryAndDeletes(t *testing.T) {
+	t.Parallel()
+	srv, lastStart := fakeService(t, "completed")
+	code, err := run(context.Background(), []string{"--url", srv.URL, "start", "--source", "http://s", "--destination", "http://d",
+		"--history", "--deletes"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	require.JSONEq(t, `{"source":"http://s","destination":"http://d","history":true,"deletes":true}`, lastStart.Load().(string))
+}
+
 func TestWatchFailedExitsNonZero(t *testing.T) {
 	t.Parallel()
 	srv, _ := fakeService(t, "failed")

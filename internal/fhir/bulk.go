@@ -80,6 +80,19 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	if r.Container != "" {
 		q.Set("_container", r.Container)
 	}
+	var associated []string
+	if r.History {
+		associated = append(associated, "_history")
+	}
+	if r.Deleted {
+		associated = append(associated, "_deleted")
+	}
+	if len(associated) > 0 {
+		if len(r.TypeFilter) > 0 {
+			return nil, errors.New("history and deleted resources cannot be exported with a typeFilter")
+		}
+		q.Set("includeAssociatedData", strings.Join(associated, ","))
+	}
 	return q, nil
 }
 

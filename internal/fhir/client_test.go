@@ -181,6 +181,21 @@ func TestExportKickoffHeadersQueryAndToken(t *testing.T) {
 		"_container":  {"migration-xyz"},
 	}, r.Query)
 	require.Equal(t, []string{srv.URL + "/.default"}, c.cred.asked())
+
+	for _, tc := range []struct {
+		req  ExportRequest
+		want string
+	}{
+		{ExportRequest{History: true}, "_history"},
+		{ExportRequest{Deleted: true}, "_deleted"},
+		{ExportRequest{History: true, Deleted: true}, "_history,_deleted"},
+		{ExportRequest{}, ""},
+	} {
+		_, err := c.ExportKickoff(context.Background(), tc.req)
+		require.NoError(t, err)
+		reqs := srv.requests()
+		require.Equal(t, tc.want, reqs[len(reqs)-1].Query.Get("includeAssociatedData"))
+	}
 }
 
 // TestFormatInstantWritesSevenDigits: the service parses 100 ns ticks and refuses an 8th or 9th digit; fewer
@@ -218,6 +233,7 @@ func TestExportKickoffRefusesBadRequests(t *testing.T) {
 		{TypeFilter: []string{"Observation?status=final"}},
 		{Types: []string{"Observation"}, TypeFilter: []string{"status=final"}},
 		{Since: &since, Till: &till},
+		{Types: []string{"Observation"}, TypeFilter: []string{"Observation?status=final"}, Deleted: true},
 	} {
 		_, err := c.ExportKickoff(context.Background(), r)
 		require.Error(t, err)

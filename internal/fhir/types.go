@@ -24,6 +24,9 @@ type ExportRequest struct {
 	TypeFilter []string
 	// Container becomes _container.
 	Container string
+	// History and Deleted become includeAssociatedData=_history,_deleted: older versions and deletion stubs in
+	// the same files (not combinable with TypeFilter).
+	History, Deleted bool
 }
 
 // Manifest is the body of a completed export's status (200).

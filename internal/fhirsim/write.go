@@ -27,6 +27,17 @@ func nextVersion(v versions) int {
 	return 1
 }
 
+// writeTime is when a write of a resource with these versions is stamped: now, or just after its newest version
+// when that is as late (times are kept to the millisecond here, and two versions of one resource never share one,
+// as on the service, whose times are finer).
+func writeTime(v versions, now time.Time) time.Time {
+	now = now.UTC().Truncate(time.Millisecond)
+	if l := v.latest(); l != nil && !now.After(l.LastUpdated) {
+		return l.LastUpdated.Add(time.Millisecond)
+	}
+	return now
+}
+
 // deletionStub is the row a delete writes: the resource's type and id, and a meta with its version, time and the
 // deleted-state extension, as an export with _deleted writes it.
 func deletionStub(typ, id string, version int, at time.Time) *resource {
@@ -164,7 +175,7 @@ func (s *Server) store(w http.ResponseWriter, req *http.Request, p parsedResourc
 	var stored *resource
 	created := false
 	err := s.resources.update(p.Type, p.ID, func(v versions) (change, error) {
-		r, err := stamped(p, nextVersion(v), s.now())
+		r, err := stamped(p, nextVersion(v), writeTime(v, s.now()))
 		created, stored = v.current == nil, r
 		return change{latest: r}, err
 	})
@@ -190,7 +201,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, typ, id string) {
 		if v.current == nil {
 			return change{}, nil
 		}
-		return change{latest: deletionStub(typ, id, nextVersion(v), s.now())}, nil
+		return change{latest: deletionStub(typ, id, nextVersion(v), writeTime(v, s.now()))}, nil
 	})
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -306,3 +306,18 @@ func cmpOr(raw json.RawMessage) json.RawMessage {
 	}
 	return raw
 }
+
+// Two writes of one resource in the same millisecond still get distinct, ordered times, as on the service.
+func TestVersionsOfOneResourceNeverShareATime(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	s := startSim(t, fhirsim.WithClock(c.Now))
+	a := s.write(t, http.MethodPut, "/Patient/p", `{"resourceType":"Patient","id":"p"}`)
+	b := s.write(t, http.MethodPut, "/Patient/p", `{"resourceType":"Patient","id":"p","active":true}`)
+	require.Equal(t, "2026-03-01T10:00:00.000Z", a.Meta.LastUpdated)
+	require.Equal(t, "2026-03-01T10:00:00.001Z", b.Meta.LastUpdated)
+	require.Equal(t, http.StatusNoContent, s.do(t, request{method: http.MethodDelete, path: "/Patient/p"}).StatusCode)
+	var h history
+	s.getJSON(t, "/Patient/p/_history", &h)
+	require.Equal(t, 3, *h.Total)
+}

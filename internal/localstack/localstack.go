@@ -342,6 +342,33 @@ func GetJSON(ctx context.Context, base, u string, into any) error {
 	return last
 }
 
+// Write sends one FHIR write (PUT or POST of a resource, DELETE) to the simulator at base with its dev token and
+// returns the answer's status and body; a test changes a source this way while a migration runs.
+func Write(ctx context.Context, base, method, path string, resource []byte) (int, []byte, error) {
+	var body io.Reader
+	if resource != nil {
+		body = bytes.NewReader(resource)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+DevToken(base))
+	if resource != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: read: %w", method, path, err)
+	}
+	return resp.StatusCode, raw, nil
+}
+
 // DevToken is the local development token for the simulator at base: its audience is base's origin.
 func DevToken(base string) string {
 	u, err := url.Parse(base)

@@ -68,6 +68,7 @@ func Codes() []Code {
 		{"invalid_verify_sample", Invalid, "`verifySample` is negative"},
 		{"invalid_cleanup", Invalid, "`cleanup` is not `after-verify`"},
 		{"invalid_window_target", Invalid, "`windowTarget` is below 1"},
+		{"history_not_combinable", Invalid, "`history` or `deletes` with a `typeFilter`, or with `importMode` `InitialLoad`"},
 		{"invalid_top", Invalid, "`top` of the migration list is not 1 to 500"},
 		{"invalid_continuation_token", Invalid, "`continuationToken` of the migration list is not one the service gave"},
 		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},

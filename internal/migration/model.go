@@ -102,7 +102,14 @@ type Request struct {
 	WindowTarget int64 `json:"windowTarget,omitempty"`
 	// Cleanup is "after-verify" to delete the staged files once verification passed, or empty.
 	Cleanup string `json:"cleanup,omitempty"`
+	// History copies every version (export includeAssociatedData=_history), Deletes the deleted resources as
+	// deletion stubs (_deleted); both need IncrementalLoad, which keeps versionId and lastUpdated.
+	History bool `json:"history,omitempty"`
+	Deletes bool `json:"deletes,omitempty"`
 }
+
+// associated reports whether the export carries more than current versions (older versions or deletion stubs).
+func (r *Request) associated() bool { return r.History || r.Deletes }
 
 // Failure is why a migration failed.
 type Failure struct {
@@ -300,6 +307,11 @@ type TypeRow struct {
 	Missing   int64 `json:"missing,omitempty"`
 	Compared  int64 `json:"compared,omitempty"`
 	Different int64 `json:"different,omitempty"`
+	// Versions: the export carried older versions and deletion stubs (history, deletes), so its lines count
+	// versions, not resources; ids and full then compare the destination with the source's current resources,
+	// and Extra counts ids deleted on the source that the destination still holds.
+	Versions bool  `json:"versions,omitempty"`
+	Extra    int64 `json:"extra,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`
@@ -427,6 +439,8 @@ type IDTally struct {
 	Duplicates int64 `json:"duplicates,omitempty"`
 	Compared   int64 `json:"compared,omitempty"`
 	Different  int64 `json:"different,omitempty"`
+	// Extra counts ids the source does not hold (deleted there) that the destination does (history or deletes).
+	Extra int64 `json:"extra,omitempty"`
 }
 
 // Difference is one resource whose destination copy differs from the exported one, by JSON path.

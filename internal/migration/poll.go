@@ -288,7 +288,8 @@ func manifestFiles(man *fhir.Manifest) []File {
 }
 
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
-	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container}
+	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container,
+		History: m.Request.History, Deleted: m.Request.Deletes}
 }
 
 // applyCall applies one answer to the fresh document; answers that no longer match their job are stale.

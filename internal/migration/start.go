@@ -45,6 +45,8 @@ type StartRequest struct {
 	DryRun         bool     `json:"dryRun"`
 	WindowTarget   *int64   `json:"windowTarget"`
 	Cleanup        *string  `json:"cleanup"`
+	History        bool     `json:"history"`
+	Deletes        bool     `json:"deletes"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -105,7 +107,7 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 
 // validate checks every field and applies the defaults that need no server.
 func (s *Service) validate(r *StartRequest) (*Request, *Error) {
-	req := &Request{DryRun: r.DryRun}
+	req := &Request{DryRun: r.DryRun, History: r.History, Deletes: r.Deletes}
 	var refusal *Error
 	if req.Source, refusal = s.checkServer(r.Source, "source"); refusal != nil {
 		return nil, refusal
@@ -195,6 +197,20 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 			return nil, invalid("invalid_cleanup", "cleanup", "cleanup must be %q or absent", CleanupAfterVerify)
 		}
 		req.Cleanup = *r.Cleanup
+	}
+	if req.associated() {
+		what := "history"
+		if !req.History {
+			what = "deletes"
+		}
+		switch {
+		case len(req.TypeFilter) > 0:
+			return nil, invalid("history_not_combinable", "typeFilter",
+				"%s cannot be combined with typeFilter: the source refuses includeAssociatedData with _typeFilter", what)
+		case req.ImportMode == ModeInitial:
+			return nil, invalid("history_not_combinable", "importMode",
+				"%s needs importMode %q, which keeps versions and deletions (InitialLoad does not)", what, ModeIncremental)
+		}
 	}
 	return req, nil
 }

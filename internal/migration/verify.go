@@ -297,8 +297,9 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
-	for _, r := range rows {
-		system.Exported += r.Exported
+	for i := range rows {
+		system.Exported += rows[i].Exported
+		rows[i].Versions = m.Request.associated()
 	}
 	return rows, system, nil
 }

@@ -53,6 +53,7 @@ func (t *IDTally) add(n *IDTally) {
 	t.Duplicates += n.Duplicates
 	t.Compared += n.Compared
 	t.Different += n.Different
+	t.Extra += n.Extra
 }
 
 // checkpointEvery is how much checking work one save of the cursor covers: a killed invocation redoes at most
@@ -67,6 +68,14 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	client, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	}
+	// With history or deletes a staged line may be an older version or a deletion stub: which ids the
+	// destination must hold is what the source holds now, asked of the source itself.
+	var source FHIRClient
+	if m.Request.associated() {
+		if source, err = s.cfg.FHIR(m.Request.Source); err != nil {
+			return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
+		}
 	}
 	held, err := s.heldFiles(ctx, m)
 	if err != nil {
@@ -95,7 +104,7 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	from, lastSave := next, started
 	finished, stopped := false, false
 	err = s.exportedFiles(ctx, m, next, func(i int, f File) (bool, error) {
-		res, err := s.checkFile(ctx, client, f, compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(f.URL)])
+		res, err := s.checkFile(ctx, client, source, f, compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(f.URL)])
 		if err != nil {
 			return false, err
 		}
@@ -221,7 +230,8 @@ type idBatch struct {
 
 // checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
 // the batches in flight and the file's ids (for duplicates) are held in memory.
-func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
+// With source set (history or deletes), the ids are looked up on both servers and compared with each other.
+func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	res := newFileCheck()
@@ -233,13 +243,25 @@ func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, co
 		go func() {
 			defer wg.Done()
 			for b := range batches {
-				missing, compared, diffs, err := lookUp(ctx, searcher, b, importMode)
+				var missing, extra []string
+				var compared int
+				var diffs []Difference
+				var err error
+				if source != nil {
+					missing, extra, compared, diffs, err = lookUpOnBoth(ctx, source, searcher, b, importMode)
+				} else {
+					missing, compared, diffs, err = lookUp(ctx, searcher, b, importMode)
+				}
 				if err != nil {
 					cancel(err)
 					continue
 				}
 				mu.Lock()
 				t := res.tally(b.typ)
+				t.Extra += int64(len(extra))
+				for _, id := range extra {
+					diffs = append(diffs, Difference{Resource: id, Paths: []string{"(deleted on the source, present in the destination)"}})
+				}
 				t.Missing += int64(len(missing))
 				t.Compared += int64(compared)
 				t.Different += int64(len(diffs))
@@ -249,7 +271,7 @@ func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, co
 			}
 		}()
 	}
-	readErr := s.readIDs(ctx, f, compare, lookup, res, &mu, batches)
+	readErr := s.readIDs(ctx, f, compare, lookup, source != nil, res, &mu, batches)
 	close(batches)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -267,7 +289,8 @@ func (s *Service) checkFile(ctx context.Context, searcher FHIRClient, f File, co
 
 // readIDs reads the file line by line and hands full batches to the workers; without lookup it only counts the
 // lines (a file whose resources were held back, not written).
-func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64, lookup bool, res *fileCheck, mu *sync.Mutex, out chan<- *idBatch) error {
+// With versions (history or deletes), an id on several lines is several versions, not a duplicate.
+func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64, lookup, versions bool, res *fileCheck, mu *sync.Mutex, out chan<- *idBatch) error {
 	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
 	if err != nil {
 		return fmt.Errorf("open %s: %w", stripQuery(f.URL), err)
@@ -310,13 +333,16 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		key := typ + "/" + head.ID
 		_, dup := seen[key]
 		t := res.tally(typ)
-		t.Checked++
 		switch {
 		case !valid:
+			t.Checked++
 			t.Missing++
 			res.missing = append(res.missing, fmt.Sprintf("%s/%s (line %d has no valid id)", typ, head.ID, line))
-		case dup:
+		case dup && !versions:
+			t.Checked++
 			t.Duplicates++
+		case !dup:
+			t.Checked++
 		}
 		mu.Unlock()
 		if !valid || dup {
@@ -356,6 +382,58 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 		}
 	}
 	return nil
+}
+
+// lookUpOnBoth searches one batch of ids on the source and the destination: an id the source holds must be in
+// the destination (missing otherwise), one it does not hold (deleted there) must not be (extra otherwise), and the
+// contents compared (full) are the two current versions. It returns ids as Type/id.
+func lookUpOnBoth(ctx context.Context, source, dest FHIRClient, b *idBatch, importMode string) (missing, extra []string, compared int, diffs []Difference, err error) {
+	fetch := func(c FHIRClient) (map[string]json.RawMessage, error) {
+		q := url.Values{"_id": {strings.Join(b.ids, ",")}, "_count": {strconv.Itoa(len(b.ids))}}
+		if len(b.raw) == 0 {
+			q.Set("_elements", "id")
+		}
+		found := make(map[string]json.RawMessage, len(b.ids))
+		err := c.Search(ctx, b.typ, q, func(r json.RawMessage) error {
+			var head struct {
+				ResourceType string `json:"resourceType"`
+				ID           string `json:"id"`
+			}
+			if err := json.Unmarshal(r, &head); err == nil && head.ResourceType == b.typ {
+				found[head.ID] = r
+			}
+			return nil
+		})
+		return found, err
+	}
+	src, err := fetch(source)
+	if err != nil {
+		return nil, nil, 0, nil, fmt.Errorf("look up %d %s ids on the source: %w", len(b.ids), b.typ, err)
+	}
+	dst, err := fetch(dest)
+	if err != nil {
+		return nil, nil, 0, nil, fmt.Errorf("look up %d %s ids on the destination: %w", len(b.ids), b.typ, err)
+	}
+	for _, id := range b.ids {
+		s, inSource := src[id]
+		d, inDest := dst[id]
+		switch {
+		case inSource && !inDest:
+			missing = append(missing, b.typ+"/"+id)
+		case !inSource && inDest:
+			extra = append(extra, b.typ+"/"+id)
+		case inSource && b.raw[id] != nil:
+			compared++
+			paths, err := differences(s, d, ignoredPaths(b.typ, importMode))
+			if err != nil {
+				return nil, nil, 0, nil, fmt.Errorf("compare %s/%s: %w", b.typ, id, err)
+			}
+			if len(paths) > 0 {
+				diffs = append(diffs, Difference{Resource: b.typ + "/" + id, Paths: paths})
+			}
+		}
+	}
+	return missing, extra, compared, diffs, nil
 }
 
 // lookUp searches one batch of ids; it returns the ids not found (as Type/id) and the differing contents.

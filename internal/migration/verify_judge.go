@@ -68,7 +68,7 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		if v.IDs != nil {
 			if t := v.IDs.Types[r.Type]; t != nil {
 				r.Lines, r.Checked, r.Missing, r.Duplicates = t.Lines, t.Checked, t.Missing, t.Duplicates
-				r.Compared, r.Different = t.Compared, t.Different
+				r.Compared, r.Different, r.Extra = t.Compared, t.Different, t.Extra
 			}
 		}
 		r.Expected = r.DestinationBefore + r.Source
@@ -124,6 +124,11 @@ func judgeRow(r *TypeRow, mode string) string {
 
 	distinct := r.Exported - r.Duplicates
 	upper := max(r.Source, r.SourceUpper)
+	if r.Versions {
+		// Older versions and deletion stubs are lines too: the export holds at least the current resources.
+		upper = max(upper, distinct)
+		note("the export wrote %d lines: current versions, and older versions and deletion stubs", r.Exported)
+	}
 	switch {
 	case distinct < r.Source:
 		raise(reasonExportShort, "the source holds %d in the migrated range and the export wrote %d: %d were never exported",
@@ -150,6 +155,9 @@ func judgeRow(r *TypeRow, mode string) string {
 		}
 		if r.Different > 0 {
 			raise(reasonDifferent, "%d of %d compared resources differ in the destination", r.Different, r.Compared)
+		}
+		if r.Extra > 0 {
+			raise(reasonDifferent, "%d ids deleted on the source are still in the destination", r.Extra)
 		}
 	}
 	switch {

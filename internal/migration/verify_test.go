@@ -501,3 +501,29 @@ func (h *harness) untilVerifying(id string) []bus.Message {
 	require.Equal(h.t, StatusVerifying, h.get(id).Status)
 	return verify
 }
+
+// With history or deletes the export's lines count versions and stubs, not resources: more lines than the source
+// holds is no change of the source, fewer still a loss, and an id deleted on the source but present in the
+// destination a mismatch.
+func TestJudgeRowWithVersions(t *testing.T) {
+	t.Parallel()
+	r := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 5, Expected: 5, Versions: true}
+	judgeRow(&r, VerifyModeCounts)
+	require.Empty(t, r.Reason, r.Explanation)
+	require.True(t, r.Match)
+	require.Contains(t, r.Explanation, "older versions and deletion stubs")
+
+	plain := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 5, Expected: 5}
+	judgeRow(&plain, VerifyModeCounts)
+	require.NotEmpty(t, plain.Reason, "without versions, the same figures do not pass")
+	require.Contains(t, plain.Explanation, "updated or deleted on the source since")
+
+	short := TypeRow{Type: "Patient", Source: 5, Exported: 4, Imported: 4, Destination: 4, Expected: 5, Versions: true}
+	judgeRow(&short, VerifyModeCounts)
+	require.Equal(t, reasonExportShort, short.Reason)
+
+	extra := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 6, Expected: 5, Versions: true, Lines: 9, Checked: 7, Extra: 1}
+	judgeRow(&extra, VerifyModeIDs)
+	require.Equal(t, reasonDifferent, extra.Reason)
+	require.Contains(t, extra.Explanation, "1 ids deleted on the source are still in the destination")
+}

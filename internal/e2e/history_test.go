@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
+)
+
+// fhirWrite changes a simulator as a client of the service would, and requires success.
+func fhirWrite(t *testing.T, base, method, path, resource string) {
+	t.Helper()
+	var body []byte
+	if resource != "" {
+		body = []byte(resource)
+	}
+	status, raw, err := localstack.Write(t.Context(), base, method, path, body)
+	require.NoError(t, err)
+	require.Less(t, status, 300, "%s %s: %s", method, path, raw)
+}
+
+type historyBundle struct {
+	Total *int `json:"total"`
+	Entry []struct {
+		Resource json.RawMessage `json:"resource"`
+		Request  struct{ Method, URL string }
+	} `json:"entry"`
+}
+
+func resourceHistory(t *testing.T, base, path string) historyBundle {
+	t.Helper()
+	var h historyBundle
+	require.NoError(t, localstack.GetJSON(t.Context(), base, base+path, &h))
+	require.NotNil(t, h.Total, path)
+	return h
+}
+
+// TestHistoryAndDeletesAreCopied: with history and deletes, every version and every deletion of the source
+// arrives in the destination (same versionId, lastUpdated and content, deleted ones gone from search and 410 on
+// read), verified in full against the source itself; a resource deleted on the source that then appears in the
+// destination fails a new verification.
+func TestHistoryAndDeletesAreCopied(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{patients: 3})
+	src := s.source.URL
+	fhirWrite(t, src, http.MethodPut, "/Patient/h1", `{"resourceType":"Patient","id":"h1","gender":"female"}`)
+	fhirWrite(t, src, http.MethodPut, "/Patient/h1", `{"resourceType":"Patient","id":"h1","gender":"male"}`)
+	fhirWrite(t, src, http.MethodPut, "/Observation/d1", `{"resourceType":"Observation","id":"d1","status":"final"}`)
+	fhirWrite(t, src, http.MethodDelete, "/Observation/d1", "")
+	fhirWrite(t, src, http.MethodPut, "/Patient/h2", `{"resourceType":"Patient","id":"h2"}`)
+	fhirWrite(t, src, http.MethodDelete, "/Patient/h2", "")
+	fhirWrite(t, src, http.MethodPut, "/Patient/h2", `{"resourceType":"Patient","id":"h2","active":true}`)
+
+	id := s.start(map[string]any{"source": src, "destination": s.dest.URL, "types": []string{"Patient", "Observation"},
+		"history": true, "deletes": true, "verify": "full"})
+	final, raw := s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+	d := s.verified(id)
+	require.True(t, d.Verification.Passed)
+
+	for _, path := range []string{"/Patient/h1/_history", "/Patient/h2/_history", "/Observation/d1/_history"} {
+		want, got := resourceHistory(t, src, path), resourceHistory(t, s.dest.URL, path)
+		require.Equal(t, *want.Total, *got.Total, path)
+		for i := range want.Entry {
+			require.Equal(t, want.Entry[i].Request, got.Entry[i].Request, path)
+			if len(want.Entry[i].Resource) > 0 {
+				require.JSONEq(t, string(want.Entry[i].Resource), string(got.Entry[i].Resource), path)
+			}
+		}
+	}
+	require.Equal(t, 3, *resourceHistory(t, s.dest.URL, "/Patient/h2/_history").Total, "created, deleted, created again")
+	status, _, err := localstack.Write(t.Context(), s.dest.URL, http.MethodGet, "/Observation/d1", nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusGone, status)
+	for _, typ := range []string{"Patient", "Observation"} {
+		require.Equal(t, count(t, src, typ, nil), count(t, s.dest.URL, typ, nil), typ)
+	}
+	for _, r := range d.Verification.Rows {
+		require.True(t, r.Match, "%+v", r)
+	}
+
+	// Someone writes the deleted resource into the destination: the copy no longer matches the source.
+	fhirWrite(t, s.dest.URL, http.MethodPut, "/Observation/d1", `{"resourceType":"Observation","id":"d1","status":"final"}`)
+	status, raw = s.api(http.MethodPost, "/api/migrations/"+id+"/verify", `{"verify":"ids"}`)
+	require.Equal(t, http.StatusAccepted, status, string(raw))
+	final, raw = s.await(id, nil)
+	require.Equal(t, "failed", final.Status, string(raw))
+	require.Contains(t, string(raw), "verification_mismatch")
+	require.Contains(t, string(raw), "ids deleted on the source are still in the destination")
+}
+
+// History and deletes are refused where the services cannot honour them.
+func TestHistoryRefusals(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{patients: 1})
+	for _, tc := range []struct {
+		req   map[string]any
+		field string
+	}{
+		{map[string]any{"types": []string{"Observation"}, "typeFilter": []string{"Observation?status=final"}, "deletes": true}, "typeFilter"},
+		{map[string]any{"history": true, "importMode": "InitialLoad"}, "importMode"},
+	} {
+		tc.req["source"], tc.req["destination"] = s.source.URL, s.dest.URL
+		status, raw := s.api(http.MethodPost, "/api/migrations", tc.req)
+		require.Equal(t, http.StatusBadRequest, status, string(raw))
+		var e struct{ Error struct{ Code, Field string } }
+		require.NoError(t, json.Unmarshal(raw, &e))
+		require.Equal(t, "history_not_combinable", e.Error.Code)
+		require.Equal(t, tc.field, e.Error.Field)
+	}
+}
