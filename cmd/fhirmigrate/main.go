@@ -40,11 +40,13 @@ const usage = `usage: fhirmigrate [--url URL] [--key KEY] [--interval D] COMMAND
 commands:
   start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
         [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none]
-        [--cleanup after-verify] [--body FILE] [--watch]
+        [--cleanup after-verify] [--history] [--deletes] [--sync [--sync-interval D] [--sync-margin D]]
+        [--body FILE] [--watch]
   watch ID      show progress until the migration ends; exit 0 only when it completed
   status ID     print the migration document
   list          list migrations
   cancel ID     cancel a migration
+  cutover ID    switch a syncing migration: writes to the source have stopped; one final round, then verification
   report ID [--missing]                       the readable verification report (--missing: every missing id)
   verify ID [--verify counts|ids|full] [--sample N]   verify a finished migration again
   cleanup ID [--dry-run] [--force] [--error-files]    delete the migration's staged export files`
@@ -79,6 +81,11 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 			return 2, errors.New("usage: fhirmigrate cancel ID")
 		}
 		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), nil, out)
+	case "cutover":
+		if len(rest) != 1 {
+			return 2, errors.New("usage: fhirmigrate cutover ID")
+		}
+		return printRaw(ctx, c, http.MethodPost, migrationPath(rest[0])+"/cutover", nil, out)
 	case "list":
 		return cmdList(ctx, c, out)
 	case "report", "verify", "cleanup":
@@ -113,6 +120,9 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	cleanup := fs.String("cleanup", "", "cleanup: after-verify deletes the staged files once verification passed")
 	history := fs.Bool("history", false, "copy every version of every resource (history: true)")
 	deletes := fs.Bool("deletes", false, "copy deleted resources as deletions (deletes: true)")
+	doSync := fs.Bool("sync", false, "keep the destination in step after the full copy until a cutover (sync: true)")
+	syncInterval := fs.String("sync-interval", "", "syncInterval: time between rounds (default 15m)")
+	syncMargin := fs.String("sync-margin", "", "syncMargin: overlap of a round with the previous one (default 5m)")
 	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
 	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
 	if err := fs.Parse(args); err != nil {
@@ -136,8 +146,12 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 		if *deletes {
 			req["deletes"] = true
 		}
+		if *doSync {
+			req["sync"] = true
+		}
 		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
-			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup} {
+			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup,
+			"syncInterval": *syncInterval, "syncMargin": *syncMargin} {
 			if v != "" {
 				req[k] = v
 			}
@@ -355,6 +369,20 @@ type migrationDoc struct {
 		State  string           `json:"state"`
 		Counts map[string]int64 `json:"counts"`
 	} `json:"jobs"`
+	Sync *struct {
+		LagSeconds float64 `json:"lagSeconds"`
+		Rounds     int     `json:"rounds"`
+		Round      *struct {
+			N     int  `json:"n"`
+			Final bool `json:"final"`
+		} `json:"round"`
+		LastError          string  `json:"lastError"`
+		CutoverRequestedAt *string `json:"cutoverRequestedAt"`
+	} `json:"sync"`
+	Cutover *struct {
+		At         string  `json:"at"`
+		LagSeconds float64 `json:"lagSeconds"`
+	} `json:"cutover"`
 	Verification *struct {
 		Rows []struct {
 			Type              string `json:"type"`
@@ -431,7 +459,39 @@ func (m *migrationDoc) progressLine() string {
 		}
 		parts = append(parts, fmt.Sprintf("%s %d/%d done (%d running, %d resources)", kind.plural, done, len(idx), running, resources))
 	}
+	if s := m.Sync; s != nil {
+		line := fmt.Sprintf("sync: %d rounds, lag %s", s.Rounds, lag(s.LagSeconds))
+		switch {
+		case s.Round != nil && s.Round.Final:
+			line += fmt.Sprintf(", final round %d running", s.Round.N)
+		case s.Round != nil:
+			line += fmt.Sprintf(", round %d running", s.Round.N)
+		}
+		if s.CutoverRequestedAt != nil && m.Cutover == nil {
+			line += ", cutover requested"
+		}
+		if s.LastError != "" {
+			line += ", last error: " + s.LastError
+		}
+		parts = append(parts, line)
+	}
+	if m.Cutover != nil {
+		parts = append(parts, fmt.Sprintf("cut over at %s (lag %s)", m.Cutover.At, lag(m.Cutover.LagSeconds)))
+	}
 	return strings.Join(parts, "  ")
+}
+
+// lag writes a sync's lag coarsely, so that a watch prints a new line when it moves, not every second.
+func lag(seconds float64) string {
+	d := time.Duration(seconds) * time.Second
+	switch {
+	case d < time.Minute:
+		return (d / (5 * time.Second) * (5 * time.Second)).String()
+	case d < time.Hour:
+		return (d / time.Minute * time.Minute).String()
+	default:
+		return d.Round(time.Minute).String()
+	}
 }
 
 func (m *migrationDoc) report(out io.Writer) {

@@ -158,3 +158,44 @@ func TestActionsCallTheirEndpoints(t *testing.T) {
 		{"POST", "/api/migrations/m-1/cleanup", `{"dryRun":false,"errorFiles":false,"force":false}`},
 	}, got)
 }
+
+// A syncing migration's watch shows its rounds and lag until the cutover; cutover posts the switch.
+func TestWatchShowsTheSyncAndCutover(t *testing.T) {
+	t.Parallel()
+	var gets atomic.Int32
+	var cutovers atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/api/migrations/m-1/cutover":
+			cutovers.Add(1)
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = io.WriteString(w, `{"id":"m-1","status":"syncing"}`)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/migrations/m-1":
+			switch gets.Add(1) {
+			case 1:
+				_, _ = io.WriteString(w, `{"id":"m-1","status":"syncing","sync":{"lagSeconds":754,"rounds":3}}`)
+			case 2:
+				_, _ = io.WriteString(w, `{"id":"m-1","status":"syncing","sync":{"lagSeconds":12,"rounds":4,"round":{"n":5,"final":true},"cutoverRequestedAt":"2026-12-02T10:00:00Z"}}`)
+			default:
+				_, _ = io.WriteString(w, `{"id":"m-1","status":"completed","sync":{"lagSeconds":3,"rounds":5},"cutover":{"at":"2026-12-02T10:00:09Z","lagSeconds":3}}`)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var out bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", srv.URL, "cutover", "m-1"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	require.Equal(t, int32(1), cutovers.Load())
+
+	out.Reset()
+	code, err = run(context.Background(), []string{"--url", srv.URL, "--interval", "1ms", "watch", "m-1"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	text := out.String()
+	require.Contains(t, text, "sync: 3 rounds, lag 12m0s")
+	require.Contains(t, text, "sync: 4 rounds, lag 10s, final round 5 running, cutover requested")
+	require.Contains(t, text, "cut over at 2026-12-02T10:00:09Z (lag 0s)")
+}

@@ -131,7 +131,7 @@ func (s *Service) cleanup(ctx context.Context, id string, req CleanupRequest) (*
 	}
 	s.log.Info("staged files deleted", "migration", id, "container", container, "blobs", len(blobs),
 		"errorFiles", len(res.ErrorFiles), "bytes", res.Bytes, "forced", req.Force)
-	res.Migration = saved.served()
+	res.Migration = saved.served(s.now())
 	return res, nil
 }
 

@@ -68,7 +68,8 @@ func Codes() []Code {
 		{"invalid_verify_sample", Invalid, "`verifySample` is negative"},
 		{"invalid_cleanup", Invalid, "`cleanup` is not `after-verify`"},
 		{"invalid_window_target", Invalid, "`windowTarget` is below 1"},
-		{"history_not_combinable", Invalid, "`history` or `deletes` with a `typeFilter`, or with `importMode` `InitialLoad`"},
+		{"history_not_combinable", Invalid, "`history`, `deletes` or `sync` with a `typeFilter`, or with `importMode` `InitialLoad`"},
+		{"invalid_sync", Invalid, "`syncInterval` or `syncMargin` is not a positive duration or comes without `sync`, or `sync` comes with a `till`"},
 		{"invalid_top", Invalid, "`top` of the migration list is not 1 to 500"},
 		{"invalid_continuation_token", Invalid, "`continuationToken` of the migration list is not one the service gave"},
 		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},
@@ -81,6 +82,7 @@ func Codes() []Code {
 		{"migration_running", Conflict, "cleanup of a migration that has not ended"},
 		{"verification_not_passed", Conflict, "cleanup of a migration whose verification did not pass (send `force`)"},
 		{"container_not_owned", Conflict, "cleanup of a container whose owner metadata names another migration"},
+		{"not_syncing", Conflict, "cutover of a migration that is not syncing"},
 		{"source_unreachable", Unavailable, "the source's CapabilityStatement could not be read, or a `typeFilter[i]` not counted"},
 		{"destination_unreachable", Unavailable, "the destination's CapabilityStatement could not be read"},
 	}

@@ -72,6 +72,10 @@ type fakeServer struct {
 	cancelCalls int
 	running     int
 	maxRunning  int
+	// now, when set, is the server's clock (the manifests' transactionTime); else a fixed time.
+	now func() time.Time
+	// countFor, when set and answering true, answers a count instead of the files' totals.
+	countFor func(typ string, q url.Values) (int64, bool)
 }
 
 type fakeJob struct {
@@ -79,6 +83,8 @@ type fakeJob struct {
 	pending int
 	done    bool
 	gone    bool
+	// at is the kick-off's time on the server's clock (the manifest's transactionTime).
+	at      time.Time
 	export  fhir.ExportRequest
 	imp     fhir.ImportRequest
 	counted bool
@@ -132,7 +138,11 @@ func (f *fakeServer) ExportKickoff(_ context.Context, r fhir.ExportRequest) (str
 			pending = p
 		}
 	}
-	f.exports[cl] = &fakeJob{export: r, pending: pending}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if f.now != nil {
+		at = f.now()
+	}
+	f.exports[cl] = &fakeJob{export: r, pending: pending, at: at}
 	f.running++
 	f.maxRunning = max(f.maxRunning, f.running)
 	if f.onKickoff != nil {
@@ -165,7 +175,7 @@ func (f *fakeServer) ExportStatus(_ context.Context, cl string) (*fhir.ExportSta
 		}
 		slices.Sort(types)
 	}
-	man := &fhir.Manifest{TransactionTime: "2026-01-01T00:00:00Z", Request: f.base + "/$export"}
+	man := &fhir.Manifest{TransactionTime: j.at.UTC().Format(time.RFC3339Nano), Request: f.base + "/$export"}
 	for _, t := range types {
 		files := f.files[t]
 		if f.filesFor != nil {
@@ -267,6 +277,11 @@ func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, er
 	for _, v := range q["_lastUpdated"] {
 		if strings.HasPrefix(v, "gt") {
 			return f.changed[t], nil
+		}
+	}
+	if f.countFor != nil {
+		if n, ok := f.countFor(t, q); ok {
+			return n, nil
 		}
 	}
 	n, fixed := f.counts[t]

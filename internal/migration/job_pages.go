@@ -124,6 +124,9 @@ func (s *Service) readPages(ctx context.Context, m *Migration) error {
 // jobs finished since the last page, a new page written first. A page written by a save that then loses its race is
 // never named by a document; it stays in the store like the staged files until cleanup.
 func (s *Service) encodeForSave(ctx context.Context, m *Migration) ([]byte, error) {
+	if err := s.pageRounds(ctx, m); err != nil {
+		return nil, err
+	}
 	var live, finished []*Job
 	for _, j := range m.Jobs {
 		if raw, ok := m.paged[j.ID]; ok {

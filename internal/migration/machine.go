@@ -47,6 +47,21 @@ func finishJob(m *Migration, j *Job, state JobState, now time.Time, e *effects) 
 func failMigration(m *Migration, j *Job, code, reason string, now time.Time, e *effects) {
 	j.LastError = reason
 	finishJob(m, j, JobFailed, now, e)
+	if m.Status == StatusSyncing && j.Round > 0 {
+		// A sync round's failure fails that round only: its other jobs stop, and settleSync tries it again.
+		if r := m.Sync.Round; r != nil {
+			for _, o := range roundJobs(m, r) {
+				if o.State.Finished() {
+					continue
+				}
+				if o.State == JobRunning && o.ContentLocation != "" {
+					cancelServerJob(m, serverOf(m, o), o.ContentLocation, o.ID, "sync round failed", now, e)
+				}
+				finishJob(m, o, JobCanceled, now, e)
+			}
+		}
+		return
+	}
 	if code == "" {
 		code = string(j.Kind) + "_failed"
 	}
@@ -110,11 +125,16 @@ func stopMigration(m *Migration, status Status, now time.Time, e *effects) {
 }
 
 // settle moves the migration's status from its jobs: exporting until every export is done, importing until every
-// import and copy is done, then verifying (a new verification generation and its message).
-func settle(m *Migration, now time.Time, e *effects) {
-	if m.Status.Terminal() || m.Status == StatusVerifying || m.Status == StatusPlanning {
-		return
+// import and copy is done, then verifying (a new verification generation and its message); a syncing migration
+// moves its rounds (settleSync). It reports whether it changed the document.
+func settle(m *Migration, now time.Time, e *effects) bool {
+	if m.Status == StatusSyncing {
+		return settleSync(m, now, e)
 	}
+	if m.Status.Terminal() || m.Status == StatusVerifying || m.Status == StatusPlanning {
+		return false
+	}
+	before := m.Status
 	exportsDone, othersDone := true, true
 	for _, j := range m.Jobs {
 		if j.State == JobDone {
@@ -132,14 +152,9 @@ func settle(m *Migration, now time.Time, e *effects) {
 	case !othersDone:
 		m.Status = StatusImporting
 	default:
-		m.Status = StatusVerifying
-		gen := 1
-		if m.Verification != nil {
-			gen = m.Verification.Generation + 1
-		}
-		m.Verification = &Verification{Generation: gen, Dispatch: 1, DispatchAt: now, Mode: m.Request.Verify, Sample: m.Request.VerifySample}
-		e.send(verifyMessage(m.ID, gen, 1, time.Time{}))
+		startVerification(m, firstVerifyMode(&m.Request), m.Request.VerifySample, now, e)
 	}
+	return m.Status != before
 }
 
 // completeExport records an export's manifest (written as the blob manifest), frees its slot, and plans the jobs
@@ -168,7 +183,7 @@ func addCarrier(m *Migration, j *Job, from *Job, now time.Time, e *effects) {
 	if m.job(j.ID) != nil {
 		return
 	}
-	j.From, j.Manifest, j.State, j.CreatedAt = from.ID, from.Manifest, JobQueued, now
+	j.From, j.Manifest, j.State, j.CreatedAt, j.Round = from.ID, from.Manifest, JobQueued, now, from.Round
 	m.Jobs = append(m.Jobs, j)
 	dispatch(m, j, now, now, e)
 }
@@ -245,7 +260,5 @@ func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 		e.send(verifyMessage(m.ID, v.Generation, v.Dispatch, time.Time{}))
 		changed = true
 	}
-	before := m.Status
-	settle(m, now, e)
-	return changed || m.Status != before
+	return settle(m, now, e) || changed
 }

@@ -12,7 +12,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.served(), nil
+	return m.served(s.now()), nil
 }
 
 // ListRequest asks for one page of the migration list: at most Top summaries (default 50, at most 500) after the
@@ -81,5 +81,5 @@ func (s *Service) Cancel(ctx context.Context, id string) (*Migration, error) {
 	}
 	s.perform(ctx, id, eff)
 	s.log.Info("migration canceled", "migration", id, "serverJobsCanceled", len(eff.cancels))
-	return m.served(), nil
+	return m.served(s.now()), nil
 }

@@ -14,6 +14,9 @@ const (
 	StatusExporting Status = "exporting"
 	StatusImporting Status = "importing"
 	StatusVerifying Status = "verifying"
+	// StatusSyncing: the full copy is imported and verified, and deltas keep the destination in step with the
+	// source until the operator cuts over (request sync).
+	StatusSyncing Status = "syncing"
 	StatusCompleted Status = "completed"
 	StatusFailed    Status = "failed"
 	StatusCanceled  Status = "canceled"
@@ -80,6 +83,10 @@ type Migration struct {
 	Planning *Planning `json:"planning,omitempty"`
 	// Cancels are the server jobs the engine gave up on and must DELETE; each stays until its server confirms.
 	Cancels []ServerCancel `json:"cancels,omitempty"`
+	// Sync keeps a migration with request sync in step with its source once the full copy is verified.
+	Sync *Sync `json:"sync,omitempty"`
+	// Cutover records the switch: when the final delta was verified, and the lag then.
+	Cutover *Cutover `json:"cutover,omitempty"`
 	// Progress is derived when serving; never stored.
 	Progress *Progress `json:"progress,omitempty"`
 }
@@ -106,10 +113,16 @@ type Request struct {
 	// deletion stubs (_deleted); both need IncrementalLoad, which keeps versionId and lastUpdated.
 	History bool `json:"history,omitempty"`
 	Deletes bool `json:"deletes,omitempty"`
+	// Sync: after the full copy, export and import what changed every SyncInterval, from the high-water mark
+	// less SyncMargin, with deletions, until a cutover.
+	Sync         bool     `json:"sync,omitempty"`
+	SyncInterval Duration `json:"syncInterval,omitempty"`
+	SyncMargin   Duration `json:"syncMargin,omitempty"`
 }
 
-// associated reports whether the export carries more than current versions (older versions or deletion stubs).
-func (r *Request) associated() bool { return r.History || r.Deletes }
+// associated reports whether the exports carry more than current versions (older versions or deletion stubs):
+// history, deletes, or the deltas of a sync, which carry deletions.
+func (r *Request) associated() bool { return r.History || r.Deletes || r.Sync }
 
 // Failure is why a migration failed.
 type Failure struct {
@@ -180,6 +193,10 @@ type Job struct {
 	// manifest still short after a re-poll); bounded by the engine's MaxReexports.
 	Reexports    int           `json:"reexports,omitempty"`
 	ErrorSummary *ErrorSummary `json:"errorSummary,omitempty"`
+	// Round numbers a sync delta's jobs (0: the full copy); TransactionTime is a finished export's manifest
+	// transactionTime (the instant its content reflects).
+	Round           int        `json:"round,omitempty"`
+	TransactionTime *time.Time `json:"transactionTime,omitempty"`
 	// Bundle names, for a copy job that could not write (InitialLoad), the batch Bundle kept for the operator.
 	Bundle string `json:"bundle,omitempty"`
 }
@@ -393,9 +410,12 @@ func (m *Migration) progress() Progress {
 }
 
 // served returns the document as the API shows it, with its derived progress.
-func (m *Migration) served() *Migration {
+func (m *Migration) served(now time.Time) *Migration {
 	p := m.progress()
 	m.Progress = &p
+	if m.Sync != nil && m.Cutover == nil && !m.Sync.HighWater.IsZero() {
+		m.Sync.LagSeconds = max(now.Sub(m.Sync.HighWater).Seconds(), 0)
+	}
 	return m
 }
 

@@ -289,7 +289,7 @@ func manifestFiles(man *fhir.Manifest) []File {
 
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
 	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container,
-		History: m.Request.History, Deleted: m.Request.Deletes}
+		History: m.Request.History, Deleted: m.Request.Deletes || j.Round > 0}
 }
 
 // applyCall applies one answer to the fresh document; answers that no longer match their job are stale.
@@ -315,6 +315,9 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		if c.export.Manifest == nil {
 			s.applyPollError(m, j, errors.New("completed export status without a manifest"), now, e)
 			return
+		}
+		if t, err := time.Parse(time.RFC3339Nano, c.export.Manifest.TransactionTime); err == nil {
+			j.TransactionTime = timePtr(t.UTC())
 		}
 		output := manifestFiles(c.export.Manifest)
 		if short := shortfall(j.Expected, output); len(short) > 0 {

@@ -56,7 +56,7 @@ func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) 
 	}
 	s.perform(ctx, id, eff)
 	s.log.Info("verification started again", "migration", id, "generation", m.Verification.Generation, "mode", m.Verification.Mode)
-	return m.served(), nil
+	return m.served(s.now()), nil
 }
 
 // reverifiable: every job finished and the migration is completed, or failed by its verification.

@@ -47,6 +47,9 @@ type StartRequest struct {
 	Cleanup        *string  `json:"cleanup"`
 	History        bool     `json:"history"`
 	Deletes        bool     `json:"deletes"`
+	Sync           bool     `json:"sync"`
+	SyncInterval   *string  `json:"syncInterval"`
+	SyncMargin     *string  `json:"syncMargin"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -102,12 +105,12 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 	}
 	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
 		"container", req.Container)
-	return &StartResult{Migration: m.served()}, nil
+	return &StartResult{Migration: m.served(s.now())}, nil
 }
 
 // validate checks every field and applies the defaults that need no server.
 func (s *Service) validate(r *StartRequest) (*Request, *Error) {
-	req := &Request{DryRun: r.DryRun, History: r.History, Deletes: r.Deletes}
+	req := &Request{DryRun: r.DryRun, History: r.History, Deletes: r.Deletes, Sync: r.Sync}
 	var refusal *Error
 	if req.Source, refusal = s.checkServer(r.Source, "source"); refusal != nil {
 		return nil, refusal
@@ -198,9 +201,15 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		}
 		req.Cleanup = *r.Cleanup
 	}
+	if refusal := checkSync(r, req); refusal != nil {
+		return nil, refusal
+	}
 	if req.associated() {
 		what := "history"
-		if !req.History {
+		switch {
+		case req.Sync:
+			what = "sync (its deltas carry deletions)"
+		case !req.History:
 			what = "deletes"
 		}
 		switch {
@@ -213,6 +222,33 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		}
 	}
 	return req, nil
+}
+
+// checkSync reads the sync fields: intervals are Go durations ("15m", "3s"), and a sync has no till (it follows
+// the source until the cutover).
+func checkSync(r *StartRequest, req *Request) *Error {
+	for _, d := range []struct {
+		raw   *string
+		field string
+		into  *Duration
+		zero  bool
+	}{{r.SyncInterval, "syncInterval", &req.SyncInterval, false}, {r.SyncMargin, "syncMargin", &req.SyncMargin, true}} {
+		if d.raw == nil {
+			continue
+		}
+		if !r.Sync {
+			return invalid("invalid_sync", d.field, "%s needs sync: true", d.field)
+		}
+		v, err := time.ParseDuration(*d.raw)
+		if err != nil || v < 0 || (v == 0 && !d.zero) {
+			return invalid("invalid_sync", d.field, "%s must be a positive duration such as \"15m\" or \"3s\"", d.field)
+		}
+		*d.into = Duration(v)
+	}
+	if r.Sync && req.Till != nil {
+		return invalid("invalid_sync", "till", "a sync follows the source until the cutover: it takes no till")
+	}
+	return nil
 }
 
 func (s *Service) checkServer(raw *string, field string) (string, *Error) {

@@ -126,9 +126,11 @@ func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error
 		if !verifiable(m, msg.Generation) {
 			return nil, errUnchanged
 		}
-		m.Verification.CheckedAt = timePtr(s.now())
+		now := s.now()
+		m.Verification.CheckedAt = timePtr(now)
 		m.Verification.Skipped = true
 		m.Status = StatusCompleted
+		afterVerification(m, now)
 		return nil, nil
 	})
 	if err != nil {
@@ -160,7 +162,7 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 		}
 		decideVerification(m, slices.Clone(rows), system, now)
 		m.Verification.Report = reportName
-		if m.Verification.Passed && m.Request.Cleanup == CleanupAfterVerify && m.Cleanup == nil {
+		if m.Status == StatusCompleted && m.Verification.Passed && m.Request.Cleanup == CleanupAfterVerify && m.Cleanup == nil {
 			m.Cleanup = &Cleanup{State: cleanupPending, RequestedAt: now, Container: m.Request.Container}
 		}
 		return nil, nil
@@ -307,6 +309,8 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 // migratedTill is the end of the migrated range: the request's till, or when planning started.
 func migratedTill(m *Migration) *time.Time {
 	switch {
+	case m.Sync != nil && !m.Sync.HighWater.IsZero():
+		return &m.Sync.HighWater // a synced migration holds every change up to its high-water mark
 	case m.Request.Till != nil:
 		return m.Request.Till
 	case m.Planning != nil:

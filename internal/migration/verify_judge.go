@@ -86,10 +86,12 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 	if v.Passed {
 		m.Status = StatusCompleted
 		m.Error = nil
+		afterVerification(m, now)
 		return
 	}
 	m.Status = StatusFailed
 	m.Error = &Failure{Code: reasonCode(worst), Message: strings.Join(problems, "; ")}
+	afterVerification(m, now)
 }
 
 // baselineCount is the destination's count of typ before the migration, if it was taken.

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
+)
+
+// syncDoc is the part of a synced migration's document the tests read.
+type syncDoc struct {
+	Status string `json:"status"`
+	Error  *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Sync *struct {
+		HighWater  time.Time `json:"highWater"`
+		LagSeconds float64   `json:"lagSeconds"`
+		Rounds     int       `json:"rounds"`
+		Round      *struct {
+			N     int  `json:"n"`
+			Final bool `json:"final"`
+		} `json:"round"`
+		LastError          string     `json:"lastError"`
+		CutoverRequestedAt *time.Time `json:"cutoverRequestedAt"`
+		Recent             []struct {
+			N        int       `json:"n"`
+			Since    time.Time `json:"since"`
+			Exported int64     `json:"exported"`
+			Imported int64     `json:"imported"`
+			Final    bool      `json:"final"`
+		} `json:"recent"`
+	} `json:"sync"`
+	Cutover *struct {
+		At         time.Time `json:"at"`
+		LagSeconds float64   `json:"lagSeconds"`
+	} `json:"cutover"`
+	Verification *struct {
+		Passed bool   `json:"passed"`
+		Mode   string `json:"mode"`
+	} `json:"verification"`
+}
+
+func (s *stack) syncDoc(id string) (syncDoc, []byte) {
+	s.t.Helper()
+	status, raw := s.api(http.MethodGet, "/api/migrations/"+id, nil)
+	require.Equal(s.t, http.StatusOK, status, string(raw))
+	var d syncDoc
+	require.NoError(s.t, json.Unmarshal(raw, &d))
+	return d, raw
+}
+
+// until polls the migration until ok says so (failing on a terminal status ok did not expect), and returns it.
+func (s *stack) until(id, what string, ok func(d syncDoc) bool) syncDoc {
+	s.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		d, raw := s.syncDoc(id)
+		if ok(d) {
+			return d
+		}
+		require.NotContains(s.t, []string{"failed", "canceled"}, d.Status, "waiting for %s:\n%s", what, raw)
+		require.True(s.t, time.Now().Before(deadline), "still waiting for %s:\n%s", what, raw)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestSyncKeepsTheDestinationInStepUntilTheCutover: a migration with sync and history copies everything, then
+// keeps copying what the source changes (creates, updates of resources copied before, deletes, a resource created
+// and deleted between two rounds) while the handler is killed during a round and during the cutover's final
+// round; after the cutover the destination's current resources equal the source's, ids and content, the deleted
+// ones are gone, every version is there, and no round was lost or run twice.
+func TestSyncKeepsTheDestinationInStepUntilTheCutover(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{patients: 3})
+	src, dst := s.source.URL, s.dest.URL
+	id := s.start(map[string]any{"source": src, "destination": dst, "types": []string{"Patient", "Observation"},
+		"sync": true, "history": true, "syncInterval": "1s", "syncMargin": "2s", "verify": "full"})
+	d := s.until(id, "syncing", func(d syncDoc) bool { return d.Status == "syncing" })
+	require.NotNil(t, d.Sync)
+	require.Equal(t, "counts", d.Verification.Mode, "the full copy of a live source is counted; ids wait for the cutover")
+
+	before := resources(t, src, "Patient")
+	var copied string
+	for k := range before {
+		copied = k // a Patient/id copied by the full copy
+		break
+	}
+	var obs string
+	for k := range resources(t, src, "Observation") {
+		obs = k
+		break
+	}
+	fhirWrite(t, src, http.MethodPut, "/Patient/new-1", `{"resourceType":"Patient","id":"new-1","active":true}`)
+	fhirWrite(t, src, http.MethodPut, "/"+copied, fmt.Sprintf(`{"resourceType":"Patient","id":%q,"gender":"unknown"}`, copied[len("Patient/"):]))
+	fhirWrite(t, src, http.MethodDelete, "/"+obs, "")
+	fhirWrite(t, src, http.MethodPut, "/Observation/brief", `{"resourceType":"Observation","id":"brief","status":"final"}`)
+	fhirWrite(t, src, http.MethodDelete, "/Observation/brief", "")
+
+	// A round that starts after the writes, killed while in flight, still carries them.
+	d, _ = s.syncDoc(id)
+	after := d.Sync.Rounds
+	killed := false
+	d = s.until(id, "two more rounds", func(d syncDoc) bool {
+		if !killed && d.Sync.Round != nil && d.Sync.Round.N > after {
+			require.NoError(t, s.host.RestartHandler(t.Context()))
+			killed = true
+		}
+		return d.Sync.Rounds >= after+2
+	})
+	require.True(t, killed)
+	require.Less(t, d.Sync.LagSeconds, 60.0)
+	require.GreaterOrEqual(t, count(t, dst, "Patient", nil), int64(len(before)+1), "the new patient arrived before the cutover")
+
+	// The switch: writes stop, one final round (the handler killed while it runs), then the destination is
+	// verified against the source.
+	status, raw := s.api(http.MethodPost, "/api/migrations/"+id+"/cutover", nil)
+	require.Equal(t, http.StatusAccepted, status, string(raw))
+	killed = false
+	d = s.until(id, "completed", func(d syncDoc) bool {
+		if !killed && d.Sync.Round != nil && d.Sync.Round.Final {
+			require.NoError(t, s.host.RestartHandler(t.Context()))
+			killed = true
+		}
+		return d.Status == "completed"
+	})
+	require.True(t, killed, "the handler was killed during the final round")
+	for i, r := range d.Sync.Recent {
+		require.Equal(t, i+1, r.N, "no round lost or run twice")
+		if i > 0 {
+			require.True(t, r.Since.After(d.Sync.Recent[i-1].Since), "each round starts later than the one before")
+		}
+	}
+	require.NotNil(t, d.Cutover, "the switch is recorded")
+	require.True(t, d.Verification.Passed)
+	require.Equal(t, "full", d.Verification.Mode)
+	require.True(t, d.Sync.Recent[len(d.Sync.Recent)-1].Final)
+
+	for _, typ := range []string{"Patient", "Observation"} {
+		want, got := resources(t, src, typ), resources(t, dst, typ)
+		require.Equal(t, len(want), len(got), typ)
+		for k, v := range want {
+			require.JSONEq(t, string(v), string(got[k]), k)
+		}
+	}
+	// With history, every version is there too, deletions included.
+	for _, path := range []string{"/" + copied + "/_history", "/" + obs + "/_history", "/Observation/brief/_history", "/Patient/new-1/_history"} {
+		want, got := resourceHistory(t, src, path), resourceHistory(t, dst, path)
+		require.Equal(t, *want.Total, *got.Total, path)
+		for i := range want.Entry {
+			require.Equal(t, want.Entry[i].Request, got.Entry[i].Request, path)
+		}
+	}
+	require.Equal(t, 2, *resourceHistory(t, dst, "/"+copied+"/_history").Total)
+	for _, gone := range []string{"/" + obs, "/Observation/brief"} {
+		status, _, err := localstack.Write(t.Context(), dst, http.MethodGet, gone, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusGone, status, gone)
+	}
+	status, raw = s.api(http.MethodPost, "/api/migrations/"+id+"/cutover", nil)
+	require.Equal(t, http.StatusConflict, status, string(raw))
+	require.Contains(t, string(raw), "not_syncing")
+}

@@ -1,0 +1,234 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+)
+
+// syncHarness is a harness whose servers stamp manifests with the harness clock and whose deltas (exports with a
+// since and no till) carry deltaFiles per type.
+func syncHarness(t *testing.T, deltaFiles map[string][]int64) *harness {
+	h := newHarness(t, nil)
+	h.src.now = h.clock.Now
+	h.src.filesFor = func(r fhir.ExportRequest, typ string) []int64 {
+		if r.Since != nil { // the full copy has no since here: a since is a round's
+			return deltaFiles[typ]
+		}
+		return h.src.files[typ]
+	}
+	h.src.countFor = func(typ string, q url.Values) (int64, bool) {
+		for _, v := range q["_lastUpdated"] {
+			if strings.HasPrefix(v, "ge") { // a round's range: what it will export
+				var n int64
+				for _, c := range deltaFiles[typ] {
+					n += c
+				}
+				return n, true
+			}
+		}
+		return 0, false
+	}
+	return h
+}
+
+// driveUntil advances the clock, sweeps and delivers until ok says so.
+func (h *harness) driveUntil(id string, step time.Duration, maxSteps int, what string, ok func(*Migration) bool) *Migration {
+	h.t.Helper()
+	for range maxSteps {
+		h.deliver()
+		m := h.get(id)
+		if ok(m) {
+			return m
+		}
+		require.False(h.t, m.Status.Terminal(), "waiting for %s, the migration ended %s: %+v", what, m.Status, m.Error)
+		h.clock.Advance(step)
+		h.poll()
+	}
+	h.t.Fatalf("still waiting for %s after %d steps: %+v", what, maxSteps, h.get(id).Sync)
+	return nil
+}
+
+func deltaKickoffs(h *harness) []fhir.ExportRequest {
+	var out []fhir.ExportRequest
+	for _, r := range h.src.exportKickoffs {
+		if r.Since != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Each round exports what changed since the high-water mark less the margin, deletions included, and moves the
+// mark to its manifest's transactionTime: a resource changed exactly at a round's transactionTime is in the next
+// round's range (since is inclusive).
+func TestSyncRoundsFollowTheHighWaterMark(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient","Observation"],"sync":true,"syncInterval":"1m","syncMargin":"30s"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	require.Equal(t, m.Planning.Till, m.Sync.HighWater, "the first round starts from the end of the full copy's plan")
+	require.Equal(t, VerifyModeCounts, m.Verification.Mode)
+	require.Empty(t, deltaKickoffs(h))
+
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "three rounds", func(m *Migration) bool { return m.Sync.Rounds == 3 })
+	deltas := deltaKickoffs(h)
+	require.Len(t, deltas, 6, "one export per type per round")
+	marks := []time.Time{m.Planning.Till}
+	for _, r := range m.Sync.Recent {
+		require.NotNil(t, r.Till)
+		marks = append(marks, *r.Till)
+	}
+	for i, r := range m.Sync.Recent {
+		require.Equal(t, i+1, r.N)
+		require.Equal(t, marks[i].Add(-30*time.Second), r.Since)
+		require.False(t, r.Since.After(marks[i]), "a change at the last mark is in the next round")
+		require.True(t, r.Till.After(marks[i]))
+		for _, d := range deltas[2*i : 2*i+2] {
+			require.Equal(t, r.Since, *d.Since)
+			require.True(t, d.Deleted, "deltas carry deletions")
+			require.False(t, d.History)
+		}
+	}
+	require.Equal(t, *m.Sync.Recent[2].Till, m.Sync.HighWater)
+	served, err := h.svc.Get(context.Background(), m.ID)
+	require.NoError(t, err)
+	require.InDelta(t, h.clock.Now().Sub(m.Sync.HighWater).Seconds(), served.Sync.LagSeconds, 0.001)
+	// Rounds never overlap: each starts after the previous ended.
+	for i := 1; i < len(m.Sync.Recent); i++ {
+		require.False(t, m.Sync.Recent[i].StartedAt.Before(*m.Sync.Recent[i-1].FinishedAt))
+	}
+}
+
+// A round that fails is tried again from the same mark before any later round, and the failure is shown.
+func TestAFailedRoundIsRetriedBeforeTheNext(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, map[string][]int64{"Patient": {1}})
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	h.src.mu.Lock()
+	h.src.kickoffErrs = []error{&fhir.Error{Op: "export kick-off", StatusCode: 400, Message: "bad request"}}
+	h.src.mu.Unlock()
+	mark := m.Sync.HighWater
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "a failed attempt", func(m *Migration) bool { return m.Sync.Attempts == 1 })
+	require.Equal(t, StatusSyncing, m.Status, "a failed round does not fail the migration")
+	require.Contains(t, m.Sync.LastError, "round 1 attempt 1")
+	require.Equal(t, mark, m.Sync.HighWater)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "round 1 done", func(m *Migration) bool { return m.Sync.Rounds == 1 })
+	require.Equal(t, 2, m.Sync.Recent[0].Attempt)
+	require.Equal(t, mark.Add(-DefaultSyncMargin), m.Sync.Recent[0].Since, "the retry starts from the same mark")
+	require.Empty(t, m.Sync.LastError)
+	require.Equal(t, int64(1), m.Sync.Recent[0].Exported)
+	require.Equal(t, int64(1), m.Sync.Recent[0].Imported)
+}
+
+// The cutover runs one final round, then verifies in the request's mode, and records the switch; it is refused
+// unless the migration is syncing.
+func TestCutoverRunsAFinalRoundThenVerifies(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"10m"}`)
+	_, err := h.svc.Cutover(context.Background(), m.ID)
+	var refusal *Error
+	require.ErrorAs(t, err, &refusal)
+	require.Equal(t, "not_syncing", refusal.Code)
+
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "round 1", func(m *Migration) bool { return m.Sync != nil && m.Sync.Rounds == 1 })
+	cut, err := h.svc.Cutover(context.Background(), m.ID)
+	require.NoError(t, err)
+	require.NotNil(t, cut.Sync.CutoverRequestedAt)
+	again, err := h.svc.Cutover(context.Background(), m.ID)
+	require.NoError(t, err, "asking twice changes nothing")
+	require.Equal(t, cut.Sync.CutoverRequestedAt, again.Sync.CutoverRequestedAt)
+
+	done := h.drive(m.ID, 10*time.Second, 100)
+	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	require.NotNil(t, done.Cutover)
+	require.Equal(t, 2, done.Sync.Rounds)
+	require.True(t, done.Sync.Recent[1].Final, "the final round ran at once, not after the 10-minute interval")
+	require.Less(t, done.Sync.Recent[1].StartedAt.Sub(*cut.Sync.CutoverRequestedAt), time.Minute)
+	require.Equal(t, VerifyModeCounts, done.Verification.Mode)
+	require.True(t, done.Verification.Passed)
+	require.Equal(t, done.Sync.HighWater, *migratedTill(done), "the cutover verifies the range up to the final mark")
+
+	_, err = h.svc.Cutover(context.Background(), m.ID)
+	require.ErrorAs(t, err, &refusal)
+	require.Equal(t, "not_syncing", refusal.Code)
+}
+
+// The full copy of a live source is counted: a source that changed meanwhile enters syncing with a note; a
+// destination short of the source fails.
+func TestTheFullCopyOfALiveSourceEntersSyncing(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	h.src.countOffset = map[string]int64{"Patient": -1} // one updated or deleted on the source since its export
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	require.Nil(t, m.Error)
+	require.False(t, m.Verification.Passed)
+	require.Contains(t, m.Notes[len(m.Notes)-1], "the sync rounds copy those changes")
+
+	lost := syncHarness(t, nil)
+	lost.dst.countOffset = map[string]int64{"Patient": -1} // the destination lost one
+	m = lost.start(`{` + endpoints + `,"types":["Patient"],"sync":true}`)
+	done := lost.drive(m.ID, 10*time.Second, 100)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeVerificationMismatch, done.Error.Code)
+	require.Nil(t, done.Sync)
+}
+
+// However long a sync runs, the document lists the last rounds; older ones are in blobs, each written once.
+func TestSyncRoundsArePaged(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1s"}`)
+	m = h.driveUntil(m.ID, 5*time.Second, 400, "45 rounds", func(m *Migration) bool { return m.Sync != nil && m.Sync.Rounds == 45 })
+	require.NotEmpty(t, m.Sync.RoundPages)
+	require.Less(t, len(m.Sync.Recent), 2*recentRounds)
+	seen := len(m.Sync.Recent)
+	next := 1
+	for _, name := range m.Sync.RoundPages {
+		data, _, err := h.store.Get(context.Background(), name)
+		require.NoError(t, err)
+		var page []SyncRound
+		require.NoError(t, json.Unmarshal(data, &page))
+		for _, r := range page {
+			require.Equal(t, next, r.N, "rounds in order, none lost or twice")
+			next++
+		}
+		seen += len(page)
+	}
+	require.Equal(t, m.Sync.Recent[0].N, next)
+	require.Equal(t, 45, seen)
+}
+
+func TestSyncRefusals(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	for body, want := range map[string][2]string{
+		`,"sync":true,"till":"2026-01-01T00:00:00Z"`:                              {"invalid_sync", "till"},
+		`,"syncInterval":"1m"`:                                                    {"invalid_sync", "syncInterval"},
+		`,"sync":true,"syncInterval":"soon"`:                                      {"invalid_sync", "syncInterval"},
+		`,"sync":true,"syncInterval":"0s"`:                                        {"invalid_sync", "syncInterval"},
+		`,"sync":true,"syncMargin":"-1m"`:                                         {"invalid_sync", "syncMargin"},
+		`,"sync":true,"types":["Patient"],"typeFilter":["Patient?gender=female"]`: {"history_not_combinable", "typeFilter"},
+		`,"sync":true,"importMode":"InitialLoad"`:                                 {"history_not_combinable", "importMode"},
+	} {
+		_, err := h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+body+`}`))
+		var refusal *Error
+		require.True(t, errors.As(err, &refusal), body)
+		require.Equal(t, want[0], refusal.Code, body)
+		require.Equal(t, want[1], refusal.Field, body)
+	}
+	res, err := h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+`,"sync":true,"syncMargin":"0s"}`))
+	require.NoError(t, err, "a margin of zero is allowed")
+	require.Equal(t, Duration(0), res.Migration.Request.SyncMargin)
+}
