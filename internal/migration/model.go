@@ -16,7 +16,7 @@ const (
 	StatusVerifying Status = "verifying"
 	// StatusSyncing: the full copy is imported and verified, and deltas keep the destination in step with the
 	// source until the operator cuts over (request sync).
-	StatusSyncing Status = "syncing"
+	StatusSyncing   Status = "syncing"
 	StatusCompleted Status = "completed"
 	StatusFailed    Status = "failed"
 	StatusCanceled  Status = "canceled"
