@@ -232,3 +232,28 @@ func TestSyncRefusals(t *testing.T) {
 	require.NoError(t, err, "a margin of zero is allowed")
 	require.Equal(t, Duration(0), res.Migration.Request.SyncMargin)
 }
+
+// A syncing migration can be canceled like any other: the round in flight stops on its server too.
+func TestCancelWhileSyncing(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	h.src.mu.Lock()
+	h.src.exportPending = 1000 // a round that does not end by itself
+	h.src.mu.Unlock()
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "a round running", func(m *Migration) bool {
+		if m.Sync.Round == nil {
+			return false
+		}
+		j := m.job(m.Sync.Round.Jobs[0])
+		return j != nil && j.State == JobRunning
+	})
+	running := m.job(m.Sync.Round.Jobs[0]).ContentLocation
+	canceled, err := h.svc.Cancel(context.Background(), m.ID)
+	require.NoError(t, err)
+	require.Equal(t, StatusCanceled, canceled.Status)
+	h.src.mu.Lock()
+	defer h.src.mu.Unlock()
+	require.Contains(t, h.src.canceled, running, "the round's export is canceled on the source")
+}
