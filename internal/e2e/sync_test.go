@@ -44,6 +44,14 @@ type syncDoc struct {
 	Verification *struct {
 		Passed bool   `json:"passed"`
 		Mode   string `json:"mode"`
+		Rows   []struct {
+			Type    string `json:"type"`
+			History *struct {
+				Compared    bool  `json:"compared"`
+				Source      int64 `json:"source"`
+				Destination int64 `json:"destination"`
+			} `json:"history"`
+		} `json:"rows"`
 	} `json:"verification"`
 }
 
@@ -141,6 +149,13 @@ func TestSyncKeepsTheDestinationInStepUntilTheCutover(t *testing.T) {
 	require.True(t, d.Verification.Passed)
 	require.Equal(t, "full", d.Verification.Mode)
 	require.True(t, d.Sync.Recent[len(d.Sync.Recent)-1].Final)
+	require.Len(t, d.Verification.Rows, 2)
+	for _, r := range d.Verification.Rows {
+		require.NotNil(t, r.History, r.Type)
+		require.True(t, r.History.Compared, r.Type)
+		require.Equal(t, r.History.Source, r.History.Destination, "every version of %s", r.Type)
+		require.Greater(t, r.History.Source, count(t, src, r.Type, nil), "older versions and deletions counted too")
+	}
 
 	for _, typ := range []string{"Patient", "Observation"} {
 		want, got := resources(t, src, typ), resources(t, dst, typ)

@@ -64,6 +64,41 @@ func (c *Client) Count(ctx context.Context, resourceType string, query url.Value
 	return total, nil
 }
 
+// HistoryCount answers GET {base}[/{Type}]/_history?_summary=count: every version of the type (of every type
+// when resourceType is ""), current, older and deleted ones.
+func (c *Client) HistoryCount(ctx context.Context, resourceType string) (int64, error) {
+	op, err := typeOp("history count", resourceType)
+	if err != nil {
+		return 0, err
+	}
+	path := "_history"
+	if resourceType != "" {
+		path = resourceType + "/_history"
+	}
+	resp, err := c.do(ctx, call{
+		op: op, method: http.MethodGet, url: c.endpoint(path, url.Values{"_summary": {"count"}}), retry: true,
+		header: http.Header{"Accept": {mediaFHIRJSON}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	if resp.status != http.StatusOK {
+		return 0, newError(op, resp, c.now())
+	}
+	b, err := parseBundle(resp.body)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	total, present, err := jsonCount(b.Total)
+	if err != nil {
+		return 0, fmt.Errorf("%s: bundle total: %w", op, err)
+	}
+	if !present {
+		return 0, fmt.Errorf("%s: bundle has no total", op)
+	}
+	return total, nil
+}
+
 // Search runs GET {base}[/{Type}]?{query} and calls each with every entry's resource, following link "next"
 // (tokens go only to the base host:port; a next link on a host off the allow-list is refused). Entries with
 // search.mode "outcome" are skipped. An error from each stops the search and is returned wrapped.

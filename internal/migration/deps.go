@@ -20,6 +20,8 @@ type FHIRClient interface {
 	ImportStatus(ctx context.Context, contentLocation string) (*fhir.ImportStatus, error)
 	CancelJob(ctx context.Context, contentLocation string) error
 	Count(ctx context.Context, resourceType string, query url.Values) (int64, error)
+	// HistoryCount counts every version of a type: current, older and deleted ones (_history?_summary=count).
+	HistoryCount(ctx context.Context, resourceType string) (int64, error)
 	// Search calls each with every resource of the search's pages (the ids and full checks).
 	Search(ctx context.Context, resourceType string, query url.Values, each func(resource json.RawMessage) error) error
 	Batch(ctx context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error)

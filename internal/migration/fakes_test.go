@@ -76,6 +76,9 @@ type fakeServer struct {
 	now func() time.Time
 	// countFor, when set and answering true, answers a count instead of the files' totals.
 	countFor func(typ string, q url.Values) (int64, bool)
+	// historyCounts answer HistoryCount per type; a type absent there has one version per current resource.
+	historyCounts map[string]int64
+	historyCalls  int
 }
 
 type fakeJob struct {
@@ -295,6 +298,17 @@ func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, er
 		}
 	}
 	return n + f.countOffset[t], nil
+}
+
+func (f *fakeServer) HistoryCount(ctx context.Context, t string) (int64, error) {
+	f.mu.Lock()
+	f.historyCalls++
+	n, ok := f.historyCounts[t]
+	f.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	return f.Count(ctx, t, nil)
 }
 
 // Search is refused: only the searchDest fake (verify_test.go) looks ids up.

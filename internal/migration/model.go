@@ -329,6 +329,9 @@ type TypeRow struct {
 	// and Extra counts ids deleted on the source that the destination still holds.
 	Versions bool  `json:"versions,omitempty"`
 	Extra    int64 `json:"extra,omitempty"`
+	// History compares every version (history: true, after a cutover): the source's and the destination's
+	// _history counts of the type, or why they were not compared.
+	History *HistoryCounts `json:"history,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`
@@ -337,6 +340,14 @@ type TypeRow struct {
 	Reason string `json:"reason,omitempty"`
 	Proven bool   `json:"proven"`
 	Match  bool   `json:"match"`
+}
+
+// HistoryCounts are a type's version counts on both servers (current, older and deleted versions).
+type HistoryCounts struct {
+	Compared    bool   `json:"compared"`
+	Source      int64  `json:"source,omitempty"`
+	Destination int64  `json:"destination,omitempty"`
+	Why         string `json:"why,omitempty"`
 }
 
 // Progress is derived from the jobs when a document is served.

@@ -20,14 +20,14 @@ func syncHarness(t *testing.T, deltaFiles map[string][]int64) *harness {
 	h := newHarness(t, nil)
 	h.src.now = h.clock.Now
 	h.src.filesFor = func(r fhir.ExportRequest, typ string) []int64 {
-		if r.Since != nil { // the full copy has no since here: a since is a round's
+		if r.Since != nil && isRound(*r.Since) {
 			return deltaFiles[typ]
 		}
 		return h.src.files[typ]
 	}
 	h.src.countFor = func(typ string, q url.Values) (int64, bool) {
 		for _, v := range q["_lastUpdated"] {
-			if strings.HasPrefix(v, "ge") { // a round's range: what it will export
+			if at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(v, "ge")); err == nil && isRound(at) {
 				var n int64
 				for _, c := range deltaFiles[typ] {
 					n += c
@@ -39,6 +39,9 @@ func syncHarness(t *testing.T, deltaFiles map[string][]int64) *harness {
 	}
 	return h
 }
+
+// isRound tells a round's since (hours before the harness's start, or later) from a request's since (years).
+func isRound(since time.Time) bool { return since.After(h0().Add(-24 * time.Hour)) }
 
 // driveUntil advances the clock, sweeps and delivers until ok says so.
 func (h *harness) driveUntil(id string, step time.Duration, maxSteps int, what string, ok func(*Migration) bool) *Migration {
@@ -60,7 +63,7 @@ func (h *harness) driveUntil(id string, step time.Duration, maxSteps int, what s
 func deltaKickoffs(h *harness) []fhir.ExportRequest {
 	var out []fhir.ExportRequest
 	for _, r := range h.src.exportKickoffs {
-		if r.Since != nil {
+		if r.Since != nil && isRound(*r.Since) {
 			out = append(out, r)
 		}
 	}
@@ -256,4 +259,35 @@ func TestCancelWhileSyncing(t *testing.T) {
 	h.src.mu.Lock()
 	defer h.src.mu.Unlock()
 	require.Contains(t, h.src.canceled, running, "the round's export is canceled on the source")
+}
+
+// After the cutover of a migration with history, every type's versions are counted on both servers; a
+// destination missing versions fails, and where the counts cannot be compared the row says why.
+func TestCutoverComparesHistoryCounts(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, body string, dstHistory map[string]int64) *Migration {
+		h := syncHarness(t, nil)
+		h.src.historyCounts = map[string]int64{"Patient": 9}
+		h.dst.historyCounts = dstHistory
+		m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"history":true` + body + `}`)
+		h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+		require.Zero(t, h.src.historyCalls, "no history count while the source is live")
+		_, err := h.svc.Cutover(context.Background(), m.ID)
+		require.NoError(t, err)
+		return h.drive(m.ID, 10*time.Second, 100)
+	}
+	done := run(t, ``, map[string]int64{"Patient": 9})
+	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	require.Equal(t, &HistoryCounts{Compared: true, Source: 9, Destination: 9}, done.Verification.Rows[0].History)
+
+	short := run(t, ``, map[string]int64{"Patient": 7})
+	require.Equal(t, StatusFailed, short.Status)
+	require.Equal(t, codeVerificationMismatch, short.Error.Code)
+	require.Equal(t, reasonHistoryMismatch, short.Verification.Rows[0].Reason)
+	require.Contains(t, short.Error.Message, "the source holds 9 versions")
+
+	since := run(t, `,"since":"2020-01-01T00:00:00Z"`, map[string]int64{"Patient": 7})
+	require.Equal(t, StatusCompleted, since.Status, "%+v", since.Error)
+	require.False(t, since.Verification.Rows[0].History.Compared)
+	require.Contains(t, since.Verification.Rows[0].Explanation, "versions not counted: the migration starts at since")
 }

@@ -303,7 +303,44 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		system.Exported += rows[i].Exported
 		rows[i].Versions = m.Request.associated()
 	}
+	if err := s.countHistory(ctx, m, src, dst, rows); err != nil {
+		return nil, nil, err
+	}
 	return rows, system, nil
+}
+
+// countHistory compares, after a cutover of a migration with history, every type's version counts on both
+// servers. They are comparable only when writes have stopped (the cutover), the whole history was migrated (no
+// since) and the destination held none of the type before; otherwise the row says why they were not compared.
+func (s *Service) countHistory(ctx context.Context, m *Migration, src, dst FHIRClient, rows []TypeRow) error {
+	if !m.Request.History || m.Sync == nil || m.Sync.CutoverRequestedAt == nil || m.Sync.Round != nil {
+		return nil
+	}
+	errs := make([]error, len(rows))
+	fanOut(len(rows), s.cfg.PollConcurrency, func(i int) {
+		r := &rows[i]
+		before, known := baselineCount(m.Baseline, r.Type)
+		switch {
+		case m.Request.Since != nil:
+			r.History = &HistoryCounts{Why: "the migration starts at since: the source's history before it was not copied"}
+			return
+		case !known || before != 0:
+			r.History = &HistoryCounts{Why: "the destination held resources of the type before: their versions count there too"}
+			return
+		}
+		h := &HistoryCounts{Compared: true}
+		var err error
+		if h.Source, err = src.HistoryCount(ctx, r.Type); err != nil {
+			errs[i] = fmt.Errorf("count the history of %s on the source: %w", r.Type, err)
+			return
+		}
+		if h.Destination, err = dst.HistoryCount(ctx, r.Type); err != nil {
+			errs[i] = fmt.Errorf("count the history of %s on the destination: %w", r.Type, err)
+			return
+		}
+		r.History = h
+	})
+	return errors.Join(errs...)
 }
 
 // migratedTill is the end of the migrated range: the request's till, or when planning started.

@@ -33,17 +33,18 @@ const (
 	reasonDifferent          = "different"
 	reasonExportShort        = "export_short"
 	reasonStagedMismatch     = "staged_mismatch"
+	reasonHistoryMismatch    = "history_mismatch"
 	reasonSourceChanged      = codeSourceChanged
 	reasonCountMismatch      = codeCountMismatch
 	reasonBaselineIncomplete = codeBaselineIncomplete
 )
 
 var reasonRank = map[string]int{reasonMissing: 1, reasonDifferent: 2, reasonExportShort: 3, reasonStagedMismatch: 4,
-	reasonSourceChanged: 5, reasonCountMismatch: 6, reasonBaselineIncomplete: 7}
+	reasonHistoryMismatch: 5, reasonSourceChanged: 6, reasonCountMismatch: 7, reasonBaselineIncomplete: 8}
 
 func reasonCode(reason string) string {
 	switch reason {
-	case reasonMissing, reasonDifferent, reasonExportShort, reasonStagedMismatch:
+	case reasonMissing, reasonDifferent, reasonExportShort, reasonStagedMismatch, reasonHistoryMismatch:
 		return codeVerificationMismatch
 	}
 	return reason
@@ -141,6 +142,12 @@ func judgeRow(r *TypeRow, mode string) string {
 	}
 	if r.SourceUpper > r.Source {
 		note("several typeFilter entries: the source holds between %d and %d (their union was exported)", r.Source, r.SourceUpper)
+	}
+	if h := r.History; h != nil && h.Compared && h.Source != h.Destination {
+		raise(reasonHistoryMismatch, "the source holds %d versions of the type (current, older and deleted) and the destination %d",
+			h.Source, h.Destination)
+	} else if h != nil && !h.Compared {
+		note("versions not counted: %s", h.Why)
 	}
 	if r.ImportErrors > 0 {
 		note("%d resources failed to import (see the import error files)", r.ImportErrors)
