@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
@@ -181,4 +184,61 @@ func TestSyncKeepsTheDestinationInStepUntilTheCutover(t *testing.T) {
 	status, raw = s.api(http.MethodPost, "/api/migrations/"+id+"/cutover", nil)
 	require.Equal(t, http.StatusConflict, status, string(raw))
 	require.Contains(t, string(raw), "not_syncing")
+}
+
+// freezableClock is the source simulator's clock: real time, or a frozen instant.
+type freezableClock struct {
+	mu     sync.Mutex
+	frozen *time.Time
+}
+
+func (c *freezableClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.frozen != nil {
+		return *c.frozen
+	}
+	return time.Now()
+}
+
+func (c *freezableClock) freeze(at *time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frozen = at
+}
+
+// TestSyncCopiesAChangeAtARoundsBoundary: a resource written at the very instant a round's export reflects
+// (its transactionTime, the new high-water mark), but after that export read the source, is carried by the next
+// round, even with no margin: a round's since is inclusive.
+func TestSyncCopiesAChangeAtARoundsBoundary(t *testing.T) {
+	t.Parallel()
+	clock := &freezableClock{}
+	s := newStack(t, stackOptions{patients: 2, sourceOptions: []fhirsim.Option{fhirsim.WithClock(clock.Now)}})
+	src, dst := s.source.URL, s.dest.URL
+	id := s.start(map[string]any{"source": src, "destination": dst, "types": []string{"Patient"},
+		"sync": true, "syncInterval": "1s", "syncMargin": "0s"})
+	d := s.until(id, "syncing", func(d syncDoc) bool { return d.Status == "syncing" })
+
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	clock.freeze(&at)
+	d = s.until(id, "a round kicked off at the frozen instant", func(d syncDoc) bool { return d.Sync.HighWater.Equal(at) })
+	fhirWrite(t, src, http.MethodPut, "/Patient/edge", `{"resourceType":"Patient","id":"edge"}`)
+	clock.freeze(nil)
+	carried := d.Sync.Rounds + 1
+	d = s.until(id, "the next round", func(d syncDoc) bool { return d.Sync.Rounds >= carried })
+	var next *struct {
+		N        int       `json:"n"`
+		Since    time.Time `json:"since"`
+		Exported int64     `json:"exported"`
+		Imported int64     `json:"imported"`
+		Final    bool      `json:"final"`
+	}
+	for i := range d.Sync.Recent {
+		if d.Sync.Recent[i].N == carried {
+			next = &d.Sync.Recent[i]
+		}
+	}
+	require.NotNil(t, next)
+	require.True(t, next.Since.Equal(at), "the round after starts exactly at the mark %s: %s (%+v)", at, next.Since, d.Sync.Recent)
+	require.Equal(t, int64(1), count(t, dst, "Patient", url.Values{"_id": {"edge"}}), "the boundary write arrived")
 }

@@ -227,6 +227,9 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 // checkSync reads the sync fields: intervals are Go durations ("15m", "3s"), and a sync has no till (it follows
 // the source until the cutover).
 func checkSync(r *StartRequest, req *Request) *Error {
+	if r.Sync {
+		req.SyncInterval, req.SyncMargin = Duration(DefaultSyncInterval), Duration(DefaultSyncMargin)
+	}
 	for _, d := range []struct {
 		raw   *string
 		field string

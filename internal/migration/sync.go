@@ -98,12 +98,8 @@ func syncInterval(r *Request) time.Duration {
 	return DefaultSyncInterval
 }
 
-func syncMargin(r *Request) time.Duration {
-	if r.SyncMargin > 0 {
-		return time.Duration(r.SyncMargin)
-	}
-	return DefaultSyncMargin
-}
+// syncMargin is the request's margin: its default is applied when the request is accepted, so 0 means none.
+func syncMargin(r *Request) time.Duration { return time.Duration(r.SyncMargin) }
 
 // enterSync turns a verified full copy into a synced migration: the first round starts at once, from the end of
 // the full copy's plan less the margin.

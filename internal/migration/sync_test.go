@@ -234,6 +234,11 @@ func TestSyncRefusals(t *testing.T) {
 	res, err := h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+`,"sync":true,"syncMargin":"0s"}`))
 	require.NoError(t, err, "a margin of zero is allowed")
 	require.Equal(t, Duration(0), res.Migration.Request.SyncMargin)
+	require.Zero(t, syncMargin(&res.Migration.Request), "and kept: zero is not the default")
+	require.Equal(t, Duration(DefaultSyncInterval), res.Migration.Request.SyncInterval)
+	res, err = h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+`,"sync":true}`))
+	require.NoError(t, err)
+	require.Equal(t, DefaultSyncMargin, syncMargin(&res.Migration.Request))
 }
 
 // A syncing migration can be canceled like any other: the round in flight stops on its server too.
