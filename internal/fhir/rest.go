@@ -40,10 +40,12 @@ func (c *Client) Count(ctx context.Context, resourceType string, query url.Value
 	}
 	q := cloneValues(query)
 	q.Set("_summary", "count")
-	resp, err := c.do(ctx, call{
-		op: op, method: http.MethodGet, url: c.endpoint(resourceType, q), retry: true,
-		header: http.Header{"Accept": {mediaFHIRJSON}, "Prefer": {"handling=strict"}},
-	})
+	return c.bundleTotal(ctx, op, resourceType, q, http.Header{"Accept": {mediaFHIRJSON}, "Prefer": {"handling=strict"}})
+}
+
+// bundleTotal GETs path?query and answers the total of the Bundle that comes back.
+func (c *Client) bundleTotal(ctx context.Context, op, path string, query url.Values, header http.Header) (int64, error) {
+	resp, err := c.do(ctx, call{op: op, method: http.MethodGet, url: c.endpoint(path, query), retry: true, header: header})
 	if err != nil {
 		return 0, err
 	}
@@ -75,28 +77,7 @@ func (c *Client) HistoryCount(ctx context.Context, resourceType string) (int64, 
 	if resourceType != "" {
 		path = resourceType + "/_history"
 	}
-	resp, err := c.do(ctx, call{
-		op: op, method: http.MethodGet, url: c.endpoint(path, url.Values{"_summary": {"count"}}), retry: true,
-		header: http.Header{"Accept": {mediaFHIRJSON}},
-	})
-	if err != nil {
-		return 0, err
-	}
-	if resp.status != http.StatusOK {
-		return 0, newError(op, resp, c.now())
-	}
-	b, err := parseBundle(resp.body)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
-	}
-	total, present, err := jsonCount(b.Total)
-	if err != nil {
-		return 0, fmt.Errorf("%s: bundle total: %w", op, err)
-	}
-	if !present {
-		return 0, fmt.Errorf("%s: bundle has no total", op)
-	}
-	return total, nil
+	return c.bundleTotal(ctx, op, path, url.Values{"_summary": {"count"}}, http.Header{"Accept": {mediaFHIRJSON}})
 }
 
 // Search runs GET {base}[/{Type}]?{query} and calls each with every entry's resource, following link "next"

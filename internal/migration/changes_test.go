@@ -2,35 +2,22 @@ package migration
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"log/slog"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
-// lockedBuffer is a log sink safe for the engine's concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// logLines decodes every JSON log line written to sink.
+func logLines(t *testing.T, sink *localstack.SyncBuffer) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(sink.String()))
 	for sc.Scan() {
 		var line map[string]any
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &line), sc.Text())
@@ -43,7 +30,7 @@ func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 // the figures on them must be the document's.
 func TestEveryChangeIsLoggedWithTheMigrationID(t *testing.T) {
 	t.Parallel()
-	var sink lockedBuffer
+	var sink localstack.SyncBuffer
 	h := newHarness(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -54,7 +41,7 @@ func TestEveryChangeIsLoggedWithTheMigrationID(t *testing.T) {
 	var statuses []string
 	ended := map[string]map[string]any{}
 	fields := ChangeLogFields()
-	for _, l := range sink.lines(t) {
+	for _, l := range logLines(t, &sink) {
 		if allowed, ok := fields[l["msg"].(string)]; ok {
 			for k := range l {
 				if k != "time" && k != "level" && k != "msg" && k != "migration" {
@@ -98,7 +85,7 @@ func TestEveryChangeIsLoggedWithTheMigrationID(t *testing.T) {
 
 func TestAFailedMigrationLogsItsCode(t *testing.T) {
 	t.Parallel()
-	var sink lockedBuffer
+	var sink localstack.SyncBuffer
 	h := newHarness(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&sink, nil))
 	})
@@ -108,7 +95,7 @@ func TestAFailedMigrationLogsItsCode(t *testing.T) {
 	require.Equal(t, StatusFailed, done.Status)
 	require.NotNil(t, done.Error)
 	var last map[string]any
-	for _, l := range sink.lines(t) {
+	for _, l := range logLines(t, &sink) {
 		if l["msg"] == LogStatusChanged {
 			last = l
 		}
