@@ -10,6 +10,7 @@ import (
 const (
 	LogStatusChanged = "migration status changed"
 	LogJobEnded      = "job ended"
+	LogRoundEnded    = "sync round ended"
 )
 
 // ChangeLogFields names the fields each change line may carry besides time, level, msg and migration (which every
@@ -18,6 +19,7 @@ func ChangeLogFields() map[string][]string {
 	return map[string][]string{
 		LogStatusChanged: {"from", "to", "code", "err"},
 		LogJobEnded:      {"job", "kind", "state", "types", "resources", "failed", "err"},
+		LogRoundEnded:    {"round", "final", "since", "till", "exported", "imported", "failed", "lagSeconds"},
 	}
 }
 
@@ -26,10 +28,14 @@ func ChangeLogFields() map[string][]string {
 type before struct {
 	status Status
 	open   map[string]JobState
+	rounds int
 }
 
 func snapshot(m *Migration) before {
 	b := before{status: m.Status, open: map[string]JobState{}}
+	if m.Sync != nil {
+		b.rounds = m.Sync.Rounds
+	}
 	for _, j := range m.Jobs {
 		if !j.State.Finished() {
 			b.open[j.ID] = j.State
@@ -56,6 +62,16 @@ func (s *Service) logChanges(ctx context.Context, b before, m *Migration) {
 			attrs = append(attrs, "err", j.LastError)
 		}
 		log.Log(ctx, level, LogJobEnded, attrs...)
+	}
+	if sy := m.Sync; sy != nil && sy.Rounds > b.rounds {
+		for _, r := range sy.Recent {
+			if r.N <= b.rounds || r.Till == nil || r.FinishedAt == nil {
+				continue
+			}
+			log.Log(ctx, slog.LevelInfo, LogRoundEnded, "round", r.N, "final", r.Final, "since", r.Since, "till", *r.Till,
+				"exported", r.Exported, "imported", r.Imported, "failed", r.ImportErrors,
+				"lagSeconds", r.FinishedAt.Sub(*r.Till).Seconds())
+		}
 	}
 	if m.Status == b.status {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
 // syncHarness is a harness whose servers stamp manifests with the harness clock and whose deltas (exports with a
@@ -295,4 +297,34 @@ func TestCutoverComparesHistoryCounts(t *testing.T) {
 	require.Equal(t, StatusCompleted, since.Status, "%+v", since.Error)
 	require.False(t, since.Verification.Rows[0].History.Compared)
 	require.Contains(t, since.Verification.Rows[0].Explanation, "versions not counted: the migration starts at since")
+}
+
+// Each finished round is one log line with the migration id, its figures and the lag at its end: the Azure
+// dashboard charts the lag from these lines.
+func TestEveryRoundIsLogged(t *testing.T) {
+	t.Parallel()
+	var sink localstack.SyncBuffer
+	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&sink, nil)) })
+	h.src.now = h.clock.Now
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 200, "three rounds", func(m *Migration) bool { return m.Sync != nil && m.Sync.Rounds == 3 })
+	var rounds []map[string]any
+	for _, l := range logLines(t, &sink) {
+		if l["msg"] == LogRoundEnded {
+			require.Equal(t, m.ID, l["migration"])
+			for k := range l {
+				if k != "time" && k != "level" && k != "msg" && k != "migration" {
+					require.Contains(t, ChangeLogFields()[LogRoundEnded], k)
+				}
+			}
+			rounds = append(rounds, l)
+		}
+	}
+	require.Len(t, rounds, 3)
+	for i, l := range rounds {
+		r := m.Sync.Recent[i]
+		require.InDelta(t, float64(r.N), l["round"], 0)
+		require.InDelta(t, r.FinishedAt.Sub(*r.Till).Seconds(), l["lagSeconds"], 0.001)
+		require.InDelta(t, float64(r.Exported), l["exported"], 0)
+	}
 }
