@@ -26,12 +26,17 @@ type app struct {
 	logger    *slog.Logger
 	messaging string
 	closers   []func()
+	// openAPI is the API's description, built once.
+	openAPI []byte
 }
 
 // newApp wires the handler: the document store, the staging account, the chained-message sender and the FHIR
 // clients, under one migration service.
 func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err error) {
 	a := &app{logger: logger}
+	if a.openAPI, err = openAPIDocument(); err != nil {
+		return nil, err
+	}
 	// A start that fails after the Service Bus client was made must not leave its connection open.
 	defer func() {
 		if err != nil {
@@ -191,13 +196,9 @@ func blobClient(s Storage, azure *azureIdentity) (*azblob.Client, error) {
 func (a *app) Routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /api/migrations", a.startMigration)
-	mux.HandleFunc("GET /api/migrations", a.listMigrations)
-	mux.HandleFunc("GET /api/migrations/{id}", a.getMigration)
-	mux.HandleFunc("DELETE /api/migrations/{id}", a.cancelMigration)
-	mux.HandleFunc("GET /api/migrations/{id}/report", a.migrationReport)
-	mux.HandleFunc("GET /api/migrations/{id}/report/{part}", a.migrationReport)
-	mux.HandleFunc("POST /api/migrations/{id}/{action}", a.migrationAction)
+	for _, r := range a.apiRoutes() {
+		mux.HandleFunc(r.pattern, r.handle)
+	}
 	mux.HandleFunc("POST /PollJob", a.invocation("PollJob", a.pollJob))
 	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
 	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))
@@ -205,6 +206,25 @@ func (a *app) Routes() http.Handler {
 		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "no_route", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return withInvocationLog(a.logger, mux)
+}
+
+type apiRoute struct {
+	pattern string
+	handle  http.HandlerFunc
+}
+
+// apiRoutes are the routes of the HTTP API the Functions host forwards (described by openapi.go).
+func (a *app) apiRoutes() []apiRoute {
+	return []apiRoute{
+		{"POST /api/migrations", a.startMigration},
+		{"GET /api/migrations", a.listMigrations},
+		{"GET /api/migrations/{id}", a.getMigration},
+		{"DELETE /api/migrations/{id}", a.cancelMigration},
+		{"GET /api/migrations/{id}/report", a.migrationReport},
+		{"GET /api/migrations/{id}/report/{part}", a.migrationReport},
+		{"POST /api/migrations/{id}/{action}", a.migrationAction},
+		{"GET /api/openapi.json", a.serveOpenAPI},
+	}
 }
 
 // withInvocationLog logs each request with the host's invocation id.

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/invopop/jsonschema"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+)
+
+// The OpenAPI description of the HTTP API is built from the operations below, the engine's request and answer
+// types (their JSON Schemas reflected) and the error table, and served at GET /api/openapi.json. A test holds it
+// to the handler's routes and actions and to every error code; the Postman collection is generated from it.
+
+// Actions of POST /api/migrations/{id}/{action}, and parts of GET /api/migrations/{id}/report/{part}.
+var (
+	actionNames = []string{"verify", "cleanup", "cutover"}
+	reportParts = []string{"missing", "search-parameters"}
+)
+
+// bodyCodes answer a request whose body cannot be read as the route's type.
+var bodyCodes = []string{"invalid_body", "body_too_large", "invalid_json", "unknown_field"}
+
+// routeCodes answer a request to no operation.
+var routeCodes = []string{"unknown_action", "no_route"}
+
+type apiOperation struct {
+	method, path, id, summary, description string
+	// request is the body's Go type (nil: none); a body that may be left out is optional.
+	request  any
+	optional bool
+	query    []apiParam
+	answers  []apiAnswer
+	// codes are the error codes it may answer with (internal_error is added to every operation).
+	codes []string
+	// example is a request body to start from (in the description and the Postman collection).
+	example string
+}
+
+type apiParam struct{ name, description string }
+
+type apiAnswer struct {
+	status      int
+	description string
+	contentType string
+	body        any // a Go value whose type is the answer's schema; nil with contentType: text
+	location    bool
+}
+
+func startCodes() []string {
+	return append(slices.Clone(bodyCodes), "missing_field", "invalid_url", "host_not_allowed", "same_server", "invalid_type",
+		"unknown_type", "invalid_time", "invalid_window", "invalid_type_filter", "invalid_export_strategy",
+		"invalid_import_mode", "invalid_container", "invalid_verify", "invalid_verify_sample", "invalid_cleanup",
+		"invalid_window_target", "history_not_combinable", "invalid_sync", "container_in_use", "source_unreachable",
+		"destination_unreachable")
+}
+
+// apiOperations is every operation of the HTTP API.
+func apiOperations() []apiOperation {
+	doc := apiAnswer{status: http.StatusOK, description: "the migration document", contentType: "application/json", body: migration.Migration{}}
+	accepted := func(d string) apiAnswer {
+		return apiAnswer{status: http.StatusAccepted, description: d, contentType: "application/json", body: migration.Migration{}, location: true}
+	}
+	return []apiOperation{
+		{method: http.MethodPost, path: "/api/migrations", id: "startMigration", summary: "Start a migration",
+			description: "Validates the request, checks both servers and stores the migration (status planning); the PollJob timer plans and runs it. With dryRun, answers the plan and stores nothing.",
+			request:     migration.StartRequest{},
+			example:     `{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Patient", "Observation"], "verify": "ids"}`,
+			answers: []apiAnswer{accepted("the new migration"),
+				{status: http.StatusOK, description: "dryRun: the planned windows", contentType: "application/json", body: migration.Plan{}}},
+			codes: startCodes()},
+		{method: http.MethodGet, path: "/api/migrations", id: "listMigrations", summary: "List migrations",
+			query:   []apiParam{{"top", "page size, 1 to 500 (default 100)"}, {"continuationToken", "the token of the previous page"}},
+			answers: []apiAnswer{{status: http.StatusOK, description: "one page of migrations", contentType: "application/json", body: migration.ListResult{}}},
+			codes:   []string{"invalid_top", "invalid_continuation_token"}},
+		{method: http.MethodGet, path: "/api/migrations/{id}", id: "getMigration", summary: "Get a migration",
+			answers: []apiAnswer{doc}, codes: []string{"not_found"}},
+		{method: http.MethodDelete, path: "/api/migrations/{id}", id: "cancelMigration", summary: "Cancel a migration",
+			description: "Cancels every running server job and stops the migration.",
+			answers:     []apiAnswer{doc}, codes: []string{"not_found", "already_finished"}},
+		{method: http.MethodGet, path: "/api/migrations/{id}/report", id: "getReport", summary: "The verification report",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the report", contentType: "text/markdown"}},
+			codes:   []string{"not_found", "report_not_ready"}},
+		{method: http.MethodGet, path: "/api/migrations/{id}/report/missing", id: "getMissingIDs", summary: "Every missing id, one Type/id a line",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the missing ids", contentType: "text/plain"}},
+			codes:   []string{"not_found", "report_not_ready"}},
+		{method: http.MethodGet, path: "/api/migrations/{id}/report/search-parameters", id: "getSearchParameterBundle",
+			summary: "The SearchParameters an InitialLoad destination could not take, as a batch Bundle",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the batch Bundle", contentType: "application/fhir+json"}},
+			codes:   []string{"not_found"}},
+		{method: http.MethodPost, path: "/api/migrations/{id}/verify", id: "verifyAgain", summary: "Verify a finished migration again",
+			request: migration.ReverifyRequest{}, optional: true, example: `{"verify": "ids"}`, answers: []apiAnswer{accepted("the migration, verifying (a new generation)")},
+			codes: append(slices.Clone(bodyCodes), "invalid_verify", "invalid_verify_sample", "not_found", "verification_running",
+				"not_verifiable", "staged_files_deleted")},
+		{method: http.MethodPost, path: "/api/migrations/{id}/cleanup", id: "cleanUp", summary: "Delete the staged export files",
+			request: migration.CleanupRequest{}, optional: true, example: `{"dryRun": true}`,
+			answers: []apiAnswer{{status: http.StatusOK, description: "what was (or with dryRun would be) deleted", contentType: "application/json", body: migration.CleanupResult{}}},
+			codes:   append(slices.Clone(bodyCodes), "not_found", "migration_running", "verification_not_passed", "container_not_owned")},
+		{method: http.MethodPost, path: "/api/migrations/{id}/cutover", id: "cutOver", summary: "Switch a syncing migration",
+			description: "Writes to the source have stopped: one final round copies the last changes, then the destination is verified against the source.",
+			answers:     []apiAnswer{accepted("the migration, cutover requested")},
+			codes:       append(slices.Clone(bodyCodes), "not_found", "not_syncing")},
+		{method: http.MethodGet, path: "/api/openapi.json", id: "getOpenAPI", summary: "This description",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the OpenAPI 3.1 document", contentType: "application/json"}}},
+	}
+}
+
+// serveOpenAPI answers GET /api/openapi.json.
+func (a *app) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	doc := a.openAPI
+	if doc == nil {
+		var err error
+		if doc, err = openAPIDocument(); err != nil {
+			a.logger.Error("OpenAPI document", "err", err)
+			api.Write(w, &api.Error{Status: http.StatusInternalServerError, Code: "internal_error", Message: "the API description could not be built"})
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(doc)
+}
+
+// openAPIDocument builds the OpenAPI 3.1 document.
+func openAPIDocument() ([]byte, error) {
+	r := &jsonschema.Reflector{RequiredFromJSONSchemaTags: true, AllowAdditionalProperties: false,
+		Mapper: func(t reflect.Type) *jsonschema.Schema {
+			switch t {
+			case reflect.TypeFor[migration.Duration]():
+				return &jsonschema.Schema{Type: "string", Description: "a Go duration such as \"15m\" or \"3s\""}
+			case reflect.TypeFor[time.Time]():
+				return &jsonschema.Schema{Type: "string", Format: "date-time"}
+			case reflect.TypeFor[json.RawMessage]():
+				return &jsonschema.Schema{Description: "any JSON value"}
+			}
+			return nil
+		}}
+	schemas := map[string]any{}
+	ref := func(v any) (map[string]any, error) {
+		s := r.Reflect(v)
+		for name, def := range s.Definitions {
+			schemas[name] = def
+		}
+		name := reflect.TypeOf(v).Name()
+		if _, ok := s.Definitions[name]; !ok {
+			return nil, fmt.Errorf("no schema reflected for %s", name)
+		}
+		return map[string]any{"$ref": "#/components/schemas/" + name}, nil
+	}
+	codes := map[string]api.Code{}
+	var all []string
+	for _, c := range api.Codes() {
+		codes[c.Code] = c
+		all = append(all, c.Code)
+	}
+	schemas["ErrorAnswer"] = map[string]any{
+		"type": "object", "required": []string{"error"},
+		"properties": map[string]any{"error": map[string]any{
+			"type": "object", "required": []string{"code", "message"},
+			"properties": map[string]any{
+				"code":    map[string]any{"type": "string", "enum": all, "description": "a stable code (the README's error table)"},
+				"message": map[string]any{"type": "string"},
+				"field":   map[string]any{"type": "string", "description": "the offending field, when one is to blame"},
+			}}},
+	}
+	paths := map[string]map[string]any{}
+	for _, op := range apiOperations() {
+		o := map[string]any{"operationId": op.id, "summary": op.summary, "tags": []string{"migrations"}}
+		if op.description != "" {
+			o["description"] = op.description
+		}
+		var params []any
+		if strings.Contains(op.path, "{id}") {
+			params = append(params, map[string]any{"name": "id", "in": "path", "required": true,
+				"schema": map[string]any{"type": "string"}, "description": "the migration id"})
+		}
+		for _, q := range op.query {
+			params = append(params, map[string]any{"name": q.name, "in": "query", "required": false,
+				"schema": map[string]any{"type": "string"}, "description": q.description})
+		}
+		if params != nil {
+			o["parameters"] = params
+		}
+		if op.request != nil {
+			s, err := ref(op.request)
+			if err != nil {
+				return nil, err
+			}
+			media := map[string]any{"schema": s}
+			if op.example != "" {
+				var ex any
+				if err := json.Unmarshal([]byte(op.example), &ex); err != nil {
+					return nil, fmt.Errorf("operation %s: example: %w", op.id, err)
+				}
+				media["example"] = ex
+			}
+			o["requestBody"] = map[string]any{"required": !op.optional, "content": map[string]any{"application/json": media}}
+		}
+		responses := map[string]any{}
+		for _, a := range op.answers {
+			resp := map[string]any{"description": a.description}
+			content := map[string]any{}
+			if a.body != nil {
+				s, err := ref(a.body)
+				if err != nil {
+					return nil, err
+				}
+				content[a.contentType] = map[string]any{"schema": s}
+			} else {
+				content[a.contentType] = map[string]any{"schema": map[string]any{"type": "string"}}
+			}
+			resp["content"] = content
+			if a.location {
+				resp["headers"] = map[string]any{"Location": map[string]any{"description": "the migration's URL path",
+					"schema": map[string]any{"type": "string"}}}
+			}
+			responses[strconv.Itoa(a.status)] = resp
+		}
+		byStatus := map[int][]string{}
+		for _, c := range append(slices.Clone(op.codes), "internal_error") {
+			row, ok := codes[c]
+			if !ok {
+				return nil, fmt.Errorf("operation %s: code %q is not in the error table", op.id, c)
+			}
+			byStatus[row.Status] = append(byStatus[row.Status], c)
+		}
+		for status, cs := range byStatus {
+			var lines []string
+			for _, c := range cs {
+				lines = append(lines, fmt.Sprintf("`%s`: %s", c, codes[c].When))
+			}
+			responses[strconv.Itoa(status)] = map[string]any{
+				"description":   strings.Join(lines, "\n\n"),
+				"x-error-codes": cs,
+				"content": map[string]any{"application/json": map[string]any{
+					"schema": map[string]any{"$ref": "#/components/schemas/ErrorAnswer"}}},
+			}
+		}
+		o["responses"] = responses
+		if paths[op.path] == nil {
+			paths[op.path] = map[string]any{}
+		}
+		paths[op.path][strings.ToLower(op.method)] = o
+	}
+	doc := map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{"title": "FHIR migrator", "version": "1.0.0",
+			"description": "Moves a FHIR server's data from Azure API for FHIR to the Azure Health Data Services FHIR service: start, watch, verify, sync and cut over, clean up."},
+		"servers": []any{map[string]any{"url": "{baseUrl}", "variables": map[string]any{
+			"baseUrl": map[string]any{"default": "http://127.0.0.1:7071", "description": "the Function App's URL"}}}},
+		"security":   []any{map[string]any{"functionKey": []string{}}},
+		"paths":      paths,
+		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{"functionKey": map[string]any{"type": "apiKey", "in": "header", "name": "x-functions-key", "description": "a function key of the app (none on the local host)"}}},
+		"x-route-codes": map[string]any{
+			"description": "answered to a request that names no operation (404)",
+			"codes":       routeCodes,
+		},
+	}
+	data, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode the OpenAPI document: %w", err)
+	}
+	// Reflected schemas refer to each other under $defs; in OpenAPI they live under components.
+	return []byte(strings.ReplaceAll(string(data), `"#/$defs/`, `"#/components/schemas/`)), nil
+}
