@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/term"
 )
 
 func main() {
@@ -176,10 +178,13 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	return watch(ctx, c, m.ID, out, interval)
 }
 
-// watch prints a progress line whenever it changes and the final report at the end.
+// watch shows the migration until it ends, then its report: on a terminal a progress bar per phase with its rate
+// and expected end, redrawn in place; elsewhere a line whenever the progress changes.
 func watch(ctx context.Context, c *client, id string, out io.Writer, interval time.Duration) (int, error) {
 	start := time.Now()
 	last := ""
+	bars := isTerminal(out)
+	drawn := 0
 	for {
 		status, raw, err := c.do(ctx, http.MethodGet, migrationPath(id), nil)
 		if err != nil {
@@ -192,8 +197,9 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return 1, fmt.Errorf("get %s: unreadable document: %w", id, err)
 		}
-		line := m.progressLine()
-		if line != last {
+		if bars {
+			drawn = redraw(out, drawn, m.progressBars(time.Now(), time.Since(start)))
+		} else if line := m.progressLine(); line != last {
 			fmt.Fprintf(out, "[%4.0fs] %s\n", time.Since(start).Seconds(), line)
 			last = line
 		}
@@ -383,6 +389,20 @@ type migrationDoc struct {
 		At         string  `json:"at"`
 		LagSeconds float64 `json:"lagSeconds"`
 	} `json:"cutover"`
+	Progress *struct {
+		Exports  struct{ Done, Total int } `json:"exports"`
+		Imports  struct{ Done, Total int } `json:"imports"`
+		Estimate *struct {
+			Expected   int64      `json:"expected"`
+			Exported   int64      `json:"exported"`
+			Imported   int64      `json:"imported"`
+			ExportRate float64    `json:"exportRate"`
+			ImportRate float64    `json:"importRate"`
+			ExportEnd  *time.Time `json:"exportEnd"`
+			ImportEnd  *time.Time `json:"importEnd"`
+			Basis      string     `json:"basis"`
+		} `json:"estimate"`
+	} `json:"progress"`
 	Verification *struct {
 		Rows []struct {
 			Type              string `json:"type"`
@@ -459,6 +479,15 @@ func (m *migrationDoc) progressLine() string {
 		}
 		parts = append(parts, fmt.Sprintf("%s %d/%d done (%d running, %d resources)", kind.plural, done, len(idx), running, resources))
 	}
+	if line := m.syncLine(); line != "" {
+		parts = append(parts, line)
+	}
+	return strings.Join(parts, "  ")
+}
+
+// syncLine is the sync's rounds and lag, and the cutover once done; "" without a sync.
+func (m *migrationDoc) syncLine() string {
+	var parts []string
 	if s := m.Sync; s != nil {
 		line := fmt.Sprintf("sync: %d rounds, lag %s", s.Rounds, lag(s.LagSeconds))
 		switch {
@@ -564,4 +593,72 @@ func (m *migrationDoc) report(out io.Writer) {
 	for _, n := range m.Notes {
 		fmt.Fprintln(out, "note:", n)
 	}
+}
+
+// isTerminal reports whether out is a terminal (bars are drawn there, plain lines elsewhere).
+func isTerminal(out io.Writer) bool {
+	f, ok := out.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// redraw replaces the previous frame (drawn lines) with lines and returns how many it drew.
+func redraw(out io.Writer, drawn int, lines []string) int {
+	var b strings.Builder
+	if drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", drawn) // back to the frame's first line
+	}
+	for _, l := range lines {
+		b.WriteString("\r\x1b[2K")
+		b.WriteString(l)
+		b.WriteString("\n")
+	}
+	_, _ = io.WriteString(out, b.String())
+	return len(lines)
+}
+
+const barWidth = 24
+
+// bar draws done of total as a bar with its percentage.
+func bar(done, total int64) string {
+	if total <= 0 {
+		return "[" + strings.Repeat("-", barWidth) + "]   ?%"
+	}
+	f := min(float64(done)/float64(total), 1)
+	n := int(f * barWidth)
+	return "[" + strings.Repeat("#", n) + strings.Repeat("-", barWidth-n) + fmt.Sprintf("] %3.0f%%", f*100)
+}
+
+// eta writes when a phase should end, from now.
+func eta(end *time.Time, now time.Time) string {
+	if end == nil {
+		return "ETA unknown"
+	}
+	d := end.Sub(now)
+	if d <= 0 {
+		return "ETA now"
+	}
+	return "ETA " + d.Round(time.Second).String()
+}
+
+// progressBars is the frame a terminal shows: the status, a bar per phase with its rate and expected end, and
+// the sync's rounds and lag.
+func (m *migrationDoc) progressBars(now time.Time, elapsed time.Duration) []string {
+	lines := []string{fmt.Sprintf("%s  %s  (watching %s)", m.ID, m.Status, elapsed.Round(time.Second))}
+	if p := m.Progress; p != nil {
+		if e := p.Estimate; e != nil {
+			lines = append(lines,
+				fmt.Sprintf("exports  %s  %d/%d windows  %d/%d resources  %.0f/s  %s", bar(e.Exported, e.Expected),
+					p.Exports.Done, p.Exports.Total, e.Exported, e.Expected, e.ExportRate, eta(e.ExportEnd, now)),
+				fmt.Sprintf("imports  %s  %d/%d jobs  %d/%d resources  %.0f/s  %s", bar(e.Imported, e.Expected),
+					p.Imports.Done, p.Imports.Total, e.Imported, e.Expected, e.ImportRate, eta(e.ImportEnd, now)),
+				"         "+e.Basis)
+		} else {
+			lines = append(lines, fmt.Sprintf("exports  %s  %d/%d", bar(int64(p.Exports.Done), int64(p.Exports.Total)), p.Exports.Done, p.Exports.Total),
+				fmt.Sprintf("imports  %s  %d/%d", bar(int64(p.Imports.Done), int64(p.Imports.Total)), p.Imports.Done, p.Imports.Total))
+		}
+	}
+	if line := m.syncLine(); line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }

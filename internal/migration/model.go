@@ -358,6 +358,8 @@ type Progress struct {
 	ResourcesExported int64    `json:"resourcesExported"`
 	ResourcesImported int64    `json:"resourcesImported"`
 	OrphanedAttempts  int      `json:"orphanedAttempts"`
+	// Estimate is the copy's rates and expected end, while it exports or imports.
+	Estimate *Estimate `json:"estimate,omitempty"`
 }
 
 // JobTally counts the jobs of one kind.
@@ -423,6 +425,7 @@ func (m *Migration) progress() Progress {
 // served returns the document as the API shows it, with its derived progress.
 func (m *Migration) served(now time.Time) *Migration {
 	p := m.progress()
+	p.Estimate = m.estimate(now)
 	m.Progress = &p
 	if m.Sync != nil && m.Cutover == nil && !m.Sync.HighWater.IsZero() {
 		m.Sync.LagSeconds = max(now.Sub(m.Sync.HighWater).Seconds(), 0)
