@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale
+.PHONY: tools browser build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale
 
 tools: ## install the pinned Azurite into .tools/
 	@./scripts/install-tools.sh
@@ -35,7 +35,10 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: tools fmt-check vet fuzz ## a short fuzz of each target, then unit tests, stack-level tests and a small chaos run with the race detector
+browser: ## the headless browser the report page's tests drive (Debian's chromium, apt)
+	@./scripts/install-tools.sh --browser
+
+test: tools browser fmt-check vet fuzz ## a short fuzz of each target, then unit tests, stack-level tests and a small chaos run with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-short: tools

@@ -3,9 +3,13 @@ package main
 import (
 	"bufio"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/fhir-migrator/fhir-migrator/internal/report"
 )
 
 // migrationReport serves GET /api/migrations/{id}/report (Markdown), .../report/missing (every missing id) and
@@ -14,6 +18,10 @@ func (a *app) migrationReport(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	switch r.PathValue("part") {
 	case "":
+		if wantsHTML(r.Header.Get("Accept")) {
+			a.htmlReport(w, r, id)
+			return
+		}
 		report, err := a.svc.Report(r.Context(), id)
 		if err != nil {
 			a.writeError(w, r, err)
@@ -118,4 +126,48 @@ func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
 		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "unknown_action",
 			Message: "no action " + r.PathValue("action") + ": use verify, cleanup or cutover"})
 	}
+}
+
+// htmlReport answers the report page: one self-contained HTML page of the migration as it is now, running or
+// finished, under a strict Content-Security-Policy.
+func (a *app) htmlReport(w http.ResponseWriter, r *http.Request, id string) {
+	m, err := a.svc.Get(r.Context(), id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	page, err := report.HTML(m, time.Now())
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", report.ContentSecurityPolicy)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(page)
+}
+
+// wantsHTML reports whether an Accept header prefers text/html to text/markdown: a browser's does; no Accept,
+// */* or text/markdown get the Markdown report.
+func wantsHTML(accept string) bool {
+	html, markdown := -1.0, -1.0
+	for part := range strings.SplitSeq(accept, ",") {
+		media, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		q := 1.0
+		for p := range strings.SplitSeq(params, ";") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(p), "q="); ok {
+				if f, err := strconv.ParseFloat(v, 64); err == nil {
+					q = f
+				}
+			}
+		}
+		switch strings.ToLower(strings.TrimSpace(media)) {
+		case "text/html":
+			html = max(html, q)
+		case "text/markdown":
+			markdown = max(markdown, q)
+		}
+	}
+	return html > 0 && html > markdown
 }

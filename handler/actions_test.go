@@ -153,3 +153,35 @@ func TestEveryBodyIsReadTheSameWay(t *testing.T) {
 		}
 	}
 }
+
+func TestReportAnswersHTMLOnlyToWhoPrefersIt(t *testing.T) {
+	t.Parallel()
+	for accept, want := range map[string]bool{
+		"":              false,
+		"*/*":           false,
+		"text/markdown": false,
+		"text/html":     true,
+		"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8": true,
+		"text/markdown, text/html;q=0.5":                                  false,
+		"text/html;q=0.9, text/markdown;q=0.3":                            true,
+		"text/html;q=0":                                                   false,
+	} {
+		require.Equal(t, want, wantsHTML(accept), accept)
+	}
+	srv := actionsServer(t)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/migrations/m-1/report", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/html")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
+	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'")
+	require.Contains(t, string(body), `data-figure="status">failed<`)
+	require.NotContains(t, string(body), "<script")
+	for _, attr := range []string{" src=", " href=", "@import", "url("} {
+		require.NotContains(t, string(body), attr, "nothing is fetched from elsewhere")
+	}
+}

@@ -86,9 +86,11 @@ func apiOperations() []apiOperation {
 		{method: http.MethodDelete, path: "/api/migrations/{id}", id: "cancelMigration", summary: "Cancel a migration",
 			description: "Cancels every running server job and stops the migration.",
 			answers:     []apiAnswer{doc}, codes: []string{"not_found", "already_finished"}},
-		{method: http.MethodGet, path: "/api/migrations/{id}/report", id: "getReport", summary: "The verification report",
-			answers: []apiAnswer{{status: http.StatusOK, description: "the report", contentType: "text/markdown"}},
-			codes:   []string{"not_found", "report_not_ready"}},
+		{method: http.MethodGet, path: "/api/migrations/{id}/report", id: "getReport", summary: "The report",
+			description: "With Accept: text/html, one self-contained HTML page of the migration as it is now (running or finished); otherwise the Markdown report of its verification.",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the report", contentType: "text/markdown"},
+				{status: http.StatusOK, description: "the report", contentType: "text/html"}},
+			codes: []string{"not_found", "report_not_ready"}},
 		{method: http.MethodGet, path: "/api/migrations/{id}/report/missing", id: "getMissingIDs", summary: "Every missing id, one Type/id a line",
 			answers: []apiAnswer{{status: http.StatusOK, description: "the missing ids", contentType: "text/plain"}},
 			codes:   []string{"not_found", "report_not_ready"}},
@@ -208,6 +210,9 @@ func openAPIDocument() ([]byte, error) {
 		for _, a := range op.answers {
 			resp := map[string]any{"description": a.description}
 			content := map[string]any{}
+			if prev, ok := responses[strconv.Itoa(a.status)].(map[string]any); ok {
+				resp, content = prev, prev["content"].(map[string]any) // another media type of the same answer
+			}
 			if a.body != nil {
 				s, err := ref(a.body)
 				if err != nil {
