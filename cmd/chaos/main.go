@@ -32,7 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Faults, "faults", chaos.DefaultFaults, `fault spec of every simulator, name=probability,... ("none" for none)`)
 	fs.IntVar(&o.LossyEvery, "lossy-every", 3, "only every n-th migration's destination gets the lossy faults (import-drop, import-line-errors)")
 	fs.IntVar(&o.MinResources, "min-resources", 2000, "least number of resources every migration must move")
-	fs.DurationVar(&o.Budget, "budget", 20*time.Minute, "longest run: rounds go on until every fault kind fired and enough kills landed")
+	fs.DurationVar(&o.Budget, "budget", 20*time.Minute, "rounds start until every fault kind fired and enough kills landed, or this long (the last round then runs to its end)")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed of the fault rolls, the host's chaos and the kill times (0: from the time)")
 	fs.IntVar(&o.Kills, "kills", 5, "least number of handler kills that must land while a migration runs")
 	fs.DurationVar(&o.KillEvery, "kill-every", 5*time.Second, "mean time between handler kills")

@@ -49,8 +49,9 @@ type Options struct {
 	LossyEvery int
 	// MinResources is the least number of resources every migration must move (default 2000).
 	MinResources int
-	// Budget bounds the whole run: rounds are started until every configured fault kind fired and Kills kills
-	// landed while a migration ran, or the budget is spent (default 20m).
+	// Budget bounds when rounds start: rounds are started until every configured fault kind fired and Kills kills
+	// landed while a migration ran, or the budget is spent (default 20m); the last round then runs to its end, so
+	// the whole run takes at most Budget + Timeout.
 	Budget time.Duration
 	// Seed drives the fault rolls, the host's chaos rolls and the kill times (0: from the time).
 	Seed int64
@@ -340,7 +341,9 @@ func (r *run) execute(ctx context.Context) (Summary, error) {
 		if err := r.startRound(runCtx, round); err != nil {
 			return Summary{}, err
 		}
-		roundCtx, cancelRound := context.WithTimeout(runCtx, o.Timeout)
+		// The budget bounds when rounds start; a round that started gets its whole timeout, so that no migration
+		// is cut off half-way by the budget and counted as unfinished.
+		roundCtx, cancelRound := context.WithTimeout(ctx, o.Timeout)
 		err := r.await(roundCtx)
 		cancelRound()
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -29,7 +29,7 @@ func TestSmallChaosRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sum, err := Run(ctx, Options{Migrations: 3, Patients: 3, Seed: 20260101, Kills: 5, KillEvery: 5 * time.Second,
-		Faults: testFaults, MinResources: 200, Budget: 5 * time.Minute, Timeout: 3 * time.Minute,
+		Faults: testFaults, MinResources: 200, Budget: 4 * time.Minute, Timeout: 3 * time.Minute,
 		Progress: &progress, HandlerBinary: *handlerBinary})
 	require.NoError(t, err, progress.String())
 	t.Log(progress.String())
