@@ -207,9 +207,9 @@ func (c *freezableClock) freeze(at *time.Time) {
 	c.frozen = at
 }
 
-// TestSyncCopiesAChangeAtARoundsBoundary: a resource written at the very instant a round's export reflects
-// (its transactionTime, the new high-water mark), but after that export read the source, is carried by the next
-// round, even with no margin: a round's since is inclusive.
+// TestSyncCopiesAChangeAtARoundsBoundary: a resource updated (and one created) at the very instant a round's
+// export reflects (its transactionTime, the new high-water mark), but after that export read the source, is
+// carried by the next round, even with no margin: a round's since is inclusive.
 func TestSyncCopiesAChangeAtARoundsBoundary(t *testing.T) {
 	t.Parallel()
 	clock := &freezableClock{}
@@ -219,9 +219,15 @@ func TestSyncCopiesAChangeAtARoundsBoundary(t *testing.T) {
 		"sync": true, "syncInterval": "1s", "syncMargin": "0s"})
 	d := s.until(id, "syncing", func(d syncDoc) bool { return d.Status == "syncing" })
 
+	var copied string
+	for k := range resources(t, src, "Patient") {
+		copied = k[len("Patient/"):] // a patient the full copy moved
+		break
+	}
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	clock.freeze(&at)
 	d = s.until(id, "a round kicked off at the frozen instant", func(d syncDoc) bool { return d.Sync.HighWater.Equal(at) })
+	fhirWrite(t, src, http.MethodPut, "/Patient/"+copied, fmt.Sprintf(`{"resourceType":"Patient","id":%q,"gender":"other"}`, copied))
 	fhirWrite(t, src, http.MethodPut, "/Patient/edge", `{"resourceType":"Patient","id":"edge"}`)
 	clock.freeze(nil)
 	carried := d.Sync.Rounds + 1
@@ -240,5 +246,8 @@ func TestSyncCopiesAChangeAtARoundsBoundary(t *testing.T) {
 	}
 	require.NotNil(t, next)
 	require.True(t, next.Since.Equal(at), "the round after starts exactly at the mark %s: %s (%+v)", at, next.Since, d.Sync.Recent)
-	require.Equal(t, int64(1), count(t, dst, "Patient", url.Values{"_id": {"edge"}}), "the boundary write arrived")
+	require.Equal(t, int64(1), count(t, dst, "Patient", url.Values{"_id": {"edge"}}), "the boundary create arrived")
+	got := resources(t, dst, "Patient")["Patient/"+copied]
+	require.Contains(t, string(got), `"gender":"other"`, "the boundary update arrived")
+	require.Contains(t, string(got), `"lastUpdated":"`+at.Format("2006-01-02T15:04:05.000Z")+`"`, "written exactly at the mark")
 }
