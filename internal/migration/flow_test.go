@@ -666,7 +666,10 @@ func TestListPagesSummariesFromMetadata(t *testing.T) {
 		require.Equal(t, m.Status, sum.Status, sum.ID)
 		require.Equal(t, m.Request.Source, sum.Source)
 		require.True(t, m.CreatedAt.Equal(sum.CreatedAt))
-		require.Equal(t, *m.Progress, sum.Progress, sum.ID)
+		p := *m.Progress
+		p.Estimate = nil // an estimate needs the jobs' times: the list shows the tallies only
+		require.Equal(t, p, sum.Progress, sum.ID)
+		require.Nil(t, sum.Progress.Estimate)
 	}
 	for _, req := range []ListRequest{{Top: 501}, {Top: -1}, {ContinuationToken: "%%%"}} {
 		_, err := h.svc.List(context.Background(), req)
