@@ -601,14 +601,24 @@ func isTerminal(out io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// redraw replaces the previous frame (drawn lines) with lines and returns how many it drew.
+// redraw replaces the previous frame (drawn lines) with lines and returns how many it drew. Lines are cut to the
+// terminal's width, so that none wraps and the next frame starts where this one did.
 func redraw(out io.Writer, drawn int, lines []string) int {
+	width := 0
+	if f, ok := out.(*os.File); ok {
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
+			width = w
+		}
+	}
 	var b strings.Builder
 	if drawn > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", drawn) // back to the frame's first line
 	}
+	b.WriteString("\r\x1b[J") // and clear it all: a shorter frame leaves nothing behind
 	for _, l := range lines {
-		b.WriteString("\r\x1b[2K")
+		if r := []rune(l); width > 1 && len(r) >= width {
+			l = string(r[:width-1])
+		}
 		b.WriteString(l)
 		b.WriteString("\n")
 	}

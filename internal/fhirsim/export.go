@@ -2,7 +2,6 @@ package fhirsim
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -271,37 +270,19 @@ func joined(q url.Values, name string) string { return strings.Join(q[name], ","
 // exportSnapshot selects the resources the job exports, at kick-off, ordered by type, lastUpdated and id: a range
 // of each type's time index, then the type's filters.
 func (s *Server) exportSnapshot(spec exportSpec) []*resource {
-	types := spec.types
-	if types == nil {
-		types = s.resources.types()
-	}
 	dates := []dateFilter{spec.till}
 	if spec.since != nil {
 		dates = append(dates, *spec.since)
 	}
-	var out []*resource
-	for _, t := range types {
+	return s.resources.exportRange(spec.types, func(t string) query {
 		q := query{typ: t, dates: dates, byTime: true, limit: -1}
 		if filters := spec.typeFilters[t]; len(filters) > 0 {
 			q.match = func(r *resource) bool {
 				return slices.ContainsFunc(filters, func(c criteria) bool { return c.match(r) })
 			}
 		}
-		_, page, _ := s.resources.find(q)
-		if spec.history || spec.deleted {
-			from, to, _ := dateRange(dates)
-			for _, r := range s.resources.olderInRange(t, from, to) {
-				if (r.Deleted && spec.deleted) || (!r.Deleted && spec.history) {
-					page = append(page, r)
-				}
-			}
-			slices.SortStableFunc(page, func(a, b *resource) int {
-				return cmp.Or(byTime(a, b), cmp.Compare(versionNumber(a.VersionID), versionNumber(b.VersionID)))
-			})
-		}
-		out = append(out, page...)
-	}
-	return out
+		return q
+	}, spec.history, spec.deleted)
 }
 
 // writeExport writes the snapshot as NDJSON files, rolling over every s.cfg.rollover resources per type.

@@ -287,9 +287,7 @@ func (s *resourceStore) historyCount(typ string) int {
 }
 
 // olderInRange lists typ's history versions whose own lastUpdated is in [from, to), by lastUpdated then id.
-func (s *resourceStore) olderInRange(typ string, from, to time.Time) []*resource {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *resourceStore) olderInRangeLocked(typ string, from, to time.Time) []*resource {
 	ix := s.byType[typ]
 	if ix == nil || ix.olderN == 0 {
 		return nil
@@ -380,6 +378,44 @@ func (q query) sortKey(r *resource) string {
 func (s *resourceStore) find(q query) (total int, page []*resource, more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.findLocked(q)
+}
+
+// exportRange reads, in one moment (under one lock), what an export of types takes: for each type, the current
+// resources q selects and, with history or deleted, the older versions or deletion stubs of the range, by
+// lastUpdated. Without types, every type that has a resource, or with history or deleted a stored version.
+func (s *resourceStore) exportRange(types []string, q func(typ string) query, history, deleted bool) []*resource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if types == nil {
+		for t, ix := range s.byType {
+			if len(ix.byID) > 0 || ((history || deleted) && ix.olderN > 0) {
+				types = append(types, t)
+			}
+		}
+		slices.Sort(types)
+	}
+	var out []*resource
+	for _, t := range types {
+		tq := q(t)
+		_, page, _ := s.findLocked(tq)
+		if history || deleted {
+			from, to, _ := dateRange(tq.dates)
+			for _, r := range s.olderInRangeLocked(t, from, to) {
+				if (r.Deleted && deleted) || (!r.Deleted && history) {
+					page = append(page, r)
+				}
+			}
+			slices.SortStableFunc(page, func(a, b *resource) int {
+				return cmp.Or(byTime(a, b), cmp.Compare(versionNumber(a.VersionID), versionNumber(b.VersionID)))
+			})
+		}
+		out = append(out, page...)
+	}
+	return out
+}
+
+func (s *resourceStore) findLocked(q query) (total int, page []*resource, more bool) {
 	types := []string{q.typ}
 	if q.typ == "" {
 		types = s.typesLocked()

@@ -321,3 +321,16 @@ func TestVersionsOfOneResourceNeverShareATime(t *testing.T) {
 	s.getJSON(t, "/Patient/p/_history", &h)
 	require.Equal(t, 3, *h.Total)
 }
+
+// A system export with deleted resources carries the stubs of a type none of whose resources is left.
+func TestASystemExportCarriesTheStubsOfAnEmptiedType(t *testing.T) {
+	t.Parallel()
+	source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithJobDelay(time.Millisecond), fhirsim.WithPollsBeforeDone(0))
+	for _, id := range []string{"a", "b"} {
+		require.Equal(t, http.StatusCreated, source.write(t, http.MethodPut, "/Patient/"+id, `{"resourceType":"Patient","id":"`+id+`"}`).status)
+		require.Equal(t, http.StatusNoContent, source.do(t, request{method: http.MethodDelete, path: "/Patient/" + id}).StatusCode)
+	}
+	q := url.Values{"_container": {uniqueName("emptied")}, "includeAssociatedData": {"_deleted"}}
+	_, lines := exportLines(t, source, q.Encode())
+	require.Equal(t, []string{"Patient/a/2/deleted", "Patient/b/2/deleted"}, versionKeys(lines))
+}

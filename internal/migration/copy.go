@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
@@ -126,6 +127,9 @@ func (s *Service) keepResources(ctx context.Context, m *Migration, ins []Input, 
 			return nil, err
 		}
 	}
+	if m.Request.associated() {
+		entries = newestOnly(entries)
+	}
 	tally.held = int64(len(entries))
 	if len(entries) == 0 {
 		return tally, nil
@@ -169,14 +173,27 @@ func (s *Service) copyResources(ctx context.Context, m *Migration, ins []Input) 
 		batch = batch[:0]
 		return nil
 	}
+	add := func(e fhir.BatchEntry) error {
+		batch = append(batch, e)
+		if len(batch) == maxBatchEntries {
+			return flush()
+		}
+		return nil
+	}
+	// With versions and deletion stubs in the files, the resources are gathered first and only each one's newest
+	// line is written (SearchParameters are few).
+	var gathered []fhir.BatchEntry
 	for _, in := range ins {
-		if err := s.readResources(ctx, in, tally, func(e fhir.BatchEntry) error {
-			batch = append(batch, e)
-			if len(batch) == maxBatchEntries {
-				return flush()
-			}
-			return nil
-		}); err != nil {
+		each := add
+		if m.Request.associated() {
+			each = func(e fhir.BatchEntry) error { gathered = append(gathered, e); return nil }
+		}
+		if err := s.readResources(ctx, in, tally, each); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range newestOnly(gathered) {
+		if err := add(e); err != nil {
 			return nil, err
 		}
 	}
@@ -184,6 +201,69 @@ func (s *Service) copyResources(ctx context.Context, m *Migration, ins []Input) 
 		return nil, err
 	}
 	return tally, nil
+}
+
+// newestOnly keeps, per resource, its newest line of an export with versions (the highest versionId; the later
+// line on a tie) and drops a resource whose newest line is a deletion stub: a batch PUT would store the stub as a
+// resource, and an older version PUT after a newer one would become current. Lines keep their first order.
+func newestOnly(entries []fhir.BatchEntry) []fhir.BatchEntry {
+	type newest struct {
+		at      int
+		version int
+	}
+	best := map[string]newest{}
+	for i, e := range entries {
+		key := e.Type + "/" + e.ID
+		v := lineVersion(e.Resource)
+		if b, ok := best[key]; !ok || v >= b.version {
+			best[key] = newest{at: i, version: v}
+		}
+	}
+	var out []fhir.BatchEntry
+	for i, e := range entries {
+		if b := best[e.Type+"/"+e.ID]; b.at == i && !deletionStub(e.Resource) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// lineVersion is a line's meta.versionId as an integer, 0 when it has none.
+func lineVersion(raw []byte) int {
+	var h struct {
+		Meta struct {
+			VersionID string `json:"versionId"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(raw, &h) != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(h.Meta.VersionID)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// deletionStub reports whether a line is the stub of a deleted resource, as an export with _deleted writes it.
+func deletionStub(raw []byte) bool {
+	var h struct {
+		Meta struct {
+			Extension []struct {
+				URL         string `json:"url"`
+				ValueString string `json:"valueString"`
+			} `json:"extension"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(raw, &h) != nil {
+		return false
+	}
+	return slices.ContainsFunc(h.Meta.Extension, func(e struct {
+		URL         string `json:"url"`
+		ValueString string `json:"valueString"`
+	}) bool {
+		return e.URL == "http://azurehealthcareapis.com/data-extensions/deleted-state" && e.ValueString == "soft-deleted"
+	})
 }
 
 // readResources streams one NDJSON file, one resource per line.

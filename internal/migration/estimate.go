@@ -100,4 +100,11 @@ func rate(n int64, since *time.Time, now time.Time) float64 {
 	return float64(n) / now.Sub(*since).Seconds()
 }
 
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+// seconds converts, clamped to a century (a tiny rate over much work would overflow a Duration).
+func seconds(s float64) time.Duration {
+	const century = 100 * 365 * 24 * time.Hour
+	if s >= century.Seconds() {
+		return century
+	}
+	return time.Duration(s * float64(time.Second))
+}

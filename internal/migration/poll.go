@@ -289,7 +289,9 @@ func manifestFiles(man *fhir.Manifest) []File {
 
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
 	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container,
-		History: m.Request.History, Deleted: m.Request.Deletes || j.Round > 0}
+		// History brings deletions too: without its stub, an older version of a deleted resource would become
+		// current on the destination. A sync round always carries them.
+		History: m.Request.History, Deleted: m.Request.Deletes || m.Request.History || j.Round > 0}
 }
 
 // applyCall applies one answer to the fresh document; answers that no longer match their job are stale.

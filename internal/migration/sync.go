@@ -147,8 +147,9 @@ func settleSync(m *Migration, now time.Time, e *effects) bool {
 		if sy.CutoverRequestedAt == nil {
 			return true // the next round at its time
 		}
+		sy.NextAt = timePtr(now) // the final round follows at once
 	}
-	if sy.CutoverRequestedAt != nil || sy.NextAt == nil || !now.Before(*sy.NextAt) {
+	if sy.NextAt == nil || !now.Before(*sy.NextAt) {
 		startRound(m, now, sy.CutoverRequestedAt != nil)
 		return true
 	}
@@ -222,7 +223,8 @@ func startRound(m *Migration, now time.Time, final bool) {
 	r := &SyncRound{N: n, Attempt: attempt, Since: since, Final: final, StartedAt: now}
 	for _, j := range jobs {
 		if m.job(j.ID) != nil {
-			continue // queued by a save that was lost: never twice
+			r.Jobs = append(r.Jobs, j.ID) // already there: never queued twice, still the round's
+			continue
 		}
 		j.Kind, j.State, j.Round, j.CreatedAt = KindExport, JobQueued, n, now
 		j.Since = timePtr(since)
@@ -263,7 +265,7 @@ func afterVerification(m *Migration, now time.Time) {
 		}
 		return
 	}
-	if m.Sync.CutoverRequestedAt != nil && m.Sync.Round == nil && m.Status == StatusCompleted {
+	if m.Sync.CutoverRequestedAt != nil && m.Sync.Round == nil && m.Status == StatusCompleted && m.Cutover == nil {
 		m.Cutover = &Cutover{RequestedAt: *m.Sync.CutoverRequestedAt, At: now,
 			LagSeconds: max(now.Sub(m.Sync.HighWater).Seconds(), 0)}
 		m.Sync.LagSeconds = m.Cutover.LagSeconds

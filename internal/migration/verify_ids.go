@@ -258,13 +258,13 @@ func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f 
 				}
 				mu.Lock()
 				t := res.tally(b.typ)
+				t.Different += int64(len(diffs))
 				t.Extra += int64(len(extra))
-				for _, id := range extra {
+				for _, id := range extra { // listed with the differences, counted apart
 					diffs = append(diffs, Difference{Resource: id, Paths: []string{"(deleted on the source, present in the destination)"}})
 				}
 				t.Missing += int64(len(missing))
 				t.Compared += int64(compared)
-				t.Different += int64(len(diffs))
 				res.missing = append(res.missing, missing...)
 				res.diffs = append(res.diffs, diffs...)
 				mu.Unlock()

@@ -188,6 +188,10 @@ func judgeRow(r *TypeRow, mode string) string {
 		case delta == 0:
 		case ids && delta < 0 && r.Missing >= -delta:
 			// the missing ids account for it
+		case delta < 0 && r.DestinationBefore == 0:
+			// Nothing was there to overwrite: the destination is short of the source, whatever the ids found (with
+			// versions, lines are not resources, so the ids cannot account for it).
+			raise(reasonMissing, "the destination holds %d and the source %d: %d are missing", r.Destination, r.Expected, -delta)
 		case ids && delta < 0 && r.Missing == 0:
 			note("the destination has %d fewer than before + source although every id was found: that many ids already "+
 				"existed there and were overwritten (IncrementalLoad), not added", -delta)
@@ -196,8 +200,6 @@ func judgeRow(r *TypeRow, mode string) string {
 				"and were overwritten (IncrementalLoad)", -delta, r.Missing, -delta-r.Missing)
 		case ids:
 			note("the destination has %d more than before + source: written by someone else meanwhile", delta)
-		case delta < 0 && r.DestinationBefore == 0:
-			raise(reasonMissing, "the destination holds %d and the source %d: %d are missing", r.Destination, r.Source, -delta)
 		case delta < 0:
 			raise(reasonCountMismatch, "the destination holds %d, %d fewer than before (%d) + source (%d): lost, or ids that "+
 				"already existed were overwritten (IncrementalLoad); unproven, verify with \"ids\" to tell",

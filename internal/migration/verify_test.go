@@ -527,3 +527,17 @@ func TestJudgeRowWithVersions(t *testing.T) {
 	require.Equal(t, reasonDifferent, extra.Reason)
 	require.Contains(t, extra.Explanation, "1 ids deleted on the source are still in the destination")
 }
+
+// With versions, the lines read cannot explain a destination short of the source: when it held nothing before,
+// the shortfall is a loss in ids and full modes too.
+func TestAShortDestinationIsALossWhateverTheIDsFound(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{VerifyModeIDs, VerifyModeFull, VerifyModeCounts} {
+		r := TypeRow{Type: "Patient", Source: 2, Exported: 2, Imported: 2, Destination: 1, Expected: 2, Versions: true, Lines: 2, Checked: 2}
+		judgeRow(&r, mode)
+		require.Equal(t, reasonMissing, r.Reason, mode)
+	}
+	before := TypeRow{Type: "Patient", Source: 2, Exported: 2, Imported: 2, Destination: 4, DestinationBefore: 3, Expected: 5, Lines: 2, Checked: 2}
+	judgeRow(&before, VerifyModeIDs)
+	require.Empty(t, before.Reason, "with resources there before, an id found overwrote one: explained, not failed")
+}

@@ -19,7 +19,7 @@ import (
 // ContentSecurityPolicy is the header the page is served with: nothing but its own inline style may load.
 const ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// maxTimelineJobs bounds the jobs drawn on the timeline; the rest are counted.
+// maxTimelineJobs bounds the jobs drawn on the timeline (the latest); the earlier ones are counted.
 const maxTimelineJobs = 400
 
 // typeFigures are one type's bars.
@@ -131,9 +131,9 @@ func (p *page) timeline(m *migration.Migration, now time.Time) {
 	jobs := slices.Clone(m.Jobs)
 	jobs = slices.DeleteFunc(jobs, func(j *migration.Job) bool { return j.StartedAt == nil })
 	slices.SortStableFunc(jobs, func(a, b *migration.Job) int { return a.StartedAt.Compare(*b.StartedAt) })
-	if len(jobs) > maxTimelineJobs {
+	if len(jobs) > maxTimelineJobs { // the latest ones: what moves now, the recent sync rounds
 		p.JobsHidden = len(jobs) - maxTimelineJobs
-		jobs = jobs[:maxTimelineJobs]
+		jobs = jobs[p.JobsHidden:]
 	}
 	p.Start, p.End = m.CreatedAt, now
 	if m.Status.Terminal() {
@@ -270,7 +270,7 @@ ul.notes li { margin-bottom: 4px; }
 {{range .Ticks}}<line x1="{{.X}}" y1="12" x2="{{.X}}" y2="{{$.TimelineH}}" stroke="#eaeef2"/><text x="{{.X}}" y="10" text-anchor="{{.Anchor}}">{{.Label}}</text>{{end}}
 {{range .Jobs}}<g data-job="{{.ID}}" data-state="{{.State}}"><title>{{.Title}}</title><text x="4" y="{{.Y}}" dy="9">{{.Label}}</text><rect class="s-{{.State}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="10" rx="2"/></g>
 {{end}}</svg>
-<p class="meta">{{len .Jobs}} jobs{{if .JobsHidden}} drawn ({{.JobsHidden}} more not drawn){{end}}: <span class="s-done">■</span> done <span class="s-running">■</span> running <span class="s-failed">■</span> failed <span class="s-canceled">■</span> canceled.</p>
+<p class="meta">{{len .Jobs}} jobs{{if .JobsHidden}} drawn, the latest ({{.JobsHidden}} earlier ones not drawn){{end}}: <span class="s-done">■</span> done <span class="s-running">■</span> running <span class="s-failed">■</span> failed <span class="s-canceled">■</span> canceled.</p>
 <table><tr><th>Job</th><th>Kind</th><th>State</th><th>Duration</th></tr>
 {{range .Jobs}}<tr><td class="mono">{{.Label}}</td><td>{{.Kind}}</td><td data-figure="job.{{.ID}}.state">{{.State}}</td><td>{{.Duration}}</td></tr>
 {{end}}</table>{{else}}<p>No job has started yet.</p>{{end}}
