@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -26,17 +27,16 @@ type app struct {
 	logger    *slog.Logger
 	messaging string
 	closers   []func()
-	// openAPI is the API's description, built once.
-	openAPI []byte
+	// openAPI is the API's description, built on its first request (not at every start of the handler).
+	openAPI     []byte
+	openAPIErr  error
+	openAPIOnce sync.Once
 }
 
 // newApp wires the handler: the document store, the staging account, the chained-message sender and the FHIR
 // clients, under one migration service.
 func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err error) {
 	a := &app{logger: logger}
-	if a.openAPI, err = openAPIDocument(); err != nil {
-		return nil, err
-	}
 	// A start that fails after the Service Bus client was made must not leave its connection open.
 	defer func() {
 		if err != nil {

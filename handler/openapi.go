@@ -117,18 +117,15 @@ func apiOperations() []apiOperation {
 
 // serveOpenAPI answers GET /api/openapi.json.
 func (a *app) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
-	doc := a.openAPI
-	if doc == nil {
-		var err error
-		if doc, err = openAPIDocument(); err != nil {
-			a.logger.Error("OpenAPI document", "err", err)
-			api.Write(w, &api.Error{Status: http.StatusInternalServerError, Code: "internal_error", Message: "the API description could not be built"})
-			return
-		}
+	a.openAPIOnce.Do(func() { a.openAPI, a.openAPIErr = openAPIDocument() })
+	if a.openAPIErr != nil {
+		a.logger.Error("OpenAPI document", "err", a.openAPIErr)
+		api.Write(w, &api.Error{Status: http.StatusInternalServerError, Code: "internal_error", Message: "the API description could not be built"})
+		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(doc)
+	_, _ = w.Write(a.openAPI)
 }
 
 // openAPIDocument builds the OpenAPI 3.1 document.

@@ -23,13 +23,7 @@ type batchRequest struct {
 
 // handleBatch serves POST / with a batch Bundle of PUT {Type}/{id} entries: each is an upsert answered on its own.
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	switch mediaType(r.Header.Get("Content-Type")) {
-	case "application/fhir+json", "application/json":
-	default:
-		writeOutcome(w, http.StatusUnsupportedMediaType, "not-supported", "the Content-Type must be application/fhir+json or application/json")
-		return
-	}
-	if !s.writable(w) {
+	if !fhirJSONBody(w, r) || !s.writable(w) {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchBodySize))
@@ -51,6 +45,16 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		resp.Entry = append(resp.Entry, bundleEntry{Response: s.batchPut(e.Request, e.Resource, i)})
 	}
 	writeJSON(w, http.StatusOK, "application/fhir+json", resp)
+}
+
+// fhirJSONBody answers 415 unless the request's body is FHIR JSON (application/fhir+json or application/json).
+func fhirJSONBody(w http.ResponseWriter, r *http.Request) bool {
+	switch mediaType(r.Header.Get("Content-Type")) {
+	case "application/fhir+json", "application/json":
+		return true
+	}
+	writeOutcome(w, http.StatusUnsupportedMediaType, "not-supported", "the Content-Type must be application/fhir+json or application/json")
+	return false
 }
 
 // mediaType is the media type of a Content-Type header, "" when unparsable.

@@ -86,10 +86,7 @@ func (s *Server) writable(w http.ResponseWriter) bool {
 
 // readResourceBody reads a PUT or POST body as a resource of typ.
 func readResourceBody(w http.ResponseWriter, r *http.Request, typ string) (parsedResource, bool) {
-	switch mediaType(r.Header.Get("Content-Type")) {
-	case "application/fhir+json", "application/json":
-	default:
-		writeOutcome(w, http.StatusUnsupportedMediaType, "not-supported", "the Content-Type must be application/fhir+json or application/json")
+	if !fhirJSONBody(w, r) {
 		return parsedResource{}, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxResourceBodySize))

@@ -67,9 +67,7 @@ func (s *Service) runCopy(ctx context.Context, migrationID, jobID string) error 
 			cj.Bundle = bundle
 			note = heldNote(m, tally.held)
 		}
-		if !slices.Contains(m.Notes, note) {
-			m.Notes = append(m.Notes, note)
-		}
+		m.Notes = appendNote(m.Notes, note)
 		settle(m, now, e)
 		return e, nil
 	})
@@ -247,23 +245,20 @@ func lineVersion(raw []byte) int {
 
 // deletionStub reports whether a line is the stub of a deleted resource, as an export with _deleted writes it.
 func deletionStub(raw []byte) bool {
+	type extension struct {
+		URL         string `json:"url"`
+		ValueString string `json:"valueString"`
+	}
 	var h struct {
 		Meta struct {
-			Extension []struct {
-				URL         string `json:"url"`
-				ValueString string `json:"valueString"`
-			} `json:"extension"`
+			Extension []extension `json:"extension"`
 		} `json:"meta"`
 	}
 	if json.Unmarshal(raw, &h) != nil {
 		return false
 	}
-	return slices.ContainsFunc(h.Meta.Extension, func(e struct {
-		URL         string `json:"url"`
-		ValueString string `json:"valueString"`
-	}) bool {
-		return e.URL == "http://azurehealthcareapis.com/data-extensions/deleted-state" && e.ValueString == "soft-deleted"
-	})
+	return slices.Contains(h.Meta.Extension,
+		extension{URL: "http://azurehealthcareapis.com/data-extensions/deleted-state", ValueString: "soft-deleted"})
 }
 
 // readResources streams one NDJSON file, one resource per line.
