@@ -38,8 +38,22 @@ param stagingStorageAccountName string = ''
 @description('Resource group of an existing staging account; empty: this resource group.')
 param stagingStorageResourceGroup string = ''
 
-@description('true: point the source export storage and the destination import configuration at the staging account and grant both services Storage Blob Data Contributor on it (re-deploys both services with their current properties).')
+@description('true: point the source export storage and the destination import configuration at the staging account and grant both services Storage Blob Data Contributor on it (PUTs both services with every writable property as read; the accounts they used before are outputs). azd turns it off again after a provision that ran it.')
 param wireStagingStorage bool = false
+
+@description('With wireStagingStorage: keep the destination\'s initial import mode as it is, or set it on or off.')
+@allowed([
+  'keep'
+  'on'
+  'off'
+])
+param destinationInitialImportMode string = 'keep'
+
+@description('With wireStagingStorage: the source service\'s identity already holds Storage Blob Data Contributor on the staging account, so it is not assigned again (the deploy check finds it).')
+param sourceStagingAccessExists bool = false
+
+@description('With wireStagingStorage: the same for the destination service\'s identity.')
+param destinationStagingAccessExists bool = false
 
 @description('NCRONTAB (6 fields, UTC) of PollJob.')
 param pollSchedule string = '*/30 * * * * *'
@@ -122,7 +136,6 @@ module monitoring 'modules/monitoring.bicep' = {
     logAnalyticsName: 'log-${resourceToken}'
     applicationInsightsName: 'appi-${resourceToken}'
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -155,7 +168,6 @@ module hostStorageAccess 'modules/host-storage-access.bicep' = {
   params: {
     storageAccountName: hostStorage.outputs.name
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -180,7 +192,6 @@ module stagingAccess 'modules/staging-access.bicep' = {
   params: {
     storageAccountName: stagingAccountName
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -191,7 +202,6 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     tags: tags
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -201,7 +211,6 @@ module sourceAccess 'modules/fhir-source-access.bicep' = {
   params: {
     fhirServiceName: sourceFhirServiceName
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -212,7 +221,6 @@ module destinationAccess 'modules/fhir-destination-access.bicep' = {
     workspaceName: destinationWorkspaceName
     fhirServiceName: destinationFhirServiceName
     principalId: identity.properties.principalId
-    identityId: identity.id
   }
 }
 
@@ -230,6 +238,9 @@ module storageWiring 'modules/storage-wiring.bicep' = if (wireStagingStorage) {
     stagingStorageAccountName: stagingAccountName
     stagingStorageResourceGroup: stagingResourceGroup
     deploymentSuffix: resourceToken
+    initialImportMode: destinationInitialImportMode
+    sourceStagingAccessExists: sourceStagingAccessExists
+    destinationStagingAccessExists: destinationStagingAccessExists
   }
 }
 
@@ -300,3 +311,6 @@ output SOURCE_FHIR_URL string = 'https://${sourceFhirHost}'
 output DESTINATION_FHIR_URL string = 'https://${destinationFhirHost}'
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output DASHBOARD_WORKBOOK_ID string = dashboard.outputs.workbookId
+// What the storage wiring replaced (empty when it did not run): README "Storage wiring" says how to restore it.
+output PREVIOUS_SOURCE_EXPORT_STORAGE string = wireStagingStorage ? storageWiring.outputs.previousSourceExportStorage : ''
+output PREVIOUS_DESTINATION_IMPORT_CONFIGURATION object = wireStagingStorage ? storageWiring.outputs.previousDestinationImportConfiguration : {}

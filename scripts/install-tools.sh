@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Installs the pinned tools the local stack needs into .tools/ (idempotent); with --browser also the browser the
+# Installs the pinned tools the local stack and the tests need into .tools/ (idempotent): Azurite, and Microsoft's
+# KQL parser (scripts/kql-check.js checks the dashboard's queries with it); with --browser also the browser the
 # tests drive (apt).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-AZURITE_VERSION="3.35.0"
+# Pinned: Azurite 3.35.0 is the last to run on Node 20; the KQL parser is the one the Azure portal's editor uses.
+PACKAGES="azurite@3.35.0 @kusto/language-service-next@12.4.1"
 dir="$root/.tools"
-bin="$dir/node_modules/.bin/azurite-blob"
-have=""
-if [ -x "$bin" ]; then
-  have="$(node -p "require('$dir/node_modules/azurite/package.json').version" 2>/dev/null || true)"
-fi
-if [ "$have" != "$AZURITE_VERSION" ]; then
+missing=""
+for p in $PACKAGES; do
+  name="${p%@*}"
+  have="$(node -p "require('$dir/node_modules/$name/package.json').version" 2>/dev/null || true)"
+  [ "$name@$have" = "$p" ] || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
   command -v npm >/dev/null || { echo "install-tools: npm is required (Node 20+)" >&2; exit 1; }
-  echo "install-tools: installing azurite@$AZURITE_VERSION into .tools/" >&2
+  echo "install-tools: installing$missing into .tools/" >&2
   mkdir -p "$dir"
   [ -f "$dir/package.json" ] || echo '{"name":"fhir-migrator-tools","private":true}' > "$dir/package.json"
-  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2)
+  # shellcheck disable=SC2086 # one argument per package
+  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error --save-exact $PACKAGES >&2)
 fi
 
 # With --browser: a real browser for the report page's tests, Debian's chromium (driven from Go with chromedp).

@@ -3,7 +3,6 @@
 param workspaceName string
 param fhirServiceName string
 param principalId string
-param identityId string
 
 resource workspace 'Microsoft.HealthcareApis/workspaces@2023-11-01' existing = {
   name: workspaceName
@@ -15,7 +14,7 @@ resource destination 'Microsoft.HealthcareApis/workspaces/fhirservices@2023-11-0
 }
 
 resource fhirDataImporter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(destination.id, identityId, '4465e953-8ced-4406-a58e-0f6e3f3b530b')
+  name: guid(destination.id, principalId, '4465e953-8ced-4406-a58e-0f6e3f3b530b')
   scope: destination
   properties: {
     // FHIR Data Importer
@@ -26,7 +25,7 @@ resource fhirDataImporter 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 }
 
 resource fhirDataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(destination.id, identityId, '4c8d0bbc-75d3-4935-991f-5f3c56d81508')
+  name: guid(destination.id, principalId, '4c8d0bbc-75d3-4935-991f-5f3c56d81508')
   scope: destination
   properties: {
     // FHIR Data Reader
@@ -37,7 +36,7 @@ resource fhirDataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource fhirDataWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(destination.id, identityId, '3f88fce4-5892-4214-ae73-ba5294559913')
+  name: guid(destination.id, principalId, '3f88fce4-5892-4214-ae73-ba5294559913')
   scope: destination
   properties: {
     // FHIR Data Writer (the SearchParameter copy)

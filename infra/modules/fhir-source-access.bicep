@@ -1,14 +1,13 @@
 // The source (Azure API for FHIR): $export and reads (counts, CapabilityStatement). There is no Importer role here.
 param fhirServiceName string
 param principalId string
-param identityId string
 
 resource source 'Microsoft.HealthcareApis/services@2023-11-01' existing = {
   name: fhirServiceName
 }
 
 resource fhirDataExporter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(source.id, identityId, '3db33094-8700-4567-8da5-1501d4e7e843')
+  name: guid(source.id, principalId, '3db33094-8700-4567-8da5-1501d4e7e843')
   scope: source
   properties: {
     // FHIR Data Exporter
@@ -19,7 +18,7 @@ resource fhirDataExporter 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 }
 
 resource fhirDataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(source.id, identityId, '4c8d0bbc-75d3-4935-991f-5f3c56d81508')
+  name: guid(source.id, principalId, '4c8d0bbc-75d3-4935-991f-5f3c56d81508')
   scope: source
   properties: {
     // FHIR Data Reader

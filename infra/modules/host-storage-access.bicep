@@ -3,14 +3,13 @@
 // (without the table role it logs warnings and turns them off). No queue trigger is used, so no queue role.
 param storageAccountName string
 param principalId string
-param identityId string
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(hostStorage.id, identityId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+  name: guid(hostStorage.id, principalId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
   scope: hostStorage
   properties: {
     // Storage Blob Data Owner
@@ -21,7 +20,7 @@ resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(hostStorage.id, identityId, '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+  name: guid(hostStorage.id, principalId, '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
   scope: hostStorage
   properties: {
     // Storage Table Data Contributor

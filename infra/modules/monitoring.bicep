@@ -5,7 +5,6 @@ param tags object
 param logAnalyticsName string
 param applicationInsightsName string
 param principalId string
-param identityId string
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
   name: logAnalyticsName
@@ -32,7 +31,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(applicationInsights.id, identityId, '3913510d-42f4-4e42-8a64-420c390055eb')
+  name: guid(applicationInsights.id, principalId, '3913510d-42f4-4e42-8a64-420c390055eb')
   scope: applicationInsights
   properties: {
     // Monitoring Metrics Publisher

@@ -3,7 +3,6 @@ param name string
 param location string
 param tags object
 param principalId string
-param identityId string
 
 // Queue names are the queueName of RunImport/ and VerifyCounts/ function.json (checked by handler/infra_test.go).
 var queueNames = [
@@ -41,7 +40,7 @@ resource queues 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = [for queue
 }]
 
 resource dataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(namespace.id, identityId, '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39')
+  name: guid(namespace.id, principalId, '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39')
   scope: namespace
   properties: {
     // Azure Service Bus Data Sender
@@ -52,7 +51,7 @@ resource dataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource dataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(namespace.id, identityId, '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0')
+  name: guid(namespace.id, principalId, '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0')
   scope: namespace
   properties: {
     // Azure Service Bus Data Receiver
@@ -66,7 +65,7 @@ resource dataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 // needs to read a queue's length; with Listen alone it falls back to peeking (less accurate scaling, a warning in
 // the logs) and target-based scaling is off.
 resource queueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (queueName, i) in queueNames: {
-  name: guid(queues[i].id, identityId, '090c5cfd-751d-490a-894a-3ce6f1109419')
+  name: guid(queues[i].id, principalId, '090c5cfd-751d-490a-894a-3ce6f1109419')
   scope: queues[i]
   properties: {
     // Azure Service Bus Data Owner

@@ -1,6 +1,9 @@
-// Optional: make the staging account both the source's export storage and the destination's import storage, and
-// let both services' system-assigned identities write and lease blobs there. Each service is re-deployed with its
-// current properties and only the storage setting changed; read-only properties are left out.
+// Optional, and only when asked (wireStagingStorage; azd's postprovision hook turns WIRE_STAGING_STORAGE off once
+// it ran, so a later provision does not PUT the services again): make the staging account both the source's export
+// storage and the destination's import storage, and let both services' system-assigned identities write and lease
+// blobs there. Each service is PUT at the newest stable API version with every writable property it has, as read,
+// and the etag read with them; only the storage setting changes. The accounts they used before are outputs (and
+// azd's environment), with how to restore them in the README.
 param sourceFhirServiceName string
 param sourceFhirResourceGroup string
 param destinationWorkspaceName string
@@ -10,26 +13,40 @@ param stagingStorageAccountName string
 param stagingStorageResourceGroup string
 @description('Appended to the nested deployments\' names (they run in other resource groups, shared with other environments).')
 param deploymentSuffix string
-@description('Initial import mode blocks API writes on the destination while on; the migrator uses IncrementalLoad.')
-param initialImportMode bool = false
+@description('keep: the destination\'s initial import mode stays as it is; on or off: set it (on blocks API writes, and the migrator imports with IncrementalLoad).')
+@allowed([
+  'keep'
+  'on'
+  'off'
+])
+param initialImportMode string = 'keep'
+@description('true: the source\'s identity already holds Storage Blob Data Contributor on the staging account (found by the deploy check).')
+param sourceStagingAccessExists bool = false
+@description('true: the destination\'s identity already holds Storage Blob Data Contributor on the staging account.')
+param destinationStagingAccessExists bool = false
 
-var readOnlyProperties = [
+// The properties each resource type marks read-only at 2024-03-31 (bicep-types-az, healthcareapis types.json); every
+// other property read is sent back. services' privateEndpointConnections is writable, fhirservices' is not.
+var sourceReadOnly = [
+  'provisioningState'
+]
+var destinationReadOnly = [
   'provisioningState'
   'privateEndpointConnections'
   'eventState'
 ]
 
-resource sourceCurrent 'Microsoft.HealthcareApis/services@2023-11-01' existing = {
+resource sourceCurrent 'Microsoft.HealthcareApis/services@2024-03-31' existing = {
   name: sourceFhirServiceName
   scope: resourceGroup(sourceFhirResourceGroup)
 }
 
-resource destinationWorkspace 'Microsoft.HealthcareApis/workspaces@2023-11-01' existing = {
+resource destinationWorkspace 'Microsoft.HealthcareApis/workspaces@2024-03-31' existing = {
   name: destinationWorkspaceName
   scope: resourceGroup(destinationResourceGroup)
 }
 
-resource destinationCurrent 'Microsoft.HealthcareApis/workspaces/fhirservices@2023-11-01' existing = {
+resource destinationCurrent 'Microsoft.HealthcareApis/workspaces/fhirservices@2024-03-31' existing = {
   parent: destinationWorkspace
   name: destinationFhirServiceName
 }
@@ -42,8 +59,10 @@ module sourceExport 'fhir-source-export-storage.bicep' = {
     location: sourceCurrent.location
     kind: sourceCurrent.kind
     tags: sourceCurrent.?tags ?? {}
-    properties: toObject(filter(items(sourceCurrent.properties), p => !contains(readOnlyProperties, p.key)), p => p.key, p => p.value)
+    etag: sourceCurrent.?etag ?? ''
+    properties: toObject(filter(items(sourceCurrent.properties), p => !contains(sourceReadOnly, p.key)), p => p.key, p => p.value)
     stagingStorageAccountName: stagingStorageAccountName
+    previousExportStorage: sourceCurrent.properties.?exportConfiguration.?storageAccountName ?? ''
   }
 }
 
@@ -54,12 +73,14 @@ module destinationImport 'fhir-destination-import-storage.bicep' = {
     workspaceName: destinationWorkspaceName
     name: destinationFhirServiceName
     location: destinationCurrent.location
-    kind: destinationCurrent.kind
+    kind: destinationCurrent.?kind ?? 'fhir-R4'
     tags: destinationCurrent.?tags ?? {}
+    etag: destinationCurrent.?etag ?? ''
     identity: destinationCurrent.?identity ?? {}
-    properties: toObject(filter(items(destinationCurrent.properties), p => !contains(readOnlyProperties, p.key)), p => p.key, p => p.value)
+    properties: toObject(filter(items(destinationCurrent.properties), p => !contains(destinationReadOnly, p.key)), p => p.key, p => p.value)
     stagingStorageAccountName: stagingStorageAccountName
     initialImportMode: initialImportMode
+    previousImportConfiguration: destinationCurrent.properties.?importConfiguration ?? {}
   }
 }
 
@@ -68,9 +89,12 @@ module servicesOnStaging 'staging-service-access.bicep' = {
   scope: resourceGroup(stagingStorageResourceGroup)
   params: {
     storageAccountName: stagingStorageAccountName
-    sourceServiceId: sourceCurrent.id
     sourcePrincipalId: sourceExport.outputs.principalId
-    destinationServiceId: destinationCurrent.id
     destinationPrincipalId: destinationImport.outputs.principalId
+    sourceAccessExists: sourceStagingAccessExists
+    destinationAccessExists: destinationStagingAccessExists
   }
 }
+
+output previousSourceExportStorage string = sourceExport.outputs.previousExportStorage
+output previousDestinationImportConfiguration object = destinationImport.outputs.previousImportConfiguration
