@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/localstack"
 )
 
-// fhirWrite changes a simulator as a client of the service would, and requires success.
+// fhirWrite changes a simulator as a client of the service would, and requires success. It returns in the next
+// millisecond: the services keep times to the millisecond, and two versions of one resource written in one
+// millisecond share it (the import keeps one of them), which a test means only when it sets the clock.
 func fhirWrite(t *testing.T, base, method, path, resource string) {
 	t.Helper()
 	var body []byte
@@ -20,10 +23,10 @@ func fhirWrite(t *testing.T, base, method, path, resource string) {
 	status, raw, err := localstack.Write(t.Context(), base, method, path, body)
 	require.NoError(t, err)
 	require.Less(t, status, 300, "%s %s: %s", method, path, raw)
+	time.Sleep(2 * time.Millisecond)
 }
 
 type historyBundle struct {
-	Total *int `json:"total"`
 	Entry []struct {
 		Resource json.RawMessage `json:"resource"`
 		Request  struct{ Method, URL string }
@@ -33,8 +36,7 @@ type historyBundle struct {
 func resourceHistory(t *testing.T, base, path string) historyBundle {
 	t.Helper()
 	var h historyBundle
-	require.NoError(t, localstack.GetJSON(t.Context(), base, base+path, &h))
-	require.NotNil(t, h.Total, path)
+	require.NoError(t, localstack.GetJSON(t.Context(), base, base+path+"?_count=1000", &h))
 	return h
 }
 
@@ -63,7 +65,7 @@ func TestHistoryAndDeletesAreCopied(t *testing.T) {
 
 	for _, path := range []string{"/Patient/h1/_history", "/Patient/h2/_history", "/Observation/d1/_history"} {
 		want, got := resourceHistory(t, src, path), resourceHistory(t, s.dest.URL, path)
-		require.Equal(t, *want.Total, *got.Total, path)
+		require.Equal(t, len(want.Entry), len(got.Entry), path)
 		for i := range want.Entry {
 			require.Equal(t, want.Entry[i].Request, got.Entry[i].Request, path)
 			if len(want.Entry[i].Resource) > 0 {
@@ -71,7 +73,7 @@ func TestHistoryAndDeletesAreCopied(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, 3, *resourceHistory(t, s.dest.URL, "/Patient/h2/_history").Total, "created, deleted, created again")
+	require.Len(t, resourceHistory(t, s.dest.URL, "/Patient/h2/_history").Entry, 3, "created, deleted, created again")
 	status, _, err := localstack.Write(t.Context(), s.dest.URL, http.MethodGet, "/Observation/d1", nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusGone, status)

@@ -170,12 +170,12 @@ func TestSyncKeepsTheDestinationInStepUntilTheCutover(t *testing.T) {
 	// With history, every version is there too, deletions included.
 	for _, path := range []string{"/" + copied + "/_history", "/" + obs + "/_history", "/Observation/brief/_history", "/Patient/new-1/_history"} {
 		want, got := resourceHistory(t, src, path), resourceHistory(t, dst, path)
-		require.Equal(t, *want.Total, *got.Total, path)
+		require.Equal(t, len(want.Entry), len(got.Entry), path)
 		for i := range want.Entry {
 			require.Equal(t, want.Entry[i].Request, got.Entry[i].Request, path)
 		}
 	}
-	require.Equal(t, 2, *resourceHistory(t, dst, "/"+copied+"/_history").Total)
+	require.Len(t, resourceHistory(t, dst, "/"+copied+"/_history").Entry, 2)
 	for _, gone := range []string{"/" + obs, "/Observation/brief"} {
 		status, _, err := localstack.Write(t.Context(), dst, http.MethodGet, gone, nil)
 		require.NoError(t, err)

@@ -11,24 +11,26 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 )
 
-// observationAt is an Observation last updated at the instant given (7 fractional digits at most).
+// observationAt is an Observation last updated at the instant given, to the millisecond, as the services keep it.
 func observationAt(id string, at time.Time) []byte {
 	return fmt.Appendf(nil, `{"resourceType":"Observation","id":%q,"meta":{"versionId":"1","lastUpdated":%q},"status":"final",`+
-		`"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]}}`, id, at.UTC().Format("2006-01-02T15:04:05.0000000Z"))
+		`"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]}}`, id, at.UTC().Format("2006-01-02T15:04:05.000Z"))
 }
 
 // TestWindowsMoveEveryResourceOnce: Observations over the window target are planned into windows and moved
 // exactly once, ids and contents alike, while the handler is restarted: the resource on the first window
-// boundary and the one 100 ns after it, and one instant holding more resources than the target (a window of its
-// own, over the target).
+// boundary and the one a millisecond after it (the services keep times to the millisecond; the next window starts
+// 100 ns after the boundary), and one instant holding more resources than the target (a window of its own, over
+// the target).
 func TestWindowsMoveEveryResourceOnce(t *testing.T) {
 	t.Parallel()
 	since := time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC)
 	till := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	// The first split halves [since, till]: the left window ends at mid, the right begins 100 ns later.
 	mid := since.Add(till.Sub(since) / 2).Truncate(100 * time.Nanosecond)
-	bulk := time.Date(2024, 5, 5, 5, 5, 5, 123456700, time.UTC)
-	extra := [][]byte{observationAt("on-the-boundary", mid), observationAt("just-after", mid.Add(100*time.Nanosecond))}
+	require.Equal(t, mid, mid.Truncate(time.Millisecond), "the boundary is a millisecond a resource can hold")
+	bulk := time.Date(2024, 5, 5, 5, 5, 5, 123000000, time.UTC)
+	extra := [][]byte{observationAt("on-the-boundary", mid), observationAt("just-after", mid.Add(time.Millisecond))}
 	for i := range 70 {
 		extra = append(extra, observationAt(fmt.Sprintf("bulk-%02d", i), bulk))
 	}

@@ -1081,31 +1081,3 @@ func TestErrorClassification(t *testing.T) {
 	require.False(t, Throttled(nil))
 }
 
-func TestHistoryCount(t *testing.T) {
-	t.Parallel()
-	var srv *fhirServer
-	srv = newFHIRServer(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
-		switch r.URL.Path {
-		case "/fhir/Patient/_history":
-			_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"history","total":17}`)
-		case "/fhir/_history":
-			_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"history","total":40}`)
-		default:
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}`)
-		}
-	})
-	c := newTestClient(t, srv.URL+"/fhir", "127.0.0.1")
-	ctx := context.Background()
-	n, err := c.HistoryCount(ctx, "Patient")
-	require.NoError(t, err)
-	require.Equal(t, int64(17), n)
-	require.Equal(t, "count", srv.requests()[0].Query.Get("_summary"))
-	n, err = c.HistoryCount(ctx, "")
-	require.NoError(t, err)
-	require.Equal(t, int64(40), n)
-	_, err = c.HistoryCount(ctx, "Observation")
-	require.Error(t, err)
-	_, err = c.HistoryCount(ctx, "../x")
-	require.Error(t, err)
-}

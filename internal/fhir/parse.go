@@ -259,8 +259,14 @@ type bundle struct {
 		Search   *struct {
 			Mode string `json:"mode"`
 		} `json:"search"`
+		Request *struct {
+			Method string `json:"method"`
+			URL    string `json:"url"`
+		} `json:"request"`
 		Response *struct {
-			Status string `json:"status"`
+			Status       string `json:"status"`
+			Etag         string `json:"etag"`
+			LastModified string `json:"lastModified"`
 		} `json:"response"`
 	} `json:"entry"`
 }

@@ -66,20 +66,6 @@ func (c *Client) bundleTotal(ctx context.Context, op, path string, query url.Val
 	return total, nil
 }
 
-// HistoryCount answers GET {base}[/{Type}]/_history?_summary=count: every version of the type (of every type
-// when resourceType is ""), current, older and deleted ones.
-func (c *Client) HistoryCount(ctx context.Context, resourceType string) (int64, error) {
-	op, err := typeOp("history count", resourceType)
-	if err != nil {
-		return 0, err
-	}
-	path := "_history"
-	if resourceType != "" {
-		path = resourceType + "/_history"
-	}
-	return c.bundleTotal(ctx, op, path, url.Values{"_summary": {"count"}}, http.Header{"Accept": {mediaFHIRJSON}})
-}
-
 // Search runs GET {base}[/{Type}]?{query} and calls each with every entry's resource, following link "next"
 // (tokens go only to the base host:port; a next link on a host off the allow-list is refused). Entries with
 // search.mode "outcome" are skipped. An error from each stops the search and is returned wrapped.

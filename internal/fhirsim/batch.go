@@ -91,7 +91,7 @@ func (s *Server) batchPut(req *entryRequest, raw json.RawMessage, index int) *en
 	var stored *resource
 	created := false
 	err = s.resources.update(typ, id, func(v versions) (change, error) {
-		r, err := stamped(p, nextVersion(v), writeTime(v, s.now()))
+		r, err := stamped(p, nextVersion(v), s.writeTime(v))
 		created, stored = v.current == nil, r
 		return change{latest: r}, err
 	})

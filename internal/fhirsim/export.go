@@ -190,18 +190,25 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 		return exportSpec{}, fmt.Errorf("_typeFilter requires _type")
 	}
 	if v := q.Get("includeAssociatedData"); v != "" {
-		if typeFilter != "" {
-			return exportSpec{}, fmt.Errorf("includeAssociatedData cannot be combined with _typeFilter")
-		}
+		// ExportController.cs: split on commas, empty entries dropped, nothing trimmed, compared case-sensitively;
+		// the message names the values it refused.
+		var invalid []string
 		for d := range strings.SplitSeq(v, ",") {
-			switch strings.TrimSpace(d) {
+			switch d {
+			case "":
 			case "_history":
 				spec.history = true
 			case "_deleted":
 				spec.deleted = true
 			default:
-				return exportSpec{}, fmt.Errorf("includeAssociatedData %q is not supported (want _history or _deleted)", d)
+				invalid = append(invalid, d)
 			}
+		}
+		if len(invalid) > 0 {
+			return exportSpec{}, fmt.Errorf(`The export parameter "includeAssociatedData" contains an invalid value. Supported values are: %s.`, strings.Join(invalid, ","))
+		}
+		if (spec.history || spec.deleted) && typeFilter != "" {
+			return exportSpec{}, fmt.Errorf(`The request "_typeFilter" cannot be used with an export request with historical or soft deleted resources.`)
 		}
 	}
 	if q.Has("_anonymizationConfig") || q.Has("_anonymizationConfigCollectionReference") {

@@ -39,12 +39,15 @@ const (
 	FaultImportBusy = "import-busy"
 	// FaultImportDrop leaves a line's resource out while counting it as imported (see Stats.DroppedResources). Per line.
 	FaultImportDrop = "import-drop"
+	// FaultWriteRace stamps an update 1 to 5 ms before the version it replaces, as concurrent writers on Azure API
+	// for FHIR's Cosmos DB store can (fhir-server issue 3998); api-for-fhir only. Per write.
+	FaultWriteRace = "write-race"
 )
 
 // FaultNames lists every fault name, sorted.
 func FaultNames() []string {
 	names := []string{FaultKickoff429, FaultStatus500, FaultStatus503, FaultDropConn, FaultExportFail, FaultExportStall,
-		FaultExportCancel, FaultEarly200, FaultImportHold, FaultImportLineErrors, FaultImportBusy, FaultImportDrop}
+		FaultExportCancel, FaultEarly200, FaultImportHold, FaultImportLineErrors, FaultImportBusy, FaultImportDrop, FaultWriteRace}
 	slices.Sort(names)
 	return names
 }
@@ -160,6 +163,13 @@ func (in *injector) roll(name string) bool {
 	}
 	in.injected[name]++
 	return true
+}
+
+// intn draws a number in [0, n) from the fault rolls' source.
+func (in *injector) intn(n int) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.rng.IntN(n)
 }
 
 // retryAfter returns the Retry-After value, alternating between delay-seconds and an HTTP-date, as both occur.

@@ -59,7 +59,7 @@ func TestParseFaults(t *testing.T) {
 func TestFaultNamesAreTheContract(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, []string{"drop-conn", "early-200", "export-cancel", "export-fail", "export-stall", "import-busy",
-		"import-drop", "import-hold", "import-line-errors", "kickoff-429", "status-500", "status-503"}, fhirsim.FaultNames())
+		"import-drop", "import-hold", "import-line-errors", "kickoff-429", "status-500", "status-503", "write-race"}, fhirsim.FaultNames())
 	for _, name := range fhirsim.FaultNames() {
 		f, err := fhirsim.ParseFaults(name + "=1")
 		require.NoError(t, err)

@@ -90,7 +90,11 @@ func (s *sim) count(t *testing.T, path string) int {
 		Entry []any  `json:"entry"`
 	}
 	s.getJSON(t, path, &b)
-	require.Equal(t, "searchset", b.Type)
+	want := "searchset"
+	if strings.Contains(path, "_history") {
+		want = "history"
+	}
+	require.Equal(t, want, b.Type)
 	require.NotNil(t, b.Total, "no total in %s", path)
 	require.Empty(t, b.Entry)
 	return *b.Total

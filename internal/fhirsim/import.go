@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -290,10 +292,9 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 		err    error
 	}
 	reads := make([]read, len(j.spec.Inputs))
-	seen := &importSeen{keys: map[string]bool{}}
 	inParallel(ctx, len(reads), blobWorkers, func(i int) {
 		r := &reads[i]
-		r.loaded, r.failed, r.err = s.importInput(ctx, blobs, j.spec.Mode, j.spec.Inputs[i], seen)
+		r.loaded, r.failed, r.err = s.importInput(ctx, blobs, j.spec.Mode, j.spec.Inputs[i])
 	})
 	for i, in := range j.spec.Inputs {
 		loaded, failedLines, err := reads[i].loaded, reads[i].failed, reads[i].err
@@ -327,9 +328,43 @@ func (s *Server) runImport(ctx context.Context, blobs *blobAccount, j *importJob
 	return nil
 }
 
-// importInput streams one NDJSON blob line by line and returns the loaded count and an OperationOutcome line per
-// failed line.
-func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode string, in importInput, seen *importSeen) (loaded int, failed [][]byte, err error) {
+// importBatchSize is how many rows the service writes in one transaction (ImportJobConfiguration.cs
+// DefaultTransactionSize); its deduplication works within one batch (SqlServerFhirDataStore.ImportResourcesAsync).
+const importBatchSize = 1000
+
+// Error texts of import error files (fhir-server SqlServer Resources.resx FailedToImportDuplicate and
+// FailedToImportConflictingVersion), each in an OperationOutcome whose diagnostics name the line
+// (ImportErrorSerializer.cs).
+const (
+	importDuplicateText = "Failed to import duplicate resource, resource id: %s, line: %d"
+	importConflictText  = "Failed to import resource with version conflict, resource id: %s, line: %d"
+)
+
+// importErrorLine is the OperationOutcome line the service writes for one failed row: the line (1-based, counted
+// from the stream start offset, 0 here since each input is read whole) in diagnostics, the reason in details.
+func importErrorLine(index int, text string) []byte {
+	oo := newOutcome("processing", fmt.Sprintf("Failed to process resource at line: %d with stream start offset: 0", index))
+	oo.Issue[0].Details = &outcomeDetails{Text: text}
+	b, _ := json.Marshal(oo) // strings only: never fails
+	return append(b, '\n')
+}
+
+// importRow is one parsed row of an input file and what became of it.
+type importRow struct {
+	index   int
+	p       parsedResource
+	deleted bool
+	// lastUpdated is the row's meta.lastUpdated truncated to the millisecond (zero when absent or InitialLoad);
+	// version its versionId (0 when not an integer). keep: both are kept (KeepVersion in the service).
+	lastUpdated time.Time
+	version     int
+	keep        bool
+	failure     string // "" while loaded
+}
+
+// importInput streams one NDJSON blob, parses each line and loads the rows in batches of importBatchSize; it
+// returns the loaded count and an OperationOutcome line per failed row.
+func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode string, in importInput) (loaded int, failed [][]byte, err error) {
 	container, name, err := blobs.locate(in.URL)
 	if err != nil {
 		return 0, nil, err
@@ -340,27 +375,36 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 	}
 	defer body.Close()
 	rd := bufio.NewReaderSize(body, 64<<10)
-	var offset int64
-	for lineNo := 1; ; lineNo++ {
-		line, readErr := rd.ReadBytes('\n')
-		start := offset
-		offset += int64(len(line))
-		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
-			var lineErr error
-			if s.faults.roll(FaultImportLineErrors) {
-				lineErr = errors.New("the resource could not be written: the data store timed out")
-			} else {
-				lineErr = s.importLine(mode, in.Type, trimmed, seen)
-			}
-			if lineErr != nil {
-				oo, _ := json.Marshal(newOutcome("processing", fmt.Sprintf(
-					"Failed to process resource at line: %d with stream start offset: %d. %v", lineNo, start, lineErr)))
-				failed = append(failed, append(oo, '\n'))
+	var batch []*importRow
+	flush := func() {
+		s.loadBatch(mode, batch)
+		for _, r := range batch {
+			if r.failure != "" {
+				failed = append(failed, importErrorLine(r.index, r.failure))
 			} else {
 				loaded++
 			}
 		}
+		batch = batch[:0]
+	}
+	for lineNo := 1; ; lineNo++ {
+		line, readErr := rd.ReadBytes('\n')
+		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
+			row, lineErr := s.parseImportRow(mode, in.Type, lineNo, trimmed)
+			switch {
+			case lineErr != nil:
+				failed = append(failed, importErrorLine(lineNo, lineErr.Error()))
+			case row == nil:
+				loaded++ // import-drop: counted as loaded, never stored
+			default:
+				batch = append(batch, row)
+				if len(batch) == importBatchSize {
+					flush()
+				}
+			}
+		}
 		if errors.Is(readErr, io.EOF) {
+			flush()
 			return loaded, failed, nil
 		}
 		if readErr != nil {
@@ -369,106 +413,226 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 	}
 }
 
-// importSeen are the versions a job has read: a second row with the same (id, versionId) or (id, lastUpdated)
-// fails as a duplicate, as the service deduplicates the rows it reads.
-type importSeen struct {
-	mu   sync.Mutex
-	keys map[string]bool
-}
-
-// first records the row's keys and reports whether neither was seen before.
-func (s *importSeen) first(typ, id, version string, lastUpdated time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	byVersion := typ + "/" + id + "/v/" + version
-	byTime := typ + "/" + id + "/t/" + lastUpdated.UTC().Format(time.RFC3339Nano)
-	if s.keys[byVersion] || s.keys[byTime] {
-		return false
+// parseImportRow reads one line as the service's parser does (FirelyImportResourceParser.cs): lastUpdated is
+// truncated to the millisecond and may not be over 10 s in the future, versionId is kept only when it is an
+// integer and lastUpdated is there, and the deleted-state extension marks a deletion. A nil row without error is
+// a line the import-drop fault swallowed.
+func (s *Server) parseImportRow(mode, inputType string, index int, line []byte) (*importRow, error) {
+	if s.faults.roll(FaultImportLineErrors) {
+		return nil, errors.New("the resource could not be written: the data store timed out")
 	}
-	s.keys[byVersion], s.keys[byTime] = true, true
-	return true
-}
-
-// importLine stores one resource according to the import mode. IncrementalLoad keeps a row's versionId and
-// lastUpdated when both are there (versionId an integer): a higher version becomes the newest (a row with the
-// deleted-state extension deletes the resource, and leaves the extension out of the stored row), a lower one with
-// an earlier lastUpdated goes into the history, the same one with the same content is a success that changes
-// nothing, and any other disagreement of version and time order is a version conflict.
-func (s *Server) importLine(mode, inputType string, line []byte, seen *importSeen) error {
 	p, err := parseResource(line)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if inputType != "" && p.Type != inputType {
-		return fmt.Errorf("the resource type %q does not match the input type %q", p.Type, inputType)
+		return nil, fmt.Errorf("the resource type %q does not match the input type %q", p.Type, inputType)
 	}
 	if !knownType(p.Type) || p.Type == "SearchParameter" {
-		return fmt.Errorf("resource type %q cannot be imported", p.Type)
+		return nil, fmt.Errorf("resource type %q cannot be imported", p.Type)
 	}
 	if s.faults.roll(FaultImportDrop) {
 		s.faults.recordDropped(p.Type + "/" + p.ID)
-		return nil // counted as loaded, never stored
+		return nil, nil
 	}
-	now := s.now()
-	deleted := isDeletionStub(p.Compact)
-	var lastUpdated time.Time
+	row := &importRow{index: index, p: p, deleted: isDeletionStub(p.Compact)}
 	if mode != modeInitial && p.LastUpdated != "" {
 		tr, err := parseFHIRTime(p.LastUpdated)
 		if err != nil {
-			return fmt.Errorf("meta.lastUpdated: %w", err)
+			return nil, fmt.Errorf("meta.lastUpdated: %w", err)
 		}
-		if tr.start.After(now.Add(importFutureSkew)) {
-			return fmt.Errorf("meta.lastUpdated %s is in the future", p.LastUpdated)
+		if tr.start.After(s.now().Add(importFutureSkew)) {
+			return nil, errors.New("LastUpdated in the resource cannot be in the future.")
 		}
-		lastUpdated = tr.start
+		row.lastUpdated = tr.start.Truncate(time.Millisecond)
+		if n, err := strconv.Atoi(p.VersionID); err == nil && p.VersionID != "" {
+			row.version, row.keep = n, true
+		}
 	}
-	version := versionNumber(p.VersionID)
-	kept := mode != modeInitial && !lastUpdated.IsZero() && version > 0
-	if kept && !seen.first(p.Type, p.ID, p.VersionID, lastUpdated) {
-		return fmt.Errorf("Failed to import duplicate resource %s/%s (version %s)", p.Type, p.ID, p.VersionID)
+	return row, nil
+}
+
+// stored is the row as the store keeps it: a deletion stub, or the resource with its meta (lastUpdated rewritten
+// when the truncation changed it).
+func (r *importRow) stored(version int, at time.Time) (*resource, error) {
+	if r.deleted {
+		return deletionStub(r.p.Type, r.p.ID, version, at), nil
 	}
-	return s.resources.update(p.Type, p.ID, func(v versions) (change, error) {
-		if mode == modeInitial {
-			if v.current != nil {
-				return change{}, fmt.Errorf("%s/%s already exists", p.Type, p.ID)
-			}
-			r, err := stamped(p, 1, now)
-			return change{latest: r}, err
+	if r.keep {
+		if orig, err := parseFHIRTime(r.p.LastUpdated); err == nil && orig.start.Equal(at) && version == r.version {
+			return &resource{Type: r.p.Type, ID: r.p.ID, VersionID: r.p.VersionID, LastUpdated: at, Raw: r.p.Compact}, nil
 		}
-		if !kept {
-			at := cmp.Or(lastUpdated, now)
-			if deleted {
-				return change{latest: deletionStub(p.Type, p.ID, nextVersion(v), at)}, nil
-			}
-			r, err := stamped(p, nextVersion(v), at)
-			return change{latest: r}, err
+	}
+	return stamped(r.p, version, at)
+}
+
+// loadBatch writes one batch of rows, resource by resource, and sets each row's failure.
+func (s *Server) loadBatch(mode string, batch []*importRow) {
+	byKey := map[string][]*importRow{}
+	var keys []string
+	for _, r := range batch {
+		k := r.p.Type + "/" + r.p.ID
+		if byKey[k] == nil {
+			keys = append(keys, k)
 		}
-		in := deletionStub(p.Type, p.ID, version, lastUpdated)
-		if !deleted {
-			if in, err = storedFrom(p); err != nil {
-				return change{}, err
+		byKey[k] = append(byKey[k], r)
+	}
+	for _, k := range keys {
+		rows := byKey[k]
+		typ, id := rows[0].p.Type, rows[0].p.ID
+		err := s.resources.update(typ, id, func(v versions) (change, error) {
+			if mode == modeInitial {
+				return s.loadInitial(v, rows)
+			}
+			return s.loadIncremental(v, rows)
+		})
+		if err != nil {
+			for _, r := range rows {
+				if r.failure == "" {
+					r.failure = err.Error()
+				}
 			}
 		}
-		conflict := fmt.Errorf("version conflict: %s/%s version %d at %s disagrees with the stored versions", p.Type, p.ID, version, p.LastUpdated)
-		if same := v.find(version); same != nil {
-			if same.Deleted == in.Deleted && same.LastUpdated.Equal(in.LastUpdated) && (in.Deleted || bytes.Equal(same.Raw, in.Raw)) {
-				return change{}, nil // already stored: a success that changes nothing
-			}
-			return change{}, conflict
+	}
+}
+
+// loadInitial is InitialLoad: the first row of an id that is not stored yet becomes version 1, stamped now; every
+// other row of it is a duplicate (SqlServerFhirDataStore.ImportResourcesInternalAsync, InitialLoad).
+func (s *Server) loadInitial(v versions, rows []*importRow) (change, error) {
+	var c change
+	for i, r := range rows {
+		if i > 0 || v.latest() != nil {
+			r.failure = fmt.Sprintf(importDuplicateText, r.p.ID, r.index)
+			continue
 		}
-		latest := v.latest()
+		res, err := r.stored(1, s.now().Truncate(time.Millisecond))
+		if err != nil {
+			return change{}, err
+		}
+		c.insert = append(c.insert, res)
+	}
+	return c, nil
+}
+
+// loadIncremental is IncrementalLoad for the rows of one resource in one batch, step by step as
+// SqlServerFhirDataStore.ImportResourcesInternalAsync does it:
+//  1. rows at the same millisecond collapse to the one with the largest versionId (compared as strings); the
+//     others are duplicates;
+//  2. a row at a millisecond where a version is stored already is a success that changes nothing when it is that
+//     version with the same content, else a version conflict;
+//  3. (MergeVersioned) rows with the same version collapse to the latest (the others are duplicates); by time,
+//     newest first, versions must fall, else a conflict; a version stored already is a conflict; one whose order
+//     against the stored current version disagrees with its time is a conflict; the rest are stored, the highest
+//     version current.
+//
+// Rows without a kept version get the next version numbers, at their time or now.
+func (s *Server) loadIncremental(v versions, rows []*importRow) (change, error) {
+	var c change
+	stored := v.all()
+	dup := func(r *importRow) { r.failure = fmt.Sprintf(importDuplicateText, r.p.ID, r.index) }
+	conflict := func(r *importRow) { r.failure = fmt.Sprintf(importConflictText, r.p.ID, r.index) }
+
+	var versioned []*importRow
+	for _, r := range rows {
+		if r.keep {
+			versioned = append(versioned, r)
+		}
+	}
+	// 1. One row per millisecond: the largest versionId (string order), the first of equals.
+	byTime := map[time.Time]*importRow{}
+	for _, r := range versioned {
+		if w := byTime[r.lastUpdated]; w == nil || r.p.VersionID > w.p.VersionID {
+			byTime[r.lastUpdated] = r
+		}
+	}
+	var step2 []*importRow
+	for _, r := range versioned {
+		if byTime[r.lastUpdated] != r {
+			dup(r)
+			continue
+		}
+		step2 = append(step2, r)
+	}
+	// 2. Against what is stored at the same millisecond.
+	var step3 []*importRow
+	for _, r := range step2 {
+		var at *resource
+		for _, st := range stored {
+			if st.LastUpdated.Equal(r.lastUpdated) {
+				at = st
+				break
+			}
+		}
 		switch {
-		case latest == nil || version > versionNumber(latest.VersionID):
-			if latest != nil && in.LastUpdated.Before(latest.LastUpdated) {
-				return change{}, conflict
-			}
-			return change{latest: in}, nil
-		case in.LastUpdated.Before(latest.LastUpdated):
-			return change{older: in}, nil
+		case at == nil:
+			step3 = append(step3, r)
+		case versionNumber(at.VersionID) == r.version && at.Deleted == r.deleted && (r.deleted || bytes.Equal(at.Raw, r.p.Compact)):
+			// already loaded: a success
 		default:
-			return change{}, conflict
+			conflict(r)
 		}
-	})
+	}
+	// 3. One row per version: the latest.
+	byVersion := map[int]*importRow{}
+	for _, r := range step3 {
+		if w := byVersion[r.version]; w == nil || r.lastUpdated.After(w.lastUpdated) {
+			byVersion[r.version] = r
+		}
+	}
+	var ordered []*importRow
+	for _, r := range step3 {
+		if byVersion[r.version] != r {
+			dup(r)
+			continue
+		}
+		ordered = append(ordered, r)
+	}
+	slices.SortStableFunc(ordered, func(a, b *importRow) int { return b.lastUpdated.Compare(a.lastUpdated) })
+	prev := math.MaxInt
+	var candidates []*importRow
+	for _, r := range ordered {
+		if r.version >= prev {
+			conflict(r)
+		} else {
+			candidates = append(candidates, r)
+		}
+		prev = r.version
+	}
+	latest := v.latest()
+	for _, r := range candidates {
+		switch {
+		case v.find(r.version) != nil:
+			conflict(r)
+		case latest != nil && ((latest.LastUpdated.After(r.lastUpdated) && versionNumber(latest.VersionID) < r.version) ||
+			(latest.LastUpdated.Before(r.lastUpdated) && versionNumber(latest.VersionID) > r.version)):
+			conflict(r)
+		default:
+			res, err := r.stored(r.version, r.lastUpdated)
+			if err != nil {
+				r.failure = err.Error()
+				continue
+			}
+			c.insert = append(c.insert, res)
+		}
+	}
+	// Rows without a kept version: the next numbers, in order.
+	next := nextVersion(v)
+	for _, ins := range c.insert {
+		next = max(next, versionNumber(ins.VersionID)+1)
+	}
+	for _, r := range rows {
+		if r.keep {
+			continue
+		}
+		res, err := r.stored(next, cmp.Or(r.lastUpdated, s.now().Truncate(time.Millisecond)))
+		if err != nil {
+			r.failure = err.Error()
+			continue
+		}
+		next++
+		c.insert = append(c.insert, res)
+	}
+	return c, nil
 }
 
 func (s *Server) runningImportsLocked() int {

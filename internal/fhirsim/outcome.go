@@ -13,9 +13,14 @@ type operationOutcome struct {
 }
 
 type outcomeIssue struct {
-	Severity    string `json:"severity"`
-	Code        string `json:"code"`
-	Diagnostics string `json:"diagnostics"`
+	Severity    string          `json:"severity"`
+	Code        string          `json:"code"`
+	Diagnostics string          `json:"diagnostics"`
+	Details     *outcomeDetails `json:"details,omitempty"`
+}
+
+type outcomeDetails struct {
+	Text string `json:"text"`
 }
 
 func newOutcome(code, diagnostics string) operationOutcome {

@@ -42,7 +42,7 @@ func TestRejectsWhatTheRealServicesReject(t *testing.T) {
 		{"export _elements", source, request{path: "/$export?_elements=id", headers: exportHeaders()}, 400, "_elements"},
 		{"export _foo", source, request{path: "/$export?_foo=1", headers: exportHeaders()}, 400, "_foo"},
 		{"export _typeFilter without _type", source, request{path: "/$export?_typeFilter=Observation%3Fstatus%3Dfinal", headers: exportHeaders()}, 400, "_typeFilter requires _type"},
-		{"export includeAssociatedData with _typeFilter", source, request{path: "/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal&includeAssociatedData=_history", headers: exportHeaders()}, 400, "includeAssociatedData"},
+		{"export includeAssociatedData with _typeFilter", source, request{path: "/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal&includeAssociatedData=_history", headers: exportHeaders()}, 400, `"_typeFilter" cannot be used with an export request with historical or soft deleted resources`},
 		{"export unknown _type", source, request{path: "/$export?_type=Patient,Spaceship", headers: exportHeaders()}, 400, "Spaceship"},
 		{"export bad _since", source, request{path: "/$export?_since=yesterday", headers: exportHeaders()}, 400, "_since"},
 		{"export bad _till", source, request{path: "/$export?_till=2024-13-01", headers: exportHeaders()}, 400, "_till"},

@@ -437,7 +437,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 2 && r.Method == http.MethodPut && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):
 		s.handlePut(w, r, segs[0], segs[1])
 	case len(segs) == 2 && r.Method == http.MethodDelete && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):
-		s.handleDelete(w, segs[0], segs[1])
+		s.handleDelete(w, r, segs[0], segs[1])
+	case len(segs) == 3 && r.Method == http.MethodDelete && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]) && segs[2] == "$purge-history":
+		s.handlePurgeHistory(w, segs[0], segs[1])
 	case len(segs) == 1 && r.Method == http.MethodPost && knownType(segs[0]):
 		s.handlePost(w, r, segs[0])
 	case len(segs) == 1 && strings.HasPrefix(segs[0], "$"):

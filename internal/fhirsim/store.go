@@ -100,11 +100,15 @@ func withMeta(raw []byte, versionID string, lastUpdated time.Time) ([]byte, erro
 	return out, nil
 }
 
-// storedFrom turns a parsed resource whose meta is complete into a stored one.
+// storedFrom turns a parsed resource whose meta is complete into a stored one; its lastUpdated is kept to the
+// millisecond, as the service stores it (ResourceWrapperFactoryExtensions.cs).
 func storedFrom(p parsedResource) (*resource, error) {
 	r, err := parseFHIRTime(p.LastUpdated)
 	if err != nil {
 		return nil, fmt.Errorf("meta.lastUpdated: %w", err)
+	}
+	if at := r.start.Truncate(time.Millisecond); !at.Equal(r.start) {
+		return stamped(p, versionNumber(p.VersionID), at)
 	}
 	return &resource{Type: p.Type, ID: p.ID, VersionID: p.VersionID, LastUpdated: r.start, Raw: p.Compact}, nil
 }
@@ -199,9 +203,11 @@ func (v versions) all() []*resource {
 }
 
 // change is what a write decides: latest becomes the newest version (a stub deletes the resource), older goes
-// into the history. Both nil: nothing changes.
+// into the history, and each of insert takes its place by version number (an import of several versions). All
+// empty: nothing changes.
 type change struct {
 	latest, older *resource
+	insert        []*resource
 }
 
 func newResourceStore() *resourceStore {
@@ -270,7 +276,76 @@ func (s *resourceStore) update(typ, id string, decide func(v versions) (change, 
 	if c.older != nil {
 		s.index(typ).archive(c.older)
 	}
+	for _, r := range c.insert {
+		s.insertLocked(r)
+	}
 	return nil
+}
+
+// insertLocked adds one version of a resource whose number is not stored yet: the highest version is the current
+// one (a stub deletes the resource), any other goes into the history.
+func (s *resourceStore) insertLocked(r *resource) {
+	ix := s.index(r.Type)
+	l := versions{current: ix.byID[r.ID], older: ix.older[r.ID]}.latest()
+	if l == nil || versionNumber(r.VersionID) > versionNumber(l.VersionID) {
+		s.putLocked(r)
+		return
+	}
+	ix.archive(r)
+}
+
+// hardDelete removes every version of typ/id, as DELETE ?hardDelete=true does (nothing is left for a read, a
+// history or an export); it reports whether anything was stored.
+func (s *resourceStore) hardDelete(typ, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ix := s.byType[typ]
+	if ix == nil {
+		return false
+	}
+	_, had := ix.byID[id]
+	h := ix.older[id]
+	if !had && len(h) == 0 {
+		return false
+	}
+	delete(ix.byID, id)
+	delete(ix.older, id)
+	ix.olderN -= len(h)
+	ix.byKey, ix.byTime, ix.olderByTime = nil, nil, nil
+	return true
+}
+
+// purgeHistory removes the older versions of typ/id and keeps its current one (a deleted resource keeps its
+// deletion stub), as $purge-history does.
+func (s *resourceStore) purgeHistory(typ, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ix := s.byType[typ]
+	if ix == nil {
+		return
+	}
+	h := ix.older[id]
+	var keep []*resource
+	if ix.byID[id] == nil && len(h) > 0 && h[len(h)-1].Deleted {
+		keep = h[len(h)-1:]
+	}
+	ix.olderN -= len(h) - len(keep)
+	if keep == nil {
+		delete(ix.older, id)
+	} else {
+		ix.older[id] = keep
+	}
+	ix.olderByTime = nil
+}
+
+// currentStub reports whether r is the deletion stub a deleted resource ends with (not an older stub of a
+// resource written again since).
+func (ix *typeIndex) currentStub(r *resource) bool {
+	if !r.Deleted || ix.byID[r.ID] != nil {
+		return false
+	}
+	h := ix.older[r.ID]
+	return len(h) > 0 && h[len(h)-1] == r
 }
 
 // historyCount counts every version of typ (every type when typ is ""): current, older and deletion stubs.
@@ -401,8 +476,11 @@ func (s *resourceStore) exportRange(types []string, q func(typ string) query, hi
 		_, page, _ := s.findLocked(tq)
 		if history || deleted {
 			from, to, _ := dateRange(tq.dates)
+			ix := s.byType[t]
 			for _, r := range s.olderInRangeLocked(t, from, to) {
-				if (r.Deleted && deleted) || (!r.Deleted && history) {
+				// _history brings older versions; _deleted the stubs, and without _history only the current ones
+				// (Cosmos QueryBuilder adds isHistory = false when History is not asked for).
+				if (r.Deleted && deleted && (history || ix.currentStub(r))) || (!r.Deleted && history) {
 					page = append(page, r)
 				}
 			}
@@ -590,4 +668,86 @@ func earlier(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// historyQuery is one _history search: versions of a type (every type when typ is "") whose own lastUpdated is in
+// [from, to), oldest first unless desc, after the cursor.
+type historyQuery struct {
+	typ      string
+	from, to time.Time
+	desc     bool
+	after    string
+	limit    int
+}
+
+// historyKey is a version's place in history order, as a cursor: time (fixed width, so that it sorts as it
+// compares), then type, id and version.
+func historyKey(r *resource) string {
+	return fmt.Sprintf("%s|%s|%s|%010d", r.LastUpdated.UTC().Format("2006-01-02T15:04:05.000000000Z"), r.Type, r.ID, versionNumber(r.VersionID))
+}
+
+// historyCountRange counts the versions hq selects: ranges of the time indexes, no scan.
+func (s *resourceStore) historyCountRange(hq historyQuery) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, t := range s.historyTypesLocked(hq.typ) {
+		cur, old := s.versionsInRangeLocked(t, hq.from, hq.to)
+		n += len(cur) + len(old)
+	}
+	return n
+}
+
+// historyPage lists one page of the versions hq selects and reports whether more follow.
+func (s *resourceStore) historyPage(hq historyQuery) ([]*resource, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []*resource
+	for _, t := range s.historyTypesLocked(hq.typ) {
+		cur, old := s.versionsInRangeLocked(t, hq.from, hq.to)
+		all = append(append(all, cur...), old...)
+	}
+	keys := make(map[*resource]string, len(all))
+	for _, r := range all {
+		keys[r] = historyKey(r)
+	}
+	slices.SortFunc(all, func(a, b *resource) int { return strings.Compare(keys[a], keys[b]) })
+	if hq.desc {
+		slices.Reverse(all)
+	}
+	var page []*resource
+	for _, r := range all {
+		if hq.after != "" && ((!hq.desc && keys[r] <= hq.after) || (hq.desc && keys[r] >= hq.after)) {
+			continue
+		}
+		if len(page) == hq.limit {
+			return page, true
+		}
+		page = append(page, r)
+	}
+	return page, false
+}
+
+// historyTypesLocked are the types a history query reads: typ, or every type with a stored version.
+func (s *resourceStore) historyTypesLocked(typ string) []string {
+	if typ != "" {
+		return []string{typ}
+	}
+	var out []string
+	for t, ix := range s.byType {
+		if len(ix.byID) > 0 || ix.olderN > 0 {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// versionsInRangeLocked are typ's current versions and history versions whose lastUpdated is in [from, to).
+func (s *resourceStore) versionsInRangeLocked(typ string, from, to time.Time) (current, older []*resource) {
+	ix := s.sorted(typ)
+	list := ix.byTime
+	lo, _ := slices.BinarySearchFunc(list, from, func(r *resource, t time.Time) int { return cmp.Or(r.LastUpdated.Compare(t), 1) })
+	hi, _ := slices.BinarySearchFunc(list, to, func(r *resource, t time.Time) int { return cmp.Or(r.LastUpdated.Compare(t), 1) })
+	return list[lo:max(lo, hi)], s.olderInRangeLocked(typ, from, to)
 }

@@ -1,7 +1,6 @@
 package fhirsim
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,13 +26,24 @@ func nextVersion(v versions) int {
 	return 1
 }
 
-// writeTime is when a write of a resource with these versions is stamped: now, or just after its newest version
-// when that is as late (times are kept to the millisecond here, and two versions of one resource never share one,
-// as on the service, whose times are finer).
-func writeTime(v versions, now time.Time) time.Time {
-	now = now.UTC().Truncate(time.Millisecond)
-	if l := v.latest(); l != nil && !now.After(l.LastUpdated) {
-		return l.LastUpdated.Add(time.Millisecond)
+// writeTime is when a write of a resource with these versions is stamped: now, to the millisecond
+// (ResourceWrapperFactoryExtensions.cs: "store with millisecond precision"), so two writes in one millisecond
+// share it. Azure API for FHIR (Cosmos DB) checks nothing against the version it replaces
+// (CosmosFhirDataStore.InternalUpsertAsync), so a clock that went back, or the write-race fault, stamps a version
+// before the one it replaces (fhir-server issue 3998). The AHDS service (SQL) takes the time from the database's
+// ever-increasing surrogate ids (MergeResourcesBeginTransaction.sql, MergeResources.sql refuses an id out of
+// order), so a version is never earlier than the one it replaces, and may share its millisecond.
+func (s *Server) writeTime(v versions) time.Time {
+	now := s.now().Truncate(time.Millisecond)
+	l := v.latest()
+	switch {
+	case l == nil:
+	case s.cfg.flavor == FlavorAHDS && now.Before(l.LastUpdated):
+		return l.LastUpdated
+	case s.cfg.flavor == FlavorAPIForFHIR && s.faults.roll(FaultWriteRace):
+		raced := l.LastUpdated.Add(-time.Duration(1+s.faults.intn(5)) * time.Millisecond)
+		s.log.Info("fault injected", "fault", FaultWriteRace, "resource", l.Type+"/"+l.ID, "lastUpdated", formatInstant(raced))
+		return raced
 	}
 	return now
 }
@@ -106,11 +116,14 @@ func readResourceBody(w http.ResponseWriter, r *http.Request, typ string) (parse
 	return p, true
 }
 
-// handleRead serves GET /{Type}/{id}: the current version, 410 for a deleted resource, 404 for an unknown one.
+// handleRead serves GET /{Type}/{id}: the current version, 410 for a deleted resource (with the deletion's version
+// as ETag: OperationOutcomeExceptionFilterAttribute.cs, ResourceGoneException), 404 for an unknown or hard-deleted
+// one.
 func (s *Server) handleRead(w http.ResponseWriter, typ, id string) {
 	v := s.resources.get(typ, id)
 	if v.current == nil {
 		if l := v.latest(); l != nil && l.Deleted {
+			w.Header().Set("ETag", `W/"`+l.VersionID+`"`)
 			writeOutcome(w, http.StatusGone, "deleted", "resource type %q with id %q was deleted", typ, id)
 			return
 		}
@@ -172,7 +185,7 @@ func (s *Server) store(w http.ResponseWriter, req *http.Request, p parsedResourc
 	var stored *resource
 	created := false
 	err := s.resources.update(p.Type, p.ID, func(v versions) (change, error) {
-		r, err := stamped(p, nextVersion(v), writeTime(v, s.now()))
+		r, err := stamped(p, nextVersion(v), s.writeTime(v))
 		created, stored = v.current == nil, r
 		return change{latest: r}, err
 	})
@@ -188,65 +201,41 @@ func (s *Server) store(w http.ResponseWriter, req *http.Request, p parsedResourc
 	writeResource(w, status, stored)
 }
 
-// handleDelete serves DELETE /{Type}/{id}: a deletion stub becomes the newest version and the resource leaves
-// search; 204 also when there was nothing to delete, as on the service.
-func (s *Server) handleDelete(w http.ResponseWriter, typ, id string) {
+// handleDelete serves DELETE /{Type}/{id} (DeletionService.cs, FhirController.Delete): a soft delete writes a
+// deletion stub as the newest version (the resource leaves search, a read answers 410) and answers 204 with its
+// version as ETag; nothing to delete is a 204 without one. With hardDelete=true (or _hardDelete=true) every version
+// is removed (hardDelete.js: "Completely delete the document and all of its histories"): 204 without an ETag, and
+// afterwards a read, a history and an export find nothing.
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, typ, id string) {
 	if !s.writable(w) {
 		return
 	}
+	q := r.URL.Query()
+	if q.Get("hardDelete") == "true" || q.Get("_hardDelete") == "true" {
+		s.resources.hardDelete(typ, id)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	var stub *resource
 	_ = s.resources.update(typ, id, func(v versions) (change, error) {
 		if v.current == nil {
 			return change{}, nil
 		}
-		return change{latest: deletionStub(typ, id, nextVersion(v), writeTime(v, s.now()))}, nil
+		stub = deletionStub(typ, id, nextVersion(v), s.writeTime(v))
+		return change{latest: stub}, nil
 	})
+	if stub != nil {
+		w.Header().Set("ETag", `W/"`+stub.VersionID+`"`)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleHistory serves GET /{Type}/{id}/_history (every version, newest first; deleted ones as DELETE entries)
-// and _summary=count at instance, type (id "") and system (typ "") level: current, older and deleted versions.
-func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request, typ, id string) {
-	q := r.URL.Query()
-	for name := range q {
-		if name != "_summary" {
-			writeOutcome(w, http.StatusBadRequest, "not-supported", "the simulator's _history takes only _summary=count, not %q", name)
-			return
-		}
-	}
-	countOnly := q.Get("_summary") == "count"
-	if q.Has("_summary") && !countOnly {
-		writeOutcome(w, http.StatusBadRequest, "not-supported", "_summary=%q is not supported on _history", q.Get("_summary"))
+// handlePurgeHistory serves DELETE /{Type}/{id}/$purge-history (FhirController.PurgeHistory): the older versions
+// go, the current one (or a deleted resource's stub) stays; 204.
+func (s *Server) handlePurgeHistory(w http.ResponseWriter, typ, id string) {
+	if !s.writable(w) {
 		return
 	}
-	weight := int(s.cfg.rates.weight())
-	if id == "" {
-		if !countOnly {
-			writeOutcome(w, http.StatusBadRequest, "not-supported", "the simulator lists history per resource only; use _summary=count here")
-			return
-		}
-		total := s.resources.historyCount(typ) * weight
-		writeJSON(w, http.StatusOK, "application/fhir+json", bundle{ResourceType: "Bundle", ID: newJobID(), Type: "history", Total: &total})
-		return
-	}
-	all := s.resources.get(typ, id).all()
-	total := len(all) * weight
-	out := bundle{ResourceType: "Bundle", ID: newJobID(), Type: "history", Total: &total}
-	if !countOnly {
-		out.Entry = []bundleEntry{}
-		for i := len(all) - 1; i >= 0; i-- {
-			v := all[i]
-			url := fmt.Sprintf("%s/%s/_history/%s", typ, id, v.VersionID)
-			e := bundleEntry{FullURL: baseURL(r) + "/" + typ + "/" + id}
-			if v.Deleted {
-				e.Request = &entryRequest{Method: http.MethodDelete, URL: url}
-				e.Response = &entryResponse{Status: "204", LastModified: formatInstant(v.LastUpdated)}
-			} else {
-				e.Resource = bytes.Clone(v.Raw)
-				e.Request = &entryRequest{Method: http.MethodPut, URL: url}
-				e.Response = &entryResponse{Status: "200", Etag: `W/"` + v.VersionID + `"`, LastModified: formatInstant(v.LastUpdated)}
-			}
-			out.Entry = append(out.Entry, e)
-		}
-	}
-	writeJSON(w, http.StatusOK, "application/fhir+json", out)
+	s.resources.purgeHistory(typ, id)
+	w.WriteHeader(http.StatusNoContent)
 }

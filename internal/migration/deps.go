@@ -20,10 +20,22 @@ type FHIRClient interface {
 	ImportStatus(ctx context.Context, contentLocation string) (*fhir.ImportStatus, error)
 	CancelJob(ctx context.Context, contentLocation string) error
 	Count(ctx context.Context, resourceType string, query url.Values) (int64, error)
-	// HistoryCount counts every version of a type: current, older and deleted ones (_history?_summary=count).
-	HistoryCount(ctx context.Context, resourceType string) (int64, error)
+	// HistoryCount counts the versions of a type (every type for "") whose own lastUpdated is in the range:
+	// current, older and deleted ones (_history?_since&_before&_summary=count).
+	HistoryCount(ctx context.Context, resourceType string, r fhir.HistoryRange) (int64, error)
+	// ResourceHistoryCount counts every version of one resource (0 when the server holds nothing of it).
+	ResourceHistoryCount(ctx context.Context, resourceType, id string) (int64, error)
+	// History lists the versions in the range, a page at a time, oldest or newest first.
+	History(ctx context.Context, resourceType string, r fhir.HistoryRange, oldestFirst bool, pageSize int, each func(fhir.HistoryEntry) error) error
 	// Search calls each with every resource of the search's pages (the ids and full checks).
 	Search(ctx context.Context, resourceType string, query url.Values, each func(resource json.RawMessage) error) error
+	// SearchPage runs one page of a search (or the page a next link names) and answers its next link.
+	SearchPage(ctx context.Context, resourceType string, query url.Values, next string) ([]json.RawMessage, string, error)
+	// Read reads one resource: 200 with its version, 410 deleted, 404 absent.
+	Read(ctx context.Context, resourceType, id string) (fhir.ReadResult, error)
+	// Delete deletes one resource (hard: every version of it); PurgeHistory removes its older versions.
+	Delete(ctx context.Context, resourceType, id string, hard bool) error
+	PurgeHistory(ctx context.Context, resourceType, id string) error
 	Batch(ctx context.Context, entries []fhir.BatchEntry) (*fhir.BatchResult, error)
 }
 

@@ -300,7 +300,7 @@ func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, er
 	return n + f.countOffset[t], nil
 }
 
-func (f *fakeServer) HistoryCount(ctx context.Context, t string) (int64, error) {
+func (f *fakeServer) HistoryCount(ctx context.Context, t string, _ fhir.HistoryRange) (int64, error) {
 	f.mu.Lock()
 	f.historyCalls++
 	n, ok := f.historyCounts[t]
@@ -309,6 +309,31 @@ func (f *fakeServer) HistoryCount(ctx context.Context, t string) (int64, error) 
 		return n, nil
 	}
 	return f.Count(ctx, t, nil)
+}
+
+func (f *fakeServer) ResourceHistoryCount(context.Context, string, string) (int64, error) {
+	return 0, &fhir.Error{Op: "history count", StatusCode: 400, Message: "this fake server counts no resource's history"}
+}
+
+// History lists nothing: the fake keeps no versions.
+func (f *fakeServer) History(context.Context, string, fhir.HistoryRange, bool, int, func(fhir.HistoryEntry) error) error {
+	return nil
+}
+
+func (f *fakeServer) SearchPage(context.Context, string, url.Values, string) ([]json.RawMessage, string, error) {
+	return nil, "", &fhir.Error{Op: "search", StatusCode: 400, Message: "this fake server does not search"}
+}
+
+func (f *fakeServer) Read(context.Context, string, string) (fhir.ReadResult, error) {
+	return fhir.ReadResult{}, &fhir.Error{Op: "read", StatusCode: 400, Message: "this fake server does not read"}
+}
+
+func (f *fakeServer) Delete(context.Context, string, string, bool) error {
+	return &fhir.Error{Op: "delete", StatusCode: 400, Message: "this fake server does not delete"}
+}
+
+func (f *fakeServer) PurgeHistory(context.Context, string, string) error {
+	return &fhir.Error{Op: "purge history", StatusCode: 400, Message: "this fake server does not purge"}
 }
 
 // Search is refused: only the searchDest fake (verify_test.go) looks ids up.

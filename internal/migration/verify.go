@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 )
 
 // Verify modes (the request's "verify"): the name of the VerifyCounts function and queue is another thing.
@@ -330,11 +331,11 @@ func (s *Service) countHistory(ctx context.Context, m *Migration, src, dst FHIRC
 		}
 		h := &HistoryCounts{Compared: true}
 		var err error
-		if h.Source, err = src.HistoryCount(ctx, r.Type); err != nil {
+		if h.Source, err = src.HistoryCount(ctx, r.Type, fhir.HistoryRange{}); err != nil {
 			errs[i] = fmt.Errorf("count the history of %s on the source: %w", r.Type, err)
 			return
 		}
-		if h.Destination, err = dst.HistoryCount(ctx, r.Type); err != nil {
+		if h.Destination, err = dst.HistoryCount(ctx, r.Type, fhir.HistoryRange{}); err != nil {
 			errs[i] = fmt.Errorf("count the history of %s on the destination: %w", r.Type, err)
 			return
 		}
