@@ -1080,4 +1080,3 @@ func TestErrorClassification(t *testing.T) {
 	require.False(t, Refused(errors.New("dial tcp: refused")), "not a server's answer")
 	require.False(t, Throttled(nil))
 }
-
