@@ -75,6 +75,8 @@ type stack struct {
 	srcSim  *fhirsim.Server
 	destSim *fhirsim.Server
 	logs    *localstack.SyncBuffer
+	// docs is the container of the migration documents.
+	docs string
 }
 
 type stackOptions struct {
@@ -106,7 +108,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	})
 	require.NoError(t, err)
 	s := &stack{t: t, host: st.Host, source: st.Source.Srv, dest: st.Dests[0].Srv, srcSim: st.Source.Sim,
-		destSim: st.Dests[0].Sim, logs: st.Logs}
+		destSim: st.Dests[0].Sim, logs: st.Logs, docs: settings["MigrationContainer"]}
 	t.Cleanup(func() {
 		st.Close()
 		if t.Failed() {

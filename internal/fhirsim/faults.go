@@ -123,6 +123,16 @@ func WithFaultSeed(seed int64) Option {
 	return func(c *config) { c.faultSeed, c.faultSeedSet = seed, true }
 }
 
+// SetFault changes one fault's probability while the simulator runs (a test holding kick-offs back, say).
+func (s *Server) SetFault(name string, p float64) error {
+	if err := (Faults{name: p}).Validate(); err != nil {
+		return err
+	}
+	s.faults.set(name, p)
+	s.log.Info("fault set", "fault", name, "p", p)
+	return nil
+}
+
 // WithImportHold sets how long FaultImportHold holds a completed import's status call (default 60s).
 func WithImportHold(d time.Duration) Option { return func(c *config) { c.importHold = max(d, 0) } }
 
@@ -148,16 +158,32 @@ func newInjector(p Faults, seed int64) *injector {
 }
 
 // enabled reports whether the fault can fire at all (no roll, nothing counted).
-func (in *injector) enabled(name string) bool { return in.p[name] > 0 }
+func (in *injector) enabled(name string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.p[name] > 0
+}
+
+// set changes one fault's probability (0 turns it off).
+func (in *injector) set(name string, p float64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	next := maps.Clone(in.p)
+	if next == nil {
+		next = Faults{}
+	}
+	next[name] = p
+	in.p = next
+}
 
 // roll draws for one request, job or line and counts a hit.
 func (in *injector) roll(name string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	p := in.p[name]
 	if p <= 0 {
 		return false
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	if p < 1 && in.rng.Float64() >= p {
 		return false
 	}

@@ -20,7 +20,10 @@ func windowedRun(t *testing.T, n int) (*harness, *Migration) {
 	obs := spread(n, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
 	h, src := newPlanningHarness(t, func(c *Config) { c.MaxExportsPerSource = 20 }, map[string][]time.Time{"Observation": obs})
 	h.src.filesFor = func(r fhir.ExportRequest, typ string) []int64 {
-		q := url.Values{"_lastUpdated": {"ge" + fhir.FormatInstant(*r.Since), "le" + fhir.FormatInstant(*r.Till)}}
+		q := url.Values{"_lastUpdated": {"le" + fhir.FormatInstant(*r.Till)}}
+		if r.Since != nil { // the first window starts at the beginning
+			q.Add("_lastUpdated", "ge"+fhir.FormatInstant(*r.Since))
+		}
 		c, err := src.Count(context.Background(), typ, q)
 		require.NoError(t, err)
 		return []int64{c}

@@ -47,16 +47,32 @@ type Planning struct {
 	// Failures counts the steps in a row that could not count; LastError is the latest.
 	Failures  int    `json:"failures,omitempty"`
 	LastError string `json:"lastError,omitempty"`
+	// Versions says how a migration with history or deletes counts its ranges: "history" (every version and
+	// deletion by its own lastUpdated, _history?_summary=count, what such an export selects), or "live" when the
+	// source refused that count (VersionsNote says why): then only current resources are counted, so no range is
+	// taken as empty (each is exported), since older versions and deletions may lie where nothing is live.
+	Versions     string `json:"versions,omitempty"`
+	VersionsNote string `json:"versionsNote,omitempty"`
 }
+
+// Ways of counting the versions of a range (Planning.Versions).
+const (
+	countVersions = "history"
+	countLive     = "live"
+)
 
 // PlanRange is a range of one type's resources by lastUpdated, both ends inclusive.
 type PlanRange struct {
 	// Type is a resource type, or "*" for the whole request (a system export not yet known to be under the
 	// target).
 	Type string `json:"type"`
-	// Since is nil for "from the oldest" (the request's since is absent): looked up only when the range is split.
+	// Since is nil for "from the beginning" (the request's since is absent): the first window of a type has no
+	// _since, so nothing older than what planning found is ever left out.
 	Since *time.Time `json:"since,omitempty"`
-	Till  time.Time  `json:"till"`
+	// From, with Since nil, is where the type's data starts (its oldest resource, or oldest version with history
+	// or deletes): where halving measures from, never where the window starts.
+	From *time.Time `json:"from,omitempty"`
+	Till time.Time  `json:"till"`
 	// Whole is a type's whole range: planned as one window, it keeps the job id export-{Type}.
 	Whole bool `json:"whole,omitempty"`
 }
@@ -69,6 +85,9 @@ func newPlanning(req *Request, sourceTypes []string, now time.Time) *Planning {
 		till = *req.Till
 	}
 	p := &Planning{Till: till, Windows: map[string]int{}}
+	if req.History || req.Deletes {
+		p.Versions = countVersions
+	}
 	if req.ExportStrategy == StrategySystem {
 		p.Pending = []PlanRange{{Type: allTypes, Since: req.Since, Till: till, Whole: true}}
 		return p
@@ -144,9 +163,17 @@ func (pl *planner) run(ctx context.Context, counts int, deadline time.Time, cloc
 }
 
 // count is the upper bound of a range's resources (each typeFilter entry counted, summed): a window is sized by
-// what it may hold.
+// what it may hold. With history or deletes it counts versions and deletions instead, unless the source refuses.
 func (pl *planner) count(ctx context.Context, r PlanRange) (int64, error) {
 	pl.p.Counts++
+	if pl.p.Versions == countVersions {
+		n, err := pl.countVersions(ctx, r)
+		if err == nil || !fhir.Refused(err) {
+			return n, err
+		}
+		// The source does not count history: live counts size the windows, and no range is taken as empty.
+		pl.p.Versions, pl.p.VersionsNote = countLive, truncate(err.Error(), maxErrorMessage)
+	}
 	if r.Type != allTypes {
 		rc, err := countRange(ctx, pl.source, pl.rangeJob(r), r.Type, nil)
 		return rc.upper, err
@@ -163,6 +190,34 @@ func (pl *planner) count(ctx context.Context, r PlanRange) (int64, error) {
 			return 0, err
 		}
 		total += rc.upper
+	}
+	return total, nil
+}
+
+// countVersions counts every version and deletion of a range by its own lastUpdated, as an export with
+// includeAssociatedData selects them (ExportJobTask.cs puts ge{since} and le{till} on every row). A range that ends
+// where the migration does (now, when the request has no till) is counted without _before, which the server
+// refuses in the future and which its clock may see as such: an upper bound, as planning wants.
+func (pl *planner) countVersions(ctx context.Context, r PlanRange) (int64, error) {
+	hr := fhir.HistoryRange{Since: r.Since}
+	if pl.req.Till != nil || !r.Till.Equal(pl.p.Till) {
+		hr.Before = timePtr(r.Till.Add(instant))
+	}
+	types := []string{r.Type}
+	switch {
+	case r.Type != allTypes:
+	case len(pl.req.Types) == 0:
+		types = []string{""}
+	default:
+		types = pl.req.Types
+	}
+	var total int64
+	for _, t := range types {
+		n, err := pl.source.HistoryCount(ctx, t, hr)
+		if err != nil {
+			return 0, fmt.Errorf("count the versions of %s on the source: %w", cmp.Or(t, "every type"), err)
+		}
+		total += max(n, 0)
 	}
 	return total, nil
 }
@@ -189,7 +244,7 @@ func (pl *planner) decide(ctx context.Context, r PlanRange, n int64) error {
 			byType = append(byType, PlanRange{Type: t, Since: r.Since, Till: r.Till, Whole: true})
 		}
 		pl.p.Pending = append(byType, pl.p.Pending...)
-	case n == 0:
+	case n == 0 && pl.p.Versions != countLive:
 		pl.p.Empty = append(pl.p.Empty, r)
 	case n <= pl.target:
 		pl.window(r, n)
@@ -199,10 +254,13 @@ func (pl *planner) decide(ctx context.Context, r PlanRange, n int64) error {
 	return nil
 }
 
-// split halves a range over the target; one that spans a single instant stays one window, over the target.
+// split halves a range over the target; one that spans a single instant stays one window, over the target. A
+// range from the beginning keeps no _since on its first half: halving measures from where the data starts, found
+// once, but the window starts at the beginning, so that nothing older (a version or deletion before the oldest
+// live resource) falls out of every window.
 func (pl *planner) split(ctx context.Context, r PlanRange, n int64) error {
-	if r.Since == nil {
-		oldest, found, err := oldestLastUpdated(ctx, pl.source, r.Type, r.Till)
+	if r.Since == nil && r.From == nil {
+		oldest, found, err := pl.oldest(ctx, r.Type, r.Till)
 		if err != nil {
 			return err
 		}
@@ -210,19 +268,42 @@ func (pl *planner) split(ctx context.Context, r PlanRange, n int64) error {
 			pl.window(r, n)
 			return nil
 		}
-		r.Since = &oldest
+		r.From = &oldest
 	}
-	since := r.Since.Truncate(instant)
+	lo := r.From
+	if r.Since != nil {
+		lo = r.Since
+	}
+	since := lo.Truncate(instant)
 	if r.Till.Sub(since) < instant {
 		pl.window(r, n)
 		return nil
 	}
 	mid := since.Add(r.Till.Sub(since) / 2).Truncate(instant)
 	after := mid.Add(instant)
-	left := PlanRange{Type: r.Type, Since: r.Since, Till: mid}
+	left := PlanRange{Type: r.Type, Since: r.Since, From: r.From, Till: mid}
 	right := PlanRange{Type: r.Type, Since: &after, Till: r.Till}
 	pl.p.Pending = append([]PlanRange{left, right}, pl.p.Pending...)
 	return nil
+}
+
+// oldest is where a type's data starts: its oldest version (history or deletes, counted by version), else its
+// oldest current resource.
+func (pl *planner) oldest(ctx context.Context, typ string, till time.Time) (time.Time, bool, error) {
+	if pl.p.Versions != countVersions {
+		return oldestLastUpdated(ctx, pl.source, typ, till)
+	}
+	var oldest time.Time
+	found := false
+	errFound := errors.New("found")
+	err := pl.source.History(ctx, typ, fhir.HistoryRange{}, true, 1, func(e fhir.HistoryEntry) error {
+		oldest, found = e.LastUpdated, true
+		return errFound // one version is enough
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return time.Time{}, false, fmt.Errorf("find the oldest version of %s on the source: %w", typ, err)
+	}
+	return oldest, found && !oldest.After(till), nil
 }
 
 // window adds the export job of one range.

@@ -22,6 +22,10 @@ type timedSource struct {
 	mu     sync.Mutex
 	times  map[string][]time.Time
 	counts int
+	// versions are every version and deletion per type, by time (nil: one version per live resource);
+	// historyRefused makes HistoryCount a 400.
+	versions       map[string][]time.Time
+	historyRefused bool
 }
 
 func (s *timedSource) Count(_ context.Context, typ string, q url.Values) (int64, error) {
@@ -40,6 +44,52 @@ func (s *timedSource) Count(_ context.Context, typ string, q url.Values) (int64,
 		}
 	}
 	return n, nil
+}
+
+// HistoryCount counts the versions in the range (versions, else the live times); historyRefused answers 400, as a
+// source that does not count history.
+func (s *timedSource) HistoryCount(_ context.Context, typ string, r fhir.HistoryRange) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts++
+	if s.historyRefused {
+		return 0, &fhir.Error{Op: "history count", StatusCode: 400, Message: "_history is not supported"}
+	}
+	var n int64
+	for t, times := range s.allVersions() {
+		if typ != "" && t != typ {
+			continue
+		}
+		for _, at := range times {
+			if (r.Since == nil || !at.Before(*r.Since)) && (r.Before == nil || at.Before(*r.Before)) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+func (s *timedSource) History(_ context.Context, typ string, r fhir.HistoryRange, oldestFirst bool, _ int, each func(fhir.HistoryEntry) error) error {
+	s.mu.Lock()
+	times := slices.Clone(s.allVersions()[typ])
+	s.mu.Unlock()
+	if !oldestFirst {
+		return fmt.Errorf("timedSource lists only oldest first")
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	for _, at := range times {
+		if err := each(fhir.HistoryEntry{Type: typ, ID: "x", VersionID: "1", LastUpdated: at}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *timedSource) allVersions() map[string][]time.Time {
+	if s.versions != nil {
+		return s.versions
+	}
+	return s.times
 }
 
 func (s *timedSource) Search(_ context.Context, typ string, q url.Values, each func(json.RawMessage) error) error {
@@ -110,6 +160,14 @@ func spread(n int, from time.Time) []time.Time {
 	return out
 }
 
+// sinceOf is a window's start: the zero time for one from the beginning (no _since).
+func sinceOf(since *time.Time) time.Time {
+	if since == nil {
+		return time.Time{}
+	}
+	return *since
+}
+
 func exportWindows(m *Migration) []*Job {
 	var out []*Job
 	for _, j := range m.Jobs {
@@ -153,16 +211,16 @@ func TestPlanningSplitsIntoContiguousWindows(t *testing.T) {
 		}
 	}
 	require.Greater(t, len(windows), 3)
-	require.Equal(t, obs[0], *windows[0].Since, "the first window starts at the oldest resource")
+	require.Nil(t, windows[0].Since, "the first window starts at the beginning, not at the oldest resource: nothing older is left out")
 	// Windows and the empty ranges between and after them tile the range from the oldest resource to the till.
 	type span struct{ since, till time.Time }
 	var tiles []span
 	for _, w := range windows {
-		tiles = append(tiles, span{*w.Since, *w.Till})
+		tiles = append(tiles, span{sinceOf(w.Since), *w.Till})
 	}
 	for _, r := range m.Planning.Empty {
 		if r.Type == "Observation" {
-			tiles = append(tiles, span{*r.Since, r.Till})
+			tiles = append(tiles, span{sinceOf(r.Since), r.Till})
 		}
 	}
 	slices.SortFunc(tiles, func(a, b span) int { return a.since.Compare(b.since) })
@@ -177,7 +235,7 @@ func TestPlanningSplitsIntoContiguousWindows(t *testing.T) {
 		require.Equal(t, []string{"Observation"}, w.Types)
 		n := 0
 		for _, at := range obs {
-			if !at.Before(*w.Since) && !at.After(*w.Till) {
+			if !at.Before(sinceOf(w.Since)) && !at.After(*w.Till) {
 				n++
 			}
 		}
@@ -248,7 +306,7 @@ func TestPlanningIsBoundedAndResumable(t *testing.T) {
 		require.Greater(t, src.counts, planningCountsPerStep)
 		var out []string
 		for _, w := range exportWindows(got) {
-			out = append(out, fmt.Sprintf("%s %s..%s %d", w.ID, fhir.FormatInstant(*w.Since), fhir.FormatInstant(*w.Till), w.Planned))
+			out = append(out, fmt.Sprintf("%s %s..%s %d", w.ID, fhir.FormatInstant(sinceOf(w.Since)), fhir.FormatInstant(*w.Till), w.Planned))
 		}
 		return out
 	}
@@ -266,7 +324,7 @@ func TestPlanningIsBoundedAndResumable(t *testing.T) {
 	var planned int
 	for _, w := range exportWindows(got) {
 		for _, at := range times["Observation"] {
-			if !at.Before(*w.Since) && !at.After(*w.Till) {
+			if !at.Before(sinceOf(w.Since)) && !at.After(*w.Till) {
 				planned++
 			}
 		}
@@ -332,7 +390,10 @@ func TestAGapBetweenWindowsFailsVerification(t *testing.T) {
 	})
 	require.NoError(t, err)
 	h.src.filesFor = func(r fhir.ExportRequest, typ string) []int64 { // each window exports what it holds
-		q := url.Values{"_lastUpdated": {"ge" + fhir.FormatInstant(*r.Since), "le" + fhir.FormatInstant(*r.Till)}}
+		q := url.Values{"_lastUpdated": {"ge" + fhir.FormatInstant(sinceOf(r.Since)), "le" + fhir.FormatInstant(*r.Till)}}
+		if r.Since == nil {
+			q["_lastUpdated"] = q["_lastUpdated"][1:]
+		}
 		n, err := src.Count(context.Background(), typ, q)
 		require.NoError(t, err)
 		return []int64{n}
@@ -344,4 +405,53 @@ func TestAGapBetweenWindowsFailsVerification(t *testing.T) {
 	require.Equal(t, reasonExportShort, row.Reason)
 	require.Equal(t, int64(len(obs)), row.Source, "the source counted over the whole range")
 	require.Equal(t, int64(len(obs))-lost.Planned, row.Exported)
+}
+
+// TestPlanningCountsVersionsWithHistory: with history or deletes, ranges are counted by version (what the export
+// selects), so versions dated before the oldest live resource and a type whose every resource is deleted get
+// windows; a source that refuses history counts is planned from live counts with no range taken as empty.
+func TestPlanningCountsVersionsWithHistory(t *testing.T) {
+	t.Parallel()
+	live := spread(30, time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC))
+	old := spread(12, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))
+	deleted := spread(4, time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC))
+	body := `{` + endpoints + `,"types":["Observation","Patient"],"windowTarget":10,"till":"2026-01-01T00:00:00Z","history":true,"deletes":true}`
+	plan := func(refuse bool) *Migration {
+		h, src := newPlanningHarness(t, nil, map[string][]time.Time{"Observation": live, "Patient": nil})
+		src.versions = map[string][]time.Time{"Observation": append(slices.Clone(old), live...), "Patient": deleted}
+		src.historyRefused = refuse
+		m := h.start(body)
+		for step := 0; h.get(m.ID).Status == StatusPlanning; step++ {
+			require.Less(t, step, 20)
+			h.poll()
+		}
+		return h.get(m.ID)
+	}
+	m := plan(false)
+	require.Equal(t, countVersions, m.Planning.Versions)
+	held := map[string]int64{}
+	for _, w := range exportWindows(m) {
+		require.LessOrEqual(t, w.Planned, int64(10), w.ID)
+		held[w.Types[0]] += w.Planned
+	}
+	require.Equal(t, int64(len(old)+len(live)), held["Observation"], "every version in a window")
+	require.Equal(t, int64(len(deleted)), held["Patient"], "a type with deletions only is exported")
+	for _, w := range exportWindows(m) {
+		if w.Types[0] == "Observation" && w.Since == nil {
+			require.True(t, w.Till.After(old[0]), "the first window holds the oldest versions")
+		}
+	}
+
+	m = plan(true)
+	require.Equal(t, countLive, m.Planning.Versions)
+	require.Contains(t, m.Planning.VersionsNote, "_history is not supported")
+	require.Empty(t, m.Planning.Empty, "no range is taken as empty when only live resources are counted")
+	require.NotNil(t, m.job("export-Patient"), "Patient is exported though nothing of it is live")
+	var first *Job
+	for _, w := range exportWindows(m) {
+		if w.Types[0] == "Observation" && w.Since == nil {
+			first = w
+		}
+	}
+	require.NotNil(t, first, "the first window starts at the beginning, not at the oldest live resource")
 }

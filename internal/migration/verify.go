@@ -261,7 +261,9 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 	}
 	rows := make([]TypeRow, 0, len(byType))
 	for _, r := range byType {
-		if r.Source == 0 && r.Exported == 0 && r.Imported == 0 {
+		// With history a type may hold versions and deletions and no current resource: kept until its versions
+		// are counted.
+		if r.Source == 0 && r.Exported == 0 && r.Imported == 0 && !m.Request.History {
 			continue
 		}
 		if r.SourceUpper == r.Source {
@@ -307,41 +309,56 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 	if err := s.countHistory(ctx, m, src, dst, rows); err != nil {
 		return nil, nil, err
 	}
-	return rows, system, nil
+	return slices.DeleteFunc(rows, emptyRow), system, nil
 }
 
-// countHistory compares, after a cutover of a migration with history, every type's version counts on both
-// servers. They are comparable only when writes have stopped (the cutover), the whole history was migrated (no
-// since) and the destination held none of the type before; otherwise the row says why they were not compared.
+// countHistory compares, for a migration with history, every type's versions on both servers over the migrated
+// range (_history?_since&_before&_summary=count: current, older and deleted versions by their own lastUpdated,
+// what the exports selected). A synced migration compares at its cutover, when writes have stopped, not while
+// the source is live. A row says why its versions were not compared: a SearchParameter (copied with PUTs, newest
+// version only), a type the destination held before, a source that does not count versions.
 func (s *Service) countHistory(ctx context.Context, m *Migration, src, dst FHIRClient, rows []TypeRow) error {
-	if !m.Request.History || m.Sync == nil || m.Sync.CutoverRequestedAt == nil || m.Sync.Round != nil {
+	if !m.Request.History || (m.Request.Sync && (m.Sync == nil || m.Sync.CutoverRequestedAt == nil || m.Sync.Round != nil)) {
 		return nil
+	}
+	hr := fhir.HistoryRange{Since: m.Request.Since}
+	if till := migratedTill(m); till != nil {
+		hr.Before = timePtr(till.Add(instant))
 	}
 	errs := make([]error, len(rows))
 	fanOut(len(rows), s.cfg.PollConcurrency, func(i int) {
 		r := &rows[i]
 		before, known := baselineCount(m.Baseline, r.Type)
 		switch {
-		case m.Request.Since != nil:
-			r.History = &HistoryCounts{Why: "the migration starts at since: the source's history before it was not copied"}
+		case r.Type == typeSearchParameter:
+			r.History = &HistoryCounts{Why: "SearchParameter resources are copied with PUTs, their newest version only: their versions are not copied"}
 			return
 		case !known || before != 0:
 			r.History = &HistoryCounts{Why: "the destination held resources of the type before: their versions count there too"}
 			return
+		case m.Planning != nil && m.Planning.Versions == countLive:
+			r.History = &HistoryCounts{Why: "the source does not count versions (" + m.Planning.VersionsNote + ")"}
+			return
 		}
 		h := &HistoryCounts{Compared: true}
 		var err error
-		if h.Source, err = src.HistoryCount(ctx, r.Type, fhir.HistoryRange{}); err != nil {
+		if h.Source, err = src.HistoryCount(ctx, r.Type, hr); err != nil {
 			errs[i] = fmt.Errorf("count the history of %s on the source: %w", r.Type, err)
 			return
 		}
-		if h.Destination, err = dst.HistoryCount(ctx, r.Type, fhir.HistoryRange{}); err != nil {
+		if h.Destination, err = dst.HistoryCount(ctx, r.Type, hr); err != nil {
 			errs[i] = fmt.Errorf("count the history of %s on the destination: %w", r.Type, err)
 			return
 		}
 		r.History = h
 	})
 	return errors.Join(errs...)
+}
+
+// emptyRow reports a type nothing was found of on either server: no resource, no version, nothing exported.
+func emptyRow(r TypeRow) bool {
+	return r.Source == 0 && r.Exported == 0 && r.Imported == 0 && r.Destination == 0 && r.ImportErrors == 0 &&
+		(r.History == nil || (r.History.Source == 0 && r.History.Destination == 0))
 }
 
 // migratedTill is the end of the migrated range: the request's till, or when planning started.
