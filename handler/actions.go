@@ -79,8 +79,8 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// migrationAction serves POST /api/migrations/{id}/verify, .../cleanup and .../cutover; each body is optional
-// (cutover takes none).
+// migrationAction serves POST /api/migrations/{id}/verify, .../cleanup, .../cutover and .../repair; each body is
+// optional (repair takes none).
 func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	switch r.PathValue("action") {
@@ -110,12 +110,25 @@ func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
 		}
 		api.WriteJSON(w, http.StatusOK, res)
 	case "cutover":
+		var req migration.CutoverRequest
+		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
+			api.Write(w, bad)
+			return
+		}
+		m, err := a.svc.Cutover(r.Context(), id, req)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		w.Header().Set("Location", "/api/migrations/"+m.ID)
+		api.WriteJSON(w, http.StatusAccepted, m)
+	case "repair":
 		var req struct{}
 		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
 			api.Write(w, bad)
 			return
 		}
-		m, err := a.svc.Cutover(r.Context(), id)
+		m, err := a.svc.Repair(r.Context(), id)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
@@ -124,7 +137,7 @@ func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, http.StatusAccepted, m)
 	default:
 		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "unknown_action",
-			Message: "no action " + r.PathValue("action") + ": use verify, cleanup or cutover"})
+			Message: "no action " + r.PathValue("action") + ": use verify, cleanup, cutover or repair"})
 	}
 }
 

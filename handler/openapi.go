@@ -22,7 +22,7 @@ import (
 
 // Actions of POST /api/migrations/{id}/{action}, and parts of GET /api/migrations/{id}/report/{part}.
 var (
-	actionNames = []string{"verify", "cleanup", "cutover"}
+	actionNames = []string{"verify", "cleanup", "cutover", "repair"}
 	reportParts = []string{"missing", "search-parameters"}
 )
 
@@ -100,16 +100,21 @@ func apiOperations() []apiOperation {
 			codes:   []string{"not_found"}},
 		{method: http.MethodPost, path: "/api/migrations/{id}/verify", id: "verifyAgain", summary: "Verify a finished migration again",
 			request: migration.ReverifyRequest{}, optional: true, example: `{"verify": "ids"}`, answers: []apiAnswer{accepted("the migration, verifying (a new generation)")},
-			codes: append(slices.Clone(bodyCodes), "invalid_verify", "invalid_verify_sample", "not_found", "verification_running",
-				"not_verifiable", "staged_files_deleted")},
+			codes: append(slices.Clone(bodyCodes), "invalid_verify", "invalid_verify_sample", "invalid_accept", "not_found",
+				"verification_running", "not_verifiable", "staged_files_deleted")},
 		{method: http.MethodPost, path: "/api/migrations/{id}/cleanup", id: "cleanUp", summary: "Delete the staged export files",
 			request: migration.CleanupRequest{}, optional: true, example: `{"dryRun": true}`,
 			answers: []apiAnswer{{status: http.StatusOK, description: "what was (or with dryRun would be) deleted", contentType: "application/json", body: migration.CleanupResult{}}},
 			codes:   append(slices.Clone(bodyCodes), "not_found", "migration_running", "verification_not_passed", "container_not_owned")},
 		{method: http.MethodPost, path: "/api/migrations/{id}/cutover", id: "cutOver", summary: "Switch a syncing migration",
-			description: "Writes to the source have stopped: one final round copies the last changes, then the destination is verified against the source.",
+			description: "Writes to the source have stopped: one final round copies the last changes, then the destination is verified against the source. accept: [\"refused-versions\"] lets versions the destination refused that are not a resource's newest pass.",
+			request:     migration.CutoverRequest{}, optional: true, example: `{}`,
 			answers:     []apiAnswer{accepted("the migration, cutover requested")},
-			codes:       append(slices.Clone(bodyCodes), "not_found", "not_syncing")},
+			codes:       append(slices.Clone(bodyCodes), "invalid_accept", "not_found", "not_syncing")},
+		{method: http.MethodPost, path: "/api/migrations/{id}/repair", id: "repair", summary: "Repair the resources whose newest version the destination refused",
+			description: "Writes on the destination, by PUT, the source's current version of every resource the last verification found stale (a hard delete first when the source's versions started again), records each repair (the destination's versionId and lastUpdated are new), then verifies again in the same mode.",
+			answers: []apiAnswer{accepted("the migration, verifying (a new generation that repairs first)")},
+			codes:   append(slices.Clone(bodyCodes), "not_found", "verification_running", "nothing_to_repair")},
 		{method: http.MethodGet, path: "/api/openapi.json", id: "getOpenAPI", summary: "This description",
 			answers: []apiAnswer{{status: http.StatusOK, description: "the OpenAPI 3.1 document", contentType: "application/json"}}},
 	}

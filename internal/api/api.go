@@ -82,7 +82,7 @@ func Codes() []Code {
 		out = append(out, Code{Code: c.Code, Kind: c.Kind, When: c.When})
 	}
 	out = append(out,
-		Code{Code: "unknown_action", Kind: Route, When: "`POST /api/migrations/{id}/{action}` with an action other than `verify`, `cleanup` or `cutover`"},
+		Code{Code: "unknown_action", Kind: Route, When: "`POST /api/migrations/{id}/{action}` with an action other than `verify`, `cleanup`, `cutover` or `repair`"},
 		Code{Code: "no_route", Kind: Route, When: "no such endpoint"},
 		Code{Code: "internal_error", Kind: Internal, When: "the request failed on the service's side (storage unreachable, ...); the log has the details"},
 	)

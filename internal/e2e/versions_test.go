@@ -271,3 +271,96 @@ func mustTime(t *testing.T, s string) time.Time {
 func fhirInstant(t *testing.T, s string) string {
 	return mustTime(t, s).UTC().Truncate(100 * time.Nanosecond).Format("2006-01-02T15:04:05.0000000Z")
 }
+
+// TestRefusedVersionsAreNamedAndRepaired: the source holds a Patient with two versions in one millisecond and one
+// whose newest version is dated before the version it replaced (the Cosmos write race). The destination refuses
+// one version of each (a duplicate, a version conflict); the verification names both with the service's reason,
+// fails the resource whose newest version was refused as different (counts mode too), and holds the other until
+// accepted. POST .../repair writes the stale one's current version; accepting the refused older version completes.
+func TestRefusedVersionsAreNamedAndRepaired(t *testing.T) {
+	t.Parallel()
+	c := &settableClock{}
+	s := newStack(t, stackOptions{patients: 2, sourceOptions: []fhirsim.Option{fhirsim.WithClock(c.Now)}})
+	src := s.source.URL
+	at := func(tm time.Time) { c.set(&tm) }
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	at(base)
+	fhirWrite(t, src, http.MethodPut, "/Patient/same", `{"resourceType":"Patient","id":"same","gender":"female"}`)
+	fhirWrite(t, src, http.MethodPut, "/Patient/same", `{"resourceType":"Patient","id":"same","gender":"male"}`) // the same millisecond
+	at(base.Add(time.Second))
+	fhirWrite(t, src, http.MethodPut, "/Patient/inv", `{"resourceType":"Patient","id":"inv","gender":"female"}`)
+	at(base.Add(time.Second - 5*time.Millisecond)) // the clock went back: version 2 before version 1
+	fhirWrite(t, src, http.MethodPut, "/Patient/inv", `{"resourceType":"Patient","id":"inv","gender":"male"}`)
+	c.set(nil)
+
+	id := s.start(map[string]any{"source": src, "destination": s.dest.URL, "types": []string{"Patient"},
+		"history": true, "deletes": true, "verify": "counts"})
+	final, raw := s.await(id, nil)
+	require.Equal(t, "failed", final.Status, string(raw))
+	require.Equal(t, "verification_mismatch", final.Error.Code, "a stale resource is a difference")
+	type refusedDoc struct {
+		Verification struct {
+			Refused struct {
+				Versions, Stale int64
+				Resources       []struct {
+					Type, ID string
+					Stale    bool
+					Versions []struct{ Version, Reason, Message string }
+				}
+			}
+			Rows []struct {
+				Type, Reason        string
+				Stale, RefusedOlder int64
+				Explanation         string
+			}
+		}
+		Repairs *struct{ Resources int }
+	}
+	var d refusedDoc
+	require.NoError(t, json.Unmarshal(raw, &d))
+	rf := d.Verification.Refused
+	require.Equal(t, int64(2), rf.Versions)
+	require.Equal(t, int64(1), rf.Stale)
+	byID := map[string]int{}
+	for i, r := range rf.Resources {
+		byID[r.ID] = i
+	}
+	same, inv := rf.Resources[byID["same"]], rf.Resources[byID["inv"]]
+	require.False(t, same.Stale, "its newest version is on the destination")
+	require.Equal(t, "1", same.Versions[0].Version)
+	require.Equal(t, "duplicate", same.Versions[0].Reason)
+	require.Contains(t, same.Versions[0].Message, "Failed to import duplicate resource, resource id: same")
+	require.True(t, inv.Stale, "its newest version was refused")
+	require.Equal(t, "2", inv.Versions[0].Version)
+	require.Equal(t, "version conflict", inv.Versions[0].Reason)
+	require.Equal(t, "different", d.Verification.Rows[0].Reason)
+	require.Equal(t, int64(1), d.Verification.Rows[0].RefusedOlder)
+
+	status, body := s.api(http.MethodPost, "/api/migrations/"+id+"/repair", nil)
+	require.Equal(t, http.StatusAccepted, status, string(body))
+	final, raw = s.await(id, nil)
+	require.Equal(t, "failed", final.Status, string(raw))
+	require.Equal(t, "refused_versions", final.Error.Code, "the repaired resource passes; the refused older version waits")
+	d = refusedDoc{}
+	require.NoError(t, json.Unmarshal(raw, &d))
+	require.NotNil(t, d.Repairs)
+	require.Equal(t, 1, d.Repairs.Resources)
+	var srcInv, dstInv struct {
+		Gender string
+		Meta   struct{ VersionID string }
+	}
+	require.NoError(t, localstack.GetJSON(t.Context(), src, src+"/Patient/inv", &srcInv))
+	require.NoError(t, localstack.GetJSON(t.Context(), s.dest.URL, s.dest.URL+"/Patient/inv", &dstInv))
+	require.Equal(t, "male", dstInv.Gender, "the source's current content")
+	require.Equal(t, srcInv.Gender, dstInv.Gender)
+	status, body = s.api(http.MethodPost, "/api/migrations/"+id+"/repair", nil)
+	require.Equal(t, http.StatusConflict, status, "nothing stale is left: %s", body)
+
+	status, body = s.api(http.MethodPost, "/api/migrations/"+id+"/verify", map[string]any{"accept": []string{"refused-versions"}})
+	require.Equal(t, http.StatusAccepted, status, string(body))
+	final, raw = s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+	status, body = s.api(http.MethodPost, "/api/migrations/"+id+"/verify", map[string]any{"accept": []string{"everything"}})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, string(body), "invalid_accept")
+}

@@ -246,6 +246,45 @@ func (c *Client) Read(ctx context.Context, resourceType, id string) (ReadResult,
 	return res, nil
 }
 
+// VRead reads one version of a resource: GET {Type}/{id}/_history/{version}. It answers the version's lastUpdated
+// and true when the server holds it (a deleted version answers 410 and counts as held), false on 404.
+func (c *Client) VRead(ctx context.Context, resourceType, id, version string) (time.Time, bool, error) {
+	op, err := typeOp("vread", resourceType)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	if !resourceIDPattern.MatchString(id) || !resourceIDPattern.MatchString(version) {
+		return time.Time{}, false, fmt.Errorf("%s: invalid id %q or version %q", op, id, version)
+	}
+	resp, err := c.do(ctx, call{op: op, method: http.MethodGet, url: c.endpoint(resourceType+"/"+id+"/_history/"+version, nil),
+		retry: true, header: http.Header{"Accept": {mediaFHIRJSON}}})
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	switch resp.status {
+	case http.StatusOK:
+		var head struct {
+			Meta struct {
+				LastUpdated string `json:"lastUpdated"`
+			} `json:"meta"`
+		}
+		if err := decodeStrict(resp.body, &head); err != nil {
+			return time.Time{}, false, fmt.Errorf("%s/%s/%s: %w", op, id, version, err)
+		}
+		at, err := time.Parse(time.RFC3339Nano, head.Meta.LastUpdated)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("%s/%s/%s: meta.lastUpdated: %w", op, id, version, err)
+		}
+		return at, true, nil
+	case http.StatusGone:
+		at, _ := http.ParseTime(resp.header.Get("Last-Modified"))
+		return at, true, nil
+	case http.StatusNotFound:
+		return time.Time{}, false, nil
+	}
+	return time.Time{}, false, newError(op+"/"+id, resp, c.now())
+}
+
 // Delete deletes one resource: DELETE {Type}/{id}, with hardDelete=true every version of it. A resource already
 // gone is no error (the server answers 204 either way).
 func (c *Client) Delete(ctx context.Context, resourceType, id string, hard bool) error {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // ResourceTypes reads GET {base}/metadata and returns rest[mode=server].resource[].type, deduplicated, in order.
@@ -147,12 +148,15 @@ func (c *Client) Batch(ctx context.Context, entries []BatchEntry) (*BatchResult,
 	if len(b.Entry) != len(entries) {
 		return nil, fmt.Errorf("%s: answer has %d entries for %d sent", op, len(b.Entry), len(entries))
 	}
-	res := &BatchResult{Status: make([]string, len(b.Entry))}
+	res := &BatchResult{Status: make([]string, len(b.Entry)), Version: make([]string, len(b.Entry)),
+		LastUpdated: make([]string, len(b.Entry))}
 	for i, e := range b.Entry {
 		if e.Response == nil || e.Response.Status == "" {
 			return nil, fmt.Errorf("%s: answer entry %d has no response.status", op, i)
 		}
 		res.Status[i] = e.Response.Status
+		res.Version[i] = strings.TrimSuffix(strings.TrimPrefix(e.Response.Etag, `W/"`), `"`)
+		res.LastUpdated[i] = e.Response.LastModified
 	}
 	return res, nil
 }

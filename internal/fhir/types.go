@@ -112,6 +112,10 @@ type BatchEntry struct {
 type BatchResult struct {
 	// Status holds each entry's response.status, such as "201 Created" or "400 Bad Request".
 	Status []string
+	// Version and LastUpdated hold each entry's new version (from response.etag) and time (response.lastModified),
+	// empty when the server did not say.
+	Version     []string
+	LastUpdated []string
 }
 
 // Error is a FHIR server's non-success answer. Op names the call ("export kick-off", "import status", ...).

@@ -434,6 +434,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.handleHistory(w, r, segs[0], segs[1])
 	case len(segs) == 2 && r.Method == http.MethodGet && knownType(segs[0]):
 		s.handleRead(w, segs[0], segs[1])
+	case len(segs) == 4 && r.Method == http.MethodGet && knownType(segs[0]) && segs[2] == "_history":
+		s.handleVRead(w, segs[0], segs[1], segs[3])
 	case len(segs) == 2 && r.Method == http.MethodPut && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):
 		s.handlePut(w, r, segs[0], segs[1])
 	case len(segs) == 2 && r.Method == http.MethodDelete && knownType(segs[0]) && resourceIDRE.MatchString(segs[1]):

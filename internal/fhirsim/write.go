@@ -133,6 +133,22 @@ func (s *Server) handleRead(w http.ResponseWriter, typ, id string) {
 	writeResource(w, http.StatusOK, v.current)
 }
 
+// handleVRead serves GET /{Type}/{id}/_history/{version} (GetResourceHandler.cs): the version, 410 for a deletion
+// (with its version as ETag), 404 for a version the server does not hold (a purged or hard-deleted one included).
+func (s *Server) handleVRead(w http.ResponseWriter, typ, id, version string) {
+	n, err := strconv.Atoi(version)
+	v := s.resources.get(typ, id).find(n)
+	switch {
+	case err != nil || v == nil:
+		writeOutcome(w, http.StatusNotFound, "not-found", "resource type %q with id %q has no version %q", typ, id, version)
+	case v.Deleted:
+		w.Header().Set("ETag", `W/"`+v.VersionID+`"`)
+		writeOutcome(w, http.StatusGone, "deleted", "resource type %q with id %q was deleted in version %s", typ, id, version)
+	default:
+		writeResource(w, http.StatusOK, v)
+	}
+}
+
 func writeResource(w http.ResponseWriter, status int, r *resource) {
 	w.Header().Set("ETag", `W/"`+r.VersionID+`"`)
 	w.Header().Set("Last-Modified", r.LastUpdated.UTC().Format(http.TimeFormat))

@@ -72,6 +72,7 @@ func Codes() []Code {
 		{"invalid_sync", Invalid, "`syncInterval` or `syncMargin` is not a positive duration or comes without `sync`, or `sync` comes with a `till`"},
 		{"invalid_top", Invalid, "`top` of the migration list is not 1 to 500"},
 		{"invalid_continuation_token", Invalid, "`continuationToken` of the migration list is not one the service gave"},
+		{"invalid_accept", Invalid, "`accept[i]` of a re-verify or a cutover is not `refused-versions`, or is given twice"},
 		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},
 		{"report_not_ready", NotFound, "the migration has no finished verification report yet"},
 		{"container_in_use", Conflict, "`container` belongs to another migration or holds other data"},
@@ -83,6 +84,7 @@ func Codes() []Code {
 		{"verification_not_passed", Conflict, "cleanup of a migration whose verification did not pass (send `force`)"},
 		{"container_not_owned", Conflict, "cleanup of a container whose owner metadata names another migration"},
 		{"not_syncing", Conflict, "cutover of a migration that is not syncing"},
+		{"nothing_to_repair", Conflict, "repair of a migration whose last verification found no resource whose newest version the destination refused, or that is not failed"},
 		{"source_unreachable", Unavailable, "the source's CapabilityStatement could not be read, or a `typeFilter[i]` not counted"},
 		{"destination_unreachable", Unavailable, "the destination's CapabilityStatement could not be read"},
 	}

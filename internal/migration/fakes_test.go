@@ -328,6 +328,10 @@ func (f *fakeServer) Read(context.Context, string, string) (fhir.ReadResult, err
 	return fhir.ReadResult{}, &fhir.Error{Op: "read", StatusCode: 400, Message: "this fake server does not read"}
 }
 
+func (f *fakeServer) VRead(context.Context, string, string, string) (time.Time, bool, error) {
+	return time.Time{}, false, &fhir.Error{Op: "vread", StatusCode: 400, Message: "this fake server does not read versions"}
+}
+
 func (f *fakeServer) Delete(context.Context, string, string, bool) error {
 	return &fhir.Error{Op: "delete", StatusCode: 400, Message: "this fake server does not delete"}
 }

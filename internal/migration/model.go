@@ -87,6 +87,8 @@ type Migration struct {
 	Sync *Sync `json:"sync,omitempty"`
 	// Cutover records the switch: when the final delta was verified, and the lag then.
 	Cutover *Cutover `json:"cutover,omitempty"`
+	// Repairs records what POST .../repair wrote on the destination (refused.go).
+	Repairs *Repairs `json:"repairs,omitempty"`
 	// Progress is derived when serving; never stored.
 	Progress *Progress `json:"progress,omitempty"`
 }
@@ -297,6 +299,14 @@ type Verification struct {
 	LastError string `json:"lastError,omitempty"`
 	// Report names the readable report (Markdown) in the document store.
 	Report string `json:"report,omitempty"`
+	// Refused are the versions the destination's imports refused, judged against both servers (refused.go).
+	Refused *RefusedSummary `json:"refused,omitempty"`
+	// Accept lists what the operator accepted for this round ("refused-versions").
+	Accept []string `json:"accept,omitempty"`
+	// RepairFrom names the refused-versions report whose stale resources this round repairs first
+	// (POST .../repair); RepairedAt is when it did.
+	RepairFrom string     `json:"repairFrom,omitempty"`
+	RepairedAt *time.Time `json:"repairedAt,omitempty"`
 }
 
 // TypeRow is the verification of one resource type.
@@ -332,6 +342,14 @@ type TypeRow struct {
 	// History compares every version (history: true, after a cutover): the source's and the destination's
 	// _history counts of the type, or why they were not compared.
 	History *HistoryCounts `json:"history,omitempty"`
+	// Refused counts the type's versions the destination refused and does not hold; Stale the resources whose
+	// newest version is among them (the destination holds older content); RefusedOlder the refused versions of
+	// resources neither stale nor repaired (they pass only when accepted).
+	Refused      int64 `json:"refused,omitempty"`
+	Stale        int64 `json:"stale,omitempty"`
+	RefusedOlder int64 `json:"refusedOlder,omitempty"`
+	// RefusedUnread counts refused lines that could not be read back to a resource (they pass only when accepted).
+	RefusedUnread int64 `json:"refusedUnread,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`

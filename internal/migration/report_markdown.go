@@ -100,6 +100,35 @@ func renderReport(m *Migration) []byte {
 			p("- %s: %s\n", d.Resource, strings.Join(d.Paths, ", "))
 		}
 	}
+	if rf := v.Refused; rf != nil {
+		p("\n## Versions the destination refused (%d)\n\n", rf.Versions)
+		p("Read from the import error files and the staged rows they name; judged against both servers at verification. "+
+			"Stale: the destination refused the resource's newest version and holds an older one (`POST /api/migrations/%s/repair` "+
+			"writes the source's current version). Refused older versions pass only when accepted (`{\"accept\": [\"refused-versions\"]}` "+
+			"on a re-verify or the cutover)%s.\n\n", m.ID, map[bool]string{true: "; they are accepted", false: ""}[rf.Accepted])
+		p("- Stale resources: %d; repaired: %d", rf.Stale, rf.Repaired)
+		if rf.Unread > 0 {
+			p("; refused lines not read back to a resource: %d", rf.Unread)
+		}
+		p("\n")
+		if rf.Report != "" {
+			p("- Every resource is listed in `%s` (document store)\n", rf.Report)
+		}
+		p("\n| Resource | Version | lastUpdated | Reason | Source now | Destination now | State |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rf.Resources {
+			state := "refused older version"
+			switch {
+			case r.Stale:
+				state = "STALE"
+			case r.Repaired:
+				state = "repaired"
+			}
+			for _, l := range r.Versions {
+				p("| %s/%s | %s | %s | %s | %d v%s | %d v%s | %s |\n", r.Type, r.ID, l.Version, l.LastUpdated, l.Reason,
+					r.SourceStatus, r.SourceVersion, r.DestinationStatus, r.DestinationVersion, state)
+			}
+		}
+	}
 	if len(m.Notes) > 0 {
 		p("\n## Notes\n\n")
 		for _, n := range m.Notes {

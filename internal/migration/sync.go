@@ -61,6 +61,8 @@ type Sync struct {
 	// CutoverRequestedAt: the operator stopped writes to the source and asked for the switch; the next round is
 	// the final one, then the migration is verified.
 	CutoverRequestedAt *time.Time `json:"cutoverRequestedAt,omitempty"`
+	// Accept is what the cutover request accepted, for its verification ("refused-versions").
+	Accept []string `json:"accept,omitempty"`
 }
 
 // SyncRound is one delta: an export of what the source changed since Since (deletions included), and its
@@ -142,6 +144,7 @@ func settleSync(m *Migration, now time.Time, e *effects) bool {
 		finishRound(m, r, jobs, now)
 		if r.Final {
 			startVerification(m, m.Request.Verify, m.Request.VerifySample, now, e)
+			m.Verification.Accept = slices.Clone(sy.Accept)
 			return true
 		}
 		if sy.CutoverRequestedAt == nil {
@@ -289,15 +292,19 @@ func firstVerifyMode(r *Request) string {
 	return r.Verify
 }
 
-// CutoverResult is what a cutover request did.
-type CutoverResult struct {
-	Migration *Migration
+// CutoverRequest is the optional body of POST /api/migrations/{id}/cutover: what the operator accepts for the
+// cutover's verification ("refused-versions": versions the destination refused that are not a resource's newest).
+type CutoverRequest struct {
+	Accept []string `json:"accept,omitempty"`
 }
 
 // Cutover asks a syncing migration for its switch: the operator has stopped writes to the source. The next
 // round is the final one (at once, or after the round in flight), then the destination is verified against the
 // source in the request's mode. Asking again changes nothing.
-func (s *Service) Cutover(ctx context.Context, id string) (*Migration, error) {
+func (s *Service) Cutover(ctx context.Context, id string, req CutoverRequest) (*Migration, error) {
+	if bad := checkAccept(req.Accept); bad != nil {
+		return nil, bad
+	}
 	m, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
 		if m.Status != StatusSyncing || m.Sync == nil {
 			return nil, conflict("not_syncing", "migration %s is %s: only a syncing migration can be cut over", m.ID, m.Status)
@@ -308,6 +315,7 @@ func (s *Service) Cutover(ctx context.Context, id string) (*Migration, error) {
 		now := s.now()
 		m.Sync.CutoverRequestedAt = timePtr(now)
 		m.Sync.NextAt = timePtr(now)
+		m.Sync.Accept = slices.Clone(req.Accept)
 		return nil, nil
 	})
 	if errors.Is(err, store.ErrNotFound) {

@@ -141,16 +141,16 @@ func TestCutoverRunsAFinalRoundThenVerifies(t *testing.T) {
 	t.Parallel()
 	h := syncHarness(t, nil)
 	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"10m"}`)
-	_, err := h.svc.Cutover(context.Background(), m.ID)
+	_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 	var refusal *Error
 	require.ErrorAs(t, err, &refusal)
 	require.Equal(t, "not_syncing", refusal.Code)
 
 	m = h.driveUntil(m.ID, 10*time.Second, 100, "round 1", func(m *Migration) bool { return m.Sync != nil && m.Sync.Rounds == 1 })
-	cut, err := h.svc.Cutover(context.Background(), m.ID)
+	cut, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 	require.NoError(t, err)
 	require.NotNil(t, cut.Sync.CutoverRequestedAt)
-	again, err := h.svc.Cutover(context.Background(), m.ID)
+	again, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 	require.NoError(t, err, "asking twice changes nothing")
 	require.Equal(t, cut.Sync.CutoverRequestedAt, again.Sync.CutoverRequestedAt)
 
@@ -164,7 +164,7 @@ func TestCutoverRunsAFinalRoundThenVerifies(t *testing.T) {
 	require.True(t, done.Verification.Passed)
 	require.Equal(t, done.Sync.HighWater, *migratedTill(done), "the cutover verifies the range up to the final mark")
 
-	_, err = h.svc.Cutover(context.Background(), m.ID)
+	_, err = h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 	require.ErrorAs(t, err, &refusal)
 	require.Equal(t, "not_syncing", refusal.Code)
 }
@@ -281,7 +281,7 @@ func TestCutoverComparesHistoryCounts(t *testing.T) {
 		for _, r := range syncing.Verification.Rows {
 			require.Nil(t, r.History, "no versions compared while the source is live")
 		}
-		_, err := h.svc.Cutover(context.Background(), m.ID)
+		_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 		require.NoError(t, err)
 		return h.drive(m.ID, 10*time.Second, 100)
 	}

@@ -54,6 +54,12 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 		log.Info("stale verify-counts acknowledged", "status", m.Status)
 		return nil
 	}
+	if m, err = s.repairFirst(ctx, m, msg.Generation); err != nil {
+		return s.verificationFault(ctx, msg, fmt.Errorf("repair: %w", err))
+	}
+	if !verifiable(m, msg.Generation) {
+		return nil
+	}
 	mode := verifyMode(m)
 	if mode == VerifyModeNone {
 		return s.skipVerification(ctx, msg)
@@ -143,7 +149,7 @@ func (s *Service) skipVerification(ctx context.Context, msg VerifyMessage) error
 // finishVerification takes the counts, decides, writes the report and ends the migration.
 func (s *Service) finishVerification(ctx context.Context, m *Migration, generation int) error {
 	log := s.log.With("migration", m.ID, "generation", generation)
-	rows, system, err := s.measure(ctx, m)
+	rows, system, refused, err := s.measure(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -152,6 +158,7 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 	decided := *m
 	dv := *m.Verification
 	decided.Verification = &dv
+	dv.Refused = refused
 	decideVerification(&decided, slices.Clone(rows), system, now)
 	reportName := reportDocName(m.ID)
 	if err := s.putReport(ctx, reportName, renderReport(&decided)); err != nil {
@@ -161,6 +168,7 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 		if !verifiable(m, generation) {
 			return nil, errUnchanged
 		}
+		m.Verification.Refused = refused
 		decideVerification(m, slices.Clone(rows), system, now)
 		m.Verification.Report = reportName
 		if m.Status == StatusCompleted && m.Verification.Passed && m.Request.Cleanup == CleanupAfterVerify && m.Cleanup == nil {
@@ -200,9 +208,10 @@ func verifySample(m *Migration) int {
 }
 
 // measure takes what a round compares: per type the manifests' and import results' counts from the jobs, the
-// source's own count of the migrated range (and the type's filters), and the destination's counts now. A type
+// source's own count of the migrated range (and the type's filters), and the destination's counts now; with
+// history the versions on both servers; and the versions the destination refused, judged on both servers. A type
 // the source holds nothing of and nothing was exported of is left out.
-func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *SystemTotal, error) {
+func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *SystemTotal, *RefusedSummary, error) {
 	byType := map[string]*TypeRow{}
 	row := func(t string) *TypeRow {
 		if byType[t] == nil {
@@ -242,7 +251,7 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 	}
 	src, err := s.cfg.FHIR(m.Request.Source)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
+		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
 	till := migratedTill(m)
 	counts := make([]rangeCount, len(types))
@@ -253,7 +262,7 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		counts[i], errs[i] = countRange(ctx, src, whole, t, nil)
 	})
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, fmt.Errorf("count the migrated range on the source: %w", err)
+		return nil, nil, nil, fmt.Errorf("count the migrated range on the source: %w", err)
 	}
 	for i, t := range types {
 		row(t).Source += counts[i].lower
@@ -275,7 +284,7 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 
 	dst, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
 	errs = make([]error, len(rows)+1)
 	system := &SystemTotal{}
@@ -300,16 +309,20 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		rows[i].Destination = n
 	})
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i := range rows {
 		system.Exported += rows[i].Exported
 		rows[i].Versions = m.Request.associated()
 	}
 	if err := s.countHistory(ctx, m, src, dst, rows); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return slices.DeleteFunc(rows, emptyRow), system, nil
+	refused, err := s.checkRefused(ctx, m, src, dst, m.Verification.Generation, slices.Contains(m.Verification.Accept, acceptRefusedVersions))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return slices.DeleteFunc(rows, emptyRow), system, refused, nil
 }
 
 // countHistory compares, for a migration with history, every type's versions on both servers over the migrated

@@ -81,6 +81,16 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	if err != nil {
 		return false, err
 	}
+	// A repaired resource's versionId and lastUpdated on the destination are new: its content is compared without
+	// them.
+	repairs, err := s.repairedResources(ctx, m)
+	if err != nil {
+		return false, err
+	}
+	repaired := make(map[string]bool, len(repairs))
+	for k := range repairs {
+		repaired[k] = true
+	}
 	started := s.now()
 	next := 0
 	if m.Verification.IDs != nil {
@@ -104,7 +114,8 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	from, lastSave := next, started
 	finished, stopped := false, false
 	err = s.exportedFiles(ctx, m, next, func(i int, f File) (bool, error) {
-		res, err := s.checkFile(ctx, client, source, f, compareBudget(m, types, done), m.Request.ImportMode, !held[stripQuery(f.URL)])
+		res, err := s.checkFile(ctx, client, source, f, compareBudget(m, types, done), comparison{importMode: m.Request.ImportMode,
+			repaired: repaired}, !held[stripQuery(f.URL)])
 		if err != nil {
 			return false, err
 		}
@@ -220,6 +231,20 @@ func (s *Service) saveFileCheck(ctx context.Context, id string, generation, from
 	return saved, nil
 }
 
+// comparison says what a full check leaves out of a comparison: meta.versionId and meta.lastUpdated where the
+// import changes them (InitialLoad, SearchParameters) and for repaired resources ("Type/id").
+type comparison struct {
+	importMode string
+	repaired   map[string]bool
+}
+
+func (c comparison) ignored(typ, id string) map[string]bool {
+	if c.repaired[typ+"/"+id] {
+		return map[string]bool{"meta.versionId": true, "meta.lastUpdated": true}
+	}
+	return ignoredPaths(typ, c.importMode)
+}
+
 // idBatch is up to idsPerSearch resources of one type looked up with one search.
 type idBatch struct {
 	typ string
@@ -231,7 +256,7 @@ type idBatch struct {
 // checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
 // the batches in flight and the file's ids (for duplicates) are held in memory.
 // With source set (history or deletes), the ids are looked up on both servers and compared with each other.
-func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f File, compare map[string]int64, importMode string, lookup bool) (*fileCheck, error) {
+func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f File, compare map[string]int64, cmp comparison, lookup bool) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	res := newFileCheck()
@@ -248,9 +273,9 @@ func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f 
 				var diffs []Difference
 				var err error
 				if source != nil {
-					missing, extra, compared, diffs, err = lookUpOnBoth(ctx, source, searcher, b, importMode)
+					missing, extra, compared, diffs, err = lookUpOnBoth(ctx, source, searcher, b, cmp)
 				} else {
-					missing, compared, diffs, err = lookUp(ctx, searcher, b, importMode)
+					missing, compared, diffs, err = lookUp(ctx, searcher, b, cmp)
 				}
 				if err != nil {
 					cancel(err)
@@ -387,7 +412,7 @@ func (s *Service) readIDs(ctx context.Context, f File, compare map[string]int64,
 // lookUpOnBoth searches one batch of ids on the source and the destination: an id the source holds must be in
 // the destination (missing otherwise), one it does not hold (deleted there) must not be (extra otherwise), and the
 // contents compared (full) are the two current versions. It returns ids as Type/id.
-func lookUpOnBoth(ctx context.Context, source, dest FHIRClient, b *idBatch, importMode string) (missing, extra []string, compared int, diffs []Difference, err error) {
+func lookUpOnBoth(ctx context.Context, source, dest FHIRClient, b *idBatch, cmp comparison) (missing, extra []string, compared int, diffs []Difference, err error) {
 	fetch := func(c FHIRClient) (map[string]json.RawMessage, error) {
 		q := url.Values{"_id": {strings.Join(b.ids, ",")}, "_count": {strconv.Itoa(len(b.ids))}}
 		if len(b.raw) == 0 {
@@ -424,7 +449,7 @@ func lookUpOnBoth(ctx context.Context, source, dest FHIRClient, b *idBatch, impo
 			extra = append(extra, b.typ+"/"+id)
 		case inSource && b.raw[id] != nil:
 			compared++
-			paths, err := differences(s, d, ignoredPaths(b.typ, importMode))
+			paths, err := differences(s, d, cmp.ignored(b.typ, id))
 			if err != nil {
 				return nil, nil, 0, nil, fmt.Errorf("compare %s/%s: %w", b.typ, id, err)
 			}
@@ -437,7 +462,7 @@ func lookUpOnBoth(ctx context.Context, source, dest FHIRClient, b *idBatch, impo
 }
 
 // lookUp searches one batch of ids; it returns the ids not found (as Type/id) and the differing contents.
-func lookUp(ctx context.Context, searcher FHIRClient, b *idBatch, importMode string) ([]string, int, []Difference, error) {
+func lookUp(ctx context.Context, searcher FHIRClient, b *idBatch, cmp comparison) ([]string, int, []Difference, error) {
 	q := url.Values{"_id": {strings.Join(b.ids, ",")}, "_count": {strconv.Itoa(len(b.ids))}}
 	if len(b.raw) == 0 {
 		q.Set("_elements", "id")
@@ -455,7 +480,7 @@ func lookUp(ctx context.Context, searcher FHIRClient, b *idBatch, importMode str
 		}
 		if exported, ok := b.raw[head.ID]; ok && !found[head.ID] {
 			compared++
-			paths, err := differences(exported, r, ignoredPaths(b.typ, importMode))
+			paths, err := differences(exported, r, cmp.ignored(b.typ, head.ID))
 			if err != nil {
 				return fmt.Errorf("compare %s/%s: %w", b.typ, head.ID, err)
 			}

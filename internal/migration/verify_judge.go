@@ -22,10 +22,14 @@ const (
 	codeBaselineIncomplete = "baseline_incomplete"
 	// codeVerificationFailed: the check itself could not be done, whatever the retries.
 	codeVerificationFailed = "verification_failed"
+	// codeRefusedVersions: the destination refused versions that are not a resource's newest (duplicates at one
+	// millisecond, versions out of order): its history is short of the source's until the operator accepts it.
+	codeRefusedVersions = "refused_versions"
 )
 
 // verificationCodes are the error codes a finished verification round may end with (a new round may be started).
-var verificationCodes = []string{codeVerificationMismatch, codeSourceChanged, codeCountMismatch, codeBaselineIncomplete, codeVerificationFailed}
+var verificationCodes = []string{codeVerificationMismatch, codeSourceChanged, codeCountMismatch, codeBaselineIncomplete,
+	codeVerificationFailed, codeRefusedVersions}
 
 // Row reasons, most serious first; each maps to the migration's error code.
 const (
@@ -34,13 +38,14 @@ const (
 	reasonExportShort        = "export_short"
 	reasonStagedMismatch     = "staged_mismatch"
 	reasonHistoryMismatch    = "history_mismatch"
+	reasonRefusedVersions    = codeRefusedVersions
 	reasonSourceChanged      = codeSourceChanged
 	reasonCountMismatch      = codeCountMismatch
 	reasonBaselineIncomplete = codeBaselineIncomplete
 )
 
 var reasonRank = map[string]int{reasonMissing: 1, reasonDifferent: 2, reasonExportShort: 3, reasonStagedMismatch: 4,
-	reasonHistoryMismatch: 5, reasonSourceChanged: 6, reasonCountMismatch: 7, reasonBaselineIncomplete: 8}
+	reasonHistoryMismatch: 5, reasonRefusedVersions: 6, reasonSourceChanged: 7, reasonCountMismatch: 8, reasonBaselineIncomplete: 9}
 
 func reasonCode(reason string) string {
 	switch reason {
@@ -72,8 +77,12 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 				r.Compared, r.Different, r.Extra = t.Compared, t.Different, t.Extra
 			}
 		}
+		if rf := v.Refused; rf != nil {
+			r.Refused, r.Stale, r.RefusedOlder = rf.ByType[r.Type], rf.StaleByType[r.Type], rf.OlderByType[r.Type]
+			r.RefusedUnread = rf.UnreadByType[r.Type]
+		}
 		r.Expected = r.DestinationBefore + r.Source
-		problem := judgeRow(r, mode)
+		problem := judgeRow(r, mode, v.Refused != nil && v.Refused.Accepted)
 		if r.Reason == "" {
 			continue
 		}
@@ -112,7 +121,7 @@ func baselineCount(b *Baseline, typ string) (int64, bool) {
 // nothing before, and unproven (count_mismatch) when it did, since an imported id may overwrite one that was
 // there. Ids and full modes need every staged line counted by the manifests, every id found and every compared
 // content equal, and only explain a destination count that differs.
-func judgeRow(r *TypeRow, mode string) string {
+func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 	var why []string
 	first := ""
 	raise := func(reason, format string, args ...any) {
@@ -143,11 +152,31 @@ func judgeRow(r *TypeRow, mode string) string {
 	if r.SourceUpper > r.Source {
 		note("several typeFilter entries: the source holds between %d and %d (their union was exported)", r.Source, r.SourceUpper)
 	}
-	if h := r.History; h != nil && h.Compared && h.Source != h.Destination {
+	switch h := r.History; {
+	case h != nil && h.Compared && h.Source != h.Destination && h.Source == h.Destination+r.Refused:
+		note("the source holds %d versions of the type and the destination %d: the %d it refused", h.Source, h.Destination, r.Refused)
+	case h != nil && h.Compared && h.Source != h.Destination:
 		raise(reasonHistoryMismatch, "the source holds %d versions of the type (current, older and deleted) and the destination %d",
 			h.Source, h.Destination)
-	} else if h != nil && !h.Compared {
+	case h != nil && !h.Compared:
 		note("versions not counted: %s", h.Why)
+	}
+	if r.Stale > 0 {
+		raise(reasonDifferent, "the destination refused the newest version of %d resources and holds older ones (POST .../repair "+
+			"writes the source's current versions)", r.Stale)
+	}
+	if r.RefusedUnread > 0 && acceptRefused {
+		note("%d refused lines could not be read back to their resources (accepted)", r.RefusedUnread)
+	} else if r.RefusedUnread > 0 {
+		raise(reasonRefusedVersions, "%d refused lines could not be read back to their resources (their staged rows are gone "+
+			"or unreadable): see the import error files, and accept them with {\"accept\": [\"refused-versions\"]}", r.RefusedUnread)
+	}
+	switch {
+	case r.RefusedOlder > 0 && acceptRefused:
+		note("the destination refused %d older versions (accepted)", r.RefusedOlder)
+	case r.RefusedOlder > 0:
+		raise(reasonRefusedVersions, "the destination refused %d older versions (duplicates at one millisecond or versions out of "+
+			"order; listed in the report): accept them with {\"accept\": [\"refused-versions\"]}", r.RefusedOlder)
 	}
 	if r.ImportErrors > 0 {
 		note("%d resources failed to import (see the import error files)", r.ImportErrors)

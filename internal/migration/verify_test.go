@@ -508,22 +508,22 @@ func (h *harness) untilVerifying(id string) []bus.Message {
 func TestJudgeRowWithVersions(t *testing.T) {
 	t.Parallel()
 	r := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 5, Expected: 5, Versions: true}
-	judgeRow(&r, VerifyModeCounts)
+	judgeRow(&r, VerifyModeCounts, false)
 	require.Empty(t, r.Reason, r.Explanation)
 	require.True(t, r.Match)
 	require.Contains(t, r.Explanation, "older versions and deletion stubs")
 
 	plain := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 5, Expected: 5}
-	judgeRow(&plain, VerifyModeCounts)
+	judgeRow(&plain, VerifyModeCounts, false)
 	require.NotEmpty(t, plain.Reason, "without versions, the same figures do not pass")
 	require.Contains(t, plain.Explanation, "updated or deleted on the source since")
 
 	short := TypeRow{Type: "Patient", Source: 5, Exported: 4, Imported: 4, Destination: 4, Expected: 5, Versions: true}
-	judgeRow(&short, VerifyModeCounts)
+	judgeRow(&short, VerifyModeCounts, false)
 	require.Equal(t, reasonExportShort, short.Reason)
 
 	extra := TypeRow{Type: "Patient", Source: 5, Exported: 9, Imported: 9, Destination: 6, Expected: 5, Versions: true, Lines: 9, Checked: 7, Extra: 1}
-	judgeRow(&extra, VerifyModeIDs)
+	judgeRow(&extra, VerifyModeIDs, false)
 	require.Equal(t, reasonDifferent, extra.Reason)
 	require.Contains(t, extra.Explanation, "1 ids deleted on the source are still in the destination")
 }
@@ -534,10 +534,10 @@ func TestAShortDestinationIsALossWhateverTheIDsFound(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{VerifyModeIDs, VerifyModeFull, VerifyModeCounts} {
 		r := TypeRow{Type: "Patient", Source: 2, Exported: 2, Imported: 2, Destination: 1, Expected: 2, Versions: true, Lines: 2, Checked: 2}
-		judgeRow(&r, mode)
+		judgeRow(&r, mode, false)
 		require.Equal(t, reasonMissing, r.Reason, mode)
 	}
 	before := TypeRow{Type: "Patient", Source: 2, Exported: 2, Imported: 2, Destination: 4, DestinationBefore: 3, Expected: 5, Lines: 2, Checked: 2}
-	judgeRow(&before, VerifyModeIDs)
+	judgeRow(&before, VerifyModeIDs, false)
 	require.Empty(t, before.Reason, "with resources there before, an id found overwrote one: explained, not failed")
 }
