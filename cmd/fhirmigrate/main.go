@@ -42,15 +42,18 @@ const usage = `usage: fhirmigrate [--url URL] [--key KEY] [--interval D] COMMAND
 commands:
   start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
         [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none]
-        [--cleanup after-verify] [--history] [--deletes] [--sync [--sync-interval D] [--sync-margin D]]
-        [--body FILE] [--watch]
+        [--cleanup after-verify] [--history] [--deletes]
+        [--sync [--sync-interval D] [--sync-margin D] [--reconcile delete|report]] [--body FILE] [--watch]
   watch ID      show progress until the migration ends; exit 0 only when it completed
   status ID     print the migration document
   list          list migrations
   cancel ID     cancel a migration
-  cutover ID    switch a syncing migration: writes to the source have stopped; one final round, then verification
+  cutover ID [--accept refused-versions]
+                switch a syncing migration: writes to the source have stopped; one final round, then verification
+  repair ID     write the source's current version of every resource whose newest version the destination
+                refused, then verify again
   report ID [--missing]                       the readable verification report (--missing: every missing id)
-  verify ID [--verify counts|ids|full] [--sample N]   verify a finished migration again
+  verify ID [--verify counts|ids|full] [--sample N] [--accept refused-versions]   verify a finished migration again
   cleanup ID [--dry-run] [--force] [--error-files]    delete the migration's staged export files`
 
 // run executes one command and returns the process exit code.
@@ -83,14 +86,9 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 			return 2, errors.New("usage: fhirmigrate cancel ID")
 		}
 		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), nil, out)
-	case "cutover":
-		if len(rest) != 1 {
-			return 2, errors.New("usage: fhirmigrate cutover ID")
-		}
-		return printRaw(ctx, c, http.MethodPost, migrationPath(rest[0])+"/cutover", nil, out)
 	case "list":
 		return cmdList(ctx, c, out)
-	case "report", "verify", "cleanup":
+	case "report", "verify", "cleanup", "cutover", "repair":
 		return cmdAction(ctx, c, global.Arg(0), rest, out)
 	default:
 		return 2, errors.New(usage)
@@ -125,6 +123,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	doSync := fs.Bool("sync", false, "keep the destination in step after the full copy until a cutover (sync: true)")
 	syncInterval := fs.String("sync-interval", "", "syncInterval: time between rounds (default 15m)")
 	syncMargin := fs.String("sync-margin", "", "syncMargin: overlap of a round with the previous one (default 5m)")
+	reconcile := fs.String("reconcile", "", "reconcile, with sync: delete (default) or report what the source hard-deleted or purged")
 	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
 	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
 	if err := fs.Parse(args); err != nil {
@@ -153,7 +152,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 		}
 		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
 			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup,
-			"syncInterval": *syncInterval, "syncMargin": *syncMargin} {
+			"syncInterval": *syncInterval, "syncMargin": *syncMargin, "reconcile": *reconcile} {
 			if v != "" {
 				req[k] = v
 			}
@@ -232,6 +231,8 @@ func cmdAction(ctx context.Context, c *client, name string, args []string, out i
 	dryRun := fs.Bool("dry-run", false, "cleanup: list what would be deleted, with sizes")
 	force := fs.Bool("force", false, "cleanup: even when verification did not pass")
 	errorFiles := fs.Bool("error-files", false, "cleanup: also delete the import error files")
+	var accept acceptList
+	fs.Var(&accept, "accept", "verify, cutover: what to accept (refused-versions); may be repeated")
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
 		return 2, fmt.Errorf("%s: bad flags\n%s", name, usage)
 	}
@@ -250,12 +251,33 @@ func cmdAction(ctx context.Context, c *client, name string, args []string, out i
 		if *sample > 0 {
 			req["verifySample"] = *sample
 		}
+		if len(accept) > 0 {
+			req["accept"] = accept
+		}
 		body, _ := json.Marshal(req)
 		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/verify", body, out)
+	case "cutover":
+		var body []byte
+		if len(accept) > 0 {
+			body, _ = json.Marshal(map[string]any{"accept": accept})
+		}
+		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cutover", body, out)
+	case "repair":
+		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/repair", nil, out)
 	default:
 		body, _ := json.Marshal(map[string]bool{"dryRun": *dryRun, "force": *force, "errorFiles": *errorFiles})
 		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cleanup", body, out)
 	}
+}
+
+// acceptList is a repeatable --accept flag.
+type acceptList []string
+
+func (a *acceptList) String() string { return strings.Join(*a, ",") }
+
+func (a *acceptList) Set(v string) error {
+	*a = append(*a, v)
+	return nil
 }
 
 // cmdList prints every migration, one summary a line as JSON, following the list's pages.

@@ -199,3 +199,31 @@ func TestWatchShowsTheSyncAndCutover(t *testing.T) {
 	require.Contains(t, text, "sync: 4 rounds, lag 10s, final round 5 running, cutover requested")
 	require.Contains(t, text, "cut over at 2026-12-02T10:00:09Z (lag 0s)")
 }
+
+// cutover --accept and repair post their bodies to their actions.
+func TestCutoverAcceptAndRepair(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen[r.Method+" "+r.URL.Path] = string(body)
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, `{"id":"m-1","status":"verifying"}`)
+	}))
+	defer srv.Close()
+	for _, args := range [][]string{{"cutover", "m-1", "--accept", "refused-versions"}, {"repair", "m-1"},
+		{"verify", "m-1", "--accept", "refused-versions"}} {
+		var out bytes.Buffer
+		code, err := run(context.Background(), append([]string{"--url", srv.URL}, args...), &out)
+		require.NoError(t, err, args)
+		require.Equal(t, 0, code, args)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.JSONEq(t, `{"accept":["refused-versions"]}`, seen["POST /api/migrations/m-1/cutover"])
+	require.Contains(t, seen, "POST /api/migrations/m-1/repair")
+	require.JSONEq(t, `{"accept":["refused-versions"]}`, seen["POST /api/migrations/m-1/verify"])
+}

@@ -203,7 +203,9 @@ func historyEntry(resource json.RawMessage, req *struct {
 type ReadResult struct {
 	Status    int
 	VersionID string
-	Resource  json.RawMessage
+	// LastUpdated is the found resource's meta.lastUpdated, as written.
+	LastUpdated string
+	Resource    json.RawMessage
 }
 
 // Read answers GET {Type}/{id}. 200, 404 and 410 are results; any other answer is an error.
@@ -227,7 +229,8 @@ func (c *Client) Read(ctx context.Context, resourceType, id string) (ReadResult,
 			ResourceType string `json:"resourceType"`
 			ID           string `json:"id"`
 			Meta         struct {
-				VersionID string `json:"versionId"`
+				VersionID   string `json:"versionId"`
+				LastUpdated string `json:"lastUpdated"`
 			} `json:"meta"`
 		}
 		if err := decodeStrict(resp.body, &head); err != nil {
@@ -236,7 +239,7 @@ func (c *Client) Read(ctx context.Context, resourceType, id string) (ReadResult,
 		if head.ResourceType != resourceType || head.ID != id {
 			return ReadResult{}, fmt.Errorf("%s/%s: answered %s/%s", op, id, head.ResourceType, head.ID)
 		}
-		res.VersionID, res.Resource = head.Meta.VersionID, resp.body
+		res.VersionID, res.LastUpdated, res.Resource = head.Meta.VersionID, head.Meta.LastUpdated, resp.body
 	case http.StatusGone:
 		res.VersionID = strings.TrimSuffix(strings.TrimPrefix(resp.header.Get("ETag"), `W/"`), `"`)
 	case http.StatusNotFound:

@@ -115,6 +115,7 @@ func TestReadDeleteAndPurge(t *testing.T) {
 	r, err := c.Read(ctx, "Patient", "live")
 	require.NoError(t, err)
 	require.Equal(t, ReadResult{Status: 200, VersionID: "4", Resource: json.RawMessage(`{"resourceType":"Patient","id":"live","meta":{"versionId":"4"}}`)}, r)
+	require.Empty(t, r.LastUpdated)
 	r, err = c.Read(ctx, "Patient", "deleted")
 	require.NoError(t, err)
 	require.Equal(t, ReadResult{Status: 410, VersionID: "7"}, r)

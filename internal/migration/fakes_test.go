@@ -320,8 +320,9 @@ func (f *fakeServer) History(context.Context, string, fhir.HistoryRange, bool, i
 	return nil
 }
 
+// SearchPage lists no resource: the fake keeps no ids (the cutover's reconciliation finds nothing to do).
 func (f *fakeServer) SearchPage(context.Context, string, url.Values, string) ([]json.RawMessage, string, error) {
-	return nil, "", &fhir.Error{Op: "search", StatusCode: 400, Message: "this fake server does not search"}
+	return nil, "", nil
 }
 
 func (f *fakeServer) Read(context.Context, string, string) (fhir.ReadResult, error) {

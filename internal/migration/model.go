@@ -120,6 +120,9 @@ type Request struct {
 	Sync         bool     `json:"sync,omitempty"`
 	SyncInterval Duration `json:"syncInterval,omitempty"`
 	SyncMargin   Duration `json:"syncMargin,omitempty"`
+	// Reconcile is what the cutover does with the destination's resources the source no longer has: delete
+	// (default with sync) or report.
+	Reconcile string `json:"reconcile,omitempty"`
 }
 
 // associated reports whether the exports carry more than current versions (older versions or deletion stubs):
@@ -301,6 +304,10 @@ type Verification struct {
 	Report string `json:"report,omitempty"`
 	// Refused are the versions the destination's imports refused, judged against both servers (refused.go).
 	Refused *RefusedSummary `json:"refused,omitempty"`
+	// DestinationWrites are, after a cutover, the versions written directly on the destination it still holds.
+	DestinationWrites *DestinationWrites `json:"destinationWrites,omitempty"`
+	// Reconcile is the cutover's pass over the destination's ids against the source's (reconcile.go).
+	Reconcile *Reconcile `json:"reconcile,omitempty"`
 	// Accept lists what the operator accepted for this round ("refused-versions").
 	Accept []string `json:"accept,omitempty"`
 	// RepairFrom names the refused-versions report whose stale resources this round repairs first
@@ -350,6 +357,8 @@ type TypeRow struct {
 	RefusedOlder int64 `json:"refusedOlder,omitempty"`
 	// RefusedUnread counts refused lines that could not be read back to a resource (they pass only when accepted).
 	RefusedUnread int64 `json:"refusedUnread,omitempty"`
+	// Reconciled is what the cutover's reconciliation found and did for the type.
+	Reconciled *ReconcileTally `json:"reconciled,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`

@@ -112,6 +112,11 @@ func (s *Service) advance(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	if roundReadyForCheck(m) {
+		if m, err = s.checkRound(ctx, m); err != nil {
+			return err
+		}
+	}
 	return s.dispatchWaiting(ctx, m, now)
 }
 

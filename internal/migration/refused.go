@@ -447,11 +447,23 @@ func judgeRefusedResource(ctx context.Context, src, dst FHIRClient, r *RefusedRe
 	}
 	switch s.Status {
 	case 200:
-		r.Stale = d.Status != 200 || d.VersionID != s.VersionID
+		// The same version number with another time is another chain of versions (the source's started again
+		// after a hard delete).
+		r.Stale = d.Status != 200 || d.VersionID != s.VersionID || !sameInstant(d.LastUpdated, s.LastUpdated)
 	default: // deleted (410) or gone (404) on the source: the destination must not serve it
 		r.Stale = d.Status == 200
 	}
 	return nil
+}
+
+// sameInstant compares two lastUpdated values as instants (to the millisecond, as the services keep them).
+func sameInstant(a, b string) bool {
+	ta, errA := time.Parse(time.RFC3339Nano, a)
+	tb, errB := time.Parse(time.RFC3339Nano, b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	return ta.Truncate(time.Millisecond).Equal(tb.Truncate(time.Millisecond))
 }
 
 // Repair is what a repair wrote of one resource on the destination: the source's current version by PUT (its

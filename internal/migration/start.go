@@ -50,6 +50,9 @@ type StartRequest struct {
 	Sync           bool     `json:"sync"`
 	SyncInterval   *string  `json:"syncInterval"`
 	SyncMargin     *string  `json:"syncMargin"`
+	// Reconcile, with sync: "delete" (the default) removes from the destination, at the cutover, the resources the
+	// source no longer has (hard-deleted or purged there); "report" only lists them.
+	Reconcile *string `json:"reconcile"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -250,6 +253,17 @@ func checkSync(r *StartRequest, req *Request) *Error {
 	}
 	if r.Sync && req.Till != nil {
 		return invalid("invalid_sync", "till", "a sync follows the source until the cutover: it takes no till")
+	}
+	switch {
+	case r.Reconcile == nil && r.Sync:
+		req.Reconcile = ReconcileDelete
+	case r.Reconcile == nil:
+	case !r.Sync:
+		return invalid("invalid_reconcile", "reconcile", "reconcile runs at the cutover: it needs sync: true")
+	case *r.Reconcile == ReconcileDelete || *r.Reconcile == ReconcileReport:
+		req.Reconcile = *r.Reconcile
+	default:
+		return invalid("invalid_reconcile", "reconcile", "reconcile must be %q or %q", ReconcileDelete, ReconcileReport)
 	}
 	return nil
 }

@@ -63,6 +63,8 @@ type Sync struct {
 	CutoverRequestedAt *time.Time `json:"cutoverRequestedAt,omitempty"`
 	// Accept is what the cutover request accepted, for its verification ("refused-versions").
 	Accept []string `json:"accept,omitempty"`
+	// DestinationWrites are the versions found on the destination that no round imported (destwrites.go).
+	DestinationWrites *DestinationWrites `json:"destinationWrites,omitempty"`
 }
 
 // SyncRound is one delta: an export of what the source changed since Since (deletions included), and its
@@ -83,6 +85,9 @@ type SyncRound struct {
 	ImportErrors int64 `json:"importErrors,omitempty"`
 	// Jobs are the round's export jobs (their imports carry their files).
 	Jobs []string `json:"jobs"`
+	// WritesChecked is when the destination was checked for direct writes, once every job was done: the round
+	// closes after it.
+	WritesChecked *time.Time `json:"writesChecked,omitempty"`
 }
 
 // Cutover is the switch: the final round was verified against the source at At.
@@ -140,6 +145,9 @@ func settleSync(m *Migration, now time.Time, e *effects) bool {
 			sy.Round = nil
 			sy.NextAt = timePtr(now.Add(min(syncInterval(&m.Request), time.Minute)))
 			return true
+		}
+		if r.WritesChecked == nil {
+			return false // the sweep checks the destination for direct writes first (checkRound)
 		}
 		finishRound(m, r, jobs, now)
 		if r.Final {

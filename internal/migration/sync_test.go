@@ -226,6 +226,8 @@ func TestSyncRefusals(t *testing.T) {
 		`,"sync":true,"syncMargin":"-1m"`:                                         {"invalid_sync", "syncMargin"},
 		`,"sync":true,"types":["Patient"],"typeFilter":["Patient?gender=female"]`: {"history_not_combinable", "typeFilter"},
 		`,"sync":true,"importMode":"InitialLoad"`:                                 {"history_not_combinable", "importMode"},
+		`,"reconcile":"delete"`:                                                   {"invalid_reconcile", "reconcile"},
+		`,"sync":true,"reconcile":"purge"`:                                        {"invalid_reconcile", "reconcile"},
 	} {
 		_, err := h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+body+`}`))
 		var refusal *Error
@@ -241,6 +243,10 @@ func TestSyncRefusals(t *testing.T) {
 	res, err = h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+`,"sync":true}`))
 	require.NoError(t, err)
 	require.Equal(t, DefaultSyncMargin, syncMargin(&res.Migration.Request))
+	require.Equal(t, ReconcileDelete, res.Migration.Request.Reconcile, "a sync reconciles by deleting unless told")
+	res, err = h.svc.Start(context.Background(), decode[StartRequest](t, `{`+endpoints+`,"sync":true,"reconcile":"report"}`))
+	require.NoError(t, err)
+	require.Equal(t, ReconcileReport, res.Migration.Request.Reconcile)
 }
 
 // A syncing migration can be canceled like any other: the round in flight stops on its server too.

@@ -60,6 +60,21 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 	if !verifiable(m, msg.Generation) {
 		return nil
 	}
+	if reconcileDue(m) {
+		done, err := s.reconcile(ctx, m, msg.Generation)
+		if err != nil {
+			return s.verificationFault(ctx, msg, fmt.Errorf("reconcile: %w", err))
+		}
+		if !done {
+			return nil // goes on in the next message
+		}
+		if m, _, err = s.load(ctx, msg.MigrationID); err != nil {
+			return err
+		}
+		if !verifiable(m, msg.Generation) {
+			return nil
+		}
+	}
 	mode := verifyMode(m)
 	if mode == VerifyModeNone {
 		return s.skipVerification(ctx, msg)
@@ -153,12 +168,16 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 	if err != nil {
 		return err
 	}
+	writes, err := s.destinationWritten(ctx, m)
+	if err != nil {
+		return err
+	}
 	now := s.now()
 	// The report is decided on this copy first, so that it is written before the document says where it is.
 	decided := *m
 	dv := *m.Verification
 	decided.Verification = &dv
-	dv.Refused = refused
+	dv.Refused, dv.DestinationWrites = refused, writes
 	decideVerification(&decided, slices.Clone(rows), system, now)
 	reportName := reportDocName(m.ID)
 	if err := s.putReport(ctx, reportName, renderReport(&decided)); err != nil {
@@ -168,7 +187,7 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 		if !verifiable(m, generation) {
 			return nil, errUnchanged
 		}
-		m.Verification.Refused = refused
+		m.Verification.Refused, m.Verification.DestinationWrites = refused, writes
 		decideVerification(m, slices.Clone(rows), system, now)
 		m.Verification.Report = reportName
 		if m.Status == StatusCompleted && m.Verification.Passed && m.Request.Cleanup == CleanupAfterVerify && m.Cleanup == nil {
@@ -323,6 +342,19 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		return nil, nil, nil, err
 	}
 	return slices.DeleteFunc(rows, emptyRow), system, refused, nil
+}
+
+// destinationWritten reads again, after a cutover, the versions the rounds found written directly on the
+// destination: those it still holds fail the verification (destination_written).
+func (s *Service) destinationWritten(ctx context.Context, m *Migration) (*DestinationWrites, error) {
+	if m.Sync == nil || m.Sync.CutoverRequestedAt == nil || m.Sync.Round != nil || m.Sync.DestinationWrites == nil {
+		return nil, nil
+	}
+	dst, err := s.cfg.FHIR(m.Request.Destination)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	}
+	return recheckWrites(ctx, dst, m.Sync.DestinationWrites, s.now())
 }
 
 // countHistory compares, for a migration with history, every type's versions on both servers over the migrated

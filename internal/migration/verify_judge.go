@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -25,11 +26,13 @@ const (
 	// codeRefusedVersions: the destination refused versions that are not a resource's newest (duplicates at one
 	// millisecond, versions out of order): its history is short of the source's until the operator accepts it.
 	codeRefusedVersions = "refused_versions"
+	// codeDestinationWritten: versions were written on the destination directly while it was synced.
+	codeDestinationWritten = "destination_written"
 )
 
 // verificationCodes are the error codes a finished verification round may end with (a new round may be started).
 var verificationCodes = []string{codeVerificationMismatch, codeSourceChanged, codeCountMismatch, codeBaselineIncomplete,
-	codeVerificationFailed, codeRefusedVersions}
+	codeVerificationFailed, codeRefusedVersions, codeDestinationWritten}
 
 // Row reasons, most serious first; each maps to the migration's error code.
 const (
@@ -77,6 +80,11 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 				r.Compared, r.Different, r.Extra = t.Compared, t.Different, t.Extra
 			}
 		}
+		if rc := v.Reconcile; rc != nil && rc.ByType[r.Type] != nil {
+			tl := rc.ByType[r.Type]
+			r.Reconciled = tl
+			r.Extra += tl.Extra
+		}
 		if rf := v.Refused; rf != nil {
 			r.Refused, r.Stale, r.RefusedOlder = rf.ByType[r.Type], rf.StaleByType[r.Type], rf.OlderByType[r.Type]
 			r.RefusedUnread = rf.UnreadByType[r.Type]
@@ -92,6 +100,19 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		}
 	}
 	v.Rows = rows
+	code := reasonCode(worst)
+	if w := v.DestinationWrites; w != nil && w.Unresolved > 0 {
+		var ids []string
+		for _, l := range w.Listed[:min(len(w.Listed), 10)] {
+			ids = append(ids, fmt.Sprintf("%s/%s version %s", l.Type, l.ID, l.Version))
+		}
+		problems = append(problems, fmt.Sprintf("%d versions were written directly on the destination while it was synced "+
+			"(%s): remove them, keep the destination unwritten until the cutover, and verify again", w.Unresolved, strings.Join(ids, ", ")))
+		if worst == "" || reasonRank[worst] > reasonRank[reasonHistoryMismatch] {
+			code = codeDestinationWritten
+		}
+		worst = cmp.Or(worst, codeDestinationWritten)
+	}
 	v.Passed = worst == ""
 	if v.Passed {
 		m.Status = StatusCompleted
@@ -100,7 +121,7 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		return
 	}
 	m.Status = StatusFailed
-	m.Error = &Failure{Code: reasonCode(worst), Message: strings.Join(problems, "; ")}
+	m.Error = &Failure{Code: code, Message: strings.Join(problems, "; ")}
 	afterVerification(m, now)
 }
 
@@ -194,9 +215,12 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 		if r.Different > 0 {
 			raise(reasonDifferent, "%d of %d compared resources differ in the destination", r.Different, r.Compared)
 		}
-		if r.Extra > 0 {
-			raise(reasonDifferent, "%d ids deleted on the source are still in the destination", r.Extra)
-		}
+	}
+	if r.Extra > 0 {
+		raise(reasonDifferent, "%d ids deleted on the source are still in the destination", r.Extra)
+	}
+	if tl := r.Reconciled; tl != nil && tl.Removed+tl.Purged > 0 {
+		note("the cutover removed %d resources the source no longer holds and purged %d histories the source purged", tl.Removed, tl.Purged)
 	}
 	switch {
 	case r.NotCopied:
