@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -79,65 +80,58 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// migrationAction serves POST /api/migrations/{id}/verify, .../cleanup, .../cutover and .../repair; each body is
-// optional (repair takes none).
+// migrationAction serves POST /api/migrations/{id}/{action}: one of actionHandlers, each body optional.
 func (a *app) migrationAction(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	switch r.PathValue("action") {
-	case "verify":
-		var req migration.ReverifyRequest
-		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
-			api.Write(w, bad)
-			return
-		}
-		m, err := a.svc.Reverify(r.Context(), id, req)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		w.Header().Set("Location", "/api/migrations/"+m.ID)
-		api.WriteJSON(w, http.StatusAccepted, m)
-	case "cleanup":
-		var req migration.CleanupRequest
-		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
-			api.Write(w, bad)
-			return
-		}
-		res, err := a.svc.Cleanup(r.Context(), id, req)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		api.WriteJSON(w, http.StatusOK, res)
-	case "cutover":
-		var req migration.CutoverRequest
-		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
-			api.Write(w, bad)
-			return
-		}
-		m, err := a.svc.Cutover(r.Context(), id, req)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		w.Header().Set("Location", "/api/migrations/"+m.ID)
-		api.WriteJSON(w, http.StatusAccepted, m)
-	case "repair":
-		var req struct{}
-		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
-			api.Write(w, bad)
-			return
-		}
-		m, err := a.svc.Repair(r.Context(), id)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		w.Header().Set("Location", "/api/migrations/"+m.ID)
-		api.WriteJSON(w, http.StatusAccepted, m)
-	default:
+	h, ok := a.actionHandlers()[r.PathValue("action")]
+	if !ok {
 		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "unknown_action",
-			Message: "no action " + r.PathValue("action") + ": use verify, cleanup, cutover or repair"})
+			Message: "no action " + r.PathValue("action") + ": use " + strings.Join(actionNames, ", ")})
+		return
+	}
+	h(w, r, r.PathValue("id"))
+}
+
+// actionHandlers are the actions served, by name: the OpenAPI description lists exactly these (actionNames, held
+// to them by a test).
+func (a *app) actionHandlers() map[string]func(w http.ResponseWriter, r *http.Request, id string) {
+	return map[string]func(w http.ResponseWriter, r *http.Request, id string){
+		"verify":  startAction(a, a.svc.Reverify),
+		"cutover": startAction(a, a.svc.Cutover),
+		"repair": startAction(a, func(ctx context.Context, id string, _ struct{}) (*migration.Migration, error) {
+			return a.svc.Repair(ctx, id)
+		}),
+		"cleanup": func(w http.ResponseWriter, r *http.Request, id string) {
+			var req migration.CleanupRequest
+			if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
+				api.Write(w, bad)
+				return
+			}
+			res, err := a.svc.Cleanup(r.Context(), id, req)
+			if err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+			api.WriteJSON(w, http.StatusOK, res)
+		},
+	}
+}
+
+// startAction serves an action that starts something from its optional body of type T: 202 with the document and
+// its Location, or the error.
+func startAction[T any](a *app, call func(context.Context, string, T) (*migration.Migration, error)) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, id string) {
+		var req T
+		if bad := api.Decode(r.Body, api.MaxActionBody, true, &req); bad != nil {
+			api.Write(w, bad)
+			return
+		}
+		m, err := call(r.Context(), id, req)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		w.Header().Set("Location", "/api/migrations/"+m.ID)
+		api.WriteJSON(w, http.StatusAccepted, m)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,21 +19,32 @@ import (
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
 )
 
+type openAPIOperation struct {
+	OperationID string `json:"operationId"`
+	RequestBody *struct {
+		Content map[string]struct {
+			Example json.RawMessage `json:"example"`
+		} `json:"content"`
+	} `json:"requestBody"`
+	Responses map[string]struct {
+		ErrorCodes []string `json:"x-error-codes"`
+	} `json:"responses"`
+}
+
+// codes are every error code the operation is described to answer.
+func (op openAPIOperation) codes() []string {
+	var out []string
+	for _, r := range op.Responses {
+		out = append(out, r.ErrorCodes...)
+	}
+	return out
+}
+
 var updatePostman = flag.Bool("update-postman", false, "rewrite the Postman collection from the OpenAPI document")
 
 type openAPIDoc struct {
-	OpenAPI string `json:"openapi"`
-	Paths   map[string]map[string]struct {
-		OperationID string `json:"operationId"`
-		RequestBody *struct {
-			Content map[string]struct {
-				Example json.RawMessage `json:"example"`
-			} `json:"content"`
-		} `json:"requestBody"`
-		Responses map[string]struct {
-			ErrorCodes []string `json:"x-error-codes"`
-		} `json:"responses"`
-	} `json:"paths"`
+	OpenAPI    string                                 `json:"openapi"`
+	Paths      map[string]map[string]openAPIOperation `json:"paths"`
 	Components struct {
 		Schemas map[string]json.RawMessage `json:"schemas"`
 	} `json:"components"`
@@ -85,6 +97,8 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 // The action and report-part lists the description is built from are exactly the ones the handler serves.
 func TestActionsAndReportPartsAreTheServedOnes(t *testing.T) {
 	t.Parallel()
+	require.Equal(t, slices.Sorted(maps.Keys((&app{}).actionHandlers())), slices.Sorted(slices.Values(actionNames)),
+		"every served action is described, and only those")
 	srv := actionsServer(t)
 	code := func(method, path string) (int, string) {
 		req, err := http.NewRequest(method, srv.URL+path, nil)

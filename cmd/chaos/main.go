@@ -1,6 +1,8 @@
 // Command chaos runs rounds of migrations against faulty simulators while the local host duplicates and drops
 // messages and the handler is killed at random, until every fault kind fired; it prints a summary line computed
-// from the stand-ins' records and exits non-zero unless nothing was lost and no work was done twice.
+// from the stand-ins' records and exits non-zero unless nothing was lost, no work was done twice, no server job
+// was orphaned beyond the kick-offs whose answer was lost and the kills, and every migration completed or failed
+// for a cause the faults that hit its own jobs explain.
 package main
 
 import (
@@ -31,7 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Patients, "patients", 30, "patients in the source's seed (about 110 resources each)")
 	fs.StringVar(&o.Faults, "faults", chaos.DefaultFaults, `fault spec of every simulator, name=probability,... ("none" for none)`)
 	fs.IntVar(&o.LossyEvery, "lossy-every", 3, "only every n-th migration's destination gets the lossy faults (import-drop, import-line-errors)")
-	fs.IntVar(&o.MinResources, "min-resources", 2000, "least number of resources every migration must move")
+	fs.IntVar(&o.MinResources, "min-resources", 2000, "least number of resources every completed migration's destination must hold")
 	fs.DurationVar(&o.Budget, "budget", 20*time.Minute, "rounds start until every fault kind fired and enough kills landed, or this long (the last round then runs to its end)")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed of the fault rolls, the host's chaos and the kill times (0: from the time)")
 	fs.IntVar(&o.Kills, "kills", 5, "least number of handler kills that must land while a migration runs")

@@ -58,6 +58,11 @@ commands:
 
 // run executes one command and returns the process exit code.
 func run(ctx context.Context, args []string, out io.Writer) (int, error) {
+	return runAt(ctx, args, out, time.Now)
+}
+
+// runAt is run with a clock: watch reads the time from now (a test replays a recording at its own times).
+func runAt(ctx context.Context, args []string, out io.Writer, now func() time.Time) (int, error) {
 	global := flag.NewFlagSet("fhirmigrate", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	base := global.String("url", envOr("FHIRMIGRATE_URL", "http://127.0.0.1:7071"), "base URL of the Function App")
@@ -66,7 +71,7 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 	if err := global.Parse(args); err != nil || global.NArg() == 0 {
 		return 2, errors.New(usage)
 	}
-	c := &client{base: strings.TrimSuffix(*base, "/"), key: *key, http: &http.Client{Timeout: 60 * time.Second}}
+	c := &client{base: strings.TrimSuffix(*base, "/"), key: *key, http: &http.Client{Timeout: 60 * time.Second}, now: now}
 	rest := global.Args()[1:]
 	switch global.Arg(0) {
 	case "start":
@@ -170,7 +175,12 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 	if err := json.Unmarshal(raw, &m); err != nil || m.ID == "" {
 		return 1, fmt.Errorf("start: unexpected answer (HTTP %d): %s", status, excerpt(raw))
 	}
-	fmt.Fprintf(out, "started migration %s (%s -> %s), %d export job(s)\n", m.ID, m.Source(), m.Destination(), len(m.jobsOf("export")))
+	if m.Status == "planning" {
+		// A migration starts by counting the source to plan its export windows: it has no job yet.
+		fmt.Fprintf(out, "started migration %s (%s -> %s): planning the export windows\n", m.ID, m.Source(), m.Destination())
+	} else {
+		fmt.Fprintf(out, "started migration %s (%s -> %s), %d export job(s)\n", m.ID, m.Source(), m.Destination(), len(m.jobsOf("export")))
+	}
 	if !*doWatch {
 		return 0, nil
 	}
@@ -180,7 +190,7 @@ func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, inte
 // watch shows the migration until it ends, then its report: on a terminal a progress bar per phase with its rate
 // and expected end, redrawn in place; elsewhere a line whenever the progress changes.
 func watch(ctx context.Context, c *client, id string, out io.Writer, interval time.Duration) (int, error) {
-	start := time.Now()
+	start := c.now()
 	last := ""
 	bars := isTerminal(out)
 	drawn := 0
@@ -196,10 +206,11 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return 1, fmt.Errorf("get %s: unreadable document: %w", id, err)
 		}
+		now := c.now()
 		if bars {
-			drawn = redraw(out, drawn, m.progressBars(time.Now(), time.Since(start)))
+			drawn = redraw(out, drawn, m.progressBars(now, now.Sub(start)))
 		} else if line := m.progressLine(); line != last {
-			fmt.Fprintf(out, "[%4.0fs] %s\n", time.Since(start).Seconds(), line)
+			fmt.Fprintf(out, "[%4.0fs] %s\n", now.Sub(start).Seconds(), line)
 			last = line
 		}
 		if m.terminal() {
@@ -332,6 +343,7 @@ type client struct {
 	base string
 	key  string
 	http *http.Client
+	now  func() time.Time
 }
 
 func (c *client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
@@ -396,7 +408,16 @@ type migrationDoc struct {
 		Kind   string           `json:"kind"`
 		State  string           `json:"state"`
 		Counts map[string]int64 `json:"counts"`
+		// Round numbers a sync delta's jobs (0: the full copy).
+		Round     int        `json:"round"`
+		StartedAt *time.Time `json:"startedAt"`
 	} `json:"jobs"`
+	Planning *struct {
+		Counts    int               `json:"counts"`
+		Pending   []json.RawMessage `json:"pending"`
+		Failures  int               `json:"failures"`
+		LastError string            `json:"lastError"`
+	} `json:"planning"`
 	Sync *struct {
 		LagSeconds float64 `json:"lagSeconds"`
 		Rounds     int     `json:"rounds"`
@@ -412,9 +433,12 @@ type migrationDoc struct {
 		LagSeconds float64 `json:"lagSeconds"`
 	} `json:"cutover"`
 	Progress *struct {
-		Exports  struct{ Done, Total int } `json:"exports"`
-		Imports  struct{ Done, Total int } `json:"imports"`
-		Estimate *struct {
+		Exports           struct{ Done, Total int } `json:"exports"`
+		Imports           struct{ Done, Total int } `json:"imports"`
+		Copies            struct{ Done, Total int } `json:"copies"`
+		ResourcesExported int64                     `json:"resourcesExported"`
+		ResourcesImported int64                     `json:"resourcesImported"`
+		Estimate          *struct {
 			Expected   int64      `json:"expected"`
 			Exported   int64      `json:"exported"`
 			Imported   int64      `json:"imported"`
@@ -660,6 +684,57 @@ func bar(done, total int64) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat("-", barWidth-n) + fmt.Sprintf("] %3.0f%%", f*100)
 }
 
+// A kind's rate and expected end are drawn only once they rest on a measure: the kind's jobs of the full copy
+// started at least measureTime ago and have moved at least measureShare of the expected resources. Before that
+// ("measuring") the service's figures are a few seconds' or a few resources' worth, extrapolated over the whole
+// copy: a first window that ended quickly, or the SearchParameter copy, which writes a handful of resources in
+// seconds, would promise an end minutes or days away from the true one. Copies are not imports: they count
+// neither towards the measure of the imports nor as their start.
+const (
+	measureTime  = 30 * time.Second
+	measureShare = 0.01
+)
+
+// measured reports whether the figures of a kind of job ("export", "import") rest on a measure at now.
+func (m *migrationDoc) measured(kind string, expected int64, now time.Time) bool {
+	var first *time.Time
+	var moved int64
+	for _, j := range m.Jobs {
+		if j.Kind != kind || j.Round > 0 {
+			continue
+		}
+		if j.StartedAt != nil && (first == nil || j.StartedAt.Before(*first)) {
+			first = j.StartedAt
+		}
+		if j.State == "done" {
+			for _, n := range j.Counts {
+				moved += n
+			}
+		}
+	}
+	return first != nil && now.Sub(*first) >= measureTime && moved > 0 && float64(moved) >= measureShare*float64(expected)
+}
+
+// pace ends a bar line: "done" once every job of the kind is, the rate and expected end once measured, else
+// "measuring".
+func pace(done, measured bool, rate float64, end *time.Time, now time.Time) string {
+	switch {
+	case done:
+		return "done"
+	case !measured || rate <= 0:
+		return "measuring"
+	}
+	return perSecond(rate) + "  " + eta(end, now)
+}
+
+// perSecond writes a rate, with a decimal under 10/s (a small copy's rate is not 0/s).
+func perSecond(rate float64) string {
+	if rate < 10 {
+		return strconv.FormatFloat(rate, 'f', 1, 64) + "/s"
+	}
+	return strconv.FormatFloat(rate, 'f', 0, 64) + "/s"
+}
+
 // eta writes when a phase should end, from now.
 func eta(end *time.Time, now time.Time) string {
 	if end == nil {
@@ -672,25 +747,56 @@ func eta(end *time.Time, now time.Time) string {
 	return "ETA " + d.Round(time.Second).String()
 }
 
-// progressBars is the frame a terminal shows: the status, a bar per phase with its rate and expected end, and
-// the sync's rounds and lag.
+// planningLine is what a planning migration does: count the source to plan its export windows.
+func (m *migrationDoc) planningLine() string {
+	line := "planning the export windows"
+	if p := m.Planning; p != nil {
+		line += fmt.Sprintf(": %d count(s) made, %d range(s) pending", p.Counts, len(p.Pending))
+		if p.LastError != "" {
+			line += fmt.Sprintf("; failed %d time(s) in a row: %s", p.Failures, p.LastError)
+		}
+	}
+	return line
+}
+
+// progressBars is the frame a terminal shows: the status, a bar per phase with its resources, rate and expected
+// end (while the copy runs; "done" once a phase is), and the sync's rounds and lag. A planning migration has no
+// job yet: it shows the planning.
 func (m *migrationDoc) progressBars(now time.Time, elapsed time.Duration) []string {
 	lines := []string{fmt.Sprintf("%s  %s  (watching %s)", m.ID, m.Status, elapsed.Round(time.Second))}
+	if m.Status == "planning" {
+		return append(lines, m.planningLine())
+	}
 	if p := m.Progress; p != nil {
+		exportsDone := p.Exports.Total > 0 && p.Exports.Done == p.Exports.Total
+		importsDone := exportsDone && p.Imports.Done == p.Imports.Total && p.Copies.Done == p.Copies.Total
 		if e := p.Estimate; e != nil {
 			lines = append(lines,
-				fmt.Sprintf("exports  %s  %d/%d windows  %d/%d resources  %.0f/s  %s", bar(e.Exported, e.Expected),
-					p.Exports.Done, p.Exports.Total, e.Exported, e.Expected, e.ExportRate, eta(e.ExportEnd, now)),
-				fmt.Sprintf("imports  %s  %d/%d jobs  %d/%d resources  %.0f/s  %s", bar(e.Imported, e.Expected),
-					p.Imports.Done, p.Imports.Total, e.Imported, e.Expected, e.ImportRate, eta(e.ImportEnd, now)),
+				fmt.Sprintf("exports  %s  %d/%d windows  %d/%d resources  %s", bar(e.Exported, e.Expected),
+					p.Exports.Done, p.Exports.Total, e.Exported, e.Expected,
+					pace(exportsDone, m.measured("export", e.Expected, now), e.ExportRate, e.ExportEnd, now)),
+				fmt.Sprintf("imports  %s  %d/%d jobs  %d/%d resources  %s", bar(e.Imported, e.Expected),
+					p.Imports.Done, p.Imports.Total, e.Imported, e.Expected,
+					pace(importsDone, m.measured("import", e.Expected, now), e.ImportRate, e.ImportEnd, now)),
 				"         "+e.Basis)
 		} else {
-			lines = append(lines, fmt.Sprintf("exports  %s  %d/%d", bar(int64(p.Exports.Done), int64(p.Exports.Total)), p.Exports.Done, p.Exports.Total),
-				fmt.Sprintf("imports  %s  %d/%d", bar(int64(p.Imports.Done), int64(p.Imports.Total)), p.Imports.Done, p.Imports.Total))
+			// The copy is over (or was never under way): the jobs and what they moved, imports of what was exported.
+			lines = append(lines,
+				fmt.Sprintf("exports  %s  %d/%d windows  %d resources%s", bar(int64(p.Exports.Done), int64(p.Exports.Total)),
+					p.Exports.Done, p.Exports.Total, p.ResourcesExported, doneMark(exportsDone)),
+				fmt.Sprintf("imports  %s  %d/%d jobs  %d/%d resources%s", bar(int64(p.Imports.Done), int64(p.Imports.Total)),
+					p.Imports.Done, p.Imports.Total, p.ResourcesImported, p.ResourcesExported, doneMark(importsDone)))
 		}
 	}
 	if line := m.syncLine(); line != "" {
 		lines = append(lines, line)
 	}
 	return lines
+}
+
+func doneMark(done bool) string {
+	if done {
+		return "  done"
+	}
+	return ""
 }

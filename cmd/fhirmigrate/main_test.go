@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -226,4 +229,70 @@ func TestCutoverAcceptAndRepair(t *testing.T) {
 	require.JSONEq(t, `{"accept":["refused-versions"]}`, seen["POST /api/migrations/m-1/cutover"])
 	require.Contains(t, seen, "POST /api/migrations/m-1/repair")
 	require.JSONEq(t, `{"accept":["refused-versions"]}`, seen["POST /api/migrations/m-1/verify"])
+}
+
+// A phase's rate and expected end are drawn only once its jobs of the full copy have run 30 s and moved 1% of the
+// expected resources; a copy (SearchParameters) is not an import.
+func TestRatesWaitForAMeasure(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 25, 10, 20, 0, 0, time.UTC)
+	ago := func(s int) string { return now.Add(-time.Duration(s) * time.Second).Format(time.RFC3339) }
+	type job struct {
+		kind  string
+		start int // seconds before now
+		done  int64
+		round int
+	}
+	frame := func(jobs ...job) (exports, imports string) {
+		t.Helper()
+		var js []string
+		for i, j := range jobs {
+			state, counts := "running", ""
+			if j.done > 0 {
+				state, counts = "done", fmt.Sprintf(`,"counts":{"Patient":%d}`, j.done)
+			}
+			js = append(js, fmt.Sprintf(`{"id":"j%d","kind":%q,"state":%q,"round":%d,"startedAt":%q%s}`, i, j.kind, state, j.round, ago(j.start), counts))
+		}
+		doc := `{"id":"m-1","status":"exporting","jobs":[` + strings.Join(js, ",") + `],"progress":{"exports":{"done":1,"total":2},"imports":{"done":0,"total":1},
+			"estimate":{"expected":10000,"exported":5000,"imported":100,"exportRate":100,"importRate":0.8,
+			"exportEnd":"` + now.Add(time.Minute).Format(time.RFC3339) + `","importEnd":"` + now.Add(3*time.Minute).Format(time.RFC3339) + `"}}}`
+		var m migrationDoc
+		require.NoError(t, json.Unmarshal([]byte(doc), &m))
+		lines := m.progressBars(now, time.Minute)
+		require.Len(t, lines, 4)
+		return lines[1][strings.LastIndex(lines[1], "resources  ")+len("resources  "):], lines[2][strings.LastIndex(lines[2], "resources  ")+len("resources  "):]
+	}
+	for _, c := range []struct {
+		name             string
+		jobs             []job
+		exports, imports string
+	}{
+		{"the exports' first 29 s", []job{{"export", 29, 5000, 0}, {"export", 29, 0, 0}}, "measuring", "measuring"},
+		{"the exports' 30 s", []job{{"export", 30, 5000, 0}, {"export", 30, 0, 0}}, "100/s  ETA 1m0s", "measuring"},
+		{"under 1% exported", []job{{"export", 600, 99, 0}, {"export", 600, 0, 0}}, "measuring", "measuring"},
+		{"1% exported", []job{{"export", 600, 100, 0}, {"export", 600, 0, 0}}, "100/s  ETA 1m0s", "measuring"},
+		{"only the copy imported", []job{{"export", 600, 5000, 0}, {"copy", 300, 100, 0}, {"import", 300, 0, 0}}, "100/s  ETA 1m0s", "measuring"},
+		{"the imports' first seconds, the copy's long ago", []job{{"export", 600, 5000, 0}, {"copy", 300, 4, 0}, {"import", 29, 100, 0}}, "100/s  ETA 1m0s", "measuring"},
+		{"a sync round's imports do not measure the copy's", []job{{"export", 600, 5000, 0}, {"import", 3000, 9000, 1}, {"import", 10, 0, 0}}, "100/s  ETA 1m0s", "measuring"},
+		{"1% imported over 30 s", []job{{"export", 600, 5000, 0}, {"copy", 300, 4, 0}, {"import", 30, 100, 0}}, "100/s  ETA 1m0s", "0.8/s  ETA 3m0s"},
+	} {
+		exports, imports := frame(c.jobs...)
+		require.Equal(t, c.exports, exports, c.name)
+		require.Equal(t, c.imports, imports, c.name)
+	}
+}
+
+// start answers with the migration planning its export windows, which it then watches.
+func TestStartSaysItIsPlanning(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, `{"id":"m-1","status":"planning","request":{"source":"http://s","destination":"http://d"},"jobs":[],"planning":{"counts":0,"pending":[{"type":"*"}]}}`)
+	}))
+	t.Cleanup(srv.Close)
+	var out bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", srv.URL, "start", "--source", "http://s", "--destination", "http://d"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	require.Equal(t, "started migration m-1 (http://s -> http://d): planning the export windows\n", out.String())
 }

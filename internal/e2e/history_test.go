@@ -90,8 +90,27 @@ func TestHistoryAndDeletesAreCopied(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, status, string(raw))
 	final, raw = s.await(id, nil)
 	require.Equal(t, "failed", final.Status, string(raw))
-	require.Contains(t, string(raw), "verification_mismatch")
-	require.Contains(t, string(raw), "ids deleted on the source are still in the destination")
+	require.Equal(t, "verification_mismatch", final.Error.Code)
+	var v struct {
+		Verification struct {
+			Rows []struct {
+				Type, Reason, Explanation string
+				Extra, Different          int64
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal(raw, &v))
+	for _, r := range v.Verification.Rows {
+		if r.Type != "Observation" {
+			continue
+		}
+		require.Equal(t, "different", r.Reason)
+		require.Equal(t, int64(1), r.Extra, "the id deleted on the source is an extra")
+		require.Zero(t, r.Different, "an extra is not also counted as a difference")
+		require.Contains(t, r.Explanation, "1 ids deleted on the source are still in the destination")
+		return
+	}
+	require.Fail(t, "no Observation row", string(raw))
 }
 
 // History and deletes are refused where the services cannot honour them.

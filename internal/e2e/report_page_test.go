@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,14 +25,9 @@ const screenshotDir = "test-output/report"
 
 // pageDoc is the part of a migration document the report page shows as figures.
 type pageDoc struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-	Jobs   []struct {
-		ID     string           `json:"id"`
-		Kind   string           `json:"kind"`
-		State  string           `json:"state"`
-		Counts map[string]int64 `json:"counts"`
-	} `json:"jobs"`
+	ID           string    `json:"id"`
+	Status       string    `json:"status"`
+	Jobs         []pageJob `json:"jobs"`
 	Verification *struct {
 		Rows []struct {
 			Type         string `json:"type"`
@@ -45,6 +41,13 @@ type pageDoc struct {
 	Error *struct {
 		Code string `json:"code"`
 	} `json:"error"`
+}
+
+type pageJob struct {
+	ID     string           `json:"id"`
+	Kind   string           `json:"kind"`
+	State  string           `json:"state"`
+	Counts map[string]int64 `json:"counts"`
 }
 
 // figures are what the page must show, by data-figure name, computed from the document as served.
@@ -163,6 +166,9 @@ func (s *stack) showReport(ctx context.Context, id, name string) string {
 // a running migration in a real headless Chromium.
 func TestReportPageInABrowser(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("stack-level test; run without -short")
+	}
 	ctx := browser(t)
 
 	done := newStack(t, stackOptions{patients: 4})
@@ -188,9 +194,12 @@ func TestReportPageInABrowser(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, raw := running.api(http.MethodGet, "/api/migrations/"+id, nil)
-		if strings.Contains(string(raw), `"state": "running"`) || time.Now().After(deadline) {
+		var d pageDoc
+		require.NoError(t, json.Unmarshal(raw, &d))
+		if slices.ContainsFunc(d.Jobs, func(j pageJob) bool { return j.State == "running" }) {
 			break
 		}
+		require.True(t, time.Now().Before(deadline), "no export running after 30 s: %s", raw)
 		time.Sleep(200 * time.Millisecond)
 	}
 	text = running.showReport(ctx, id, "running")

@@ -288,6 +288,41 @@ func (c *Client) VRead(ctx context.Context, resourceType, id, version string) (t
 	return time.Time{}, false, newError(op+"/"+id, resp, c.now())
 }
 
+// VersionBefore reads the newest version of one resource dated before a time: GET {Type}/{id}/_history
+// ?_before=...&_count=1 (newest first). It answers it as a read would (200 with the version, 410 when it is a
+// deletion), or 404 when the resource had no version then.
+func (c *Client) VersionBefore(ctx context.Context, resourceType, id string, before time.Time) (ReadResult, error) {
+	op, err := typeOp("history", resourceType)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	if !resourceIDPattern.MatchString(id) {
+		return ReadResult{}, fmt.Errorf("%s: invalid id %q", op, id)
+	}
+	q := url.Values{"_before": {FormatInstant(before)}, "_count": {"1"}, "_sort": {"-_lastUpdated"}}
+	b, _, err := c.getBundle(ctx, op+"/"+id, c.endpoint(resourceType+"/"+id+"/_history", q))
+	var fe *Error
+	if errors.As(err, &fe) && fe.StatusCode == http.StatusNotFound {
+		return ReadResult{Status: http.StatusNotFound}, nil
+	}
+	if err != nil {
+		return ReadResult{}, err
+	}
+	if len(b.Entry) == 0 {
+		return ReadResult{Status: http.StatusNotFound}, nil
+	}
+	e := b.Entry[0]
+	h, err := historyEntry(e.Resource, e.Request, e.Response)
+	if err != nil {
+		return ReadResult{}, fmt.Errorf("%s/%s: %w", op, id, err)
+	}
+	if h.Deleted {
+		return ReadResult{Status: http.StatusGone, VersionID: h.VersionID}, nil
+	}
+	return ReadResult{Status: http.StatusOK, VersionID: h.VersionID, LastUpdated: h.LastUpdated.UTC().Format(time.RFC3339Nano),
+		Resource: e.Resource}, nil
+}
+
 // Delete deletes one resource: DELETE {Type}/{id}, with hardDelete=true every version of it. A resource already
 // gone is no error (the server answers 204 either way).
 func (c *Client) Delete(ctx context.Context, resourceType, id string, hard bool) error {

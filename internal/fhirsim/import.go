@@ -387,10 +387,14 @@ func (s *Server) importInput(ctx context.Context, blobs *blobAccount, mode strin
 		}
 		batch = batch[:0]
 	}
-	for lineNo := 1; ; lineNo++ {
+	// Lines are numbered as ImportResourceLoader.ReadLines counts them: an empty line (nothing before its \n or
+	// \r\n) is skipped and not numbered; a line of blanks is numbered and fails to parse.
+	lineNo := 0
+	for {
 		line, readErr := rd.ReadBytes('\n')
-		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
-			row, lineErr := s.parseImportRow(mode, in.Type, lineNo, trimmed)
+		if content := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")); len(content) > 0 {
+			lineNo++
+			row, lineErr := s.parseImportRow(mode, in.Type, lineNo, bytes.TrimSpace(content))
 			switch {
 			case lineErr != nil:
 				failed = append(failed, importErrorLine(lineNo, lineErr.Error()))

@@ -65,11 +65,16 @@ func TestExportedFilesImportIntoTheDestination(t *testing.T) {
 	require.Len(t, exported, 5)
 
 	good := `{"resourceType":"Patient","id":"extra-1","meta":{"versionId":"3","lastUpdated":"2021-05-06T07:08:09.123Z"}}`
+	// Lines are numbered as the service's loader counts them (ImportResourceLoader.ReadLines): an empty line is
+	// skipped without a number, a line of blanks is numbered and refused, \r\n ends a line like \n.
 	bad := strings.Join([]string{
 		good,
-		`{"resourceType":"Patient","id":`, // not JSON
-		`{"resourceType":"Observation","id":"wrong-type","status":"final"}`,
-		`{"resourceType":"Patient"}`, // no id
+		"",
+		`{"resourceType":"Patient","id":` + "\r", // not JSON (line 2)
+		"  ",                                     // blanks (line 3)
+		`{"resourceType":"Observation","id":"wrong-type","status":"final"}`, // line 4
+		"\r",
+		`{"resourceType":"Patient"}`, // no id (line 5)
 	}, "\n") + "\n"
 	badURL := uploadBlob(t, container, "hand-made/Patient-bad.ndjson", bad)
 	inputs = append(inputs, importInput{Type: "Patient", URL: badURL})
@@ -98,11 +103,11 @@ func TestExportedFilesImportIntoTheDestination(t *testing.T) {
 
 	require.Len(t, res.Error, 1)
 	require.Equal(t, badURL, res.Error[0].InputURL)
-	require.Equal(t, 3, res.Error[0].Count)
+	require.Equal(t, 4, res.Error[0].Count)
 	require.True(t, strings.HasPrefix(res.Error[0].URL, azurite.BlobEndpoint+"/"+errContainer+"/"), res.Error[0].URL)
 	errLines := readBlobURL(t, res.Error[0].URL)
-	require.Len(t, errLines, 3)
-	for i, wantLine := range []string{"line: 2", "line: 3", "line: 4"} {
+	require.Len(t, errLines, 4)
+	for i, wantLine := range []string{"line: 2 ", "line: 3 ", "line: 4 ", "line: 5 "} {
 		var oo struct {
 			ResourceType string
 			Issue        []struct{ Diagnostics string }

@@ -63,12 +63,18 @@ func WithRateModel(m RateModel) Option { return func(c *config) { c.rates = m } 
 // weight is how many modelled resources one stored resource stands for.
 func (m RateModel) weight() int64 { return max(m.Weight, 1) }
 
+// scale is S, by which every modelled duration is divided: TimeScale, 0 meaning 1. Exports and imports both take
+// it from here, so that a scale below 1 slows both alike.
+func (m RateModel) scale() float64 {
+	if m.TimeScale > 0 {
+		return m.TimeScale
+	}
+	return 1
+}
+
 // scaled is the wall time of a modelled duration of seconds.
 func (m RateModel) scaled(seconds float64) time.Duration {
-	if m.TimeScale > 0 {
-		seconds /= m.TimeScale
-	}
-	return time.Duration(seconds * float64(time.Second))
+	return time.Duration(seconds / m.scale() * float64(time.Second))
 }
 
 // exportTime is the wall time an export of n stored resources takes to produce them.
@@ -99,7 +105,7 @@ func (g exportGate) enter(ctx context.Context) (func(), error) {
 // import joins when it starts, so that its own reading and writing overlap the time it is served, and tells its
 // modelled resources once it has read them; it ends when it has been served that many.
 type importMeter struct {
-	// rate is modelled resources per wall second (ImportRate x TimeScale).
+	// rate is modelled resources per wall second (ImportRate x S, as scale gives it).
 	rate   float64
 	now    func() time.Time
 	mu     sync.Mutex
@@ -125,7 +131,7 @@ func newImportMeter(m RateModel, now func() time.Time) *importMeter {
 	if m.ImportRate <= 0 {
 		return nil
 	}
-	return &importMeter{rate: m.ImportRate * max(m.TimeScale, 1), now: now, active: map[*meterJob]bool{}}
+	return &importMeter{rate: m.ImportRate * m.scale(), now: now, active: map[*meterJob]bool{}}
 }
 
 // advanceLocked serves the running imports from the last advance to now, exactly: the rate is split equally

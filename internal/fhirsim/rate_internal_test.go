@@ -45,9 +45,17 @@ func TestImportMeterSharesTheRate(t *testing.T) {
 	require.Empty(t, m.active)
 }
 
+// TestRateModelTimes pins the model's durations by hand: an export of n stored resources of weight W at R_e per
+// second under time scale S takes n x W / R_e / S seconds of wall time, and an import alone on the destination
+// takes its modelled resources / R_I / S; a scale below 1 slows exports and imports alike, and 0 means 1.
 func TestRateModelTimes(t *testing.T) {
+	// 5,800 stored x 1,000 = 5,800,000 modelled; / 2,900 per s = 2,000 s modelled; / 100 = 20 s.
 	r := RateModel{Weight: 1000, ExportRate: 2900, TimeScale: 100}
-	require.Equal(t, time.Duration(float64(5800*1000)/2900/100*float64(time.Second)), r.exportTime(5800))
+	require.Equal(t, 20*time.Second, r.exportTime(5800))
+	// 29 stored x 1,000 = 29,000; / 2,900 = 10 s modelled; / 0.5 = 20 s (slower than real time).
+	require.Equal(t, 20*time.Second, RateModel{Weight: 1000, ExportRate: 2900, TimeScale: 0.5}.exportTime(29))
+	// Scale 0 is 1: 10 s.
+	require.Equal(t, 10*time.Second, RateModel{Weight: 1000, ExportRate: 2900}.exportTime(29))
 	require.Zero(t, r.exportTime(0))
 	require.Zero(t, RateModel{}.exportTime(10), "no export rate: no modelled time")
 	require.Equal(t, int64(1), RateModel{}.weight())
@@ -55,4 +63,26 @@ func TestRateModelTimes(t *testing.T) {
 	require.Error(t, RateModel{Weight: -1}.Validate())
 	require.NoError(t, r.Validate())
 	require.Nil(t, newImportMeter(RateModel{Weight: 3}, time.Now), "no import rate: imports are not metered")
+}
+
+// TestImportAndExportTakeTheSameScaledTime: the same 100 modelled resources at the same rate of 50 per second take
+// 2 s modelled, so 4 s of wall time at scale 0.5 and 1 s at scale 2, whether exported or imported.
+func TestImportAndExportTakeTheSameScaledTime(t *testing.T) {
+	for _, c := range []struct {
+		scale float64
+		wall  time.Duration
+	}{{0.5, 4 * time.Second}, {2, time.Second}, {0, 2 * time.Second}} {
+		m := RateModel{Weight: 1, ExportRate: 50, ImportRate: 50, TimeScale: c.scale}
+		require.Equal(t, c.wall, m.exportTime(100), "export at scale %v", c.scale)
+
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		meter := newImportMeter(m, func() time.Time { return t0 })
+		meter.last = t0
+		j := meter.join()
+		j.work, j.known = 100, true
+		meter.advanceLocked(t0.Add(c.wall - time.Millisecond))
+		require.True(t, meter.active[j], "import at scale %v: still running 1 ms before %v", c.scale, c.wall)
+		meter.advanceLocked(t0.Add(c.wall))
+		require.False(t, meter.active[j], "import at scale %v: done at %v", c.scale, c.wall)
+	}
 }

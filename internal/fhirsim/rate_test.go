@@ -82,3 +82,46 @@ func TestExportSlotsQueueExports(t *testing.T) {
 	final, body, _ := source.pollDone(t, empty)
 	require.Equal(t, http.StatusOK, final.StatusCode, "%s", body)
 }
+
+// TestJobRecordsTakeTheModelledTime: the simulators' own records of each job (created at its kick-off, finished at
+// its end) span at least the time the rate model gives it, at a time scale below 1 and above it alike. Two
+// Patients of weight 1,000 are 2,000 modelled resources; at 50,000 per second that is 0.04 s modelled, so 80 ms of
+// wall time at scale 0.5 and 20 ms at scale 2, for the export (R_e) and for the import alone on the destination
+// (R_I) alike. A job can never end sooner than that; on a loaded machine it may end later, so the upper bound is
+// loose.
+func TestJobRecordsTakeTheModelledTime(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		scale float64
+		want  time.Duration
+	}{{0.5, 80 * time.Millisecond}, {2, 20 * time.Millisecond}} {
+		model := fhirsim.RateModel{Weight: 1000, ExportRate: 50_000, ExportSlots: 1, ImportRate: 50_000, TimeScale: c.scale}
+		source := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), fhirsim.WithSeed(2, 9),
+			fhirsim.WithJobDelay(0), fhirsim.WithPollsBeforeDone(0), fhirsim.WithRateModel(model))
+		dest := startSim(t, fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString),
+			fhirsim.WithJobDelay(0), fhirsim.WithPollsBeforeDone(0), fhirsim.WithRateModel(model))
+
+		m, _ := exportAll(t, source, url.Values{"_container": {uniqueName("rt")}, "_type": {"Patient"}}.Encode())
+		var inputs []importInput
+		for _, o := range m.Output {
+			inputs = append(inputs, importInput{Type: o.Type, URL: o.URL})
+		}
+		final, raw, _ := dest.pollDone(t, postImport(t, dest, importBody("IncrementalLoad", inputs...)))
+		require.Equal(t, http.StatusOK, final.StatusCode, "%s", raw)
+
+		exp, imp := source.Stats().Exports, dest.Stats().Imports
+		require.Len(t, exp, 1)
+		require.Len(t, imp, 1)
+		for _, j := range []struct {
+			kind      string
+			stats     fhirsim.JobStats
+			resources int64
+		}{{"export", exp[0].JobStats, exp[0].Resources}, {"import", imp[0].JobStats, imp[0].Resources}} {
+			require.Equal(t, int64(2000), j.resources, "%s at scale %v: 2 stored Patients of weight 1,000", j.kind, c.scale)
+			require.NotNil(t, j.stats.Finished, "%s at scale %v", j.kind, c.scale)
+			took := j.stats.Finished.Sub(j.stats.Created)
+			require.GreaterOrEqual(t, took, c.want, "%s at scale %v: never sooner than the model", j.kind, c.scale)
+			require.Less(t, took, 5*c.want+time.Second, "%s at scale %v: loosely bounded above", j.kind, c.scale)
+		}
+	}
+}

@@ -34,6 +34,8 @@ type FHIRClient interface {
 	SearchPage(ctx context.Context, resourceType string, query url.Values, next string) ([]json.RawMessage, string, error)
 	// Read reads one resource: 200 with its version, 410 deleted, 404 absent.
 	Read(ctx context.Context, resourceType, id string) (fhir.ReadResult, error)
+	// VersionBefore reads the newest version of one resource dated before a time, as a read answers.
+	VersionBefore(ctx context.Context, resourceType, id string, before time.Time) (fhir.ReadResult, error)
 	// VRead reads one version: its lastUpdated, and whether the server holds it.
 	VRead(ctx context.Context, resourceType, id, version string) (time.Time, bool, error)
 	// Delete deletes one resource (hard: every version of it); PurgeHistory removes its older versions.

@@ -17,13 +17,16 @@ import (
 // A synced destination must be written by the rounds' imports alone: a version written there directly takes a
 // version number and a time slot a later import then conflicts with, and differs from the source. IncrementalLoad
 // keeps the source's versionId and lastUpdated, so at the end of every round, before its mark moves, each version
-// the destination holds from the previous mark on must be a row this round staged (or an older round's, before
-// the mark): anything else was written directly. SearchParameters are left out (the engine copies them with PUTs).
+// the destination holds of the migrated types from the previous mark up to what the round holds must be a row one
+// of the round's attempts staged: anything else was written directly. SearchParameters are left out (the engine
+// copies them with PUTs). A round whose check cannot be done is tried again at the next sweeps, then closed as
+// unchecked: the cutover checks it again, and fails openly while it cannot.
 
-// maxListedWrites bounds the destination writes a document lists; the count goes on.
+// maxListedWrites bounds the destination writes a document lists; every one is in the rounds' blobs.
 const maxListedWrites = 100
 
-// maxWritesScanned bounds the versions one check reads from the destination's history.
+// maxWritesScanned bounds the versions one check reads from the destination's history: past it the check is not
+// done (never read as "nothing written").
 const maxWritesScanned = 200_000
 
 // DestinationWrite is one version found on the destination that no round imported.
@@ -37,36 +40,99 @@ type DestinationWrite struct {
 	Round int `json:"round"`
 }
 
-// DestinationWrites is what the rounds found written directly on the destination, checked again at each
-// verification after the cutover: Unresolved counts those the destination still holds.
+// UncheckedRound is a round whose destination could not be checked for direct writes.
+type UncheckedRound struct {
+	Round int        `json:"round"`
+	From  time.Time  `json:"from"`
+	Till  *time.Time `json:"till,omitempty"`
+	Error string     `json:"error"`
+}
+
+// DestinationWrites is what the rounds found written directly on the destination (every one in Blobs, the first
+// in Listed), and the rounds that could not be checked; a verification after the cutover reads each again:
+// Unresolved counts those the destination still holds, or that cannot be read again.
 type DestinationWrites struct {
 	Count      int64              `json:"count"`
 	Listed     []DestinationWrite `json:"listed,omitempty"`
+	Blobs      []string           `json:"blobs,omitempty"`
+	Unchecked  []UncheckedRound   `json:"unchecked,omitempty"`
 	Unresolved int64              `json:"unresolved"`
 	CheckedAt  *time.Time         `json:"checkedAt,omitempty"`
+	// Problems say why the verification could not clear a write or a round.
+	Problems []string `json:"problems,omitempty"`
 }
 
-// roundStaged reads the rows a round's exports staged, as keys Type/id/versionId/lastUpdated (to the millisecond).
-func (s *Service) roundStaged(ctx context.Context, m *Migration, r *SyncRound) (map[string]bool, error) {
-	keys := map[string]bool{}
-	for _, j := range roundJobs(m, r) {
-		if j.Kind != KindExport || j.State != JobDone {
+var errTooManyVersions = errors.New("too many versions to check")
+
+// roundHeld is what a round's exports hold: the earliest of their transactionTimes (or their _till, when earlier).
+func roundHeld(jobs []*Job) *time.Time {
+	var out *time.Time
+	for _, j := range jobs {
+		if j.Kind != KindExport {
+			continue
+		}
+		held := j.TransactionTime
+		if held == nil || (j.Till != nil && j.Till.Before(*held)) {
+			held = j.Till
+		}
+		if held != nil && (out == nil || held.Before(*out)) {
+			out = timePtr(*held)
+		}
+	}
+	return out
+}
+
+// writesSince lists the destination's versions of the migrated types in [from, till] (till nil: open) by key, at
+// most maxWritesScanned of them, or fails with errTooManyVersions.
+func (s *Service) writesSince(ctx context.Context, m *Migration, dst FHIRClient, from time.Time, till *time.Time) (map[string]fhir.HistoryEntry, error) {
+	types := map[string]bool{}
+	for _, t := range planTypes(&m.Request, m.SourceTypes) {
+		types[t] = true
+	}
+	hr := fhir.HistoryRange{Since: &from}
+	if till != nil {
+		hr.Before = timePtr(till.Add(instant))
+	}
+	listed := map[string]fhir.HistoryEntry{}
+	err := dst.History(ctx, "", hr, true, 1000, func(e fhir.HistoryEntry) error {
+		if e.Type == typeSearchParameter || !types[e.Type] {
+			return nil
+		}
+		if len(listed) >= maxWritesScanned {
+			return errTooManyVersions
+		}
+		listed[e.Key()] = e
+		return nil
+	})
+	if errors.Is(err, errTooManyVersions) {
+		return nil, fmt.Errorf("the destination holds over %d versions since %s: %w", maxWritesScanned, from.Format(time.RFC3339Nano), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the destination's versions since %s: %w", from.Format(time.RFC3339Nano), err)
+	}
+	return listed, nil
+}
+
+// strikeStaged removes from listed every version a round's exports staged, in any of its attempts.
+func (s *Service) strikeStaged(ctx context.Context, m *Migration, round int, listed map[string]fhir.HistoryEntry) error {
+	for _, j := range m.Jobs {
+		if j.Kind != KindExport || j.Round != round || j.State != JobDone || len(listed) == 0 {
 			continue
 		}
 		mb, err := s.manifest(ctx, j)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, f := range mb.Output {
-			if err := s.stagedKeys(ctx, f, keys); err != nil {
-				return nil, err
+			if err := s.strikeFile(ctx, f, listed); err != nil {
+				return err
 			}
 		}
 	}
-	return keys, nil
+	return nil
 }
 
-func (s *Service) stagedKeys(ctx context.Context, f File, keys map[string]bool) error {
+func (s *Service) strikeFile(ctx context.Context, f File, listed map[string]fhir.HistoryEntry) error {
 	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
 	if err != nil {
 		return fmt.Errorf("open %s: %w", stripQuery(f.URL), err)
@@ -94,7 +160,7 @@ func (s *Service) stagedKeys(ctx context.Context, f File, keys map[string]bool) 
 		if err != nil {
 			continue
 		}
-		keys[fhir.HistoryEntry{Type: head.ResourceType, ID: head.ID, VersionID: head.Meta.VersionID, LastUpdated: at}.Key()] = true
+		delete(listed, fhir.HistoryEntry{Type: head.ResourceType, ID: head.ID, VersionID: head.Meta.VersionID, LastUpdated: at}.Key())
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read %s: %w", stripQuery(f.URL), err)
@@ -102,50 +168,28 @@ func (s *Service) stagedKeys(ctx context.Context, f File, keys map[string]bool) 
 	return nil
 }
 
-var errEnoughWrites = errors.New("enough versions read")
-
-// checkRoundWrites lists the destination's versions from the mark on (the round imported those of its own rows)
-// and answers those no row of the round stands for, and how many there are. The round's staged rows are read only
-// when the destination holds versions since the mark.
-func (s *Service) checkRoundWrites(ctx context.Context, m *Migration, r *SyncRound) ([]DestinationWrite, int64, error) {
+// roundWrites are the versions the destination holds in [from, till] that no attempt of the round staged.
+func (s *Service) roundWrites(ctx context.Context, m *Migration, round int, from time.Time, till *time.Time) ([]DestinationWrite, error) {
 	dst, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
-		return nil, 0, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
-	since := m.Sync.HighWater
-	var versions []fhir.HistoryEntry
-	err = dst.History(ctx, "", fhir.HistoryRange{Since: &since}, true, 1000, func(e fhir.HistoryEntry) error {
-		if len(versions) >= maxWritesScanned {
-			return errEnoughWrites
-		}
-		if e.Type != typeSearchParameter {
-			versions = append(versions, e)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errEnoughWrites) {
-		return nil, 0, fmt.Errorf("list the destination's versions since %s: %w", since.Format(time.RFC3339Nano), err)
-	}
-	if len(versions) == 0 {
-		return nil, 0, nil
-	}
-	staged, err := s.roundStaged(ctx, m, r)
+	listed, err := s.writesSince(ctx, m, dst, from, till)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read the round's staged rows: %w", err)
+		return nil, err
 	}
-	var found []DestinationWrite
-	var n int64
-	for _, e := range versions {
-		if staged[e.Key()] {
-			continue
-		}
-		n++
-		if len(found) < maxListedWrites {
-			found = append(found, DestinationWrite{Type: e.Type, ID: e.ID, Version: e.VersionID, Deleted: e.Deleted,
-				LastUpdated: e.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z"), Round: r.N})
-		}
+	if err := s.strikeStaged(ctx, m, round, listed); err != nil {
+		return nil, fmt.Errorf("read the round's staged rows: %w", err)
 	}
-	return found, n, nil
+	out := make([]DestinationWrite, 0, len(listed))
+	for _, e := range listed {
+		out = append(out, DestinationWrite{Type: e.Type, ID: e.ID, Version: e.VersionID, Deleted: e.Deleted,
+			LastUpdated: e.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z"), Round: round})
+	}
+	slices.SortFunc(out, func(a, b DestinationWrite) int {
+		return strings.Compare(a.LastUpdated+a.Type+a.ID, b.LastUpdated+b.Type+b.ID)
+	})
+	return out, nil
 }
 
 // roundReadyForCheck reports whether the round in flight has every job done and its destination not yet checked.
@@ -161,13 +205,23 @@ func roundReadyForCheck(m *Migration) bool {
 	return true
 }
 
-// checkRound checks the destination for direct writes at the end of a round and records them; the round then
-// closes (settleSync waits for the check).
+// checkRound checks the destination for direct writes at the end of a round, from the mark the round started at
+// up to what it holds (the final round: up to now), records them (every one in a blob) and closes the round. A
+// check that fails is tried again at the next sweeps; after MaxAttempts the round closes unchecked, recorded.
 func (s *Service) checkRound(ctx context.Context, m *Migration) (*Migration, error) {
 	r := m.Sync.Round
-	found, n, err := s.checkRoundWrites(ctx, m, r)
-	if err != nil {
-		return m, err
+	from := m.Sync.HighWater
+	till := roundHeld(roundJobs(m, r))
+	if r.Final {
+		till = nil // no later round checks what comes after it
+	}
+	found, checkErr := s.roundWrites(ctx, m, r.N, from, till)
+	var blob string
+	if checkErr == nil && len(found) > 0 {
+		blob = fmt.Sprintf("%s%s/writes-%04d-a%d.json", filesPrefix, m.ID, r.N, r.Attempt)
+		if err := s.putJSON(ctx, blob, found); err != nil {
+			return m, fmt.Errorf("write the round's destination writes: %w", err)
+		}
 	}
 	round, attempt := r.N, r.Attempt
 	m, eff, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
@@ -175,17 +229,28 @@ func (s *Service) checkRound(ctx context.Context, m *Migration) (*Migration, err
 			return nil, errUnchanged
 		}
 		now := s.now()
-		m.Sync.Round.WritesChecked = timePtr(now)
-		if n > 0 {
-			w := m.Sync.DestinationWrites
-			if w == nil {
-				w = &DestinationWrites{}
-				m.Sync.DestinationWrites = w
+		cur := m.Sync.Round
+		w := m.Sync.DestinationWrites
+		if w == nil {
+			w = &DestinationWrites{}
+		}
+		switch {
+		case checkErr != nil:
+			cur.CheckFailures++
+			cur.CheckError = truncate(checkErr.Error(), maxErrorMessage)
+			if cur.CheckFailures < s.cfg.MaxAttempts {
+				return nil, nil // the next sweep tries again
 			}
-			w.Count += n
-			w.Unresolved += n
+			w.Unchecked = append(w.Unchecked, UncheckedRound{Round: round, From: from, Till: till, Error: cur.CheckError})
+		case len(found) > 0:
+			w.Count += int64(len(found))
+			w.Blobs = append(w.Blobs, blob)
 			w.Listed = append(w.Listed, found[:min(len(found), max(maxListedWrites-len(w.Listed), 0))]...)
 		}
+		if w.Count > 0 || len(w.Unchecked) > 0 {
+			m.Sync.DestinationWrites = w
+		}
+		cur.WritesChecked = timePtr(now)
 		e := &effects{}
 		settle(m, now, e)
 		return e, nil
@@ -194,30 +259,73 @@ func (s *Service) checkRound(ctx context.Context, m *Migration) (*Migration, err
 		return nil, fmt.Errorf("save the round's destination check: %w", err)
 	}
 	s.perform(ctx, m.ID, eff)
-	if n > 0 {
-		s.log.Warn("the destination was written directly", "migration", m.ID, "round", round, "versions", n)
+	switch {
+	case checkErr != nil:
+		s.log.Warn("the destination could not be checked for direct writes", "migration", m.ID, "round", round, "err", checkErr)
+	case len(found) > 0:
+		s.log.Warn("the destination was written directly", "migration", m.ID, "round", round, "versions", len(found))
 	}
 	return m, nil
 }
 
-// recheckWrites reads again each direct write found: it is resolved once the destination no longer holds that
-// version (removed by hard delete, or purged). Writes beyond the listed ones cannot be read again and stay
-// unresolved.
-func recheckWrites(ctx context.Context, dst FHIRClient, w *DestinationWrites, now time.Time) (*DestinationWrites, error) {
-	if w == nil || w.Count == 0 {
+// allDestinationWrites reads every write the rounds recorded.
+func (s *Service) allDestinationWrites(ctx context.Context, w *DestinationWrites) ([]DestinationWrite, error) {
+	if w == nil {
 		return nil, nil
 	}
-	out := &DestinationWrites{Count: w.Count, CheckedAt: timePtr(now), Unresolved: w.Count - int64(len(w.Listed))}
-	for _, l := range w.Listed {
-		at, held, err := dst.VRead(ctx, l.Type, l.ID, l.Version)
-		if err != nil {
-			return nil, fmt.Errorf("read %s/%s version %s on the destination: %w", l.Type, l.ID, l.Version, err)
+	var out []DestinationWrite
+	for _, b := range w.Blobs {
+		var list []DestinationWrite
+		if err := s.getJSON(ctx, b, &list); err != nil {
+			return nil, fmt.Errorf("destination writes: %w", err)
 		}
-		if held && (at.IsZero() || at.UTC().Format("2006-01-02T15:04:05.000Z") == l.LastUpdated) {
+		out = append(out, list...)
+	}
+	return out, nil
+}
+
+// recheckWrites reads again, after the cutover, every direct write the rounds found: it is resolved once the
+// destination no longer holds that version (removed by hard delete, or purged). A round that could not be checked
+// is checked now; while it still cannot be, it stays unresolved.
+func (s *Service) recheckWrites(ctx context.Context, m *Migration, dst FHIRClient) (*DestinationWrites, error) {
+	w := m.Sync.DestinationWrites
+	if w == nil {
+		return nil, nil
+	}
+	all, err := s.allDestinationWrites(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range w.Unchecked {
+		found, err := s.roundWrites(ctx, m, u.Round, u.From, u.Till)
+		if err != nil {
+			return &DestinationWrites{Count: w.Count, Unchecked: w.Unchecked, CheckedAt: timePtr(s.now()), Unresolved: 1,
+				Problems: []string{fmt.Sprintf("round %d could not be checked for direct writes: %s", u.Round, truncate(err.Error(), maxErrorMessage))}}, nil
+		}
+		all = append(all, found...)
+	}
+	out := &DestinationWrites{Count: int64(len(all)), CheckedAt: timePtr(s.now())}
+	held := make([]bool, len(all))
+	errs := make([]error, len(all))
+	fanOut(len(all), s.cfg.PollConcurrency, func(i int) {
+		l := all[i]
+		at, ok, err := dst.VRead(ctx, l.Type, l.ID, l.Version)
+		if err != nil {
+			errs[i] = fmt.Errorf("read %s/%s version %s on the destination: %w", l.Type, l.ID, l.Version, err)
+			return
+		}
+		held[i] = ok && (at.IsZero() || at.UTC().Format("2006-01-02T15:04:05.000Z") == l.LastUpdated)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for i, l := range all {
+		if held[i] {
 			out.Unresolved++
-			out.Listed = append(out.Listed, l)
+			if len(out.Listed) < maxListedWrites {
+				out.Listed = append(out.Listed, l)
+			}
 		}
 	}
-	slices.SortFunc(out.Listed, func(a, b DestinationWrite) int { return strings.Compare(a.LastUpdated, b.LastUpdated) })
 	return out, nil
 }

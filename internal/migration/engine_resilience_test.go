@@ -539,7 +539,8 @@ func TestFaultImportErrorFilesAreSummarised(t *testing.T) {
 	require.Len(t, sum.First, maxErrorLines)
 	require.Equal(t, ErrorLine{Type: "Patient", InputURL: patientIn, Message: "Failed to process resource at line: 1 with stream start offset: 0"}, sum.First[0])
 	require.Contains(t, sum.Unread, "error file of OperationOutcome")
-	require.Equal(t, int64(12), rowsByType(h.drive(m.ID, time.Minute, 20))["Patient"].ImportErrors)
+	final := h.drive(m.ID, time.Minute, 20)
+	require.Equal(t, int64(12), rowsByType(final)["Patient"].ImportErrors)
 }
 
 func TestFaultCancelWhileKickoffInFlight(t *testing.T) {

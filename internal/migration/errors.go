@@ -85,6 +85,7 @@ func Codes() []Code {
 		{"verification_not_passed", Conflict, "cleanup of a migration whose verification did not pass (send `force`)"},
 		{"container_not_owned", Conflict, "cleanup of a container whose owner metadata names another migration"},
 		{"not_syncing", Conflict, "cutover of a migration that is not syncing"},
+		{"cutover_requested", Conflict, "a second cutover with another `accept` list while the first is under way"},
 		{"nothing_to_repair", Conflict, "repair of a migration whose last verification found no resource whose newest version the destination refused, or that is not failed"},
 		{"source_unreachable", Unavailable, "the source's CapabilityStatement could not be read, or a `typeFilter[i]` not counted"},
 		{"destination_unreachable", Unavailable, "the destination's CapabilityStatement could not be read"},

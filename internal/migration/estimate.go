@@ -57,7 +57,9 @@ func (m *Migration) estimate(now time.Time) *Estimate {
 				unplanned++
 			}
 			e.Expected += j.Planned
-		default:
+		case KindImport:
+			// A copy (the SearchParameters' PUTs: a few resources in seconds) is no import: counted, it would make a
+			// rate of a handful a second and an end days away.
 			importStart = earliest(importStart, j.StartedAt)
 			if j.State == JobDone {
 				e.Imported += sum(j.Counts)

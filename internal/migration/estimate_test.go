@@ -50,3 +50,36 @@ func TestEstimateFromFinishedJobs(t *testing.T) {
 	m.Status = StatusVerifying
 	require.Nil(t, m.estimate(now), "no estimate once the copy is over")
 }
+
+// A tiny rate over a large remainder is clamped to a century: the end stays in the future instead of overflowing
+// a Duration into the past.
+func TestEstimateEndIsClampedToACentury(t *testing.T) {
+	t.Parallel()
+	t0 := h0()
+	now := t0.Add(1000 * time.Hour)
+	m := &Migration{Status: StatusExporting, Jobs: []*Job{
+		{ID: "w1", Kind: KindExport, State: JobDone, Counts: map[string]int64{"Patient": 1}, StartedAt: &t0, FinishedAt: &now},
+		{ID: "w2", Kind: KindExport, State: JobRunning, Planned: 1 << 62, StartedAt: &t0},
+	}}
+	e := m.estimate(now)
+	require.Greater(t, e.ExportRate, 0.0)
+	require.NotNil(t, e.ExportEnd)
+	require.True(t, e.ExportEnd.After(now), "the end is ahead, not wrapped into the past: %s", e.ExportEnd)
+	require.Equal(t, now.Add(100*365*24*time.Hour), *e.ExportEnd, "clamped to a century")
+}
+
+// The SearchParameter copy is no import: its few resources written in seconds make no import rate.
+func TestEstimateLeavesCopiesOut(t *testing.T) {
+	t.Parallel()
+	t0 := h0()
+	now := t0.Add(10 * time.Second)
+	m := &Migration{Status: StatusExporting, Jobs: []*Job{
+		{ID: "w1", Kind: KindExport, State: JobDone, Counts: map[string]int64{"Patient": 100}, StartedAt: &t0, FinishedAt: &now},
+		{ID: "w2", Kind: KindExport, State: JobRunning, Planned: 200000, StartedAt: &t0},
+		{ID: "copy-w1-1", Kind: KindCopy, State: JobDone, Counts: map[string]int64{"SearchParameter": 4}, StartedAt: &t0, FinishedAt: &now},
+	}}
+	e := m.estimate(now)
+	require.Zero(t, e.Imported)
+	require.Zero(t, e.ImportRate, "no import rate from the copy")
+	require.Nil(t, e.ImportEnd)
+}

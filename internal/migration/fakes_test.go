@@ -329,6 +329,10 @@ func (f *fakeServer) Read(context.Context, string, string) (fhir.ReadResult, err
 	return fhir.ReadResult{}, &fhir.Error{Op: "read", StatusCode: 400, Message: "this fake server does not read"}
 }
 
+func (f *fakeServer) VersionBefore(context.Context, string, string, time.Time) (fhir.ReadResult, error) {
+	return fhir.ReadResult{}, &fhir.Error{Op: "history", StatusCode: 400, Message: "this fake server keeps no versions"}
+}
+
 func (f *fakeServer) VRead(context.Context, string, string, string) (time.Time, bool, error) {
 	return time.Time{}, false, &fhir.Error{Op: "vread", StatusCode: 400, Message: "this fake server does not read versions"}
 }
@@ -432,7 +436,7 @@ func (s *fakeStaging) Open(_ context.Context, u string) (io.ReadCloser, error) {
 	defer s.reg.mu.Unlock()
 	c, ok := s.reg.content[u]
 	if !ok {
-		return nil, fmt.Errorf("blob %s not found", u)
+		return nil, fmt.Errorf("%w: %s", staging.ErrBlobNotFound, u)
 	}
 	return io.NopCloser(strings.NewReader(c)), nil
 }

@@ -671,7 +671,7 @@ func TestListPagesSummariesFromMetadata(t *testing.T) {
 		require.Equal(t, p, sum.Progress, sum.ID)
 		require.Nil(t, sum.Progress.Estimate)
 	}
-	for _, req := range []ListRequest{{Top: 501}, {Top: -1}, {ContinuationToken: "%%%"}} {
+	for _, req := range []ListRequest{{Top: 501}, {Top: -1}, {ContinuationToken: "%%%"}, {ContinuationToken: "not-one-we-gave"}} {
 		_, err := h.svc.List(context.Background(), req)
 		var refusal *Error
 		require.ErrorAs(t, err, &refusal)

@@ -97,6 +97,10 @@ func (s *Service) readPages(ctx context.Context, m *Migration) error {
 	var jobs []*Job
 	m.paged = map[string][]byte{}
 	for i, raw := range raws {
+		// A page's name is its content's hash: a page changed since it was written (whatever it holds) is refused.
+		if want := jobPageName(m.ID, i+1, raw); want != m.JobPages[i].Name {
+			return fmt.Errorf("job page %s does not hold what it was written with (its content hashes to %s)", m.JobPages[i].Name, want)
+		}
 		var page []json.RawMessage
 		if err := json.Unmarshal(raw, &page); err != nil {
 			return fmt.Errorf("decode job page %s: %w", m.JobPages[i].Name, err)

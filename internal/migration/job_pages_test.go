@@ -125,12 +125,29 @@ func TestAPageThatDoesNotMatchFailsTheLoad(t *testing.T) {
 	h, m := windowedRun(t, 80)
 	h.drive(m.ID, 10*time.Second, 200)
 	page := storedDoc(t, h, m.ID).JobPages[0]
-	_, etag, err := h.store.Get(context.Background(), page.Name)
+	data, etag, err := h.store.Get(context.Background(), page.Name)
 	require.NoError(t, err)
-	_, err = h.store.Store.Put(context.Background(), page.Name, []byte(`[]`), etag, nil)
+	load := func() error {
+		svc, err := NewService(h.svc.cfg) // a fresh instance: nothing cached
+		require.NoError(t, err)
+		_, err = svc.Get(context.Background(), m.ID)
+		return err
+	}
+	// The same number of jobs, one of them changed: the count alone would let it pass.
+	var jobs []map[string]any
+	require.NoError(t, json.Unmarshal(data, &jobs))
+	jobs[0]["lastError"] = "rewritten"
+	tampered, err := json.Marshal(jobs)
 	require.NoError(t, err)
-	svc, err := NewService(h.svc.cfg) // a fresh instance: nothing cached
+	etag, err = h.store.Store.Put(context.Background(), page.Name, tampered, etag, nil)
 	require.NoError(t, err)
-	_, err = svc.Get(context.Background(), m.ID)
-	require.ErrorContains(t, err, "holds 0 jobs, the document says")
+	require.ErrorContains(t, load(), "does not hold what it was written with")
+
+	etag, err = h.store.Store.Put(context.Background(), page.Name, []byte(`[]`), etag, nil)
+	require.NoError(t, err)
+	require.ErrorContains(t, load(), "does not hold what it was written with")
+
+	_, err = h.store.Store.Put(context.Background(), page.Name, data, etag, nil)
+	require.NoError(t, err)
+	require.NoError(t, load(), "the page as written loads")
 }

@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 )
@@ -45,11 +46,11 @@ func (s *Service) List(ctx context.Context, req ListRequest) (*ListResult, error
 	}
 	marker := ""
 	if req.ContinuationToken != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(req.ContinuationToken)
-		if err != nil || len(raw) == 0 {
+		m, ok := readListToken(req.ContinuationToken)
+		if !ok {
 			return nil, invalid("invalid_continuation_token", "continuationToken", "the continuation token is not one this service gave")
 		}
-		marker = string(raw)
+		marker = m
 	}
 	items, next, err := s.cfg.Store.ListPage(ctx, migrationPrefix, top, marker)
 	if err != nil {
@@ -60,9 +61,25 @@ func (s *Service) List(ctx context.Context, req ListRequest) (*ListResult, error
 		res.Migrations = append(res.Migrations, summaryOf(idFromName(it.Name), it.Metadata))
 	}
 	if next != "" {
-		res.ContinuationToken = base64.RawURLEncoding.EncodeToString([]byte(next))
+		res.ContinuationToken = listToken(next)
 	}
 	return res, nil
+}
+
+// listToken is the continuation token of a store marker: the marker and a digest of it, so that a token this
+// service did not give is refused as such instead of reaching the store (which would fail on it).
+func listToken(marker string) string {
+	sum := sha256.Sum256([]byte("fhir-migrator list " + marker))
+	return base64.RawURLEncoding.EncodeToString(append(sum[:8], marker...))
+}
+
+func readListToken(token string) (string, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) <= 8 {
+		return "", false
+	}
+	marker := string(raw[8:])
+	return marker, listToken(marker) == token
 }
 
 // Cancel stops a migration: every running server job is canceled (DELETE of its Content-Location), every

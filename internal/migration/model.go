@@ -359,6 +359,8 @@ type TypeRow struct {
 	RefusedUnread int64 `json:"refusedUnread,omitempty"`
 	// Reconciled is what the cutover's reconciliation found and did for the type.
 	Reconciled *ReconcileTally `json:"reconciled,omitempty"`
+	// NotReconciled says why the cutover's reconciliation left the type alone.
+	NotReconciled string `json:"notReconciled,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`

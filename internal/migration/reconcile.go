@@ -22,7 +22,10 @@ import (
 // (404) is removed from the destination with a hard delete, deleted (410) with a delete; with history, a resource
 // whose versions are more on the destination than on the source, whose current version is the same and of which
 // the source holds only that one, was purged there and is purged on the destination. Ids found written directly
-// on the destination are never removed: they are the operator's to judge (destination_written).
+// on the destination are never removed: they are the operator's to judge (destination_written). A type the
+// destination held resources of before the migration (or whose count before is unknown) is not reconciled: its
+// ids the source lacks may be the destination's own. Once the cutover is recorded the destination is the live
+// server: a later verification never reconciles.
 
 // Reconcile modes (request reconcile).
 const (
@@ -43,6 +46,8 @@ type Reconcile struct {
 	Next       string `json:"next,omitempty"`
 	PurgeCheck *bool  `json:"purgeCheck,omitempty"`
 	Done       bool   `json:"done,omitempty"`
+	// Skipped are the types not reconciled, with why.
+	Skipped map[string]string `json:"skipped,omitempty"`
 	// Checked counts the destination's ids looked at; Removed the resources deleted from the destination (or, in
 	// report mode, Extra those it holds and the source does not); Purged the histories purged (or HistoryDiffers
 	// those listed only).
@@ -69,7 +74,7 @@ type ReconcileTally struct {
 // reconcileDue reports whether this verification round reconciles first: the cutover of a synced migration.
 func reconcileDue(m *Migration) bool {
 	return m.Request.Reconcile != "" && m.Sync != nil && m.Sync.CutoverRequestedAt != nil && m.Sync.Round == nil &&
-		(m.Verification.Reconcile == nil || !m.Verification.Reconcile.Done)
+		m.Cutover == nil && (m.Verification.Reconcile == nil || !m.Verification.Reconcile.Done)
 }
 
 // reconcileStep is what one page of the reconciliation found and did.
@@ -92,19 +97,28 @@ func (s *Service) reconcile(ctx context.Context, m *Migration, generation int) (
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
+	all, err := s.allDestinationWrites(ctx, m.Sync.DestinationWrites)
+	if err != nil {
+		return false, err
+	}
 	written := map[string]bool{}
-	if w := m.Sync.DestinationWrites; w != nil {
-		for _, l := range w.Listed {
-			written[l.Type+"/"+l.ID] = true
-		}
+	for _, l := range all {
+		written[l.Type+"/"+l.ID] = true
 	}
 	started := s.now()
 	for {
 		rc := m.Verification.Reconcile
 		if rc == nil {
-			rc = &Reconcile{Mode: m.Request.Reconcile, ByType: map[string]*ReconcileTally{}}
+			rc = &Reconcile{Mode: m.Request.Reconcile, ByType: map[string]*ReconcileTally{}, Skipped: map[string]string{}}
 			for _, t := range planTypes(&m.Request, m.SourceTypes) {
-				if t != typeSearchParameter {
+				before, known := baselineCount(m.Baseline, t)
+				switch {
+				case t == typeSearchParameter:
+				case !known:
+					rc.Skipped[t] = "the destination's count of the type before the migration is unknown: its own resources are not told from the source's"
+				case before != 0:
+					rc.Skipped[t] = fmt.Sprintf("the destination held %d resources of the type before the migration: they are not the source's to remove", before)
+				default:
 					rc.Types = append(rc.Types, t)
 				}
 			}
@@ -193,6 +207,7 @@ func (s *Service) reconcileChunk(ctx context.Context, m *Migration, t string, id
 		return fmt.Errorf("look up %d %s ids on the source: %w", len(ids), t, err)
 	}
 	del := m.Request.Reconcile == ReconcileDelete
+	var compare []string // held by both: versions compared when the type's counts differ
 	for _, id := range ids {
 		key := t + "/" + id
 		if written[key] {
@@ -222,12 +237,22 @@ func (s *Service) reconcileChunk(ctx context.Context, m *Migration, t string, id
 			step.lines = append(step.lines, key+": "+what+": removed from the destination")
 			continue
 		}
-		if step.purgeCheck == nil || !*step.purgeCheck {
-			continue
+		if step.purgeCheck != nil && *step.purgeCheck {
+			compare = append(compare, id)
 		}
-		if err := reconcileHistory(ctx, t, id, src, dst, del, step); err != nil {
-			return err
-		}
+	}
+	steps := make([]reconcileStep, len(compare))
+	errs := make([]error, len(compare))
+	fanOut(len(compare), s.cfg.PollConcurrency, func(i int) {
+		errs[i] = reconcileHistory(ctx, t, compare[i], src, dst, del, &steps[i])
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, st := range steps {
+		step.purged += st.purged
+		step.differ += st.differ
+		step.lines = append(step.lines, st.lines...)
 	}
 	return nil
 }

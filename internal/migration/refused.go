@@ -2,6 +2,7 @@ package migration
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/staging"
 )
 
 // Every line the destination's $import refused is read back from the service's own records: the import jobs'
@@ -163,10 +165,13 @@ func (s *Service) readErrorFile(ctx context.Context, f ErrorFile, limit int) ([]
 		return nil, nil
 	}
 	rc, err := s.cfg.Staging.Open(ctx, stripQuery(f.URL))
-	if err != nil {
-		// Deleted (cleanup with errorFiles) or unreadable: its lines count as unread.
-		s.log.Warn("an import error file cannot be read", "url", stripQuery(f.URL), "err", err)
+	if errors.Is(err, staging.ErrBlobNotFound) {
+		// Deleted (cleanup with errorFiles): its lines count as unread.
+		s.log.Warn("an import error file is gone", "url", stripQuery(f.URL))
 		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error file of %s: %w", f.Type, err)
 	}
 	defer func() { _ = rc.Close() }()
 	sc := bufio.NewScanner(rc)
@@ -249,11 +254,14 @@ func (s *Service) refusedRows(ctx context.Context, input string, entries []refus
 // stagedLines reads the lines of a staged file wanted, from a stream start offset.
 func (s *Service) stagedLines(ctx context.Context, input string, offset int64, wanted map[int64][]refusedEntry) (map[int64][]byte, error) {
 	rc, err := s.cfg.Staging.Open(ctx, input)
-	if err != nil {
-		// Cleaned up, or never readable: the lines keep what their error text names (an id, or nothing), and
-		// those naming nothing are counted as unread.
-		s.log.Warn("the staged file of refused lines cannot be read", "input", input, "err", err)
+	if errors.Is(err, staging.ErrBlobNotFound) {
+		// Cleaned up: the lines keep what their error text names (an id, or nothing), and those naming nothing
+		// are counted as unread.
+		s.log.Warn("the staged file of refused lines is gone", "input", input)
 		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", input, err)
 	}
 	defer func() { _ = rc.Close() }()
 	rd := bufio.NewReaderSize(rc, 64<<10)
@@ -267,10 +275,15 @@ func (s *Service) stagedLines(ctx context.Context, input string, offset int64, w
 	}
 	last := slices.Max(slices.Collect(maps.Keys(wanted)))
 	rows := map[int64][]byte{}
-	for n := int64(1); n <= last; n++ {
+	// Lines are numbered from 1 as the service reads them: an empty line is skipped, not numbered
+	// (ImportResourceLoader.ReadLines).
+	for n := int64(1); n <= last; {
 		line, err := rd.ReadBytes('\n')
-		if _, ok := wanted[n]; ok && len(line) > 0 {
-			rows[n] = line
+		if content := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")); len(content) > 0 {
+			if _, ok := wanted[n]; ok {
+				rows[n] = content
+			}
+			n++
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -327,6 +340,9 @@ func refusedReason(message string) string {
 // destination does not hold what the source holds now, unless a repair wrote it and the destination still holds
 // that write. The report blob lists every resource; the summary the first of them.
 func (s *Service) checkRefused(ctx context.Context, m *Migration, src, dst FHIRClient, generation int, accepted bool) (*RefusedSummary, error) {
+	if m.Request.Sync && (m.Sync == nil || m.Sync.CutoverRequestedAt == nil || m.Sync.Round != nil) {
+		return nil, nil // a live source: judged at the cutover, once writes stopped
+	}
 	lines, unread, err := s.readRefused(ctx, m)
 	if err != nil {
 		return nil, fmt.Errorf("read the refused lines: %w", err)
@@ -389,9 +405,10 @@ func (s *Service) checkRefused(ctx context.Context, m *Migration, src, dst FHIRC
 	}
 	resources := slices.Collect(maps.Values(byResource))
 	slices.SortFunc(resources, func(a, b *RefusedResource) int { return strings.Compare(a.Type+"/"+a.ID, b.Type+"/"+b.ID) })
+	till := migratedTill(m)
 	errs = make([]error, len(resources))
 	fanOut(len(resources), s.cfg.PollConcurrency, func(i int) {
-		errs[i] = judgeRefusedResource(ctx, src, dst, resources[i], repaired)
+		errs[i] = judgeRefusedResource(ctx, src, dst, resources[i], repaired, till)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -408,8 +425,10 @@ func (s *Service) checkRefused(ctx context.Context, m *Migration, src, dst FHIRC
 		case r.Stale:
 			sum.Stale++
 			sum.StaleByType[r.Type]++
+			sum.OlderByType[r.Type] += n - 1 // its newest is the one to repair; the others are older versions
 		case r.Repaired:
 			sum.Repaired++
+			sum.OlderByType[r.Type] += n - 1
 		default:
 			sum.OlderByType[r.Type] += n
 		}
@@ -429,11 +448,34 @@ func refusedReportName(id string, generation int) string {
 	return fmt.Sprintf("%s%s-refused/%d.json", reportPrefix, id, generation)
 }
 
-// judgeRefusedResource reads one resource on both servers and says whether the destination is stale.
-func judgeRefusedResource(ctx context.Context, src, dst FHIRClient, r *RefusedResource, repaired map[string]Repair) error {
-	s, err := src.Read(ctx, r.Type, r.ID)
+// sourceAt reads a resource on the source as the migrated range ends: its current version, or, when that is
+// later than the range (a source still written), the newest version before the range's end.
+func sourceAt(ctx context.Context, src FHIRClient, typ, id string, till *time.Time) (fhir.ReadResult, error) {
+	cur, err := src.Read(ctx, typ, id)
+	if err != nil || till == nil || cur.Status != 200 || !laterThan(cur.LastUpdated, *till) {
+		if err != nil {
+			err = fmt.Errorf("read %s/%s on the source: %w", typ, id, err)
+		}
+		return cur, err
+	}
+	at, err := src.VersionBefore(ctx, typ, id, till.Add(instant))
 	if err != nil {
-		return fmt.Errorf("read %s/%s on the source: %w", r.Type, r.ID, err)
+		return at, fmt.Errorf("read %s/%s on the source as of %s: %w", typ, id, till.Format(time.RFC3339Nano), err)
+	}
+	return at, nil
+}
+
+func laterThan(lastUpdated string, t time.Time) bool {
+	at, err := time.Parse(time.RFC3339Nano, lastUpdated)
+	return err == nil && at.After(t)
+}
+
+// judgeRefusedResource reads one resource on both servers and says whether the destination is stale: it does not
+// hold what the source held when the migrated range ends.
+func judgeRefusedResource(ctx context.Context, src, dst FHIRClient, r *RefusedResource, repaired map[string]Repair, till *time.Time) error {
+	s, err := sourceAt(ctx, src, r.Type, r.ID, till)
+	if err != nil {
+		return err
 	}
 	d, err := dst.Read(ctx, r.Type, r.ID)
 	if err != nil {
@@ -484,6 +526,7 @@ type Repair struct {
 
 // Repair actions.
 const (
+	repairNone       = "none" // the destination held it already
 	repairPut        = "put"
 	repairRecreate   = "hard-delete-and-put"
 	repairDelete     = "delete"
@@ -541,28 +584,37 @@ func (s *Service) repairStale(ctx context.Context, m *Migration, report string, 
 	var mu sync.Mutex
 	errs := make([]error, len(stale))
 	now := s.now().UTC().Format(time.RFC3339)
+	till := migratedTill(m)
 	fanOut(len(stale), s.cfg.PollConcurrency, func(i int) {
 		r := stale[i]
 		rep := Repair{Type: r.Type, ID: r.ID, At: now}
-		cur, err := src.Read(ctx, r.Type, r.ID)
+		cur, err := sourceAt(ctx, src, r.Type, r.ID, till)
 		if err != nil {
-			errs[i] = fmt.Errorf("read %s/%s on the source: %w", r.Type, r.ID, err)
+			errs[i] = err
+			return
+		}
+		d, err := dst.Read(ctx, r.Type, r.ID)
+		if err != nil {
+			errs[i] = fmt.Errorf("read %s/%s on the destination: %w", r.Type, r.ID, err)
 			return
 		}
 		rep.SourceVersion = cur.VersionID
-		switch cur.Status {
-		case 410:
+		switch {
+		case cur.Status != 200 && d.Status != 200:
+			// Already gone from the destination (an earlier run of this repair, or the reconciliation).
+			rep.Action, rep.DestinationStatus, rep.DestinationVersion = repairNone, d.Status, d.VersionID
+		case cur.Status == 410:
 			rep.Action, errs[i] = repairDelete, dst.Delete(ctx, r.Type, r.ID, false)
-		case 404:
+		case cur.Status == 404:
 			rep.Action, errs[i] = repairHardDelete, dst.Delete(ctx, r.Type, r.ID, true)
+		case d.Status == 200 && sameContent(cur.Resource, d.Resource):
+			// Written already (an earlier run of this repair that did not record itself): nothing to do twice.
+			rep.Action, rep.DestinationStatus, rep.DestinationVersion, rep.DestinationLastUpdated = repairNone, d.Status, d.VersionID, d.LastUpdated
 		default:
-			d, err := dst.Read(ctx, r.Type, r.ID)
-			if err != nil {
-				errs[i] = fmt.Errorf("read %s/%s on the destination: %w", r.Type, r.ID, err)
-				return
-			}
 			rep.Action = repairPut
 			if dv, sv := versionOf(d.VersionID), versionOf(cur.VersionID); d.Status != 404 && dv >= sv {
+				// The destination's chain is not below the source's: the source's started again (hard-deleted and
+				// created anew), and a PUT would add to the old one.
 				rep.Action = repairRecreate
 				if err := dst.Delete(ctx, r.Type, r.ID, true); err != nil {
 					errs[i] = fmt.Errorf("hard-delete %s/%s on the destination: %w", r.Type, r.ID, err)
@@ -630,6 +682,12 @@ func (s *Service) putRepairs(ctx context.Context, dst FHIRClient, stale []Refuse
 		}
 	}
 	return nil
+}
+
+// sameContent reports whether two versions of a resource hold the same, their meta aside.
+func sameContent(a, b []byte) bool {
+	paths, err := differences(a, b, map[string]bool{"meta": true})
+	return err == nil && len(paths) == 0
 }
 
 // versionOf is a versionId as a number (0 when it is not one).

@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -131,7 +132,9 @@ func (s *Service) repairFirst(ctx context.Context, m *Migration, generation int)
 	if v.RepairFrom == "" || v.RepairedAt != nil {
 		return m, nil
 	}
+	stop := s.heartbeat(ctx, m.ID, generation)
 	repairs, blob, err := s.repairStale(ctx, m, v.RepairFrom, generation)
+	stop()
 	if err != nil {
 		return nil, err
 	}
@@ -156,4 +159,38 @@ func (s *Service) repairFirst(ctx context.Context, m *Migration, generation int)
 	}
 	s.log.Info("resources repaired", "migration", m.ID, "repaired", len(repairs), "blob", blob)
 	return m, nil
+}
+
+// heartbeat keeps a verification round's dispatch time fresh while a long step of it runs outside any update (a
+// repair of many resources), so that the sweep does not re-send the round meanwhile; stop ends it.
+func (s *Service) heartbeat(ctx context.Context, id string, generation int) (stop func()) {
+	every := max(s.cfg.RedriveAfter/3, time.Second)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+				if !verifiable(m, generation) {
+					return nil, errUnchanged
+				}
+				m.Verification.DispatchAt = s.now()
+				return nil, nil
+			})
+			if err != nil && !errors.Is(err, errUnchanged) && ctx.Err() == nil {
+				s.log.Warn("verification heartbeat not saved", "migration", id, "error", err)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -86,8 +86,10 @@ type SyncRound struct {
 	// Jobs are the round's export jobs (their imports carry their files).
 	Jobs []string `json:"jobs"`
 	// WritesChecked is when the destination was checked for direct writes, once every job was done: the round
-	// closes after it.
+	// closes after it. CheckFailures counts the checks that could not be done, CheckError the latest.
 	WritesChecked *time.Time `json:"writesChecked,omitempty"`
+	CheckFailures int        `json:"checkFailures,omitempty"`
+	CheckError    string     `json:"checkError,omitempty"`
 }
 
 // Cutover is the switch: the final round was verified against the source at At.
@@ -182,19 +184,13 @@ func roundJobs(m *Migration, r *SyncRound) []*Job {
 // transactionTime.
 func finishRound(m *Migration, r *SyncRound, jobs []*Job, now time.Time) {
 	sy := m.Sync
+	// The exports hold every change up to their manifests' transactionTime, and no later than the _till they were
+	// sent with; with several exports, the earliest is what all of them hold.
+	r.Till = roundHeld(jobs)
 	for _, j := range jobs {
 		switch j.Kind {
 		case KindExport:
 			r.Exported += sum(j.Counts)
-			// The export holds every change up to its manifest's transactionTime, and no later than the _till
-			// it was sent with; with several exports, the earliest is what all of them hold.
-			held := j.TransactionTime
-			if held == nil || (j.Till != nil && j.Till.Before(*held)) {
-				held = j.Till
-			}
-			if held != nil && (r.Till == nil || held.Before(*r.Till)) {
-				r.Till = timePtr(*held)
-			}
 		default:
 			r.Imported += sum(j.Counts)
 			if j.ErrorSummary != nil {
@@ -318,6 +314,11 @@ func (s *Service) Cutover(ctx context.Context, id string, req CutoverRequest) (*
 			return nil, conflict("not_syncing", "migration %s is %s: only a syncing migration can be cut over", m.ID, m.Status)
 		}
 		if m.Sync.CutoverRequestedAt != nil {
+			if !sameAccept(m.Sync.Accept, req.Accept) {
+				return nil, conflict("cutover_requested", "the cutover of migration %s was requested at %s with accept %q: "+
+					"a cutover under way is not changed; once it ends, re-verify with the accept list wanted",
+					m.ID, m.Sync.CutoverRequestedAt.Format(time.RFC3339), m.Sync.Accept)
+			}
 			return nil, errUnchanged
 		}
 		now := s.now()
@@ -334,6 +335,14 @@ func (s *Service) Cutover(ctx context.Context, id string, req CutoverRequest) (*
 	}
 	s.log.Info("cutover requested", "migration", id, "highWater", m.Sync.HighWater)
 	return m.served(s.now()), nil
+}
+
+// sameAccept tells whether two accept lists name the same things, in any order.
+func sameAccept(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // pageRounds moves the oldest finished rounds past twice recentRounds into a blob written once (named by its

@@ -153,6 +153,9 @@ func TestCutoverRunsAFinalRoundThenVerifies(t *testing.T) {
 	again, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
 	require.NoError(t, err, "asking twice changes nothing")
 	require.Equal(t, cut.Sync.CutoverRequestedAt, again.Sync.CutoverRequestedAt)
+	_, err = h.svc.Cutover(context.Background(), m.ID, CutoverRequest{Accept: []string{acceptRefusedVersions}})
+	require.ErrorAs(t, err, &refusal, "another accept list is not taken quietly")
+	require.Equal(t, "cutover_requested", refusal.Code)
 
 	done := h.drive(m.ID, 10*time.Second, 100)
 	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
@@ -335,4 +338,88 @@ func TestEveryRoundIsLogged(t *testing.T) {
 		require.InDelta(t, r.FinishedAt.Sub(*r.Till).Seconds(), l["lagSeconds"], 0.001)
 		require.InDelta(t, float64(r.Exported), l["exported"], 0)
 	}
+}
+
+// Review fixes, each pinned: reverting the fix fails its test.
+
+// History alone (no deletes) still brings the deletion stubs: without its stub, an older version of a deleted
+// resource would become current on the destination.
+func TestHistoryAloneBringsDeletionStubs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start(`{` + endpoints + `,"types":["Patient"],"history":true}`)
+	h.poll()
+	h.src.mu.Lock()
+	defer h.src.mu.Unlock()
+	require.NotEmpty(t, h.src.exportKickoffs)
+	for _, r := range h.src.exportKickoffs {
+		require.True(t, r.History)
+		require.True(t, r.Deleted, "history brings the deletion stubs")
+	}
+}
+
+// A failed final round waits its backoff before the next attempt, as any failed round: it is not kicked off again
+// at every sweep.
+func TestAFailedFinalRoundWaitsItsBackoff(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"10m"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "a round done", func(m *Migration) bool { return m.Sync != nil && m.Sync.Rounds == 1 })
+	h.src.mu.Lock()
+	h.src.kickoffErrs = []error{&fhir.Error{Op: "export kick-off", StatusCode: 400, Message: "bad request"}}
+	h.src.mu.Unlock()
+	_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
+	require.NoError(t, err)
+	m = h.driveUntil(m.ID, time.Second, 50, "the final round failed", func(m *Migration) bool { return m.Sync.Attempts == 1 })
+	require.NotNil(t, m.Sync.NextAt)
+	backoff := m.Sync.NextAt.Sub(h.clock.Now())
+	require.Greater(t, backoff, 30*time.Second, "the retry is scheduled a while later")
+	before := len(h.src.exportKickoffs)
+	for range 5 { // sweeps within the backoff start nothing
+		h.clock.Advance(time.Second)
+		h.poll()
+		h.deliver()
+	}
+	h.src.mu.Lock()
+	kicked := len(h.src.exportKickoffs)
+	h.src.mu.Unlock()
+	require.Equal(t, before, kicked, "no kick-off before the backoff is over")
+	done := h.driveUntil(m.ID, 10*time.Second, 100, "completed", func(m *Migration) bool { return m.Status == StatusCompleted })
+	require.Equal(t, 2, done.Sync.Recent[len(done.Sync.Recent)-1].Attempt, "the final round's second attempt")
+}
+
+// A verification started again after a cutover keeps the cutover's time.
+func TestAReverifyKeepsTheCutoverTime(t *testing.T) {
+	t.Parallel()
+	h := syncHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 100, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
+	require.NoError(t, err)
+	done := h.driveUntil(m.ID, 10*time.Second, 100, "completed", func(m *Migration) bool { return m.Status == StatusCompleted })
+	require.NotNil(t, done.Cutover)
+	at := done.Cutover.At
+	h.clock.Advance(time.Hour)
+	_, err = h.svc.Reverify(context.Background(), m.ID, ReverifyRequest{})
+	require.NoError(t, err)
+	again := h.driveUntil(m.ID, 10*time.Second, 100, "completed again", func(m *Migration) bool {
+		return m.Status == StatusCompleted && m.Verification.Generation > done.Verification.Generation
+	})
+	require.Equal(t, at, again.Cutover.At, "the cutover happened when it happened")
+}
+
+// A round whose export job is already in the document (a save that lost its race after queuing it) keeps that
+// job instead of queuing it twice.
+func TestStartRoundKeepsAnAlreadyQueuedJob(t *testing.T) {
+	t.Parallel()
+	now := h0()
+	m := &Migration{ID: "m-1", Status: StatusSyncing, Request: Request{Types: []string{"Patient"}, ExportStrategy: StrategyPerType},
+		Sync: &Sync{HighWater: now}}
+	queued := &Job{ID: "sync-1-a1-Patient", Kind: KindExport, State: JobRunning, Round: 1, Types: []string{"Patient"}}
+	m.Jobs = []*Job{queued}
+	startRound(m, now, false)
+	require.Len(t, m.Jobs, 1, "not queued twice")
+	require.Same(t, queued, m.Jobs[0])
+	require.Equal(t, JobRunning, queued.State, "the job keeps its state")
+	require.Equal(t, []string{"sync-1-a1-Patient"}, m.Sync.Round.Jobs, "still the round's")
 }

@@ -354,7 +354,7 @@ func (s *Service) destinationWritten(ctx context.Context, m *Migration) (*Destin
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
-	return recheckWrites(ctx, dst, m.Sync.DestinationWrites, s.now())
+	return s.recheckWrites(ctx, m, dst)
 }
 
 // countHistory compares, for a migration with history, every type's versions on both servers over the migrated

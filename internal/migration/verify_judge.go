@@ -85,6 +85,9 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 			r.Reconciled = tl
 			r.Extra += tl.Extra
 		}
+		if rc := v.Reconcile; rc != nil {
+			r.NotReconciled = rc.Skipped[r.Type]
+		}
 		if rf := v.Refused; rf != nil {
 			r.Refused, r.Stale, r.RefusedOlder = rf.ByType[r.Type], rf.StaleByType[r.Type], rf.OlderByType[r.Type]
 			r.RefusedUnread = rf.UnreadByType[r.Type]
@@ -106,6 +109,7 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		for _, l := range w.Listed[:min(len(w.Listed), 10)] {
 			ids = append(ids, fmt.Sprintf("%s/%s version %s", l.Type, l.ID, l.Version))
 		}
+		ids = append(ids, w.Problems...)
 		problems = append(problems, fmt.Sprintf("%d versions were written directly on the destination while it was synced "+
 			"(%s): remove them, keep the destination unwritten until the cutover, and verify again", w.Unresolved, strings.Join(ids, ", ")))
 		if worst == "" || reasonRank[worst] > reasonRank[reasonHistoryMismatch] {
@@ -221,6 +225,9 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 	}
 	if tl := r.Reconciled; tl != nil && tl.Removed+tl.Purged > 0 {
 		note("the cutover removed %d resources the source no longer holds and purged %d histories the source purged", tl.Removed, tl.Purged)
+	}
+	if r.NotReconciled != "" {
+		note("not reconciled at the cutover (%s): what the source hard-deleted or purged is not looked for", r.NotReconciled)
 	}
 	switch {
 	case r.NotCopied:

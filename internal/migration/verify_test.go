@@ -418,7 +418,7 @@ func TestVerifyThatCannotBeDoneFailsOnce(t *testing.T) {
 	require.Equal(t, StatusFailed, done.Status)
 	require.Equal(t, "verification_failed", done.Error.Code)
 	require.Contains(t, done.Error.Message, "attempt 5")
-	require.Contains(t, done.Error.Message, "Patient-1.ndjson not found")
+	require.Contains(t, done.Error.Message, "blob not found: https://acct.blob.core.windows.net/m-test-1/1/Patient-1.ndjson")
 	require.False(t, done.Verification.Passed)
 
 	h.clock.Advance(time.Hour)
@@ -540,4 +540,14 @@ func TestAShortDestinationIsALossWhateverTheIDsFound(t *testing.T) {
 	before := TypeRow{Type: "Patient", Source: 2, Exported: 2, Imported: 2, Destination: 4, DestinationBefore: 3, Expected: 5, Lines: 2, Checked: 2}
 	judgeRow(&before, VerifyModeIDs, false)
 	require.Empty(t, before.Reason, "with resources there before, an id found overwrote one: explained, not failed")
+}
+
+// A type the cutover's reconciliation left alone (the destination held resources of it before) says so and why.
+func TestJudgeRowNamesATypeNotReconciled(t *testing.T) {
+	t.Parallel()
+	r := TypeRow{Type: "Patient", Source: 5, Exported: 5, Imported: 5, Destination: 7, DestinationBefore: 2, Expected: 7,
+		NotReconciled: "the destination held 2 resources of the type before the migration"}
+	judgeRow(&r, VerifyModeCounts, false)
+	require.Empty(t, r.Reason, r.Explanation)
+	require.Contains(t, r.Explanation, "not reconciled at the cutover (the destination held 2 resources")
 }

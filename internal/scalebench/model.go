@@ -21,12 +21,44 @@ type Rates struct {
 	ResourcesPerFile int64 `json:"resourcesPerFile"`
 }
 
-// LowerBound is the least time, in modelled seconds, in which the two services can move windows of these sizes
-// (modelled resources), whatever the tool: the largest of
+// LowerBound is the least time, in modelled seconds, in which the two services can move a workload of resources
+// modelled resources, stored as resources of weight modelled ones each, whatever the plan and whatever the tool.
+// It depends on the workload and the rates alone, never on the windows a run chose, so that no plan can raise the
+// bound it is judged by. With N = resources, W = weight, the larger of:
+//
+//   - imports: N / R_I + W / R_e. The destination imports at most R_I per second in all, however many imports
+//     run and however the plan cuts the workload, so the imports need N / R_I seconds of service. None of it can
+//     be given before the first export that holds anything has completed (an import takes the files its export's
+//     manifest names, and the manifest exists once the export has completed). That export holds at least one
+//     stored resource, W modelled ones, and one export job produces at most R_e per second: it takes at least
+//     W / R_e, during which nothing is imported.
+//   - exports: N / (C_e × R_e) + W / R_I. The source produces at most R_e per second in each of its C_e slots, so
+//     the last export that holds anything completes no sooner than N / (C_e × R_e). Its window, at least W, is
+//     then imported at no more than R_I per second: at least W / R_I more.
+//
+// Both hold for every plan, hence their larger. A plan of many small windows, exported several at once, comes
+// close to it; a plan of a few large ones cannot (its own bound, PlanBound, says how far it stays above).
+func LowerBound(resources, weight int64, r Rates) float64 {
+	if resources <= 0 {
+		return 0
+	}
+	n, w := float64(resources), float64(max(weight, 1))
+	imports := n/r.ImportCapacity + w/r.ExportPerJob
+	exports := n/(r.ExportPerJob*float64(r.ExportSlots)) + w/r.ImportCapacity
+	return max(imports, exports)
+}
+
+// PlanBound is the least time, in modelled seconds, in which the two services can move windows of these sizes
+// (modelled resources): the bound of one plan, which the plan itself moves (one huge window raises it to that
+// window's export and import). The largest of
 //   - every export at the whole export capacity, then at least the smallest window's import;
 //   - every import at the whole import capacity, after at least the smallest window's export;
 //   - the largest window's export then its import (one window cannot be imported before it is exported).
-func LowerBound(windows []int64, r Rates) float64 {
+//
+// Windows that hold nothing are left out: they need no import and hold up none. For windows that cover a workload
+// it is never below LowerBound, as every window that holds anything holds at least one stored resource.
+func PlanBound(windows []int64, r Rates) float64 {
+	windows = slices.DeleteFunc(slices.Clone(windows), func(w int64) bool { return w <= 0 })
 	if len(windows) == 0 {
 		return 0
 	}

@@ -10,23 +10,49 @@ import (
 
 var testRates = Rates{ExportPerJob: 2900, ExportSlots: 4, ImportCapacity: 10_000, ImportSlots: 5, ResourcesPerFile: 10_000}
 
-func TestLowerBoundTakesTheLargestOfThree(t *testing.T) {
-	// Import-bound: 10 windows of 5M: every import at 10,000/s after the smallest export at 2,900/s.
+// TestLowerBoundIsTheWorkloads pins the workload's bound by hand: the larger of N / R_I + W / R_e (every import at
+// the destination's capacity, after the least export there can be: one stored resource) and N / (C_e x R_e) + W / R_I
+// (every export at the source's capacity, then the least import there can be).
+func TestLowerBoundIsTheWorkloads(t *testing.T) {
+	// The default workload, import-bound: 10^9 / 10,000 = 100,000 s, + 1,000 / 2,900 = 0.344828 s: 100,000.344828.
+	// (Exports: 10^9 / 11,600 = 86,206.896552 + 1,000 / 10,000 = 0.1: 86,206.996552, less.)
+	require.InDelta(t, 100_000.344828, LowerBound(1_000_000_000, 1000, testRates), 1e-6)
+	// Each resource standing for itself: the first export is 1 / 2,900 s: 100,000.000345.
+	require.InDelta(t, 100_000.000345, LowerBound(1_000_000_000, 1, testRates), 1e-6)
+
+	// Export-bound when exports are slow: 50M / (4 x 100) = 125,000 s, + 1,000 / 10,000 = 0.1 s: 125,000.1.
+	// (Imports: 50M / 10,000 = 5,000 + 1,000 / 100 = 10: 5,010, less.)
+	slow := testRates
+	slow.ExportPerJob = 100
+	require.InDelta(t, 125_000.1, LowerBound(50_000_000, 1000, slow), 1e-6)
+	require.Zero(t, LowerBound(0, 1000, testRates))
+}
+
+// TestPlanBoundTakesTheLargestOfThree pins the bound of a plan by hand.
+func TestPlanBoundTakesTheLargestOfThree(t *testing.T) {
+	// Import-bound: 10 windows of 5M: every import, 50M / 10,000 = 5,000 s, after the smallest export,
+	// 5M / 2,900 = 1,724.137931 s: 6,724.137931. (Exports: 50M / 11,600 = 4,310.344828 + 5M / 10,000 = 500:
+	// 4,810.344828; one window: 1,724.137931 + 500 = 2,224.137931.)
 	w := make([]int64, 10)
 	for i := range w {
 		w[i] = 5_000_000
 	}
-	require.InDelta(t, 50_000_000.0/10_000+5_000_000.0/2900, LowerBound(w, testRates), 1e-6)
+	require.InDelta(t, 6724.137931, PlanBound(w, testRates), 1e-6)
+	// A window that holds nothing needs no import and holds none up: the same (counted, the smallest window would
+	// be 0 and the bound 5,000).
+	require.InDelta(t, 6724.137931, PlanBound(append([]int64{0}, w...), testRates), 1e-6)
 
-	// Export-bound when exports are slow: every export at 4 x 100/s, then the smallest import.
+	// Export-bound when exports are slow: 50M / (4 x 100) = 125,000 s, + 5M / 10,000 = 500 s: 125,500.
 	slow := testRates
 	slow.ExportPerJob = 100
-	require.InDelta(t, 50_000_000.0/400+5_000_000.0/10_000, LowerBound(w, slow), 1e-6)
+	require.InDelta(t, 125_500, PlanBound(w, slow), 1e-6)
 
-	// One huge window: its export then its import.
+	// One huge window: its export, 100M / 2,900 = 34,482.758621 s, then its import, 10,000 s: 44,482.758621.
+	// (Exports: 101M / 11,600 = 8,706.896552 + 100: 8,806.896552; imports: 10,100 + 1M / 2,900 = 344.827586:
+	// 10,444.827586.)
 	one := []int64{1_000_000, 100_000_000}
-	require.InDelta(t, 100_000_000.0/2900+100_000_000.0/10_000, LowerBound(one, testRates), 1e-6)
-	require.Zero(t, LowerBound(nil, testRates))
+	require.InDelta(t, 44_482.758621, PlanBound(one, testRates), 1e-6)
+	require.Zero(t, PlanBound(nil, testRates))
 }
 
 func TestMSToolSchedule(t *testing.T) {

@@ -9,11 +9,11 @@ import (
 )
 
 func TestLineIsPlainDecimals(t *testing.T) {
-	f := Figures{Resources: 1_000_000_000, Windows: 312, Files: 100_000, MakespanS: 1.0987654e5, LowerBoundS: 100_862.1,
-		LBRatio: 0.91796, MSToolS: 3.5e5, Speedup: 3.1855, DocMaxBytes: 150_000, HandlerRSSMaxMB: 41.26, SweepP99Ms: 88.31,
+	f := Figures{Resources: 1_000_000_000, Windows: 312, Files: 100_000, MakespanS: 1.0987654e5, LowerBoundS: 100_000.3448,
+		PlanBoundS: 100_862.1, LBRatio: 0.91796, MSToolS: 3.5e5, Speedup: 3.1855, DocMaxBytes: 150_000, HandlerRSSMaxMB: 41.26, SweepP99Ms: 88.31,
 		TimeScale: 150}
 	line := f.Line()
-	require.Equal(t, "scale: resources=1000000000 windows=312 files=100000 makespan_s=109877 lower_bound_s=100862 lb_ratio=0.918 mstool_s=350000 speedup=3.19 doc_max_bytes=150000 handler_rss_max_mb=41.3 sweep_p99_ms=88.3 time_scale=150", line)
+	require.Equal(t, "scale: resources=1000000000 windows=312 files=100000 makespan_s=109877 lower_bound_s=100000 plan_bound_s=100862 lb_ratio=0.918 mstool_s=350000 speedup=3.19 doc_max_bytes=150000 handler_rss_max_mb=41.3 sweep_p99_ms=88.3 time_scale=150", line)
 	require.NotRegexp(t, regexp.MustCompile(`[eE][+-]?\d`), line)
 }
 

@@ -84,13 +84,16 @@ type JobSpan struct {
 	EndS      float64  `json:"endS"`
 }
 
-// Figures are the run's results; every time in modelled seconds unless named otherwise.
+// Figures are the run's results; every time in modelled seconds unless named otherwise. LowerBoundS is the least
+// time of the workload under any plan (LowerBound), PlanBoundS that of the windows the run exported (PlanBound);
+// LBRatio is LowerBoundS / MakespanS, so that a plan that runs slower scores lower.
 type Figures struct {
 	Resources       int64   `json:"resources"`
 	Windows         int     `json:"windows"`
 	Files           int     `json:"files"`
 	MakespanS       float64 `json:"makespanS"`
 	LowerBoundS     float64 `json:"lowerBoundS"`
+	PlanBoundS      float64 `json:"planBoundS"`
 	LBRatio         float64 `json:"lbRatio"`
 	MSToolS         float64 `json:"mstoolS"`
 	Speedup         float64 `json:"speedup"`
@@ -117,8 +120,8 @@ type Report struct {
 // Line is the one-line summary, every number a plain decimal.
 func (f Figures) Line() string {
 	d := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
-	return fmt.Sprintf("scale: resources=%d windows=%d files=%d makespan_s=%s lower_bound_s=%s lb_ratio=%s mstool_s=%s speedup=%s doc_max_bytes=%d handler_rss_max_mb=%s sweep_p99_ms=%s time_scale=%s",
-		f.Resources, f.Windows, f.Files, d(f.MakespanS, 0), d(f.LowerBoundS, 0), d(f.LBRatio, 3), d(f.MSToolS, 0),
+	return fmt.Sprintf("scale: resources=%d windows=%d files=%d makespan_s=%s lower_bound_s=%s plan_bound_s=%s lb_ratio=%s mstool_s=%s speedup=%s doc_max_bytes=%d handler_rss_max_mb=%s sweep_p99_ms=%s time_scale=%s",
+		f.Resources, f.Windows, f.Files, d(f.MakespanS, 0), d(f.LowerBoundS, 0), d(f.PlanBoundS, 0), d(f.LBRatio, 3), d(f.MSToolS, 0),
 		d(f.Speedup, 2), f.DocMaxBytes, d(f.HandlerRSSMaxMB, 1), d(f.SweepP99Ms, 1), d(f.TimeScale, 0))
 }
 
@@ -236,17 +239,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("count the destination: %w", err)
 	}
 	f := Figures{Resources: arrived, Windows: len(windows), Files: files, MakespanS: makespan,
-		LowerBoundS: LowerBound(windows, cfg.Rates), MSToolS: MSTool(buckets, cfg.Rates), DocMaxBytes: m.docMax,
+		MSToolS: MSTool(buckets, cfg.Rates), DocMaxBytes: m.docMax,
 		HandlerRSSMaxMB: float64(m.rssMaxKB) / 1024, SweepP99Ms: p99ms(stack.Host.Durations("PollJob")),
 		TimeScale: cfg.TimeScale, CompletedS: modelled(completed), PlannedS: modelled(planned)}
-	if makespan > 0 {
-		f.LBRatio, f.Speedup = f.LowerBoundS/makespan, f.MSToolS/makespan
-	}
+	f.judge(w, windows, cfg.Rates)
 	rep.Figures = f
 	if arrived != w.Resources {
 		return rep, fmt.Errorf("the destination holds %d modelled resources, the workload %d", arrived, w.Resources)
 	}
 	return rep, nil
+}
+
+// judge sets the bounds and the ratios of a run of workload w whose exports were windows, its makespan and
+// Microsoft's schedule set: the lower bound from the workload alone, so that a plan is judged by a bound it cannot
+// move, and the plan's own bound beside it.
+func (f *Figures) judge(w Workload, windows []int64, r Rates) {
+	f.LowerBoundS, f.PlanBoundS = LowerBound(w.Resources, w.Weight, r), PlanBound(windows, r)
+	f.LBRatio, f.Speedup = 0, 0
+	if f.MakespanS > 0 {
+		f.LBRatio, f.Speedup = f.LowerBoundS/f.MakespanS, f.MSToolS/f.MakespanS
+	}
 }
 
 // inputTypes are the types of an import's input files (named {Type}-{n}.ndjson by the export).

@@ -144,6 +144,9 @@ func (a *Account) Open(ctx context.Context, blobURL string) (io.ReadCloser, erro
 		return nil, err
 	}
 	resp, err := a.client.DownloadStream(ctx, c, b, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return nil, fmt.Errorf("%w: %s/%s", ErrBlobNotFound, c, b)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s/%s: %w", c, b, err)
 	}
