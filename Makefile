@@ -48,8 +48,8 @@ chaos: ## 3 migrations against faulty simulators, duplicate/dropped messages and
 	$(GO) run ./cmd/chaos
 
 # Each fuzz target briefly (their seed corpora already run in every go test). FUZZTIME=1m for longer.
-# A target that fails is judged by `go test -run` on its saved inputs: a real finding is saved under testdata/fuzz
-# and fails there too (make fuzz fails); a fuzzing worker lost to a loaded machine leaves nothing that fails.
+# A target that fails fails make fuzz, its failing input kept under testdata/fuzz, unless the fuzzer reported a lost
+# worker (Go's own message) and the input passes under `go test -run`: then it moves to test-output/fuzz-lost/.
 FUZZTIME ?= 5s
 FUZZ_TARGETS := internal/migration:FuzzStart internal/migration:FuzzMessages internal/migration:FuzzResourceLine \
 	internal/migration:FuzzErrorLine internal/fhir:FuzzParseManifest internal/fhir:FuzzParseImportStatus \

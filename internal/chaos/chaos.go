@@ -1,7 +1,9 @@
 // Package chaos runs migrations on the local stack while everything around the handler misbehaves: faulty FHIR
 // simulators, a local host that duplicates and drops messages, and a handler process killed at random moments.
 // It keeps starting rounds of migrations until every configured fault kind has fired, then checks every migration
-// against the stand-ins' own records (never the migration documents) and reports a one-line summary.
+// against the stand-ins' own records and reports a one-line summary. Of a migration's document it reads only the
+// outcome: the status and error it must explain (and which problems its verification claims), never a figure: a
+// failure counts only when the faults that hit the migration's own jobs produce it (excuse.go).
 package chaos
 
 import (
@@ -11,15 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/azuritetest"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
@@ -47,7 +51,8 @@ type Options struct {
 	Faults string
 	// LossyEvery gives the lossy faults to every LossyEvery-th migration's destination only (default 3).
 	LossyEvery int
-	// MinResources is the least number of resources every migration must move (default 2000).
+	// MinResources is the least number of resources (of its scope) every completed migration's destination must
+	// hold (default 2000).
 	MinResources int
 	// Budget bounds when rounds start: rounds are started until every configured fault kind fired and Kills kills
 	// landed while a migration ran, or the budget is spent (default 20m); the last round then runs to its end, so
@@ -86,7 +91,8 @@ type Summary struct {
 	Migrations int   `json:"migrations"`
 	Completed  int   `json:"completed"`
 	Failed     int   `json:"failed"`
-	// Injected counts the failed migrations whose failure the injected faults explain (named in Reasons).
+	// Injected counts the failed migrations whose failure the faults that hit their own jobs explain (named in
+	// Reasons): the source's export jobs of their container, their own destination.
 	Injected int `json:"injected"`
 	// Unfinished counts migrations still running at their round's timeout (or canceled).
 	Unfinished int `json:"unfinished"`
@@ -100,8 +106,10 @@ type Summary struct {
 	Faults               int `json:"faults"`
 	FaultKinds           int `json:"faultKinds"`
 	FaultKindsConfigured int `json:"faultKindsConfigured"`
-	// Orphaned counts server jobs (export or import) never polled nor canceled by the engine.
-	Orphaned int `json:"orphaned"`
+	// Orphaned counts server jobs (export or import) never polled nor canceled by the engine; LostKickoffs the
+	// kick-offs whose answer a drop-conn cut (the simulators' fault logs). Each orphan needs one of them or a kill.
+	Orphaned     int `json:"orphaned"`
+	LostKickoffs int `json:"lostKickoffs"`
 	// DuplicateKickoffs counts server export jobs of one engine job (the same kick-off request) beyond the first
 	// whose files were imported, plus staged files imported by more than one import job.
 	DuplicateKickoffs int `json:"duplicateKickoffs"`
@@ -110,7 +118,8 @@ type Summary struct {
 	Missing   int `json:"missing"`
 	Different int `json:"different"`
 	Extra     int `json:"extra"`
-	// Smallest is the number of source resources of the smallest migration.
+	// Smallest is the number of resources (of its scope) the destination of the smallest completed migration
+	// holds: counted on the destination, so that a migration that moved little proves little.
 	Smallest int `json:"smallest"`
 	// FaultsByName, Reasons (migration id -> outcome) and Problems (why the run is not OK) explain the outcome.
 	FaultsByName map[string]int    `json:"faultsByName"`
@@ -121,15 +130,19 @@ type Summary struct {
 // String is the summary line.
 func (s Summary) String() string {
 	return fmt.Sprintf("chaos: seed=%d migrations=%d completed=%d failed=%d injected=%d kills=%d duplicates=%d dropped=%d "+
-		"faults=%d fault_kinds=%d/%d orphaned=%d duplicate_kickoffs=%d missing=%d extra=%d different=%d",
+		"faults=%d fault_kinds=%d/%d orphaned=%d lost_kickoffs=%d duplicate_kickoffs=%d missing=%d extra=%d different=%d "+
+		"smallest=%d",
 		s.Seed, s.Migrations, s.Completed, s.Failed, s.Injected, s.Kills, s.Duplicates, s.Dropped, s.Faults,
-		s.FaultKinds, s.FaultKindsConfigured, s.Orphaned, s.DuplicateKickoffs, s.Missing, s.Extra, s.Different)
+		s.FaultKinds, s.FaultKindsConfigured, s.Orphaned, s.LostKickoffs, s.DuplicateKickoffs, s.Missing, s.Extra,
+		s.Different, s.Smallest)
 }
 
 // OK reports whether the run proved what it must: no problem found (see Problems).
 func (s Summary) OK() bool { return len(s.Problems) == 0 }
 
-// judge lists what keeps the run from passing.
+// judge lists what keeps the run from passing: every migration must complete or fail for a cause the faults
+// that hit its own jobs explain, the completed ones without loss and of the least size, no work done twice, no
+// server job orphaned beyond the kick-offs whose answer was lost and the kills, and every fault kind fired.
 func (s *Summary) judge(o Options) {
 	var p []string
 	add := func(cond bool, format string, args ...any) {
@@ -143,10 +156,14 @@ func (s *Summary) judge(o Options) {
 	add(s.Extra > 0, "%d resources the source does not hold in completed migrations' destinations", s.Extra)
 	add(s.Different > 0, "%d resources with other content in completed migrations' destinations", s.Different)
 	add(s.DuplicateKickoffs > 0, "%d duplicate kick-offs", s.DuplicateKickoffs)
+	add(s.Orphaned > s.LostKickoffs+s.Kills, "%d server jobs orphaned, more than the %d kick-offs whose answer was lost "+
+		"plus the %d kills that landed", s.Orphaned, s.LostKickoffs, s.Kills)
 	add(s.Kills < o.Kills, "%d kills landed while a migration ran, fewer than %d", s.Kills, o.Kills)
 	add(s.FaultKinds < s.FaultKindsConfigured, "%d of %d fault kinds fired", s.FaultKinds, s.FaultKindsConfigured)
 	add(s.Migrations < 3, "%d migrations, fewer than 3", s.Migrations)
-	add(s.Smallest < o.MinResources, "the smallest migration moved %d resources, fewer than %d", s.Smallest, o.MinResources)
+	add(s.Completed == 0, "no migration completed: none was checked for loss")
+	add(s.Completed > 0 && s.Smallest < o.MinResources, "the smallest completed migration's destination holds %d resources, "+
+		"fewer than %d", s.Smallest, o.MinResources)
 	s.Problems = p
 }
 
@@ -244,10 +261,12 @@ type run struct {
 	faults   fhirsim.Faults
 	progress io.Writer
 
-	azurite  *azuritetest.Azurite
-	stack    *localstack.Stack
-	logs     *localstack.SyncBuffer
-	cleanups []func()
+	azurite *azuritetest.Azurite
+	stack   *localstack.Stack
+	logs    *localstack.SyncBuffer
+	// srcFaults keeps the faults the source logs.
+	srcFaults *faultLog
+	cleanups  []func()
 	// migrations are every migration started, in order.
 	migrations []*migration
 }
@@ -258,6 +277,8 @@ type migration struct {
 	dest    *localstack.Simulator
 	lossy   bool
 	request map[string]any
+	// faults keeps the faults its destination logs.
+	faults  *faultLog
 	started time.Time
 	ended   time.Time // when the runner first saw it end; zero while it runs
 	doc     *document
@@ -296,14 +317,15 @@ func (r *run) setUp(ctx context.Context) error {
 		}
 	}
 	r.logs = &localstack.SyncBuffer{}
+	r.srcFaults = &faultLog{}
 	st, err := localstack.Start(ctx, localstack.Options{
 		Storage: r.azurite.ConnectionString, RepoRoot: o.RepoRoot, HandlerBinary: bin,
 		Source: []fhirsim.Option{fhirsim.WithSeed(o.Patients, 7), fhirsim.WithRollover(300),
-			fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(slog.New(slog.DiscardHandler))},
+			fhirsim.WithFaults(r.faults), fhirsim.WithFaultSeed(o.Seed), fhirsim.WithLogger(r.srcFaults.logger())},
 		Settings: map[string]string{
 			"MigrationContainer": fmt.Sprintf("chaos-docs-%d", o.Seed),
 			"RedriveAfter":       "8s",
-			"ExportDeadline":     "10s",
+			"ExportDeadline":     exportDeadline.String(),
 			"ConfirmDelay":       "2s",
 			"MaxReexports":       "4",
 		},
@@ -380,19 +402,22 @@ func (r *run) startRound(ctx context.Context, round int) error {
 	for range r.opts.Migrations {
 		n := len(r.migrations)
 		faults, lossy := r.destFaults(n)
+		log := &faultLog{}
 		dest, err := r.stack.AddDestination([]fhirsim.Option{fhirsim.WithFaults(faults),
 			fhirsim.WithFaultSeed(r.opts.Seed + int64(n) + 1), fhirsim.WithImportHold(2 * time.Second),
-			fhirsim.WithMaxImports(2), fhirsim.WithLogger(slog.New(slog.DiscardHandler))})
+			fhirsim.WithMaxImports(2), fhirsim.WithLogger(log.logger())})
 		if err != nil {
 			return fmt.Errorf("destination of migration %d: %w", n+1, err)
 		}
 		req := map[string]any{"source": r.stack.Source.URL, "destination": dest.URL}
 		maps.Copy(req, migrationShapes[n%len(migrationShapes)])
+		began := time.Now()
 		id, err := r.start(ctx, req)
 		if err != nil {
 			return fmt.Errorf("start migration %d: %w", n+1, err)
 		}
-		r.migrations = append(r.migrations, &migration{id: id, dest: dest, lossy: lossy, request: req, started: time.Now()})
+		r.migrations = append(r.migrations, &migration{id: id, dest: dest, lossy: lossy, request: req, faults: log,
+			started: began})
 		r.logf("round %d: started %s into %s%s", round, id, dest.URL, map[bool]string{true: " (lossy faults)"}[lossy])
 	}
 	return nil
@@ -460,7 +485,7 @@ func (r *run) landedKills() (landed, all int) {
 
 // summarise computes every figure from the stand-ins' records and the servers' contents.
 func (r *run) summarise(ctx context.Context) (Summary, error) {
-	sum := Summary{Seed: r.opts.Seed, Migrations: len(r.migrations), Reasons: map[string]string{}, Smallest: -1}
+	sum := Summary{Seed: r.opts.Seed, Migrations: len(r.migrations), Reasons: map[string]string{}}
 	hs := r.stack.Host.Stats()
 	for _, q := range hs.Queues {
 		sum.Duplicates += q.DuplicatesInjected
@@ -474,9 +499,12 @@ func (r *run) summarise(ctx context.Context) (Summary, error) {
 	sum.FaultKinds, sum.FaultKindsConfigured = r.kindsFired()
 
 	srcStats := r.stack.Source.Sim.Stats()
+	srcFaults := r.srcFaults.records()
 	destStats := make([]fhirsim.Stats, len(r.migrations))
+	sum.LostKickoffs = lostKickoffs(srcFaults)
 	for i, m := range r.migrations {
 		destStats[i] = m.dest.Sim.Stats()
+		sum.LostKickoffs += lostKickoffs(m.faults.records())
 	}
 	sum.Orphaned, sum.DuplicateKickoffs = serverJobFigures(srcStats, destStats)
 
@@ -484,55 +512,129 @@ func (r *run) summarise(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return sum, fmt.Errorf("read the source: %w", err)
 	}
+	kills := r.stack.Host.Stats().KillTimes
+	all := make([]*facts, len(r.migrations))
 	for i, m := range r.migrations {
-		inScope := scope(m.request)
-		n := 0
-		for key := range source {
-			if inScope(key) {
-				n++
+		f := &facts{id: m.id, container: m.id, lossy: m.lossy, doc: m.doc, srcURL: r.stack.Source.URL, destURL: m.dest.URL,
+			started: m.started, ended: m.ended, dest: destStats[i], srcFaults: srcFaults, destFaults: m.faults.records()}
+		if c, ok := m.request["container"].(string); ok && c != "" {
+			f.container = c // the staging container is the migration's id unless the request names one
+		}
+		for _, j := range srcStats.Exports {
+			if containerOf(j.Query) == f.container {
+				f.exports = append(f.exports, j)
 			}
 		}
-		if sum.Smallest < 0 || n < sum.Smallest {
-			sum.Smallest = n
-		}
-		d := m.doc
-		switch {
-		case d == nil || !d.terminal():
-			sum.Unfinished++
-			sum.Reasons[m.id] = "did not end"
-			continue
-		case d.Status == "completed":
-			sum.Completed++
-		case d.Status == "failed":
-			sum.Failed++
-			cause := injectedCause(d, m, srcStats, destStats[i])
-			if cause != "" {
-				sum.Injected++
-				sum.Reasons[m.id] = "failed: " + d.errorText() + " (injected: " + cause + ")"
-			} else {
-				sum.Reasons[m.id] = "failed: " + d.errorText() + " (no injected fault explains it)"
+		for _, t := range kills {
+			if !t.Before(m.started) && (m.ended.IsZero() || t.Before(m.ended)) {
+				f.kills = append(f.kills, t)
 			}
-			continue
-		default:
-			sum.Unfinished++
-			sum.Reasons[m.id] = d.Status
-			continue
 		}
-		missing, extra, different, err := compare(ctx, source, m.dest.URL, inScope)
-		if err != nil {
-			return sum, fmt.Errorf("read destination of %s: %w", m.id, err)
+		if m.doc != nil && m.doc.terminal() {
+			inScope := scope(m.request)
+			f.missing, f.extra, f.different, f.held, err = compare(ctx, source, m.dest.URL, inScope)
+			if err != nil {
+				return sum, fmt.Errorf("read destination of %s: %w", m.id, err)
+			}
+			f.compared = true
 		}
-		sum.Missing += len(missing)
-		sum.Extra += len(extra)
-		sum.Different += len(different)
-		if len(missing)+len(extra)+len(different) > 0 {
-			sum.Reasons[m.id] = fmt.Sprintf("completed but missing %d (%s), extra %d (%s), different %d (%s)",
-				len(missing), strings.Join(first(missing, 5), " "), len(extra), strings.Join(first(extra, 5), " "),
-				len(different), strings.Join(first(different, 5), " "))
+		if m.doc != nil && m.doc.Status == "failed" && m.lossy {
+			f.refused, f.refusedErr = r.refusedLines(ctx, destStats[i])
+		}
+		all[i] = f
+	}
+	sum.add(all)
+	return sum, nil
+}
+
+// add judges every migration's facts into the summary's counts, figures and reasons.
+func (s *Summary) add(all []*facts) {
+	smallest := -1
+	for _, f := range all {
+		v := judgeMigration(f)
+		if v.why != "" {
+			s.Reasons[f.id] = v.why
+		}
+		switch v.state {
+		case "unfinished":
+			s.Unfinished++
+		case "failed":
+			s.Failed++
+			if v.excuse != "" {
+				s.Injected++
+			}
+		case "completed":
+			s.Completed++
+			s.Missing += len(f.missing)
+			s.Extra += len(f.extra)
+			s.Different += len(f.different)
+			if smallest < 0 || f.held < smallest {
+				smallest = f.held
+			}
 		}
 	}
-	sum.Smallest = max(sum.Smallest, 0)
-	return sum, nil
+	s.Smallest = max(smallest, 0)
+}
+
+// refusedLines reads back the resources of the lines a destination refused: the simulator writes the failed
+// lines of each import job's input to an error file of the error container, named after the job and the input,
+// each line naming the input line it refused.
+func (r *run) refusedLines(ctx context.Context, dest fhirsim.Stats) ([]string, error) {
+	jobs := map[string][]string{}
+	for _, j := range dest.Imports {
+		jobs[j.ID] = j.Inputs
+	}
+	client, err := r.azurite.Client()
+	if err != nil {
+		return nil, err
+	}
+	endpoint := strings.TrimSuffix(client.URL(), "/") + "/"
+	download := func(container, name string) ([]byte, error) {
+		resp, err := client.DownloadStream(ctx, container, name, nil)
+		if err != nil {
+			return nil, fmt.Errorf("download %s/%s: %w", container, name, err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		return io.ReadAll(resp.Body)
+	}
+	var out []string
+	pager := client.NewListBlobsFlatPager(fhirsim.DefaultErrorContainer, nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			return nil, nil // nothing was refused anywhere
+		}
+		if err != nil {
+			return out, fmt.Errorf("list %s: %w", fhirsim.DefaultErrorContainer, err)
+		}
+		for _, b := range page.Segment.BlobItems {
+			job, input, ok := errorFileInput(*b.Name, jobs)
+			if !ok {
+				continue // another destination's
+			}
+			errs, err := download(fhirsim.DefaultErrorContainer, *b.Name)
+			if err != nil {
+				return out, err
+			}
+			rest, ok := strings.CutPrefix(jobs[job][input], endpoint)
+			container, escaped, _ := strings.Cut(rest, "/")
+			name, perr := url.PathUnescape(escaped)
+			if !ok || perr != nil || name == "" {
+				return out, fmt.Errorf("input %s of import job %s is not a blob of the account", jobs[job][input], job)
+			}
+			in, err := download(container, name)
+			if err != nil {
+				return out, err
+			}
+			keys, err := refusedKeys(errs, in)
+			out = append(out, keys...)
+			if err != nil {
+				return out, fmt.Errorf("%s: %w", *b.Name, err)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // serverJobFigures reads the simulators' job records: jobs no one ever asked about (orphaned), and work done
@@ -571,61 +673,6 @@ func serverJobFigures(src fhirsim.Stats, dests []fhirsim.Stats) (orphaned, dupli
 	return orphaned, duplicates
 }
 
-// injectedCause names the injected faults that explain a migration's failure, or "" when none does: the error's
-// own words are matched with the faults the simulators injected where they would cause it.
-func injectedCause(d *document, m *migration, src, dest fhirsim.Stats) string {
-	if d.Error == nil {
-		return ""
-	}
-	msg := strings.ToLower(d.Error.Message)
-	fired := func(st fhirsim.Stats, names ...string) []string {
-		var out []string
-		for _, n := range names {
-			if st.FaultsInjected[n] > 0 {
-				out = append(out, fmt.Sprintf("%s x%d", n, st.FaultsInjected[n]))
-			}
-		}
-		return out
-	}
-	var causes []string
-	switch d.Error.Code {
-	case "verification_mismatch", "count_mismatch":
-		causes = fired(dest, lossyFaults...)
-	case "export_failed":
-		var jobFaults []string
-		container := m.id // the default staging container is the migration's id
-		if c, ok := m.request["container"].(string); ok {
-			container = c
-		}
-		for _, j := range src.Exports {
-			if j.Fault != "" && strings.Contains(j.Query, "_container="+container) {
-				jobFaults = append(jobFaults, j.Fault)
-			}
-		}
-		switch {
-		case strings.Contains(msg, "operation failed for reason"), strings.Contains(msg, "manifest short"),
-			strings.Contains(msg, "stalled"):
-			if len(jobFaults) > 0 {
-				causes = append(causes, "export job faults: "+strings.Join(jobFaults, ","))
-			}
-		case strings.Contains(msg, "kick-off attempts"):
-			causes = fired(src, fhirsim.FaultKickoff429, fhirsim.FaultDropConn)
-		case strings.Contains(msg, "status polls in a row"):
-			causes = fired(src, fhirsim.FaultStatus500, fhirsim.FaultStatus503, fhirsim.FaultDropConn)
-		}
-	case "import_failed":
-		switch {
-		case strings.Contains(msg, "kick-off attempts"):
-			causes = fired(dest, fhirsim.FaultKickoff429, fhirsim.FaultImportBusy, fhirsim.FaultDropConn)
-		case strings.Contains(msg, "status polls in a row"):
-			causes = fired(dest, fhirsim.FaultStatus500, fhirsim.FaultStatus503, fhirsim.FaultDropConn)
-		}
-	case "verification_failed", "source_count_unavailable":
-		causes = append(fired(src, fhirsim.FaultDropConn), fired(dest, fhirsim.FaultDropConn)...)
-	}
-	return strings.Join(causes, ", ")
-}
-
 // scope tells whether a source resource ("Type/id") belongs to a migration of req.
 func scope(req map[string]any) func(key string) bool {
 	types, _ := req["types"].([]string)
@@ -636,17 +683,20 @@ func scope(req map[string]any) func(key string) bool {
 }
 
 // compare reads a destination and lists the source resources in scope it lacks or holds with other content, and
-// what it holds that the source (in scope) does not.
-func compare(ctx context.Context, source map[string]json.RawMessage, destURL string, inScope func(string) bool) (missing, extra, different []string, err error) {
+// what it holds that the source (in scope) does not; held counts the source resources in scope it holds.
+func compare(ctx context.Context, source map[string]json.RawMessage, destURL string, inScope func(string) bool) (missing, extra, different []string, held int, err error) {
 	dest, err := localstack.Resources(ctx, destURL)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, 0, err
 	}
 	for key, want := range source {
 		if !inScope(key) {
 			continue
 		}
 		got, ok := dest[key]
+		if ok {
+			held++
+		}
 		switch {
 		case !ok:
 			missing = append(missing, key)
@@ -662,7 +712,7 @@ func compare(ctx context.Context, source map[string]json.RawMessage, destURL str
 	slices.Sort(missing)
 	slices.Sort(extra)
 	slices.Sort(different)
-	return missing, extra, different, nil
+	return missing, extra, different, held, nil
 }
 
 // start posts one start request through the local host, retrying while the handler is not answering.
@@ -771,7 +821,9 @@ func (r *run) await(ctx context.Context) error {
 	}
 }
 
-// document is the part of a migration document the runner reads: its outcome, nothing it counts.
+// document is the part of a migration document the runner reads: its outcome, nothing it counts (the reasons of
+// its verification's rows only say which problems a failure claims, so that a destination fault never excuses
+// one it cannot cause).
 type document struct {
 	ID     string `json:"id"`
 	Status string `json:"status"`
@@ -779,6 +831,23 @@ type document struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+	Verification *struct {
+		Rows []documentRow `json:"rows"`
+	} `json:"verification"`
+}
+
+// documentRow is one verification row: its type and the reason it did not pass ("" when it did).
+type documentRow struct {
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}
+
+// Rows are the verification's rows (none before a verification).
+func (d *document) Rows() []documentRow {
+	if d == nil || d.Verification == nil {
+		return nil
+	}
+	return d.Verification.Rows
 }
 
 func (d *document) terminal() bool {

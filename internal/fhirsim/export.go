@@ -81,7 +81,7 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.faults.roll(FaultKickoff429) {
-		s.log.Info("fault injected", "fault", FaultKickoff429, "op", "$export")
+		s.log.Info("fault injected", "fault", FaultKickoff429, "op", "$export", "query", r.URL.Query().Encode())
 		s.writeThrottled(w, "$export")
 		return
 	}

@@ -266,10 +266,12 @@ func (s *Server) writeThrottled(w http.ResponseWriter, op string) {
 func (s *Server) statusFault(w http.ResponseWriter, kind, id string) bool {
 	switch {
 	case s.faults.roll(FaultStatus500):
+		s.log.Info("fault injected", "fault", FaultStatus500, "kind", kind, "job_id", id)
 		writeOutcome(w, http.StatusInternalServerError, "exception",
 			"an internal error occurred while reading the status of %s job %s", kind, id)
 		return true
 	case s.faults.roll(FaultStatus503):
+		s.log.Info("fault injected", "fault", FaultStatus503, "kind", kind, "job_id", id)
 		if s.faults.nextUnavailableHasRetryAfter() {
 			w.Header().Set("Retry-After", s.faults.retryAfter(s.now()))
 		}

@@ -1,13 +1,15 @@
 package pkgtest
 
 // azd's hooks, run as azd runs them on Linux and macOS: by their shebang, here with the strictest POSIX shell at
-// hand, dash (Debian's /bin/sh), so that nothing bash-only (macOS ships bash 3.2) slips in. Every outside command
-// (azd, az, go) is a fake on a PATH of its own that records what it was asked.
+// hand, dash (Debian's /bin/sh), so that nothing bash-only (macOS ships bash 3.2) slips in. Every run has a PATH
+// of its own: azd, az and go are fakes that record what they were asked (or are absent, whatever the machine
+// has), and the system tools are links to exactly those hookTools lists for the script.
 
 import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -84,15 +86,61 @@ func (f fakes) recorded(t *testing.T) string {
 	return string(data)
 }
 
-// runHook runs a hook script with dash, on the fakes' PATH (plus the system's for tr, sed and date) and env.
+// hookTools is, for each hook script, every program it runs besides the shell's builtins and the fakes (azd, az,
+// go): its real dependencies on the machine. A script runs on a PATH holding exactly these and the fakes
+// (hookPATH), so one that runs anything else fails its test (requireOnlyListedTools).
+var hookTools = map[string][]string{
+	"deploy-check.sh":    {"tr", "sed"},
+	"after-provision.sh": {"mkdir", "date"},
+}
+
+// hookPATH is the PATH a hook script runs on: the fakes' folder, then a folder of links to the tools hookTools
+// lists for the script, each found on this machine first. Nothing else: no real azd, az or go answers in place
+// of a fake, or of an absent one.
+func hookPATH(t *testing.T, script string, f fakes) string {
+	t.Helper()
+	tools, ok := hookTools[script]
+	require.True(t, ok, "hookTools lists no tools for %s", script)
+	bin := t.TempDir()
+	for _, tool := range tools {
+		p, err := exec.LookPath(tool)
+		require.NoError(t, err, "%s runs %s, which this machine lacks", script, tool)
+		p, err = filepath.Abs(p)
+		require.NoError(t, err)
+		require.NoError(t, os.Symlink(p, filepath.Join(bin, tool)))
+	}
+	return f.dir + string(os.PathListSeparator) + bin
+}
+
+// notFound is the shell's report of a command it found nowhere: dash's "SCRIPT: 12: NAME: not found", bash's
+// "SCRIPT: line 12: NAME: command not found".
+var notFound = regexp.MustCompile(`(?m)^[^\n]*?: (?:line )?\d+: ([^:\n]+): (?:command )?not found$`)
+
+// requireOnlyListedTools fails the test when the script's output shows it ran a command its PATH does not hold.
+func requireOnlyListedTools(t *testing.T, script, out string) {
+	t.Helper()
+	for _, m := range notFound.FindAllStringSubmatch(out, -1) {
+		t.Fatalf("%s ran %q, which is not on the PATH its tests give it: if the script needs it, add it to "+
+			"hookTools[%q] (that list is the script's dependencies on the machine)\n%s", script, m[1], script, out)
+	}
+}
+
+// runHook runs a hook script with dash from an empty folder, on hookPATH and env alone.
 func runHook(t *testing.T, script string, f fakes, env ...string) (string, error) {
+	t.Helper()
+	return runHookIn(t, t.TempDir(), script, f, env...)
+}
+
+// runHookIn runs a hook script with dash from dir, on hookPATH and env alone.
+func runHookIn(t *testing.T, dir, script string, f fakes, env ...string) (string, error) {
 	t.Helper()
 	dash, err := exec.LookPath("dash")
 	require.NoError(t, err, "dash (Debian's /bin/sh) runs the hooks as a strict POSIX shell")
 	cmd := exec.Command(dash, filepath.Join(repoRoot(t), "scripts", script))
-	cmd.Env = append([]string{"PATH=" + f.dir + ":/usr/bin:/bin"}, env...)
-	cmd.Dir = t.TempDir()
+	cmd.Env = append([]string{"PATH=" + hookPATH(t, script, f)}, env...)
+	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
+	requireOnlyListedTools(t, script, string(out))
 	return string(out), err
 }
 
@@ -192,16 +240,11 @@ func TestDeployCheckFindsExistingStagingAssignments(t *testing.T) {
 func TestAfterProvisionRecordsAndTurnsTheWiringOff(t *testing.T) {
 	t.Parallel()
 	f := newFakes(t, ready("1.26.0", nil))
-	dash, err := exec.LookPath("dash")
-	require.NoError(t, err)
 	dir := t.TempDir()
-	cmd := exec.Command(dash, filepath.Join(repoRoot(t), "scripts", "after-provision.sh"))
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + f.dir + ":/usr/bin:/bin", "AZURE_ENV_NAME=prod", "WIRE_STAGING_STORAGE=true",
+	out, err := runHookIn(t, dir, "after-provision.sh", f, "AZURE_ENV_NAME=prod", "WIRE_STAGING_STORAGE=true",
 		"PREVIOUS_SOURCE_EXPORT_STORAGE=oldexport",
-		`PREVIOUS_DESTINATION_IMPORT_CONFIGURATION={"enabled":true,"initialImportMode":false,"integrationDataStore":"oldimport"}`}
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, string(out))
+		`PREVIOUS_DESTINATION_IMPORT_CONFIGURATION={"enabled":true,"initialImportMode":false,"integrationDataStore":"oldimport"}`)
+	require.NoError(t, err, out)
 	require.Contains(t, f.recorded(t), "azd env set WIRE_STAGING_STORAGE false")
 	records, err := filepath.Glob(filepath.Join(dir, ".azure", "prod", "storage-wiring-*.json"))
 	require.NoError(t, err)
@@ -212,11 +255,8 @@ func TestAfterProvisionRecordsAndTurnsTheWiringOff(t *testing.T) {
 
 	// Not wired: nothing recorded, nothing set.
 	f = newFakes(t, ready("1.26.0", nil))
-	cmd = exec.Command(dash, filepath.Join(repoRoot(t), "scripts", "after-provision.sh"))
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + f.dir + ":/usr/bin:/bin", "WIRE_STAGING_STORAGE=false"}
-	out, err = cmd.CombinedOutput()
-	require.NoError(t, err, string(out))
+	out, err = runHook(t, "after-provision.sh", f, "WIRE_STAGING_STORAGE=false")
+	require.NoError(t, err, out)
 	require.Empty(t, f.recorded(t))
 }
 
@@ -249,4 +289,38 @@ func TestWindowsHooksMatchThePOSIXOnes(t *testing.T) {
 		require.Contains(t, yaml, "run: ./scripts/"+hook+".ps1")
 	}
 	require.Equal(t, 3, strings.Count(yaml, "shell: pwsh"))
+}
+
+// The tool lists are the scripts' own: each listed tool is run by its script, and a tool a script runs but the
+// list leaves out is caught by the shell's own report, as dash words it.
+func TestHookToolsAreTheScriptsOwn(t *testing.T) {
+	t.Parallel()
+	for script, tools := range hookTools {
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), "scripts", script))
+		require.NoError(t, err)
+		var code strings.Builder
+		for _, line := range strings.Split(string(data), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+				code.WriteString(line + "\n")
+			}
+		}
+		for _, tool := range tools {
+			require.Regexp(t, `(^|[\s|;&(])`+regexp.QuoteMeta(tool)+`\s`, code.String(),
+				"hookTools lists %s for %s, which no longer runs it: take it off the list", tool, script)
+		}
+	}
+
+	dash, err := exec.LookPath("dash")
+	require.NoError(t, err)
+	script := filepath.Join(t.TempDir(), "unlisted.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\nset -eu\necho fine | tr f F\necho fine | cat\n"), 0o755))
+	cmd := exec.Command(dash, script)
+	cmd.Env = []string{"PATH=" + hookPATH(t, "deploy-check.sh", newFakes(t, fakeSetup{}))}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "cat must not be on the PATH of deploy-check.sh's tests")
+	found := notFound.FindAllStringSubmatch(string(out), -1)
+	require.Len(t, found, 1, "%s", out)
+	require.Equal(t, "cat", found[0][1], "%s", out)
+	require.Regexp(t, notFound, "./scripts/x.sh: line 3: cat: command not found", "bash's wording")
+	require.NotRegexp(t, notFound, "deploy-check: azd not found: install the Azure Developer CLI", "the scripts' own words")
 }
