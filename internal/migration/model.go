@@ -361,6 +361,13 @@ type TypeRow struct {
 	Reconciled *ReconcileTally `json:"reconciled,omitempty"`
 	// NotReconciled says why the cutover's reconciliation left the type alone.
 	NotReconciled string `json:"notReconciled,omitempty"`
+	// Overlap: in counts mode, the destination held resources of the type before (or its count then is unknown),
+	// so counts cannot prove it and its ids were looked up as in ids mode; NotProven: they could not be (the staged
+	// files are deleted) and the count does not decide either way.
+	Overlap   bool `json:"overlap,omitempty"`
+	NotProven bool `json:"notProven,omitempty"`
+	// NothingInRange: a requested type of which the source holds nothing in the migrated range.
+	NothingInRange bool `json:"nothingInRange,omitempty"`
 	// NotCopied: SearchParameter resources held back because the destination refuses writes (InitialLoad).
 	NotCopied   bool   `json:"notCopied,omitempty"`
 	Explanation string `json:"explanation,omitempty"`

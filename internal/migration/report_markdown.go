@@ -21,12 +21,15 @@ func renderReport(m *Migration) []byte {
 		}
 		result = "FAILED (" + code + ")"
 	}
+	if unproven := notProvenTypes(v.Rows); v.Passed && len(unproven) > 0 {
+		result = "PASSED, NOT PROVEN for " + strings.Join(unproven, ", ") + " (counts cannot tell and the staged files are deleted)"
+	}
 	p("- Result: **%s**\n", result)
 	p("- Mode: %s", verifyMode(m))
 	if verifyMode(m) == VerifyModeFull && verifySample(m) > 0 {
 		p(" (contents compared for %d resources per type)", verifySample(m))
 	}
-	p("\n- Source: %s\n- Destination: %s\n- Import mode: %s\n", m.Request.Source, m.Request.Destination, m.Request.ImportMode)
+	p("\n")
 	if v.CheckedAt != nil {
 		p("- Checked at: %s (round %d)\n", v.CheckedAt.Format(time.RFC3339), v.Generation)
 	}
@@ -36,6 +39,10 @@ func renderReport(m *Migration) []byte {
 			p(" (incomplete: %s)", m.Baseline.Error)
 		}
 		p("\n")
+	}
+	p("\n## Scope\n\n")
+	for _, it := range Scope(m) {
+		p("- %s: %s\n", it.Label, it.Value)
 	}
 	p("\n## Per type\n\n")
 	p("| Type | Source | Exported | Lines | Duplicates | Imported | Import errors | Before | Expected | After | Ids checked | Missing | Compared | Different | Result |\n")
@@ -47,6 +54,10 @@ func renderReport(m *Migration) []byte {
 			res = "FAILED: " + r.Reason
 		case r.NotCopied:
 			res = "NOT COPIED"
+		case r.NotProven:
+			res = "NOT PROVEN"
+		case r.NothingInRange:
+			res = "nothing in range"
 		}
 		source := strconv.FormatInt(r.Source, 10)
 		if r.SourceUpper > r.Source {
@@ -74,8 +85,9 @@ func renderReport(m *Migration) []byte {
 	p("\nSource is the source's own count of the migrated range (each export's window and filters), taken at " +
 		"verification time; the export must hold exactly that many distinct resources (fewer: export_short; more: " +
 		"source_changed). Expected = before + source. In counts mode the destination must hold exactly the expected " +
-		"number; where it held resources before, a count below it proves nothing either way (an imported id may " +
-		"overwrite one that was there): count_mismatch, and the ids mode decides. In ids and full modes every staged " +
+		"number; where it held resources of a type before, a count proves nothing either way (an imported id may " +
+		"overwrite one that was there), so that type's ids are looked up as in ids mode (when the staged files are " +
+		"deleted, its row says not proven). In ids and full modes every staged " +
 		"line must be counted by its manifest, every id found and every compared content equal. Soft-deleted " +
 		"resources are not in search counts.\n")
 	if s := v.System; s != nil {
@@ -136,4 +148,15 @@ func renderReport(m *Migration) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+// notProvenTypes are the types whose rows say not proven.
+func notProvenTypes(rows []TypeRow) []string {
+	var out []string
+	for _, r := range rows {
+		if r.NotProven {
+			out = append(out, r.Type)
+		}
+	}
+	return out
 }

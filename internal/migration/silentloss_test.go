@@ -182,8 +182,8 @@ func TestVerificationEndsWhenTheDestinationRefusesCounts(t *testing.T) {
 	require.NoError(t, err, "a round that could not be done can be started again")
 }
 
-// TestIncompleteBaselineIsNotZero: a type whose count before failed is unknown, not empty: counts cannot prove it
-// (baseline_incomplete, proven false); ids can.
+// TestIncompleteBaselineIsNotZero: a type whose count before failed is unknown, not empty: counts cannot prove it,
+// so its ids are looked up in every mode; after cleanup (no staged files) a counts re-verify says not proven.
 func TestIncompleteBaselineIsNotZero(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"counts", "ids"} {
@@ -201,19 +201,29 @@ func TestIncompleteBaselineIsNotZero(t *testing.T) {
 			done := ih.drive(m.ID, time.Minute, 30)
 			row := rowsByType(done)["Patient"]
 			require.True(t, row.BaselineMissing)
+			require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+			require.True(t, row.Proven, "every id looked up")
+			require.Equal(t, int64(5), row.Checked)
+			require.Equal(t, mode == "counts", row.Overlap)
 			if mode == "ids" {
-				require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
-				require.True(t, row.Proven, "every id looked up")
 				return
 			}
-			require.Equal(t, StatusFailed, done.Status)
-			require.Equal(t, codeBaselineIncomplete, done.Error.Code)
+			_, err := ih.svc.Cleanup(context.Background(), m.ID, CleanupRequest{})
+			require.NoError(t, err)
+			_, err = ih.svc.Reverify(context.Background(), m.ID, ReverifyRequest{})
+			require.NoError(t, err)
+			again := ih.drive(m.ID, time.Minute, 30)
+			require.Equal(t, StatusCompleted, again.Status, "not proven is not failed: %+v", again.Error)
+			row = rowsByType(again)["Patient"]
+			require.True(t, row.NotProven)
 			require.False(t, row.Proven)
-			require.False(t, row.Match)
-			require.Equal(t, reasonBaselineIncomplete, row.Reason)
+			require.True(t, row.Match)
+			require.Zero(t, row.Checked)
+			require.Contains(t, row.Explanation, "not proven")
 			report, err := ih.svc.Report(context.Background(), m.ID)
 			require.NoError(t, err)
 			require.Contains(t, string(report), "| unknown | unknown |")
+			require.Contains(t, string(report), "NOT PROVEN")
 		})
 	}
 }

@@ -79,7 +79,7 @@ func (s *Service) Verify(ctx context.Context, body []byte) error {
 	if mode == VerifyModeNone {
 		return s.skipVerification(ctx, msg)
 	}
-	if mode == VerifyModeIDs || mode == VerifyModeFull {
+	if mode == VerifyModeIDs || mode == VerifyModeFull || len(overlapTypes(m)) > 0 {
 		done, err := s.checkIDs(ctx, m, msg.Generation)
 		if err != nil {
 			return s.verificationFault(ctx, msg, fmt.Errorf("verify ids: %w", err))
@@ -207,6 +207,33 @@ func (s *Service) finishVerification(ctx context.Context, m *Migration, generati
 	return nil
 }
 
+// overlapTypes are, in counts mode, the exported types counts cannot prove: the destination held resources of
+// them before the migration, or its count then is unknown. Their ids are looked up as in ids mode (their staged
+// files are read); none when the staged files are deleted (a re-verify after cleanup), and none in other modes
+// (ids and full look every type up).
+func overlapTypes(m *Migration) map[string]bool {
+	if verifyMode(m) != VerifyModeCounts || stagedFilesGone(m) {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, j := range m.Jobs {
+		if j.Kind != KindExport || j.State != JobDone {
+			continue
+		}
+		for t, n := range j.Counts {
+			if before, ok := baselineCount(m.Baseline, t); n > 0 && (!ok || before > 0) {
+				out[t] = true
+			}
+		}
+	}
+	return out
+}
+
+// stagedFilesGone tells whether the migration's staged files were deleted (or are being).
+func stagedFilesGone(m *Migration) bool {
+	return m.Cleanup != nil && m.Cleanup.State != cleanupFailed
+}
+
 func verifiable(m *Migration, generation int) bool {
 	return m.Status == StatusVerifying && m.Verification != nil && m.Verification.Generation == generation
 }
@@ -287,11 +314,16 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 		row(t).Source += counts[i].lower
 		row(t).SourceUpper += counts[i].upper
 	}
+	for _, t := range m.Request.Types {
+		row(t) // every requested type has a row, with nothing in range where that is so
+	}
 	rows := make([]TypeRow, 0, len(byType))
 	for _, r := range byType {
+		empty := r.Source == 0 && r.SourceUpper == 0 && r.Exported == 0 && r.Imported == 0
+		r.NothingInRange = empty && slices.Contains(m.Request.Types, r.Type)
 		// With history a type may hold versions and deletions and no current resource: kept until its versions
 		// are counted.
-		if r.Source == 0 && r.Exported == 0 && r.Imported == 0 && !m.Request.History {
+		if empty && !m.Request.History && !r.NothingInRange {
 			continue
 		}
 		if r.SourceUpper == r.Source {
@@ -400,9 +432,10 @@ func (s *Service) countHistory(ctx context.Context, m *Migration, src, dst FHIRC
 	return errors.Join(errs...)
 }
 
-// emptyRow reports a type nothing was found of on either server: no resource, no version, nothing exported.
+// emptyRow reports a type nothing was found of on either server (no resource, no version, nothing exported) that
+// the request did not name.
 func emptyRow(r TypeRow) bool {
-	return r.Source == 0 && r.Exported == 0 && r.Imported == 0 && r.Destination == 0 && r.ImportErrors == 0 &&
+	return !r.NothingInRange && r.Source == 0 && r.Exported == 0 && r.Imported == 0 && r.Destination == 0 && r.ImportErrors == 0 &&
 		(r.History == nil || (r.History.Source == 0 && r.History.Destination == 0))
 }
 

@@ -67,6 +67,7 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 	v.System = system
 	worst := ""
 	var problems []string
+	overlap := overlapTypes(m)
 	for i := range rows {
 		r := &rows[i]
 		if before, ok := baselineCount(m.Baseline, r.Type); ok {
@@ -93,7 +94,17 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 			r.RefusedUnread = rf.UnreadByType[r.Type]
 		}
 		r.Expected = r.DestinationBefore + r.Source
-		problem := judgeRow(r, mode, v.Refused != nil && v.Refused.Accepted)
+		rowMode := mode
+		if mode == VerifyModeCounts && (r.BaselineMissing || r.DestinationBefore > 0) && r.Exported > 0 {
+			// Counts cannot prove a destination that held the type before: its ids were looked up (overlapTypes),
+			// unless the staged files are gone.
+			if overlap[r.Type] {
+				r.Overlap, rowMode = true, VerifyModeIDs
+			} else if stagedFilesGone(m) {
+				r.NotProven = true
+			}
+		}
+		problem := judgeRow(r, rowMode, v.Refused != nil && v.Refused.Accepted)
 		if r.Reason == "" {
 			continue
 		}
@@ -209,6 +220,17 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 	if r.Duplicates > 0 {
 		note("the export held %d duplicate resources, which collapse on import", r.Duplicates)
 	}
+	switch {
+	case r.Overlap && r.BaselineMissing:
+		note("the destination's count of the type before the migration is unknown, so counts cannot prove it: every " +
+			"exported id was looked up, as in ids mode")
+	case r.Overlap:
+		note("the destination held %d before the migration, so counts cannot prove it (an imported id may overwrite one "+
+			"that was there): every exported id was looked up, as in ids mode", r.DestinationBefore)
+	}
+	if r.NothingInRange {
+		note("nothing in range: the source holds none of the type in the migrated range")
+	}
 	if ids {
 		if r.Lines != r.Exported {
 			raise(reasonStagedMismatch, "the staged files hold %d resource lines where their manifests count %d", r.Lines, r.Exported)
@@ -234,6 +256,9 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 		note("not copied: the destination refuses writes in initial import mode; the batch to send is kept (see the notes)")
 	case r.BaselineMissing && ids:
 		note("the destination's count before the migration is unknown; every id was looked up instead")
+	case r.BaselineMissing && r.NotProven:
+		note("not proven: the destination's count before the migration is unknown and the staged files are deleted, so " +
+			"neither counts nor ids can tell")
 	case r.BaselineMissing:
 		raise(reasonBaselineIncomplete, "the destination's count before the migration could not be taken, so its count after "+
 			"proves nothing: verify with \"ids\"")
@@ -260,6 +285,10 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 				"and were overwritten (IncrementalLoad)", -delta, r.Missing, -delta-r.Missing)
 		case ids:
 			note("the destination has %d more than before + source: written by someone else meanwhile", delta)
+		case r.NotProven:
+			note("not proven: the destination holds %d where before (%d) + source (%d) is %d, and it held resources of the "+
+				"type before, so an imported id may have overwritten one that was there; the staged files are deleted, so "+
+				"the ids cannot be looked up", r.Destination, r.DestinationBefore, r.Source, r.Expected)
 		case delta < 0:
 			raise(reasonCountMismatch, "the destination holds %d, %d fewer than before (%d) + source (%d): lost, or ids that "+
 				"already existed were overwritten (IncrementalLoad); unproven, verify with \"ids\" to tell",
@@ -270,7 +299,8 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 		}
 	}
 	r.Match = r.Reason == ""
-	r.Proven = r.Match && !r.NotCopied
+	r.NotProven = r.NotProven && r.Match && (r.BaselineMissing || r.Destination != r.Expected)
+	r.Proven = r.Match && !r.NotCopied && !r.NotProven
 	r.Explanation = strings.Join(why, "; ")
 	return first
 }

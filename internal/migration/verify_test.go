@@ -201,13 +201,17 @@ func TestVerifyIntoANonEmptyDestination(t *testing.T) {
 		mode string
 		// overwritten: exported ids that already existed in the destination (IncrementalLoad overwrites them).
 		overwritten int64
-		passed      bool
-		explain     string
+		// lost: suffixes of exported Patient ids the destination loses.
+		lost    []string
+		passed  bool
+		explain string
 	}{
-		{"ids, other data only", "ids", 0, true, ""},
-		{"counts, other data only", "counts", 0, true, ""},
-		{"ids, some ids already there", "ids", 2, true, "overwritten (IncrementalLoad), not added"},
-		{"counts, some ids already there", "counts", 2, false, "verify with \"ids\" to tell"},
+		{"ids, other data only", "ids", 0, nil, true, ""},
+		{"counts, other data only", "counts", 0, nil, true, "every exported id was looked up, as in ids mode"},
+		{"ids, some ids already there", "ids", 2, nil, true, "overwritten (IncrementalLoad), not added"},
+		// Counts cannot prove a destination that held the type: its ids are looked up, and decide.
+		{"counts, some ids already there", "counts", 2, nil, true, "the destination held 100 before the migration, so counts cannot prove it"},
+		{"counts, some ids already there and one lost", "counts", 2, []string{"-Patient-1-1"}, false, "1 of 5 exported ids are not in the destination"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,24 +223,37 @@ func TestVerifyIntoANonEmptyDestination(t *testing.T) {
 			ih.dst.mu.Lock()
 			ih.dst.countOffset["Patient"] -= tc.overwritten
 			ih.dst.mu.Unlock()
+			if tc.lost != nil {
+				ih.drop("Patient", tc.lost...)
+			}
 
 			done := ih.drive(m.ID, time.Minute, 30)
 			require.Equal(t, tc.passed, done.Verification.Passed, "%+v", done.Error)
-			row := rowsByType(done)["Patient"]
+			rows := rowsByType(done)
+			row := rows["Patient"]
 			require.Equal(t, int64(100), row.DestinationBefore)
 			require.Equal(t, int64(105), row.Expected)
-			require.Equal(t, 105-tc.overwritten, row.Destination)
+			require.Equal(t, 105-tc.overwritten-int64(len(tc.lost)), row.Destination)
 			if tc.explain != "" {
 				require.Contains(t, row.Explanation, tc.explain)
 			}
+			require.Equal(t, int64(5), row.Checked, "the overlapping type's ids were looked up")
+			require.Equal(t, tc.mode == "counts", row.Overlap)
+			if tc.mode == "counts" {
+				require.Zero(t, rows["Observation"].Checked, "a type the destination did not hold is proven by counts")
+				require.False(t, rows["Observation"].Overlap)
+			}
 			if tc.passed {
 				require.Equal(t, StatusCompleted, done.Status)
-			} else {
-				require.Equal(t, codeCountMismatch, done.Error.Code, "a count short of before + source proves nothing either way")
-				require.False(t, row.Proven)
-				require.Equal(t, reasonCountMismatch, row.Reason)
-				require.Contains(t, done.Error.Message, "Patient: the destination holds 103, 2 fewer than before (100) + source (5)")
+				require.True(t, row.Proven)
+				return
 			}
+			require.Equal(t, codeVerificationMismatch, done.Error.Code)
+			require.False(t, row.Proven)
+			require.Equal(t, reasonMissing, row.Reason)
+			report, err := ih.svc.Report(context.Background(), m.ID)
+			require.NoError(t, err)
+			require.Contains(t, string(report), "counts cannot prove it")
 		})
 	}
 }

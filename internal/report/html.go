@@ -52,6 +52,7 @@ type page struct {
 	Notes       []string
 	Missing     []string
 	Differences []migration.Difference
+	Scope       []migration.ScopeItem
 }
 
 type tick struct {
@@ -68,7 +69,7 @@ const (
 
 // HTML renders m as seen at now.
 func HTML(m *migration.Migration, now time.Time) ([]byte, error) {
-	p := &page{M: m, Now: now, Notes: m.Notes}
+	p := &page{M: m, Now: now, Notes: m.Notes, Scope: migration.Scope(m)}
 	p.Types = typeFiguresOf(m)
 	p.timeline(m, now)
 	p.verdict(m)
@@ -100,6 +101,9 @@ func typeFiguresOf(m *migration.Migration) []typeFigures {
 			f.Reason, f.Explanation, f.Match = r.Reason, r.Explanation, r.Match
 		}
 	} else {
+		for _, t := range m.Request.Types {
+			row(t) // every requested type is listed, before any job of it finishes
+		}
 		for _, j := range m.Jobs {
 			if j.State != migration.JobDone {
 				continue
@@ -192,6 +196,8 @@ func (p *page) verdict(m *migration.Migration) {
 	switch {
 	case m.Status == migration.StatusCompleted && m.Verification != nil && m.Verification.Skipped:
 		p.Verdict, p.VerdictCSS = "completed, not verified (verify: none)", "warn"
+	case m.Status == migration.StatusCompleted && len(notProven(m)) > 0:
+		p.Verdict, p.VerdictCSS = "PASSED, NOT PROVEN for "+strings.Join(notProven(m), ", ")+": counts cannot tell and the staged files are deleted", "warn"
 	case m.Status == migration.StatusCompleted:
 		p.Verdict, p.VerdictCSS = "PASSED: every migrated type verified", "ok"
 	case m.Status == migration.StatusFailed && m.Error != nil:
@@ -203,6 +209,19 @@ func (p *page) verdict(m *migration.Migration) {
 	default:
 		p.Verdict, p.VerdictCSS = "running: "+string(m.Status), "run"
 	}
+}
+
+// notProven are the types the verification could not prove.
+func notProven(m *migration.Migration) []string {
+	var out []string
+	if v := m.Verification; v != nil {
+		for _, r := range v.Rows {
+			if r.NotProven {
+				out = append(out, r.Type)
+			}
+		}
+	}
+	return out
 }
 
 var pageTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
@@ -248,6 +267,9 @@ ul.notes li { margin-bottom: 4px; }
 <div class="meta"><span data-figure="source">{{.M.Request.Source}}</span> → <span data-figure="destination">{{.M.Request.Destination}}</span></div>
 <div class="meta">status <b data-figure="status">{{.M.Status}}</b> · created {{utc .M.CreatedAt}} · updated {{utc .M.UpdatedAt}} · report at {{utc .Now}}</div>
 <div class="verdict {{.VerdictCSS}}" data-figure="verdict">{{.Verdict}}</div>
+<h2>Scope</h2>
+<table class="scope">{{range .Scope}}<tr><th>{{.Label}}</th><td data-figure="scope.{{.Label}}">{{.Value}}</td></tr>
+{{end}}</table>
 {{with .M.Error}}<p><b>Error</b> <span class="mono" data-figure="error.code">{{.Code}}</span>: {{.Message}}</p>{{end}}
 {{with .M.Progress}}{{with .Estimate}}<p data-figure="estimate">Exported <b>{{.Exported}}</b> and imported <b>{{.Imported}}</b> of about {{.Expected}} resources; {{rate .ExportRate}}/s exported, {{rate .ImportRate}}/s imported; exports end {{with .ExportEnd}}{{utcp .}}{{else}}when a window has finished we will know{{end}}, imports {{with .ImportEnd}}{{utcp .}}{{else}}when an import has finished we will know{{end}} ({{.Basis}}).</p>{{end}}{{end}}
 {{with .M.Sync}}<p>Sync: <b data-figure="sync.rounds">{{.Rounds}}</b> rounds, lag <b>{{secs .LagSeconds}}</b>, high-water mark {{utc .HighWater}}{{if .LastError}}; last error: {{.LastError}}{{end}}.</p>{{end}}
@@ -278,7 +300,7 @@ ul.notes li { margin-bottom: 4px; }
 <h2>Verification</h2>
 {{with .M.Verification}}{{if .CheckedAt}}<p>Mode <b>{{.Mode}}</b>, checked {{utcp .CheckedAt}}: <b data-figure="verification.passed">{{if .Passed}}passed{{else}}not passed{{end}}</b>.</p>
 <table><tr><th>Type</th><th class="n">Source</th><th class="n">Exported</th><th class="n">Imported</th><th class="n">Destination before</th><th class="n">Destination</th><th>Result</th></tr>
-{{range .Rows}}<tr><td>{{.Type}}</td><td class="n">{{.Source}}</td><td class="n">{{.Exported}}</td><td class="n">{{.Imported}}</td><td class="n">{{.DestinationBefore}}</td><td class="n">{{.Destination}}</td><td>{{if .Match}}match{{else}}<b>{{.Reason}}</b>{{end}}{{if .Explanation}}<br><span class="meta">{{.Explanation}}</span>{{end}}</td></tr>
+{{range .Rows}}<tr><td>{{.Type}}</td><td class="n">{{.Source}}</td><td class="n">{{.Exported}}</td><td class="n">{{.Imported}}</td><td class="n">{{.DestinationBefore}}</td><td class="n">{{.Destination}}</td><td data-figure="{{.Type}}.result">{{if not .Match}}<b>{{.Reason}}</b>{{else if .NotProven}}<b>not proven</b>{{else if .NothingInRange}}nothing in range{{else}}match{{end}}{{if .Explanation}}<br><span class="meta">{{.Explanation}}</span>{{end}}</td></tr>
 {{end}}</table>{{else}}<p>Verifying (round {{.Generation}}).</p>{{end}}{{else}}<p>Not verified yet: the copy is still running.</p>{{end}}
 {{with .Missing}}<p><b>Missing in the destination</b> (the first {{len .}}; every one at <span class="mono">/report/missing</span>):</p><ul class="mono">{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{with .Differences}}<p><b>Differing resources</b>:</p><ul class="mono">{{range .}}<li>{{.Resource}}: {{join .Paths ", "}}</li>{{end}}</ul>{{end}}
