@@ -1,6 +1,7 @@
-// Command fhirmigrate is the operator's client of the migration service's HTTP API: start a migration, watch it
-// to the end, show, list or cancel migrations. It speaks only the public HTTP API, so it works the same against
-// the local stack and a Function App in Azure (pass --key with the function key there).
+// Command fhirmigrate is the operator's client of the migration service's HTTP API: start a migration (or plan one
+// with a dry run), watch it to the end, list, show, verify, repair, cut over, clean up or cancel migrations, and
+// read their reports. It speaks only the public HTTP API, so it works the same against the local stack and a
+// Function App in Azure (pass the function key there: --key or FHIRMIGRATE_KEY). `fhirmigrate help` lists it all.
 package main
 
 import (
@@ -38,153 +39,257 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: fhirmigrate [--url URL] [--key KEY] [--interval D] COMMAND
-commands:
-  start --source URL --destination URL [--types A,B] [--since T] [--till T] [--strategy system|per-type]
-        [--import-mode IncrementalLoad|InitialLoad] [--container NAME] [--verify counts|ids|full|none]
-        [--cleanup after-verify] [--history] [--deletes]
-        [--sync [--sync-interval D] [--sync-margin D] [--reconcile delete|report]] [--body FILE] [--watch]
-  watch ID      show progress until the migration ends; exit 0 only when it completed
-  status ID     print the migration document
-  list          list migrations
-  cancel ID     cancel a migration
-  cutover ID [--accept refused-versions]
-                switch a syncing migration: writes to the source have stopped; one final round, then verification
-  repair ID     write the source's current version of every resource whose newest version the destination
-                refused, then verify again
-  report ID [--missing]                       the readable verification report (--missing: every missing id)
-  verify ID [--verify counts|ids|full] [--sample N] [--accept refused-versions]   verify a finished migration again
-  cleanup ID [--dry-run] [--force] [--error-files]    delete the migration's staged export files`
+// Connection defaults and the variables that override them.
+const (
+	defaultURL = "http://127.0.0.1:7071"
+	envURL     = "FHIRMIGRATE_URL"
+	envKey     = "FHIRMIGRATE_KEY"
+)
+
+// env is what a run reads and writes besides its arguments.
+type env struct {
+	out, errOut io.Writer
+	// now is the clock: watch reads the time from it (a test replays a recording at its own times).
+	now    func() time.Time
+	getenv func(string) string
+}
 
 // run executes one command and returns the process exit code.
 func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 	return runAt(ctx, args, out, time.Now)
 }
 
-// runAt is run with a clock: watch reads the time from now (a test replays a recording at its own times).
+// runAt is run with a clock.
 func runAt(ctx context.Context, args []string, out io.Writer, now func() time.Time) (int, error) {
-	global := flag.NewFlagSet("fhirmigrate", flag.ContinueOnError)
-	global.SetOutput(io.Discard)
-	base := global.String("url", envOr("FHIRMIGRATE_URL", "http://127.0.0.1:7071"), "base URL of the Function App")
-	key := global.String("key", os.Getenv("FHIRMIGRATE_KEY"), "function key (x-functions-key)")
-	interval := global.Duration("interval", time.Second, "poll interval of watch")
-	if err := global.Parse(args); err != nil || global.NArg() == 0 {
-		return 2, errors.New(usage)
+	return runEnv(ctx, args, &env{out: out, errOut: os.Stderr, now: now, getenv: os.Getenv})
+}
+
+// connFlags defines the connection options on fs with their defaults: the environment's for the options before
+// the command, those options' values for the command's own.
+func connFlags(fs *flagSet, base, key string, interval time.Duration) (*string, *string, *time.Duration) {
+	return fs.String("url", base, "the Function App's base URL"), fs.String("key", key, "the function key (x-functions-key)"),
+		fs.Duration("interval", interval, "poll interval of watch")
+}
+
+// runEnv parses the command line and runs its command. Help (fhirmigrate --help, help [COMMAND], COMMAND --help)
+// goes to stdout with status 0; a command line it cannot run returns status 2 and a usageError.
+func runEnv(ctx context.Context, args []string, e *env) (int, error) {
+	global := newFlagSet("fhirmigrate")
+	base, key, interval := connFlags(global, envOr(e.getenv, envURL, defaultURL), e.getenv(envKey), time.Second)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = io.WriteString(e.out, usageText())
+			return 0, nil
+		}
+		return 2, &usageError{err.Error(), usageText()}
 	}
-	c := &client{base: strings.TrimSuffix(*base, "/"), key: *key, http: &http.Client{Timeout: 60 * time.Second}, now: now}
-	rest := global.Args()[1:]
-	switch global.Arg(0) {
-	case "start":
-		return cmdStart(ctx, c, rest, out, *interval)
-	case "watch":
-		if len(rest) != 1 {
-			return 2, errors.New("usage: fhirmigrate watch ID")
-		}
-		return watch(ctx, c, rest[0], out, *interval)
-	case "status":
-		if len(rest) != 1 {
-			return 2, errors.New("usage: fhirmigrate status ID")
-		}
-		return printRaw(ctx, c, http.MethodGet, migrationPath(rest[0]), nil, out)
-	case "cancel":
-		if len(rest) != 1 {
-			return 2, errors.New("usage: fhirmigrate cancel ID")
-		}
-		return printRaw(ctx, c, http.MethodDelete, migrationPath(rest[0]), nil, out)
-	case "list":
-		return cmdList(ctx, c, out)
-	case "report", "verify", "cleanup", "cutover", "repair":
-		return cmdAction(ctx, c, global.Arg(0), rest, out)
-	default:
-		return 2, errors.New(usage)
+	if global.NArg() == 0 {
+		return 2, &usageError{"no command", usageText()}
 	}
+	name, rest := global.Arg(0), global.Args()[1:]
+	if name == "help" {
+		if len(rest) == 0 || (len(rest) == 1 && isHelpFlag(rest[0])) {
+			_, _ = io.WriteString(e.out, usageText())
+			return 0, nil
+		}
+		c := lookupCommand(rest[0])
+		if c == nil || len(rest) > 1 {
+			return 2, &usageError{fmt.Sprintf("help: unknown command %q", strings.Join(rest, " ")), usageText()}
+		}
+		_, _ = io.WriteString(e.out, c.help())
+		return 0, nil
+	}
+	cmd := lookupCommand(name)
+	if cmd == nil {
+		return 2, &usageError{fmt.Sprintf("unknown command %q", name), usageText()}
+	}
+	fs := newFlagSet(name)
+	cBase, cKey, cInterval := connFlags(fs, *base, *key, *interval)
+	runCmd := cmd.setup(fs)
+	pos, err := fs.parse(rest)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = io.WriteString(e.out, cmd.help())
+		return 0, nil
+	case err != nil:
+		return 2, &usageError{name + ": " + err.Error(), cmd.help()}
+	}
+	want := len(strings.Fields(cmd.args))
+	switch {
+	case len(pos) < want:
+		return 2, &usageError{fmt.Sprintf("%s: missing %s", name, cmd.args), cmd.help()}
+	case len(pos) > want:
+		return 2, &usageError{fmt.Sprintf("%s: unexpected argument %q", name, pos[want]), cmd.help()}
+	}
+	prog := "fhirmigrate"
+	if global.set("url") || fs.set("url") {
+		prog += " --url " + *cBase
+	}
+	c := &client{base: strings.TrimSuffix(*cBase, "/"), key: *cKey, http: &http.Client{Timeout: 60 * time.Second}, now: e.now}
+	return runCmd(ctx, &invocation{env: e, c: c, args: pos, interval: *cInterval, prog: prog})
+}
+
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 // migrationPath is the API path of one migration; the id is one path segment whatever it holds.
 func migrationPath(id string) string { return "/api/migrations/" + url.PathEscape(id) }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
 		return v
 	}
 	return def
 }
 
-func cmdStart(ctx context.Context, c *client, args []string, out io.Writer, interval time.Duration) (int, error) {
-	fs := flag.NewFlagSet("start", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	source := fs.String("source", "", "source FHIR base URL (Azure API for FHIR)")
-	dest := fs.String("destination", "", "destination FHIR base URL (AHDS FHIR service)")
-	types := fs.String("types", "", "comma-separated resource types (default: all)")
-	since := fs.String("since", "", "export resources last updated at or after this RFC 3339 time")
-	till := fs.String("till", "", "export resources last updated at or before this RFC 3339 time")
-	strategy := fs.String("strategy", "", "exportStrategy: system or per-type")
-	mode := fs.String("import-mode", "", "importMode: IncrementalLoad or InitialLoad")
-	container := fs.String("container", "", "staging container (default: derived from the migration id)")
-	verify := fs.String("verify", "", "verify: counts, ids, full or none")
-	cleanup := fs.String("cleanup", "", "cleanup: after-verify deletes the staged files once verification passed")
-	history := fs.Bool("history", false, "copy every version of every resource (history: true)")
-	deletes := fs.Bool("deletes", false, "copy deleted resources as deletions (deletes: true)")
-	doSync := fs.Bool("sync", false, "keep the destination in step after the full copy until a cutover (sync: true)")
-	syncInterval := fs.String("sync-interval", "", "syncInterval: time between rounds (default 15m)")
-	syncMargin := fs.String("sync-margin", "", "syncMargin: overlap of a round with the previous one (default 5m)")
-	reconcile := fs.String("reconcile", "", "reconcile, with sync: delete (default) or report what the source hard-deleted or purged")
-	bodyFile := fs.String("body", "", "a JSON start request file (the flags are then ignored)")
-	doWatch := fs.Bool("watch", false, "watch the migration until it ends")
-	if err := fs.Parse(args); err != nil {
-		return 2, fmt.Errorf("start: %w\n%s", err, usage)
+// writeRaw writes an answer as it came, ending with a newline.
+func writeRaw(out io.Writer, raw []byte) {
+	_, _ = out.Write(raw)
+	if len(raw) > 0 && raw[len(raw)-1] != '\n' {
+		_, _ = io.WriteString(out, "\n")
 	}
-	var body []byte
-	if *bodyFile != "" {
-		b, err := os.ReadFile(*bodyFile)
-		if err != nil {
-			return 2, fmt.Errorf("read %s: %w", *bodyFile, err)
-		}
-		body = b
-	} else {
-		req := map[string]any{"source": *source, "destination": *dest}
-		if *types != "" {
-			req["types"] = strings.Split(*types, ",")
-		}
-		if *history {
-			req["history"] = true
-		}
-		if *deletes {
-			req["deletes"] = true
-		}
-		if *doSync {
-			req["sync"] = true
-		}
-		for k, v := range map[string]string{"since": *since, "till": *till, "exportStrategy": *strategy,
-			"importMode": *mode, "container": *container, "verify": *verify, "cleanup": *cleanup,
-			"syncInterval": *syncInterval, "syncMargin": *syncMargin, "reconcile": *reconcile} {
-			if v != "" {
-				req[k] = v
-			}
-		}
-		body, _ = json.Marshal(req)
-	}
-	status, raw, err := c.do(ctx, http.MethodPost, "/api/migrations", body)
+}
+
+type client struct {
+	base string
+	key  string
+	http *http.Client
+	now  func() time.Time
+}
+
+// do sends a request and reads its answer, whatever its status.
+func (c *client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	resp, err := c.open(ctx, c.http, method, path, body, "")
 	if err != nil {
-		return 1, err
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp.StatusCode, raw, nil
+}
+
+// send sends a request and returns a 2xx answer's body; any other answer is an *apiError.
+func (c *client) send(ctx context.Context, method, path string, body []byte) ([]byte, int, error) {
+	status, raw, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return nil, 0, err
 	}
 	if status/100 != 2 {
-		return 1, fmt.Errorf("start refused (HTTP %d): %s", status, errorText(raw))
+		return nil, status, newAPIError(status, raw)
 	}
-	var m migrationDoc
-	if err := json.Unmarshal(raw, &m); err != nil || m.ID == "" {
-		return 1, fmt.Errorf("start: unexpected answer (HTTP %d): %s", status, excerpt(raw))
+	return raw, status, nil
+}
+
+// downloadTimeout bounds a streamed answer, which may be long (every missing id of a large migration).
+const downloadTimeout = 30 * time.Minute
+
+// stream sends a GET and copies a 2xx answer's body to out as it arrives.
+func (c *client) stream(ctx context.Context, path, accept string, out io.Writer) error {
+	h := *c.http
+	h.Timeout = downloadTimeout
+	resp, err := c.open(ctx, &h, http.MethodGet, path, nil, accept)
+	if err != nil {
+		return err
 	}
-	if m.Status == "planning" {
-		// A migration starts by counting the source to plan its export windows: it has no job yet.
-		fmt.Fprintf(out, "started migration %s (%s -> %s): planning the export windows\n", m.ID, m.Source(), m.Destination())
-	} else {
-		fmt.Fprintf(out, "started migration %s (%s -> %s), %d export job(s)\n", m.ID, m.Source(), m.Destination(), len(m.jobsOf("export")))
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return newAPIError(resp.StatusCode, raw)
 	}
-	if !*doWatch {
-		return 0, nil
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
 	}
-	return watch(ctx, c, m.ID, out, interval)
+	return nil
+}
+
+func (c *client) open(ctx context.Context, h *http.Client, method, path string, body []byte, accept string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	if c.key != "" {
+		req.Header.Set("x-functions-key", c.key)
+	}
+	resp, err := h.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the method and URL are said below, once
+		}
+		return nil, fmt.Errorf("%s %s%s: %w (is the service running there? --url or %s)", method, c.base, path, err, envURL)
+	}
+	return resp, nil
+}
+
+// apiError is an answer other than 2xx: the API's error {code, message, field}, or the status and body of an
+// answer that is not one (a gateway's, or the host's 401 without a function key).
+type apiError struct {
+	Status               int
+	Code, Message, Field string
+	Body                 string
+}
+
+func newAPIError(status int, raw []byte) *apiError {
+	var e struct {
+		Error struct{ Code, Message, Field string } `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
+		return &apiError{Status: status, Code: e.Error.Code, Message: e.Error.Message, Field: e.Error.Field}
+	}
+	return &apiError{Status: status, Body: excerpt(raw)}
+}
+
+// Error is "code: message (field f)", the way the CLI prints every refusal.
+func (e *apiError) Error() string {
+	if e.Code != "" {
+		s := e.Code + ": " + e.Message
+		if e.Field != "" {
+			s += " (field " + e.Field + ")"
+		}
+		return s
+	}
+	s := fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		s += ": the Function App wants its function key: --key or " + envKey
+	}
+	if e.Body != "" {
+		s += ": " + e.Body
+	}
+	return s
+}
+
+func excerpt(raw []byte) string {
+	s := strings.TrimSpace(string(raw))
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// runWatch is the watch command.
+func runWatch(ctx context.Context, inv *invocation) (int, error) {
+	return watch(ctx, inv.c, inv.args[0], inv.out, inv.interval)
 }
 
 // watch shows the migration until it ends, then its report: on a terminal a progress bar per phase with its rate
@@ -195,12 +300,12 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 	bars := isTerminal(out)
 	drawn := 0
 	for {
-		status, raw, err := c.do(ctx, http.MethodGet, migrationPath(id), nil)
+		raw, _, err := c.send(ctx, http.MethodGet, migrationPath(id), nil)
+		if ctx.Err() != nil {
+			return 130, ctx.Err()
+		}
 		if err != nil {
 			return 1, err
-		}
-		if status != http.StatusOK {
-			return 1, fmt.Errorf("get %s (HTTP %d): %s", id, status, errorText(raw))
 		}
 		var m migrationDoc
 		if err := json.Unmarshal(raw, &m); err != nil {
@@ -226,173 +331,6 @@ func watch(ctx context.Context, c *client, id string, out io.Writer, interval ti
 		case <-time.After(interval):
 		}
 	}
-}
-
-// cmdAction runs the commands on one finished migration: report, verify, cleanup.
-func cmdAction(ctx context.Context, c *client, name string, args []string, out io.Writer) (int, error) {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return 2, fmt.Errorf("usage: fhirmigrate %s ID [flags]\n%s", name, usage)
-	}
-	id := args[0]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	missing := fs.Bool("missing", false, "report: every missing id instead of the report")
-	mode := fs.String("verify", "", "verify: counts, ids or full (default: the migration's own)")
-	sample := fs.Int("sample", 0, "verify: with full, compare only this many resources per type")
-	dryRun := fs.Bool("dry-run", false, "cleanup: list what would be deleted, with sizes")
-	force := fs.Bool("force", false, "cleanup: even when verification did not pass")
-	errorFiles := fs.Bool("error-files", false, "cleanup: also delete the import error files")
-	var accept acceptList
-	fs.Var(&accept, "accept", "verify, cutover: what to accept (refused-versions); may be repeated")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
-		return 2, fmt.Errorf("%s: bad flags\n%s", name, usage)
-	}
-	switch name {
-	case "report":
-		path := migrationPath(id) + "/report"
-		if *missing {
-			path += "/missing"
-		}
-		return printRaw(ctx, c, http.MethodGet, path, nil, out)
-	case "verify":
-		req := map[string]any{}
-		if *mode != "" {
-			req["verify"] = *mode
-		}
-		if *sample > 0 {
-			req["verifySample"] = *sample
-		}
-		if len(accept) > 0 {
-			req["accept"] = accept
-		}
-		body, _ := json.Marshal(req)
-		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/verify", body, out)
-	case "cutover":
-		var body []byte
-		if len(accept) > 0 {
-			body, _ = json.Marshal(map[string]any{"accept": accept})
-		}
-		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cutover", body, out)
-	case "repair":
-		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/repair", nil, out)
-	default:
-		body, _ := json.Marshal(map[string]bool{"dryRun": *dryRun, "force": *force, "errorFiles": *errorFiles})
-		return printRaw(ctx, c, http.MethodPost, migrationPath(id)+"/cleanup", body, out)
-	}
-}
-
-// acceptList is a repeatable --accept flag.
-type acceptList []string
-
-func (a *acceptList) String() string { return strings.Join(*a, ",") }
-
-func (a *acceptList) Set(v string) error {
-	*a = append(*a, v)
-	return nil
-}
-
-// cmdList prints every migration, one summary a line as JSON, following the list's pages.
-func cmdList(ctx context.Context, c *client, out io.Writer) (int, error) {
-	token := ""
-	for {
-		path := "/api/migrations?top=100"
-		if token != "" {
-			path += "&continuationToken=" + url.QueryEscape(token)
-		}
-		status, raw, err := c.do(ctx, http.MethodGet, path, nil)
-		if err != nil {
-			return 1, err
-		}
-		if status/100 != 2 {
-			return 1, fmt.Errorf("HTTP %d: %s", status, errorText(raw))
-		}
-		var page struct {
-			Migrations        []json.RawMessage `json:"migrations"`
-			ContinuationToken string            `json:"continuationToken"`
-		}
-		if err := json.Unmarshal(raw, &page); err != nil {
-			return 1, fmt.Errorf("the migration list: %w", err)
-		}
-		for _, m := range page.Migrations {
-			var line bytes.Buffer
-			if err := json.Compact(&line, m); err != nil {
-				return 1, err
-			}
-			fmt.Fprintln(out, line.String())
-		}
-		if page.ContinuationToken == "" {
-			return 0, nil
-		}
-		token = page.ContinuationToken
-	}
-}
-
-func printRaw(ctx context.Context, c *client, method, path string, body []byte, out io.Writer) (int, error) {
-	status, raw, err := c.do(ctx, method, path, body)
-	if err != nil {
-		return 1, err
-	}
-	_, _ = out.Write(raw)
-	if status/100 != 2 {
-		return 1, fmt.Errorf("HTTP %d: %s", status, errorText(raw))
-	}
-	return 0, nil
-}
-
-type client struct {
-	base string
-	key  string
-	http *http.Client
-	now  func() time.Time
-}
-
-func (c *client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.key != "" {
-		req.Header.Set("x-functions-key", c.key)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return resp.StatusCode, raw, nil
-}
-
-func errorText(raw []byte) string {
-	var e struct {
-		Error struct{ Code, Message, Field string } `json:"error"`
-	}
-	if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
-		s := e.Error.Code + ": " + e.Error.Message
-		if e.Error.Field != "" {
-			s += " (field " + e.Error.Field + ")"
-		}
-		return s
-	}
-	return excerpt(raw)
-}
-
-func excerpt(raw []byte) string {
-	s := strings.TrimSpace(string(raw))
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
-	return s
 }
 
 // migrationDoc holds the contract fields of a migration document that the CLI shows.

@@ -294,5 +294,6 @@ func TestStartSaysItIsPlanning(t *testing.T) {
 	code, err := run(context.Background(), []string{"--url", srv.URL, "start", "--source", "http://s", "--destination", "http://d"}, &out)
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
-	require.Equal(t, "started migration m-1 (http://s -> http://d): planning the export windows\n", out.String())
+	require.Equal(t, "started migration m-1 (http://s -> http://d): planning the export windows\n"+
+		"follow it: fhirmigrate --url "+srv.URL+" watch m-1\n", out.String())
 }
