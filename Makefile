@@ -5,7 +5,7 @@ export CGO_ENABLED ?= 1
 
 .PHONY: tools browser build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale
 
-tools: ## install the pinned Azurite into .tools/
+tools: ## install the pinned npm tools into .tools/ (Azurite, the KQL parser, the OpenAPI validator, Newman)
 	@./scripts/install-tools.sh
 
 build:
@@ -53,7 +53,8 @@ chaos: ## 3 migrations against faulty simulators, duplicate/dropped messages and
 FUZZTIME ?= 5s
 FUZZ_TARGETS := internal/migration:FuzzStart internal/migration:FuzzMessages internal/migration:FuzzResourceLine \
 	internal/migration:FuzzErrorLine internal/fhir:FuzzParseManifest internal/fhir:FuzzParseImportStatus \
-	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter internal/api:FuzzDecode
+	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter internal/api:FuzzDecode \
+	handler:FuzzAPIRoutes internal/hostroute:FuzzMatch
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 

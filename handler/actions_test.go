@@ -40,6 +40,14 @@ func (noStaging) DeleteBlob(context.Context, string) error              { return
 // actionsServer serves the routes over an engine whose store holds one verified migration, m-1.
 func actionsServer(t *testing.T) *httptest.Server {
 	t.Helper()
+	srv := httptest.NewServer(actionsApp(t).Routes())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// actionsApp is the handler over an engine whose store holds one verified migration, m-1.
+func actionsApp(t testing.TB) *app {
+	t.Helper()
 	ctx := context.Background()
 	docs := store.NewMemory()
 	policy, err := fhir.ParseHostPolicy("")
@@ -66,10 +74,7 @@ func actionsServer(t *testing.T) *httptest.Server {
 		_, err := docs.Put(ctx, name, []byte(body), "", nil)
 		require.NoError(t, err)
 	}
-	a := &app{svc: svc, logger: slog.New(slog.DiscardHandler)}
-	srv := httptest.NewServer(a.Routes())
-	t.Cleanup(srv.Close)
-	return srv
+	return &app{svc: svc, logger: slog.New(slog.DiscardHandler)}
 }
 
 func TestReportAndActionRoutes(t *testing.T) {

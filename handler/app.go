@@ -12,7 +12,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
-	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/identity"
@@ -193,19 +192,23 @@ func blobClient(s Storage, azure *azureIdentity) (*azblob.Client, error) {
 }
 
 // Routes is the handler's whole surface: readiness, the forwarded HTTP API, and one endpoint per non-HTTP function.
+// The API's paths are routed by apiRouter (every request under /api: the host forwards those a function's route
+// takes, and through the catch-all function ZzFallback every other one), the rest by a ServeMux.
 func (a *app) Routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
-	for _, r := range a.apiRoutes() {
-		mux.HandleFunc(r.pattern, r.handle)
-	}
 	mux.HandleFunc("POST /PollJob", a.invocation("PollJob", a.pollJob))
 	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
 	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.Write(w, &api.Error{Status: api.StatusOf(api.Route), Code: "no_route", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
-	return withInvocationLog(a.logger, mux)
+	mux.HandleFunc("/", noRoute)
+	apis := newAPIRouter(a.apiRoutes())
+	return withInvocationLog(a.logger, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if apis.owns(r) {
+			apis.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 }
 
 type apiRoute struct {
@@ -213,7 +216,9 @@ type apiRoute struct {
 	handle  http.HandlerFunc
 }
 
-// apiRoutes are the routes of the HTTP API the Functions host forwards (described by openapi.go).
+// apiRoutes are the operations of the HTTP API the Functions host forwards (described by openapi.go), each
+// "METHOD path" with {name} parameters; a path's methods here are what a 405 lists in Allow. A test holds them to
+// the function.json files: the host routes each to an API function that takes its method (handler/routes_test.go).
 func (a *app) apiRoutes() []apiRoute {
 	return []apiRoute{
 		{"POST /api/migrations", a.startMigration},

@@ -63,7 +63,7 @@ func TestLoadConfigNamesEveryProblem(t *testing.T) {
 	require.NotContains(t, err.Error(), "sv=secret", "a SAS must never be echoed")
 }
 
-// TestTuningSettingsAreReadAndDocumented: every tuning knob is read from its setting, and the README's settings
+// TestTuningSettingsAreReadAndDocumented: every tuning knob is read from its setting, and the settings
 // table names it with its default.
 func TestTuningSettingsAreReadAndDocumented(t *testing.T) {
 	t.Parallel()
@@ -80,7 +80,7 @@ func TestTuningSettingsAreReadAndDocumented(t *testing.T) {
 	settings["PollMax"] = "8m"
 	c, err := LoadConfig(env(settings))
 	require.NoError(t, err)
-	readme := readRepoFile(t, "README.md")
+	readme := readRepoFile(t, "docs/operations.md")
 	for _, st := range c.Tuning.Settings() {
 		if st.Int != nil {
 			require.Equal(t, 7, *st.Int, st.Name)
@@ -89,13 +89,14 @@ func TestTuningSettingsAreReadAndDocumented(t *testing.T) {
 		}
 		row := ""
 		for _, line := range strings.Split(readme, "\n") {
-			if strings.HasPrefix(line, "| ") && strings.Contains(line, "`"+st.Name+"`") {
+			// The settings table's rows name their settings in the first cell.
+			if cells := strings.Split(line, "|"); strings.HasPrefix(line, "| ") && len(cells) > 2 && strings.Contains(cells[1], "`"+st.Name+"`") {
 				row = line
 				break
 			}
 		}
-		require.NotEmpty(t, row, "the README's settings table has no row for %s", st.Name)
-		require.Contains(t, row, "`"+st.Default+"`", "the README's default of %s", st.Name)
+		require.NotEmpty(t, row, "docs/operations.md's settings table has no row for %s", st.Name)
+		require.Contains(t, row, "`"+st.Default+"`", "docs/operations.md's default of %s", st.Name)
 	}
 	_, err = LoadConfig(env(map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "4711", "AzureWebJobsStorage": "x",
 		"StagingStorage": "x", "DEVHOST_URL": "http://127.0.0.1:7071", "PollInitial": "5m", "PollMax": "1m"}))

@@ -6,11 +6,11 @@ package main
 import (
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 	"github.com/robfig/cron/v3"
 	"github.com/stretchr/testify/require"
 )
@@ -123,8 +123,9 @@ func TestPollTimerIsNotMonitoredAtItsSchedules(t *testing.T) {
 	require.False(t, *b.UseMonitor, "schedules firing more than once a minute run unmonitored")
 }
 
-// The dashboard is deployed on the Application Insights component, and its queries read only what the engine logs:
-// its two change lines, their fields, and the values those fields take.
+// The dashboard is deployed on the Application Insights component, and its queries read only what the engine
+// logged in real test migrations (internal/migration/testdata/change-lines.json): its change lines, the fields
+// seen on them, and the values seen of those fields.
 func TestDashboardQueriesReadOnlyWhatTheHandlerLogs(t *testing.T) {
 	t.Parallel()
 	files := bicepFiles(t)
@@ -148,17 +149,32 @@ func TestDashboardQueriesReadOnlyWhatTheHandlerLogs(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "infra/modules/workbook.json")), &wb))
 	require.Equal(t, "Notebook/1.0", wb.Version)
 
-	fields := migration.ChangeLogFields()
-	values := map[string][]string{
-		"to":    {string(migration.StatusPlanning), string(migration.StatusExporting), string(migration.StatusImporting), string(migration.StatusVerifying), string(migration.StatusCompleted), string(migration.StatusFailed), string(migration.StatusCanceled)},
-		"state": {string(migration.JobDone), string(migration.JobFailed), string(migration.JobCanceled)},
-		"kind":  {string(migration.KindExport), string(migration.KindImport), string(migration.KindCopy)},
+	// What the engine's change lines carried in real test migrations (completed, failed, synced, canceled), captured
+	// by internal/migration's TestChangeLinesAreTheCapturedOnes: per message, the fields seen and the values seen of
+	// to, state and kind.
+	var captured struct {
+		Lines map[string]struct {
+			Fields []string
+			Values map[string][]string
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "internal/migration/testdata/change-lines.json")), &captured))
+	require.NotEmpty(t, captured.Lines)
+	var everyLine []string // the fields seen on every captured line
+	for msg, l := range captured.Lines {
+		for _, f := range []string{"time", "level", "msg", "migration"} {
+			require.Contains(t, l.Fields, f, "%q: every change line carries %s", msg, f)
+		}
+		if everyLine == nil {
+			everyLine = l.Fields
+		}
+		everyLine = slices.DeleteFunc(slices.Clone(everyLine), func(f string) bool { return !slices.Contains(l.Fields, f) })
 	}
 	msgLiteral := regexp.MustCompile(`msg == "([^"]*)"`)
 	// A field is read as l.name, or l['name'] when its name is a KQL keyword (to, kind).
 	fieldRef := regexp.MustCompile(`\bl(?:\.(\w+)|\['(\w+)'\])`)
 	compared := regexp.MustCompile(`tostring\(l(?:\.(\w+)|\['(\w+)'\])\) == "([^"]*)"`)
-	inList := regexp.MustCompile(`\['(kind)'\] in \(([^)]*)\)`)
+	inList := regexp.MustCompile(`\['(\w+)'\] in \(([^)]*)\)`)
 	queries := 0
 	for _, it := range wb.Items {
 		if it.Type != 3 {
@@ -173,32 +189,50 @@ func TestDashboardQueriesReadOnlyWhatTheHandlerLogs(t *testing.T) {
 		require.Equal(t, "microsoft.insights/components", c.ResourceType, it.Name)
 		require.Equal(t, "TimeRange", c.TimeContextFromParameter, it.Name)
 		require.Contains(t, c.Query, "migration in ({Migration})", "%s: filtered by the migrations picked", it.Name)
-		allowed := map[string]bool{"time": true, "level": true, "msg": true, "migration": true}
+		// A query reads the fields, and compares the values, seen on the lines of the messages it picks.
+		allowed := map[string]bool{}
+		values := map[string][]string{}
 		msgs := msgLiteral.FindAllStringSubmatch(c.Query, -1)
 		require.NotEmpty(t, msgs, it.Name)
 		for _, m := range msgs {
-			f, ok := fields[m[1]]
-			require.True(t, ok, "%s: %q is not a line the engine writes", it.Name, m[1])
-			for _, name := range f {
+			l, ok := captured.Lines[m[1]]
+			require.True(t, ok, "%s: %q is not a line the engine wrote in the test migrations", it.Name, m[1])
+			for _, name := range l.Fields {
 				allowed[name] = true
+			}
+			for name, vs := range l.Values {
+				values[name] = append(values[name], vs...)
 			}
 		}
 		fieldsRead := 0
 		for _, m := range fieldRef.FindAllStringSubmatch(c.Query, -1) {
 			name := m[1] + m[2]
 			fieldsRead++
-			require.True(t, allowed[name], "%s: l.%s is not a field of the lines it reads", it.Name, name)
+			require.True(t, allowed[name], "%s: l.%s is on none of the captured lines it reads", it.Name, name)
 		}
 		require.NotZero(t, fieldsRead, it.Name)
 		for _, m := range compared.FindAllStringSubmatch(c.Query, -1) {
 			name := m[1] + m[2]
-			require.Contains(t, values[name], m[3], "%s: %s is never %q", it.Name, name, m[3])
+			require.Contains(t, values[name], m[3], "%s: %s was never %q on the captured lines", it.Name, name, m[3])
 		}
 		for _, m := range inList.FindAllStringSubmatch(c.Query, -1) {
 			for _, v := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(m[2], -1) {
-				require.Contains(t, values[m[1]], v[1], "%s: %s is never %q", it.Name, m[1], v[1])
+				require.Contains(t, values[m[1]], v[1], "%s: %s was never %q on the captured lines", it.Name, m[1], v[1])
 			}
 		}
 	}
+	// The migrations picker reads lines of any message: only what every captured change line carries.
+	all, _ := workbookQueries(t, readRepoFile(t, "infra/modules/workbook.json"))
+	pickers := 0
+	for _, q := range all {
+		if !strings.HasPrefix(q.Name, "parameter ") {
+			continue
+		}
+		pickers++
+		for _, m := range fieldRef.FindAllStringSubmatch(q.Text, -1) {
+			require.Contains(t, everyLine, m[1]+m[2], "%s: l.%s is not on every captured change line", q.Name, m[1]+m[2])
+		}
+	}
+	require.NotZero(t, pickers, "the migrations picker")
 	require.GreaterOrEqual(t, queries, 4, "status, resources per hour, jobs, failures")
 }

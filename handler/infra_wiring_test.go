@@ -287,7 +287,7 @@ func TestServiceWiringKeepsEveryWritableProperty(t *testing.T) {
 	require.Contains(t, main, "param destinationInitialImportMode string = 'keep'")
 	for _, out := range []string{"PREVIOUS_SOURCE_EXPORT_STORAGE", "PREVIOUS_DESTINATION_IMPORT_CONFIGURATION"} {
 		require.Regexp(t, `(?m)^output `+out+` `, main, "the accounts replaced are a record of the deployment")
-		require.True(t, strings.Contains(readRepoFile(t, "README.md"), out), "README names %s", out)
+		require.True(t, strings.Contains(readRepoFile(t, "docs/deploy.md"), out), "docs/deploy.md names %s", out)
 	}
 	// The values recorded are read before the PUT: module parameters, evaluated when the nested deployment starts,
 	// echoed as its outputs (an output of the existing resource would be read after the PUT, the new value).

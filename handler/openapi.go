@@ -30,7 +30,7 @@ var (
 var bodyCodes = []string{"invalid_body", "body_too_large", "invalid_json", "unknown_field"}
 
 // routeCodes answer a request to no operation.
-var routeCodes = []string{"unknown_action", "no_route"}
+var routeCodes = []string{"unknown_action", "no_route", "method_not_allowed"}
 
 type apiOperation struct {
 	method, path, id, summary, description string
@@ -44,11 +44,26 @@ type apiOperation struct {
 	codes []string
 	// inMemory: the operation answers from the handler's memory alone, never internal_error.
 	inMemory bool
-	// example is a request body to start from (in the description and the Postman collection).
-	example string
+	// examples are request bodies, by name (in the description; the walkthrough's requests take theirs from it).
+	examples []apiExample
 }
 
-type apiParam struct{ name, description string }
+// apiExample is a named request body; {{variables}} stand for the walkthrough's values, which the description
+// shows as exampleValues.
+type apiExample struct{ name, summary, body string }
+
+// exampleValues are what the examples' {{variables}} read in the description (the walkthrough puts the variables
+// back).
+var exampleValues = [][2]string{
+	{"sourceUrl", "https://myapiforfhir.azurehealthcareapis.com"},
+	{"destinationUrl", "https://myworkspace-myfhir.fhir.azurehealthcareapis.com"},
+}
+
+// apiParam is a query parameter and its JSON Schema.
+type apiParam struct {
+	name, description string
+	schema            map[string]any
+}
 
 type apiAnswer struct {
 	status      int
@@ -76,12 +91,26 @@ func apiOperations() []apiOperation {
 		{method: http.MethodPost, path: "/api/migrations", id: "startMigration", summary: "Start a migration",
 			description: "Validates the request, checks both servers and stores the migration (status planning); the PollJob timer plans and runs it. With dryRun, answers the plan and stores nothing.",
 			request:     migration.StartRequest{},
-			example:     `{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Patient", "Observation"], "verify": "ids"}`,
+			examples: []apiExample{
+				{"start", "a per-type migration of two types, verified id by id",
+					`{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Patient", "Observation"], "verify": "ids"}`},
+				{"dryRun", "the plan of a migration of what changed since a date, Observations narrowed by a search; nothing is stored",
+					`{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Patient", "Observation"], "since": "2000-01-01T00:00:00Z", "typeFilter": ["Observation?status=final"], "verify": "ids", "dryRun": true}`},
+				{"sync", "a migration kept in step with its source (a round every syncInterval, deletions included) until the cutover",
+					`{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Encounter", "Condition"], "sync": true, "verify": "ids"}`},
+				{"everything", "a system export of every type, its staged files deleted once verification passed",
+					`{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "cleanup": "after-verify"}`},
+			},
 			answers: []apiAnswer{accepted("the new migration"),
 				{status: http.StatusOK, description: "dryRun: the planned windows", contentType: "application/json", body: migration.Plan{}}},
 			codes: startCodes()},
 		{method: http.MethodGet, path: "/api/migrations", id: "listMigrations", summary: "List migrations",
-			query:   []apiParam{{"top", "page size, 1 to 500 (default 100)"}, {"continuationToken", "the token of the previous page"}},
+			query: []apiParam{
+				{"top", fmt.Sprintf("page size, 1 to %d (default %d)", migration.MaxListTop, migration.DefaultListTop),
+					map[string]any{"type": "integer", "minimum": 1, "maximum": migration.MaxListTop, "default": migration.DefaultListTop}},
+				{"continuationToken", "the continuationToken of the previous page's answer (absent there on the last page)",
+					map[string]any{"type": "string", "minLength": 1}},
+			},
 			answers: []apiAnswer{{status: http.StatusOK, description: "one page of migrations", contentType: "application/json", body: migration.ListResult{}}},
 			codes:   []string{"invalid_top", "invalid_continuation_token"}},
 		{method: http.MethodGet, path: "/api/migrations/{id}", id: "getMigration", summary: "Get a migration",
@@ -102,16 +131,22 @@ func apiOperations() []apiOperation {
 			answers: []apiAnswer{{status: http.StatusOK, description: "the batch Bundle", contentType: "application/fhir+json"}},
 			codes:   []string{"not_found"}},
 		{method: http.MethodPost, path: "/api/migrations/{id}/verify", id: "verifyAgain", summary: "Verify a finished migration again",
-			request: migration.ReverifyRequest{}, optional: true, example: `{"verify": "ids"}`, answers: []apiAnswer{accepted("the migration, verifying (a new generation)")},
+			request: migration.ReverifyRequest{}, optional: true,
+			examples: []apiExample{{"ids", "every id looked up on the destination this time", `{"verify": "ids"}`}},
+			answers:  []apiAnswer{accepted("the migration, verifying (a new generation)")},
 			codes: append(slices.Clone(bodyCodes), "invalid_verify", "invalid_verify_sample", "invalid_accept", "not_found",
 				"verification_running", "not_verifiable", "staged_files_deleted")},
 		{method: http.MethodPost, path: "/api/migrations/{id}/cleanup", id: "cleanUp", summary: "Delete the staged export files",
-			request: migration.CleanupRequest{}, optional: true, example: `{"dryRun": true}`,
+			request: migration.CleanupRequest{}, optional: true,
+			examples: []apiExample{{"dryRun", "what would be deleted, with sizes; nothing is", `{"dryRun": true}`},
+				{"delete", "delete the staged files (verification passed)", `{}`}},
 			answers: []apiAnswer{{status: http.StatusOK, description: "what was (or with dryRun would be) deleted", contentType: "application/json", body: migration.CleanupResult{}}},
 			codes:   append(slices.Clone(bodyCodes), "not_found", "migration_running", "verification_not_passed", "container_not_owned")},
 		{method: http.MethodPost, path: "/api/migrations/{id}/cutover", id: "cutOver", summary: "Switch a syncing migration",
 			description: "Writes to the source have stopped: one final round copies the last changes, then the destination is verified against the source. accept: [\"refused-versions\"] lets versions the destination refused that are not a resource's newest pass.",
-			request:     migration.CutoverRequest{}, optional: true, example: `{}`,
+			request:     migration.CutoverRequest{}, optional: true,
+			examples: []apiExample{{"switch", "switch; every refused version must be repaired first", `{}`},
+				{"acceptRefused", "switch, letting refused versions that are not a resource's newest pass", `{"accept": ["refused-versions"]}`}},
 			answers: []apiAnswer{accepted("the migration, cutover requested")},
 			codes:   append(slices.Clone(bodyCodes), "invalid_accept", "not_found", "not_syncing", "cutover_requested")},
 		{method: http.MethodPost, path: "/api/migrations/{id}/repair", id: "repair", summary: "Repair the resources whose newest version the destination refused",
@@ -142,7 +177,14 @@ func openAPIDocument() ([]byte, error) {
 		Mapper: func(t reflect.Type) *jsonschema.Schema {
 			switch t {
 			case reflect.TypeFor[migration.Duration]():
-				return &jsonschema.Schema{Type: "string", Description: "a Go duration such as \"15m\" or \"3s\""}
+				return &jsonschema.Schema{Type: "string", Pattern: durationPattern, Description: "a Go duration such as \"15m0s\" or \"3s\""}
+			case reflect.TypeFor[migration.Status]():
+				return &jsonschema.Schema{Type: "string", Enum: anyList(migration.Statuses()),
+					Description: "completed, failed and canceled are final"}
+			case reflect.TypeFor[migration.JobKind]():
+				return &jsonschema.Schema{Type: "string", Enum: anyList(migration.JobKinds())}
+			case reflect.TypeFor[migration.JobState]():
+				return &jsonschema.Schema{Type: "string", Enum: anyList(migration.JobStates())}
 			case reflect.TypeFor[time.Time]():
 				return &jsonschema.Schema{Type: "string", Format: "date-time"}
 			case reflect.TypeFor[json.RawMessage]():
@@ -191,7 +233,7 @@ func openAPIDocument() ([]byte, error) {
 		}
 		for _, q := range op.query {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "required": false,
-				"schema": map[string]any{"type": "string"}, "description": q.description})
+				"schema": q.schema, "description": q.description})
 		}
 		if params != nil {
 			o["parameters"] = params
@@ -202,12 +244,20 @@ func openAPIDocument() ([]byte, error) {
 				return nil, err
 			}
 			media := map[string]any{"schema": s}
-			if op.example != "" {
-				var ex any
-				if err := json.Unmarshal([]byte(op.example), &ex); err != nil {
-					return nil, fmt.Errorf("operation %s: example: %w", op.id, err)
+			examples := map[string]any{}
+			for _, ex := range op.examples {
+				body := ex.body
+				for _, kv := range exampleValues {
+					body = strings.ReplaceAll(body, "{{"+kv[0]+"}}", kv[1])
 				}
-				media["example"] = ex
+				if !json.Valid([]byte(body)) {
+					return nil, fmt.Errorf("operation %s: example %s is not JSON", op.id, ex.name)
+				}
+				// Raw: the example keeps its fields in the order written.
+				examples[ex.name] = map[string]any{"summary": ex.summary, "value": json.RawMessage(body)}
+			}
+			if len(examples) > 0 {
+				media["examples"] = examples
 			}
 			o["requestBody"] = map[string]any{"required": !op.optional, "content": map[string]any{"application/json": media}}
 		}
@@ -264,6 +314,9 @@ func openAPIDocument() ([]byte, error) {
 		}
 		paths[op.path][strings.ToLower(op.method)] = o
 	}
+	if err := refineSchemas(schemas); err != nil {
+		return nil, err
+	}
 	doc := map[string]any{
 		"openapi": "3.1.0",
 		"info": map[string]any{"title": "FHIR migrator", "version": "1.0.0",
@@ -274,7 +327,7 @@ func openAPIDocument() ([]byte, error) {
 		"paths":      paths,
 		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{"functionKey": map[string]any{"type": "apiKey", "in": "header", "name": "x-functions-key", "description": "a function key of the app (none on the local host)"}}},
 		"x-route-codes": map[string]any{
-			"description": "answered to a request that names no operation (404)",
+			"description": "answered to a request that names no operation (404), or a method its path does not take (405, with Allow)",
 			"codes":       routeCodes,
 		},
 	}

@@ -175,11 +175,10 @@ func TestOpenAPIExamplesAndSchemas(t *testing.T) {
 	t.Parallel()
 	_, doc := readOpenAPI(t)
 	for _, op := range apiOperations() {
-		if op.example == "" {
-			continue
+		for _, ex := range op.examples {
+			ptr := reflect.New(reflect.TypeOf(op.request)).Interface()
+			require.Nil(t, api.Decode(strings.NewReader(ex.body), api.MaxStartBody, false, ptr), "%s example %s", op.id, ex.name)
 		}
-		ptr := reflect.New(reflect.TypeOf(op.request)).Interface()
-		require.Nil(t, api.Decode(strings.NewReader(op.example), api.MaxStartBody, false, ptr), op.id)
 	}
 	for _, name := range []string{"StartRequest", "Migration", "Plan", "ListResult", "ReverifyRequest", "CleanupRequest",
 		"CleanupResult", "Sync", "SyncRound", "Cutover", "ErrorAnswer"} {
@@ -189,45 +188,114 @@ func TestOpenAPIExamplesAndSchemas(t *testing.T) {
 	require.NotContains(t, string(raw), "#/$defs/", "every reference points into components")
 }
 
-// The Postman collection is generated from the description and checked in; it must match.
-func TestPostmanCollectionMatchesTheDescription(t *testing.T) {
+// The Postman collection and requests.http are generated from the description and the walkthrough and checked in;
+// both must match (-update-postman rewrites them). The collection is a v2.1 collection whose every request
+// carries a test script; requests.http holds the same requests in the same order.
+func TestWalkthroughPostmanCollectionAndRequestsHTTPAreGenerated(t *testing.T) {
 	t.Parallel()
 	raw, doc := readOpenAPI(t)
-	want, err := postmanCollection(raw)
-	require.NoError(t, err)
-	path := filepath.Join(repoRoot, filepath.FromSlash(postmanCollectionPath))
-	if *updatePostman {
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-		require.NoError(t, os.WriteFile(path, want, 0o644))
+	for _, f := range []struct {
+		path     string
+		generate func([]byte) ([]byte, error)
+	}{{postmanCollectionPath, postmanCollection}, {requestsHTTPPath, requestsHTTP}} {
+		want, err := f.generate(raw)
+		require.NoError(t, err)
+		path := filepath.Join(repoRoot, filepath.FromSlash(f.path))
+		if *updatePostman {
+			require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+			require.NoError(t, os.WriteFile(path, want, 0o644))
+		}
+		got, err := os.ReadFile(path)
+		require.NoError(t, err, "run go test ./handler -run Postman -update-postman")
+		require.True(t, bytes.Equal(want, got), "the checked-in %s is stale: run go test ./handler -run Postman -update-postman", f.path)
 	}
-	got, err := os.ReadFile(path)
-	require.NoError(t, err, "run go test ./handler -run Postman -update-postman")
-	require.True(t, bytes.Equal(want, got), "the checked-in collection is stale: run go test ./handler -run Postman -update-postman")
 
 	var c struct {
 		Info     struct{ Schema string }
 		Variable []struct{ Key string }
 		Item     []struct {
-			Name    string
+			Name  string
+			Event []struct {
+				Listen string
+				Script struct{ Exec []string }
+			}
 			Request struct {
 				Method string
 				URL    struct{ Raw string }
 			}
 		}
 	}
-	require.NoError(t, json.Unmarshal(got, &c))
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, postmanCollectionPath)), &c))
 	require.Equal(t, "https://schema.getpostman.com/json/collection/v2.1.0/collection.json", c.Info.Schema)
 	var keys []string
 	for _, v := range c.Variable {
 		keys = append(keys, v.Key)
 	}
-	require.Subset(t, keys, []string{"baseUrl", "functionKey"})
+	require.Subset(t, keys, []string{"baseUrl", "functionKey", "sourceUrl", "destinationUrl", "migrationId"})
+	steps := walkthrough()
+	require.Len(t, c.Item, len(steps), "one request per step")
+	httpFile := readRepoFile(t, requestsHTTPPath)
+	at := 0
+	for i, it := range c.Item {
+		require.Equal(t, steps[i].name, it.Name)
+		require.True(t, strings.HasPrefix(it.Request.URL.Raw, "{{baseUrl}}/api/"), it.Name)
+		var tests string
+		for _, e := range it.Event {
+			if e.Listen == "test" {
+				tests = strings.Join(e.Script.Exec, "\n")
+			}
+		}
+		require.Contains(t, tests, "pm.response.to.have.status(", "%s: its answer's status is tested", it.Name)
+		// requests.http: the same request, in the same order.
+		line := it.Request.Method + " " + it.Request.URL.Raw
+		next := strings.Index(httpFile[at:], "\n"+line+"\n")
+		require.GreaterOrEqual(t, next, 0, "requests.http lacks %q after the previous step's request", line)
+		at += next + 1
+	}
 	ops := 0
 	for _, methods := range doc.Paths {
 		ops += len(methods)
 	}
-	require.Len(t, c.Item, ops, "one request per operation")
-	for _, it := range c.Item {
-		require.True(t, strings.HasPrefix(it.Request.URL.Raw, "{{baseUrl}}/api/"), it.Name)
+	walked := map[string]bool{}
+	for _, st := range steps {
+		walked[st.op] = true
+	}
+	require.Len(t, walked, ops, "every operation is walked")
+}
+
+// The generation refuses a walkthrough that does not fit the description: an operation, example, query
+// parameter, status or error code it lacks, a variable used before a request sets it, an operation left out.
+func TestWalkthroughRefusesWhatTheDescriptionLacks(t *testing.T) {
+	t.Parallel()
+	raw, _ := readOpenAPI(t)
+	_, err := resolveWalkthrough(raw, walkthrough())
+	require.NoError(t, err)
+	step := func(i int, change func(s *walkStep)) []walkStep {
+		steps := slices.Clone(walkthrough())
+		change(&steps[i])
+		return steps
+	}
+	find := func(name string) int {
+		i := slices.IndexFunc(walkthrough(), func(s walkStep) bool { return s.name == name })
+		require.GreaterOrEqual(t, i, 0, name)
+		return i
+	}
+	start, list, cancel := find("Start a migration"), find("List migrations, the next page"), find("Cancel a migration")
+	for _, tc := range []struct {
+		name  string
+		steps []walkStep
+		want  string
+	}{
+		{"unknown operation", step(start, func(s *walkStep) { s.op = "startMigrations" }), "no operation startMigrations"},
+		{"unknown example", step(start, func(s *walkStep) { s.example = "quick" }), "has no example quick"},
+		{"status not described", step(start, func(s *walkStep) { s.status = http.StatusCreated }), "does not answer 201"},
+		{"code not described", step(cancel, func(s *walkStep) { s.status, s.code = http.StatusConflict, "not_syncing" }), "does not answer 409 not_syncing"},
+		{"unknown query parameter", step(list, func(s *walkStep) { s.query = [][2]string{{"skip", "1"}} }), "no query parameter skip"},
+		{"variable not set yet", step(start, func(s *walkStep) { s.op, s.id, s.example, s.status = "getMigration", "migrationId", "", http.StatusOK }), "{{migrationId}} is used before"},
+		{"an operation left out", slices.DeleteFunc(walkthrough(), func(s walkStep) bool { return s.op == "repair" }), "no step requests the operation repair"},
+		{"a name twice", append(walkthrough(), walkthrough()[0]), "the name is used twice"},
+	} {
+		_, err := resolveWalkthrough(raw, tc.steps)
+		require.ErrorContains(t, err, tc.want, tc.name)
 	}
 }

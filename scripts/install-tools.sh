@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs the pinned tools the local stack and the tests need into .tools/ (idempotent): Azurite, and Microsoft's
-# KQL parser (scripts/kql-check.js checks the dashboard's queries with it); with --browser also the browser the
-# tests drive (apt).
+# Installs the pinned tools the local stack and the tests need into .tools/ (idempotent): Azurite, Microsoft's
+# KQL parser (scripts/kql-check.js checks the dashboard's queries with it), an OpenAPI 3.1 validator
+# (scripts/openapi-check.mjs checks the served description with it) and Newman (the e2e tests run the Postman
+# collection with it); with --browser also the browser the tests drive (apt).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-# Pinned: Azurite 3.35.0 is the last to run on Node 20; the KQL parser is the one the Azure portal's editor uses.
-PACKAGES="azurite@3.35.0 @kusto/language-service-next@12.4.1"
+# Pinned: Azurite 3.35.0 is the last to run on Node 20; the KQL parser is the one the Azure portal's editor uses;
+# @seriousme/openapi-schema-validator checks a document against the OpenAPI Initiative's own OpenAPI 3.1 JSON Schema
+# and resolves every $ref (its Ajv also checks each Schema Object as JSON Schema 2020-12); Newman 6 is Postman's
+# collection runner (Node >= 16).
+PACKAGES="azurite@3.35.0 @kusto/language-service-next@12.4.1 @seriousme/openapi-schema-validator@2.11.0 newman@6.2.2"
 dir="$root/.tools"
 missing=""
 for p in $PACKAGES; do

@@ -27,6 +27,8 @@ const (
 	Body migration.ErrorKind = "body"
 	// Route: no such endpoint or action.
 	Route migration.ErrorKind = "route"
+	// Method: the endpoint is there, the method is not one it takes.
+	Method migration.ErrorKind = "method"
 	// Internal: the request failed on the service's side; the details stay in the function's log.
 	Internal migration.ErrorKind = "internal"
 )
@@ -53,6 +55,8 @@ func StatusOf(kind migration.ErrorKind) int {
 		return http.StatusBadRequest
 	case migration.NotFound, Route:
 		return http.StatusNotFound
+	case Method:
+		return http.StatusMethodNotAllowed
 	case migration.Conflict:
 		return http.StatusConflict
 	case migration.Unavailable:
@@ -84,6 +88,7 @@ func Codes() []Code {
 	out = append(out,
 		Code{Code: "unknown_action", Kind: Route, When: "`POST /api/migrations/{id}/{action}` with an action other than `verify`, `cleanup`, `cutover` or `repair`"},
 		Code{Code: "no_route", Kind: Route, When: "no such endpoint"},
+		Code{Code: "method_not_allowed", Kind: Method, When: "the path is an endpoint's and the method is not one it takes; the `Allow` header lists those it takes"},
 		Code{Code: "internal_error", Kind: Internal, When: "the request failed on the service's side (storage unreachable, ...); the log has the details"},
 	)
 	for i := range out {

@@ -85,14 +85,15 @@ func TestEveryCodeHasOneStatus(t *testing.T) {
 		require.True(t, seen[c.Code], c.Code)
 	}
 	require.Equal(t, 500, StatusOf(Internal))
+	require.Equal(t, 405, StatusOf(Method))
 }
 
-var update = flag.Bool("update", false, "rewrite the README's error table from Codes")
+var update = flag.Bool("update", false, "rewrite the API reference's error table from Codes")
 
-// TestTheREADMEErrorTableIsTheTable: the README's error table is MarkdownTable, row for row (go test
-// ./internal/api -run README -update rewrites it).
+// TestTheREADMEErrorTableIsTheTable: the error table of the API reference (docs/api.md) is MarkdownTable, row for
+// row (go test ./internal/api -run README -update rewrites it).
 func TestTheREADMEErrorTableIsTheTable(t *testing.T) {
-	const path = "../../README.md"
+	const path = "../../docs/api.md"
 	raw, err := os.ReadFile(path)
 	require.NoError(t, err)
 	const begin, end = "<!-- error codes: rendered from internal/api.Codes -->\n", "<!-- end of error codes -->"

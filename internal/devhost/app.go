@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
 )
 
 // hostJSON is the part of host.json the local host honours.
@@ -68,10 +69,10 @@ type function struct {
 	Name    string
 	Kind    triggerKind
 	Trigger binding
-	// HTTP: the route, allowed methods (upper case; empty = any), the http output binding name, and whether the
-	// raw request is forwarded rather than wrapped in the payload form.
-	Route    route
-	Methods  map[string]bool
+	// HTTP: the route template as function.json gives it (the function's name when it has none), the http output
+	// binding name, and whether the raw request is forwarded rather than wrapped in the payload form. The route
+	// under the prefix and the methods are in app.Routes.
+	Route    string
 	HTTPOut  string
 	Forward  bool
 	Schedule cron.Schedule
@@ -90,8 +91,11 @@ type app struct {
 	MaxConcurrentCalls int
 	FunctionTimeout    time.Duration
 	Functions          map[string]*function
-	// HTTPFunctions are ordered by route precedence (literal segments first).
+	// HTTPFunctions are in the order the host tries their routes: by name, ignoring case (see Routes).
 	HTTPFunctions []*function
+	// Routes are the HTTP functions' routes under RoutePrefix as the host maps them, in the host's order (by
+	// function name, not by template precedence: internal/hostroute names the host's sources).
+	Routes hostroute.Table
 }
 
 // ncrontab is the 6-field NCRONTAB of the timer trigger: {second} {minute} {hour} {day} {month} {day-of-week}.
@@ -177,6 +181,7 @@ func loadApp(root, executableOverride string, settings map[string]string) (*app,
 		return nil, fmt.Errorf("list function folders: %w", err)
 	}
 	queues := map[string]string{}
+	var routes []hostroute.Function
 	for _, file := range files {
 		name := filepath.Base(filepath.Dir(file))
 		fn, err := loadFunction(file, name, forward, settings)
@@ -194,15 +199,24 @@ func loadApp(root, executableOverride string, settings map[string]string) (*app,
 		}
 		a.Functions[name] = fn
 		if fn.Kind == triggerHTTP {
-			a.HTTPFunctions = append(a.HTTPFunctions, fn)
+			tmpl, err := hostroute.Parse(hostroute.Join(a.RoutePrefix, fn.Route))
+			if err != nil {
+				return nil, fmt.Errorf("function %s: %w", name, err)
+			}
+			var methods []string
+			for _, m := range fn.Trigger.Methods {
+				methods = append(methods, strings.ToUpper(m))
+			}
+			routes = append(routes, hostroute.Function{Name: name, Template: tmpl, Methods: methods})
 		}
 	}
 	if len(a.Functions) == 0 {
 		return nil, fmt.Errorf("no function.json under %s", root)
 	}
-	sort.SliceStable(a.HTTPFunctions, func(i, j int) bool {
-		return a.HTTPFunctions[i].Route.before(a.HTTPFunctions[j].Route)
-	})
+	a.Routes = hostroute.NewTable(routes)
+	for _, r := range a.Routes {
+		a.HTTPFunctions = append(a.HTTPFunctions, a.Functions[r.Name])
+	}
 	return a, nil
 }
 
@@ -255,20 +269,13 @@ func loadFunction(file, name string, forwardEnabled bool, settings map[string]st
 	}
 	switch fn.Kind {
 	case triggerHTTP:
-		tmpl := name
+		fn.Route = name
 		if r := fn.Trigger.Route; r != nil && *r != "" {
-			tmpl = *r
+			fn.Route = *r
 		}
-		rt, err := parseRoute(tmpl)
-		if err != nil {
-			return nil, fmt.Errorf("function %s: %w", name, err)
-		}
-		fn.Route = rt
-		if len(fn.Trigger.Methods) > 0 {
-			fn.Methods = map[string]bool{}
-			for _, m := range fn.Trigger.Methods {
-				fn.Methods[strings.ToUpper(m)] = true
-			}
+		// ScriptHost.ValidateHttpFunction: the built-in routes' space is refused.
+		if r := strings.ToLower(strings.Trim(fn.Route, "/")); strings.HasPrefix(r, "admin") || strings.HasPrefix(r, "runtime") {
+			return nil, fmt.Errorf("function %s: route %q conflicts with the host's built-in routes", name, fn.Route)
 		}
 		fn.Forward = forwardEnabled && fn.HTTPOut != "" && others == 1 && len(fj.Bindings) == 2
 	case triggerTimer:

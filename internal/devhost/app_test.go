@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,43 +84,45 @@ func TestNewReadsTheRealApp(t *testing.T) {
 	}
 }
 
-func TestRoutes(t *testing.T) {
+// TestTheRealAppsRoutesInTheHostsOrder: the repository's HTTP functions in the order the host tries them (by name,
+// ignoring case), the catch-all last, so that it takes only what no other function takes.
+func TestTheRealAppsRoutesInTheHostsOrder(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		template string
-		path     string
-		want     map[string]string
-		match    bool
-	}{
-		{"migrations", "/api/migrations", map[string]string{}, true},
-		{"migrations", "/api/Migrations/", map[string]string{}, true},
-		{"migrations", "/api/migrations/x", nil, false},
-		{"migrations/{id?}", "/api/migrations", map[string]string{}, true},
-		{"migrations/{id?}", "/api/migrations/m%2F1", map[string]string{"id": "m/1"}, true},
-		{"migrations/{id}/cleanup", "/api/migrations/m-1/cleanup", map[string]string{"id": "m-1"}, true},
-		{"migrations/{id}/cleanup", "/api/migrations/m-1", nil, false},
-		{"items/{id:int}", "/api/items/42", map[string]string{"id": "42"}, true},
-		{"files/{*rest}", "/api/files/a/b/c", map[string]string{"rest": "a/b/c"}, true},
-		{"migrations", "/other/migrations", nil, false},
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	h, err := New(Config{AppRoot: root, Settings: map[string]string{"PollSchedule": "*/2 * * * * *"}, Logger: discardLogger()})
+	require.NoError(t, err)
+	var names []string
+	for i, r := range h.app.Routes {
+		names = append(names, r.Name)
+		require.Equal(t, r.Name, h.app.HTTPFunctions[i].Name)
+		require.Equal(t, r.Template.IsCatchAll(), i == len(h.app.Routes)-1, "%s: only the last route is a catch-all", r.Name)
 	}
-	for _, tt := range tests {
-		r, err := parseRoute(tt.template)
-		require.NoError(t, err, tt.template)
-		parts, ok := splitPath(tt.path, "api")
-		var got map[string]string
-		matched := false
-		if ok {
-			got, matched = r.match(parts)
-		}
-		require.Equal(t, tt.match, matched, "%s on %s", tt.template, tt.path)
-		if tt.match {
-			require.Equal(t, tt.want, got, "%s on %s", tt.template, tt.path)
-		}
+	require.True(t, slices.IsSortedFunc(names, func(a, b string) int { return strings.Compare(strings.ToUpper(a), strings.ToUpper(b)) }))
+	for _, tt := range []struct{ method, path, want string }{
+		{"POST", "/api/migrations", "StartMigration"},
+		{"GET", "/api/migrations/", "Migrations"},
+		{"GET", "/api/migrations/m-1/report", "MigrationReport"},
+		{"POST", "/api/migrations/m-1/report", "MigrationActions"},
+		{"GET", "/api/openapi.json", "OpenAPI"},
+		{"PUT", "/api/migrations/m-1", "ZzFallback"},
+		{"GET", "/api/migrations/m-1/verify", "ZzFallback"},
+		{"POST", "/api/migrations/m-1/v3rify", "ZzFallback"},
+		{"GET", "/api/nothing/here", "ZzFallback"},
+	} {
+		got, _, ok := h.app.Routes.Route(tt.method, tt.path)
+		require.True(t, ok, "%s %s", tt.method, tt.path)
+		require.Equal(t, tt.want, got.Name, "%s %s", tt.method, tt.path)
 	}
-	lit, _ := parseRoute("migrations/{id}/cleanup")
-	param, _ := parseRoute("migrations/{id?}")
-	require.True(t, lit.before(param))
-	require.False(t, param.before(lit))
+}
+
+func TestBuiltInRoutesAreRefused(t *testing.T) {
+	t.Parallel()
+	root := writeApp(t, appSpec{functions: map[string]string{
+		"Sneaky": `{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","route":"Admin/functions"},{"type":"http","direction":"out","name":"res"}]}`,
+	}})
+	_, err := New(Config{AppRoot: root, Settings: map[string]string{"MySetting": "x"}, Logger: discardLogger()})
+	require.ErrorContains(t, err, "built-in routes")
 }
 
 func TestExpandSettingsAndTimeSpan(t *testing.T) {

@@ -112,6 +112,59 @@ func TestHTTPForwarding(t *testing.T) {
 	require.Equal(t, 1, stats.Invocations["StartMigration"])
 }
 
+// TestHTTPRoutingAsTheHost: routes tried in the order of the function names, a method a route does not take
+// falling through to a later catch-all, paths routed as sent (no redirect for "//"), dot segments resolved, and a
+// request no route takes answered 404 with no body, as the real host answers it.
+func TestHTTPRoutingAsTheHost(t *testing.T) {
+	t.Parallel()
+	migrations := `{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"function","methods":["get","delete"],"route":"migrations/{id?}"},{"type":"http","direction":"out","name":"res"}]}`
+	catchAll := `{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"function","route":"{*path}"},{"type":"http","direction":"out","name":"res"}]}`
+	answer := func(inv invocation) reply { return reply{Status: 200, Body: inv.Method + " " + inv.Path} }
+	th := startHost(t, hostOptions{spec: appSpec{functions: map[string]string{"Migrations": migrations, "ZzFallback": catchAll}}, answer: answer})
+	tests := []struct {
+		method, path string
+		function     string // "": no function, a bare 404
+		wantPath     string
+	}{
+		{http.MethodGet, "/api/migrations/m-1", "Migrations", "/api/migrations/m-1"},
+		{http.MethodGet, "/API/Migrations/", "Migrations", "/API/Migrations/"},
+		{http.MethodPut, "/api/migrations/m-1", "ZzFallback", "/api/migrations/m-1"},
+		{http.MethodHead, "/api/migrations", "ZzFallback", "/api/migrations"},
+		{http.MethodGet, "/api/migrations/m-1/x", "ZzFallback", "/api/migrations/m-1/x"},
+		{http.MethodGet, "/api/migrations//x", "ZzFallback", "/api/migrations//x"},
+		{http.MethodGet, "/api/migrations/a%2Fb", "Migrations", "/api/migrations/a%2Fb"},
+		{http.MethodGet, "/api/x/../migrations/./m-1", "Migrations", "/api/migrations/m-1"},
+		{http.MethodGet, "/api", "ZzFallback", "/api"},
+		{http.MethodGet, "/api//migrations", "", ""},
+		{http.MethodGet, "/elsewhere", "", ""},
+	}
+	for _, tt := range tests {
+		before := th.Stats().Invocations[tt.function]
+		calls := len(th.rec.calls(""))
+		resp, body := th.do(t, tt.method, tt.path, "")
+		if tt.function == "" {
+			require.Equal(t, http.StatusNotFound, resp.StatusCode, "%s %s", tt.method, tt.path)
+			require.Empty(t, body, "%s %s: the host's 404 has no body", tt.method, tt.path)
+			require.Empty(t, resp.Header.Get("Content-Type"))
+			require.Len(t, th.rec.calls(""), calls, "%s %s reached the handler", tt.method, tt.path)
+			continue
+		}
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s %s: %s", tt.method, tt.path, body)
+		require.Equal(t, before+1, th.Stats().Invocations[tt.function], "%s %s is %s's", tt.method, tt.path, tt.function)
+		got := th.rec.calls("")
+		require.Len(t, got, calls+1)
+		require.Equal(t, tt.method, got[len(got)-1].Method)
+		require.Equal(t, tt.wantPath, got[len(got)-1].RawPath, "%s %s", tt.method, tt.path)
+	}
+
+	// Named before Migrations, a catch-all takes its requests too: the host orders routes by function name only.
+	shadow := startHost(t, hostOptions{spec: appSpec{functions: map[string]string{"Migrations": migrations, "Fallback": catchAll}}, answer: answer})
+	resp, body := shadow.do(t, http.MethodGet, "/api/migrations/m-1", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Equal(t, 1, shadow.Stats().Invocations["Fallback"])
+	require.Zero(t, shadow.Stats().Invocations["Migrations"])
+}
+
 func TestHTTPPayloadMode(t *testing.T) {
 	t.Parallel()
 	th := startHost(t, hostOptions{

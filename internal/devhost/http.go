@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
 )
 
 var errFunctionNotFound = errors.New("function not found")
@@ -27,8 +29,17 @@ func (h *Host) routes() http.Handler {
 	mux.HandleFunc("POST /admin/functions/{name}", h.adminInvoke)
 	mux.HandleFunc("POST /admin/handler/kill", h.adminKill)
 	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.Stats()) })
-	mux.HandleFunc("/", h.serveFunction)
-	return mux
+	// The host matches its admin routes before any function route (WebJobsApplicationBuilderExtension.cs: MVC,
+	// then the function routes), so a function's catch-all never shadows them. Every other request goes to the
+	// function routes as sent: a ServeMux would first redirect a path with "//" to a cleaned one, which the host
+	// does not do.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); strings.HasPrefix(p, "/admin/") {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		h.serveFunction(w, r)
+	})
 }
 
 type apiError struct {
@@ -140,37 +151,35 @@ func (h *Host) adminInvoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// serveFunction routes /{routePrefix}/... to an HTTP-triggered function.
+// serveFunction routes a request to an HTTP-triggered function as the host does (internal/hostroute names the
+// host's sources): the path with its dot segments resolved (Kestrel), then the functions' routes under the prefix
+// tried in the order of the functions' names; a route whose template matches and whose methods do not take the
+// request's method is passed over for the next. A request no route takes is answered as the host answers it: 404
+// with no body (and the host's home page at /).
 func (h *Host) serveFunction(w http.ResponseWriter, r *http.Request) {
-	parts, inPrefix := splitPath(r.URL.EscapedPath(), h.app.RoutePrefix)
-	if inPrefix {
-		methodMismatch := false
-		for _, fn := range h.app.HTTPFunctions {
-			params, ok := fn.Route.match(parts)
-			if !ok {
-				continue
-			}
-			if fn.Methods != nil && !fn.Methods[r.Method] {
-				methodMismatch = true
-				continue
-			}
-			if fn.Forward {
-				h.forward(w, r, fn)
-			} else {
-				h.payload(w, r, fn, params)
-			}
-			return
+	if p := hostroute.RemoveDotSegments(r.URL.EscapedPath()); p != r.URL.EscapedPath() {
+		// Kestrel hands routing, and the host forwards, the resolved path.
+		r = r.Clone(r.Context())
+		if u, err := url.Parse(p); err == nil {
+			r.URL.Path, r.URL.RawPath = u.Path, u.RawPath
 		}
-		if methodMismatch {
-			h.log.Info("no function accepts this method", "method", r.Method, "path", r.URL.Path)
+	}
+	if route, params, ok := h.app.Routes.Route(r.Method, r.URL.EscapedPath()); ok {
+		fn := h.app.Functions[route.Name]
+		if fn.Forward {
+			h.forward(w, r, fn)
+		} else {
+			h.payload(w, r, fn, params)
 		}
+		return
 	}
 	if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "Your Functions 4.0 app is up and running (local host)\n")
 		return
 	}
-	http.NotFound(w, r)
+	h.log.Info("no function route takes this request", "method", r.Method, "path", r.URL.Path)
+	w.WriteHeader(http.StatusNotFound)
 }
 
 type statusRecorder struct {

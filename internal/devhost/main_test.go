@@ -40,6 +40,7 @@ type startedEvent struct {
 // invocation is one request the stand-in received.
 type invocation struct {
 	Path     string      `json:"path"`
+	RawPath  string      `json:"rawPath"` // the path as sent, escaped
 	RawQuery string      `json:"rawQuery"`
 	Method   string      `json:"method"`
 	Host     string      `json:"host"`
@@ -86,7 +87,7 @@ func runStandIn() int {
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
-		inv := invocation{Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Host: r.Host, Header: r.Header, Body: string(body)}
+		inv := invocation{Path: r.URL.Path, RawPath: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery, Method: r.Method, Host: r.Host, Header: r.Header, Body: string(body)}
 		raw, _ := json.Marshal(inv)
 		resp, err := http.Post(recorder+"/invoke", "application/json", bytes.NewReader(raw))
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 )
 
@@ -54,8 +55,15 @@ func (s *stack) describedCodes() (map[string]int, map[string][2]string) {
 			}
 		}
 	}
+	// A request to no operation is answered with the code's status in the error table (404, or 405 for a method
+	// the path's operations do not take).
+	tableStatus := map[string]int{}
+	for _, c := range api.Codes() {
+		tableStatus[c.Code] = c.Status
+	}
 	for _, c := range doc.RouteCodes.Codes {
-		pairs["route "+c] = http.StatusNotFound
+		require.NotZero(s.t, tableStatus[c], "route code %s is not in the error table", c)
+		pairs["route "+c] = tableStatus[c]
 	}
 	return pairs, ops
 }
@@ -176,6 +184,12 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"repair", "nothing_to_repair", "POST", action(done, "repair"), ""},
 		{"route", "unknown_action", "POST", action(done, "frobnicate"), ""},
 		{"route", "no_route", "GET", "/api/migrations/" + done + "/report/nothing-here", ""},
+		// Through the catch-all function (ZzFallback): a path no function's route takes, and a method the path's
+		// function does not take.
+		{"route", "no_route", "GET", "/api/nothing-here", ""},
+		{"route", "no_route", "POST", "/api/migrations/" + done + "/verify/again", ""},
+		{"route", "method_not_allowed", "PUT", "/api/migrations/" + done, ""},
+		{"route", "method_not_allowed", "GET", action(done, "verify"), ""},
 	}
 	cases = append(cases, bodyCases("startMigration", "POST", "/api/migrations")...)
 	for _, a := range []struct{ op, name string }{{"verifyAgain", "verify"}, {"cleanUp", "cleanup"}, {"cutOver", "cutover"}, {"repair", "repair"}} {
@@ -205,6 +219,16 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		require.Equal(t, want, status, "%s: the status the description says", key)
 		covered[key] = true
 	}
+	// The 405 names the methods the path takes.
+	req, err := http.NewRequest(http.MethodPut, s.host.URL()+"/api/migrations/"+done, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "DELETE, GET", resp.Header.Get("Allow"))
+	require.Equal(t, "application/json; charset=utf-8", resp.Header.Get("Content-Type"))
+
 	for pair := range pairs {
 		code := pair[strings.Index(pair, " ")+1:]
 		if _, ok := producedElsewhere[code]; ok {

@@ -19,8 +19,8 @@ type ReverifyRequest struct {
 // checkAccept validates an accept list: each value known, none twice.
 func checkAccept(accept []string) *Error {
 	for i, a := range accept {
-		if a != acceptRefusedVersions || slices.Index(accept, a) != i {
-			return invalid("invalid_accept", fmt.Sprintf("accept[%d]", i), "accept takes %q, once", acceptRefusedVersions)
+		if !slices.Contains(acceptValues, a) || slices.Index(accept, a) != i {
+			return invalid("invalid_accept", fmt.Sprintf("accept[%d]", i), "accept takes %s, once", orList(acceptValues))
 		}
 	}
 	return nil
@@ -29,12 +29,8 @@ func checkAccept(accept []string) *Error {
 // Reverify starts a new verification round of a migration whose jobs all finished (for example once the
 // destination's search index caught up): status verifying, a new generation, and its verify-counts message.
 func (s *Service) Reverify(ctx context.Context, id string, req ReverifyRequest) (*Migration, error) {
-	if req.Verify != nil {
-		switch *req.Verify {
-		case VerifyModeCounts, VerifyModeIDs, VerifyModeFull:
-		default:
-			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q or %q", VerifyModeCounts, VerifyModeIDs, VerifyModeFull)
-		}
+	if req.Verify != nil && !slices.Contains(reverifyModes, *req.Verify) {
+		return nil, invalid("invalid_verify", "verify", "verify must be %s", orList(reverifyModes))
 	}
 	if req.VerifySample != nil && *req.VerifySample < 0 {
 		return nil, invalid("invalid_verify_sample", "verifySample", "verifySample must be 0 or more")

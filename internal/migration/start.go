@@ -53,6 +53,8 @@ type StartRequest struct {
 	// Reconcile, with sync: "delete" (the default) removes from the destination, at the cutover, the resources the
 	// source no longer has (hard-deleted or purged there); "report" only lists them.
 	Reconcile *string `json:"reconcile"`
+	// CutoverVerify, with sync: "fast" (the default) or "full-ids" (cutover_compare.go).
+	CutoverVerify *string `json:"cutoverVerify"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -158,15 +160,15 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		req.ExportStrategy = StrategyPerType
 	}
 	if r.ExportStrategy != nil {
-		if *r.ExportStrategy != StrategySystem && *r.ExportStrategy != StrategyPerType {
-			return nil, invalid("invalid_export_strategy", "exportStrategy", "exportStrategy must be %q or %q", StrategySystem, StrategyPerType)
+		if !slices.Contains(exportStrategies, *r.ExportStrategy) {
+			return nil, invalid("invalid_export_strategy", "exportStrategy", "exportStrategy must be %s", orList(exportStrategies))
 		}
 		req.ExportStrategy = *r.ExportStrategy
 	}
-	req.ImportMode = ModeIncremental
+	req.ImportMode = DefaultImportMode
 	if r.ImportMode != nil {
-		if *r.ImportMode != ModeIncremental && *r.ImportMode != ModeInitial {
-			return nil, invalid("invalid_import_mode", "importMode", "importMode must be %q or %q", ModeIncremental, ModeInitial)
+		if !slices.Contains(importModes, *r.ImportMode) {
+			return nil, invalid("invalid_import_mode", "importMode", "importMode must be %s", orList(importModes))
 		}
 		req.ImportMode = *r.ImportMode
 	}
@@ -177,14 +179,12 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		}
 		req.Container = *r.Container
 	}
-	req.Verify = VerifyModeCounts
+	req.Verify = DefaultVerify
 	if r.Verify != nil {
-		switch *r.Verify {
-		case VerifyModeCounts, VerifyModeIDs, VerifyModeFull, VerifyModeNone:
-			req.Verify = *r.Verify
-		default:
-			return nil, invalid("invalid_verify", "verify", "verify must be %q, %q, %q or %q", VerifyModeCounts, VerifyModeIDs, VerifyModeFull, VerifyModeNone)
+		if !slices.Contains(verifyModes, *r.Verify) {
+			return nil, invalid("invalid_verify", "verify", "verify must be %s", orList(verifyModes))
 		}
+		req.Verify = *r.Verify
 	}
 	if r.VerifySample != nil {
 		if *r.VerifySample < 0 {
@@ -199,7 +199,7 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 		req.WindowTarget = *r.WindowTarget
 	}
 	if r.Cleanup != nil {
-		if *r.Cleanup != CleanupAfterVerify && *r.Cleanup != "" {
+		if !slices.Contains(cleanupModes, *r.Cleanup) {
 			return nil, invalid("invalid_cleanup", "cleanup", "cleanup must be %q or absent", CleanupAfterVerify)
 		}
 		req.Cleanup = *r.Cleanup
@@ -256,16 +256,16 @@ func checkSync(r *StartRequest, req *Request) *Error {
 	}
 	switch {
 	case r.Reconcile == nil && r.Sync:
-		req.Reconcile = ReconcileDelete
+		req.Reconcile = DefaultReconcile
 	case r.Reconcile == nil:
 	case !r.Sync:
 		return invalid("invalid_reconcile", "reconcile", "reconcile runs at the cutover: it needs sync: true")
-	case *r.Reconcile == ReconcileDelete || *r.Reconcile == ReconcileReport:
+	case slices.Contains(reconcileModes, *r.Reconcile):
 		req.Reconcile = *r.Reconcile
 	default:
-		return invalid("invalid_reconcile", "reconcile", "reconcile must be %q or %q", ReconcileDelete, ReconcileReport)
+		return invalid("invalid_reconcile", "reconcile", "reconcile must be %s", orList(reconcileModes))
 	}
-	return nil
+	return checkCutoverVerify(r.CutoverVerify, r.Sync, req)
 }
 
 func (s *Service) checkServer(raw *string, field string) (string, *Error) {
