@@ -104,6 +104,57 @@ param logLevel string = 'info'
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+// Locked-down tenants (docs section "Deploying into a locked-down tenant"; handler/infra_network_test.go).
+@description('true: private networking. The function app is integrated with a subnet (all its outbound traffic through the virtual network), the storage accounts and the Service Bus namespace (Premium) are reached through private endpoints and closed to public traffic, with private DNS zones. false: none of it is created.')
+param networkIsolation bool = false
+
+@description('With networkIsolation: an existing subnet for the app\'s virtual network integration, delegated to Microsoft.App/environments (Flex Consumption) or Microsoft.Web/serverFarms (Elastic Premium), /27 or larger; empty: a virtual network is created here.')
+param existingAppSubnetId string = ''
+
+@description('With existingAppSubnetId: an existing subnet of the same virtual network for the private endpoints.')
+param existingPrivateEndpointSubnetId string = ''
+
+@description('With networkIsolation and no existing subnets: address space of the virtual network created here.')
+param vnetAddressPrefix string = '10.40.0.0/24'
+
+@description('The app\'s subnet in it: /26 covers Flex Consumption (/27 recommended) and Elastic Premium on Linux (/26 recommended).')
+param appSubnetPrefix string = '10.40.0.0/26'
+
+@description('The private endpoints\' subnet in it.')
+param privateEndpointSubnetPrefix string = '10.40.0.64/27'
+
+@description('With networkIsolation: resource id of a resource group holding the privatelink DNS zones, already linked to the network (a hub); empty: the zones are created here and linked to the network.')
+param privateDnsZonesResourceGroupId string = ''
+
+@description('With networkIsolation: a private endpoint to the source Azure API for FHIR service as well. Creating it turns off the service\'s public network access for every client.')
+param sourceFhirPrivateEndpoint bool = false
+
+@description('With networkIsolation: a private endpoint to the destination AHDS workspace as well (all its FHIR services). Creating it turns off their public network access for every client.')
+param destinationFhirPrivateEndpoint bool = false
+
+@description('entra: App Service authentication in front of the app, requiring an Entra access token for the app registration AUTH_CLIENT_ID (401 without one); the handler authorizes by app role. keys: function keys alone.')
+@allowed([
+  'entra'
+  'keys'
+])
+param authMode string = 'entra'
+
+@description('With authMode entra: application (client) id of the migrator\'s Entra app registration (app roles Migration.Read and Migration.Operate).')
+param authClientId string = ''
+
+@description('With authMode entra: tenant of the app registration; empty: this deployment\'s tenant.')
+param authTenantId string = ''
+
+@description('Email address the alerts are sent to; empty: the alerts fire in Azure Monitor without notification.')
+param alertEmail string = ''
+
+@description('Webhook the alerts are posted to (common alert schema); empty: none.')
+param alertWebhookUrl string = ''
+
+@description('A sync round ending more than this many minutes behind the source raises an alert.')
+@minValue(1)
+param syncLagAlertMinutes int = 30
+
 // Every generated name, module deployment names included, carries the token: two environments deploying at once
 // never overwrite each other's deployment records.
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -121,6 +172,10 @@ var deploymentContainer = 'app-package'
 var sourceFhirHost = '${sourceFhirServiceName}.azurehealthcareapis.com'
 var destinationFhirHost = '${destinationWorkspaceName}-${destinationFhirServiceName}.fhir.azurehealthcareapis.com'
 var blobSuffix = 'blob.${environment().suffixes.storage}'
+var sourceFhirServiceId = resourceId(subscription().subscriptionId, sourceResourceGroup, 'Microsoft.HealthcareApis/services', sourceFhirServiceName)
+var destinationWorkspaceId = resourceId(subscription().subscriptionId, destinationFhirResourceGroup, 'Microsoft.HealthcareApis/workspaces', destinationWorkspaceName)
+var destinationFhirServiceId = resourceId(subscription().subscriptionId, destinationFhirResourceGroup, 'Microsoft.HealthcareApis/workspaces/fhirservices', destinationWorkspaceName, destinationFhirServiceName)
+var stagingStorageId = resourceId(subscription().subscriptionId, stagingResourceGroup, 'Microsoft.Storage/storageAccounts', stagingAccountName)
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceToken}'
@@ -160,6 +215,8 @@ module hostStorage 'modules/storage-account.bicep' = {
       deploymentContainer
       migrationContainer
     ]
+    // Only the app uses it: public network access disabled, reached through private endpoints.
+    networkIsolation: networkIsolation
   }
 }
 
@@ -180,6 +237,15 @@ module stagingStorage 'modules/storage-account.bicep' = if (createStaging) {
     // Both FHIR services and the handler reach it with managed identities.
     allowSharedKeyAccess: false
     containers: []
+    networkIsolation: networkIsolation
+    // The FHIR services write and read it from outside any network of ours: let them through the firewall as
+    // resource instances (the workspace and its FHIR service, as Microsoft's AHDS $export/$import guides do) and as
+    // trusted services (storage-account.bicep). The handler comes through its private endpoint.
+    firewallExceptionResourceIds: networkIsolation ? [
+      sourceFhirServiceId
+      destinationWorkspaceId
+      destinationFhirServiceId
+    ] : []
   }
 }
 
@@ -198,10 +264,38 @@ module stagingAccess 'modules/staging-access.bicep' = {
 module serviceBus 'modules/servicebus.bicep' = {
   name: 'servicebus-${resourceToken}'
   params: {
-    name: 'sb-${resourceToken}'
+    // A Standard namespace cannot become Premium by a PUT (servicebus.bicep): the Premium one is a namespace of its own.
+    name: networkIsolation ? 'sbp-${resourceToken}' : 'sb-${resourceToken}'
     location: location
     tags: tags
     principalId: identity.properties.principalId
+    premium: networkIsolation
+  }
+}
+
+// networkIsolation: the virtual network (or existing subnets), the private endpoints and their DNS zones.
+module privateNetwork 'modules/private-network.bicep' = if (networkIsolation) {
+  name: 'private-network-${resourceToken}'
+  dependsOn: [
+    stagingStorage
+  ]
+  params: {
+    location: location
+    tags: tags
+    hostingPlan: hostingPlan
+    vnetName: 'vnet-${resourceToken}'
+    vnetAddressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    existingAppSubnetId: existingAppSubnetId
+    existingPrivateEndpointSubnetId: existingPrivateEndpointSubnetId
+    privateDnsZonesResourceGroupId: privateDnsZonesResourceGroupId
+    hostStorageId: hostStorage.outputs.id
+    stagingStorageId: stagingStorageId
+    serviceBusId: serviceBus.outputs.id
+    sourceFhirServiceId: sourceFhirPrivateEndpoint ? sourceFhirServiceId : ''
+    destinationWorkspaceId: destinationFhirPrivateEndpoint ? destinationWorkspaceId : ''
+    nameSuffix: resourceToken
   }
 }
 
@@ -275,6 +369,17 @@ var handlerSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
 }
 
+// How the handler authorizes HTTP calls: AUTH_MODE entra (App Service authentication in front; the handler checks
+// the caller's app roles, Migration.Read and Migration.Operate, in X-MS-CLIENT-PRINCIPAL, and AUTH_CLIENT_ID is the
+// app registration the tokens are for) or keys (function keys alone). Kept out of handlerSettings until LoadConfig
+// reads them: handler/infra_test.go holds handlerSettings to what LoadConfig reads.
+var authSettings = authMode == 'entra' ? {
+  AUTH_MODE: 'entra'
+  AUTH_CLIENT_ID: authClientId
+} : {
+  AUTH_MODE: 'keys'
+}
+
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app-${resourceToken}'
   dependsOn: [
@@ -282,6 +387,9 @@ module functionApp 'modules/function-app.bicep' = {
     stagingAccess
     sourceAccess
     destinationAccess
+    // The private endpoints and their DNS records first: the site is created on its network (and, on Elastic
+    // Premium, on its content share through it).
+    privateNetwork
   ]
   params: {
     name: functionAppName
@@ -292,8 +400,34 @@ module functionApp 'modules/function-app.bicep' = {
     identityId: identity.id
     storageAccountName: hostStorage.outputs.name
     deploymentContainer: deploymentContainer
-    appSettings: handlerSettings
+    appSettings: union(handlerSettings, authSettings)
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: networkIsolation ? privateNetwork.outputs.appSubnetId : ''
+  }
+}
+
+// authMode entra: Microsoft Entra authentication in front of the app (401 without a token for the app registration).
+module appAuthentication 'modules/app-authentication.bicep' = if (authMode == 'entra') {
+  name: 'app-authentication-${resourceToken}'
+  params: {
+    siteName: functionApp.outputs.name
+    authClientId: authClientId
+    authTenantId: empty(authTenantId) ? tenant().tenantId : authTenantId
+  }
+}
+
+// Alerts: a migration failed, a sync falls behind, the poll timer stopped, a message was dead-lettered.
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts-${resourceToken}'
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    alertEmail: alertEmail
+    alertWebhookUrl: alertWebhookUrl
+    syncLagAlertMinutes: syncLagAlertMinutes
+    nameSuffix: resourceToken
   }
 }
 
@@ -311,6 +445,8 @@ output SOURCE_FHIR_URL string = 'https://${sourceFhirHost}'
 output DESTINATION_FHIR_URL string = 'https://${destinationFhirHost}'
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output DASHBOARD_WORKBOOK_ID string = dashboard.outputs.workbookId
+output ALERTS_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
+output VIRTUAL_NETWORK_ID string = networkIsolation ? privateNetwork.outputs.vnetId : ''
 // What the storage wiring replaced (empty when it did not run): README "Storage wiring" says how to restore it.
 output PREVIOUS_SOURCE_EXPORT_STORAGE string = wireStagingStorage ? storageWiring.outputs.previousSourceExportStorage : ''
 output PREVIOUS_DESTINATION_IMPORT_CONFIGURATION object = wireStagingStorage ? storageWiring.outputs.previousDestinationImportConfiguration : {}

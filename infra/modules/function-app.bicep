@@ -17,8 +17,30 @@ param appSettings object
 param maximumInstanceCount int
 @description('azd finds the app to deploy to by this tag (services.handler in azure.yaml).')
 param serviceName string = 'handler'
+@description('networkIsolation: the subnet the app is integrated with (delegated as private-network.bicep does); empty: no virtual network.')
+param virtualNetworkSubnetId string = ''
 
 var isFlex = hostingPlan == 'FlexConsumption'
+var vnetIntegrated = !empty(virtualNetworkSubnetId)
+// Regional virtual network integration, at the site's creation (Microsoft Learn, "Azure Functions networking
+// options"; Microsoft.Web/sites@2024-04-01 virtualNetworkSubnetId, vnetRouteAllEnabled and vnetContentShareEnabled,
+// bicep-types-az generated/web/microsoft.web/2024-04-01/types.json):
+//   - Flex Consumption: the subnet alone. "For Flex Consumption all traffic is already routed through the virtual
+//     network and Route All isn't needed", and vnetRouteAllEnabled / vnetContentShareEnabled are "not used for
+//     networking in Flex Consumption" (Microsoft Learn, "App settings reference for Azure Functions", Flex
+//     Consumption plan deprecations).
+//   - Elastic Premium: Route All (vnetRouteAllEnabled: "all outbound traffic from the app is routed through the
+//     virtual network"), and the content share reached through the network too (vnetContentShareEnabled, "required
+//     ... when restricting your storage account to a virtual network"); and runtime scale monitoring, without which
+//     triggers from a network-restricted Service Bus "don't cause your function app to scale beyond their prewarmed
+//     instance count" ("Azure Functions networking options", Elastic Premium plan with virtual network triggers).
+var vnetConfig = !vnetIntegrated ? {} : isFlex ? {
+  virtualNetworkSubnetId: virtualNetworkSubnetId
+} : {
+  virtualNetworkSubnetId: virtualNetworkSubnetId
+  vnetRouteAllEnabled: true
+  vnetContentShareEnabled: true
+}
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -109,7 +131,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: union({
     serverFarmId: plan.id
     httpsOnly: true
-    siteConfig: {
+    siteConfig: union({
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       // Elastic Premium: what the platform needs to create the site on its content share, at creation.
@@ -131,8 +153,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: contentShareName
         }
       ]
-    }
-  }, isFlex ? flexConfig : {})
+    }, vnetIntegrated && !isFlex ? {
+      functionsRuntimeScaleMonitoringEnabled: true
+    } : {})
+  }, isFlex ? flexConfig : {}, vnetConfig)
 }
 
 // The whole set, the above included: this step replaces every app setting of the site, so a redeployment resets

@@ -1,8 +1,27 @@
-// Service Bus for the chained steps. Standard tier: duplicate detection and scheduled messages need it.
+// Service Bus for the chained steps. Standard tier: duplicate detection and scheduled messages need it. With
+// networkIsolation (premium), the Premium tier: private endpoints are supported in the premium tier only
+// (Microsoft Learn, "Allow access to Azure Service Bus namespaces via private endpoints", Important points), and the
+// namespace takes no public traffic at all (publicNetworkAccess Disabled: "accessible only through private
+// endpoints", same article). The private endpoint itself is made by private-network.bicep.
 param name string
 param location string
 param tags object
 param principalId string
+@description('true (networkIsolation): Premium, one messaging unit, public network access disabled.')
+param premium bool = false
+
+// A namespace's tier is not changed by a PUT: Microsoft's way from Standard to Premium is a new Premium namespace
+// and a migration ("Migrate existing Azure Service Bus standard namespaces to the premium tier"), so main.bicep
+// names the Premium namespace differently.
+var standardSku = {
+  name: 'Standard'
+  tier: 'Standard'
+}
+var premiumSku = {
+  name: 'Premium'
+  tier: 'Premium'
+  capacity: 1
+}
 
 // Queue names are the queueName of RunImport/ and VerifyCounts/ function.json (checked by handler/infra_test.go).
 var queueNames = [
@@ -10,20 +29,21 @@ var queueNames = [
   'verify-counts'
 ]
 
-resource namespace 'Microsoft.ServiceBus/namespaces@2021-11-01' = {
+// 2024-01-01: the first stable version with the namespace's publicNetworkAccess (bicep-types-az,
+// generated/servicebus/microsoft.servicebus/2024-01-01/types.json; 2021-11-01 has none).
+resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: name
   location: location
   tags: tags
-  sku: {
-    name: 'Standard'
-    tier: 'Standard'
-  }
+  sku: premium ? premiumSku : standardSku
   properties: {
     disableLocalAuth: true
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: premium ? 'Disabled' : 'Enabled'
   }
 }
 
-resource queues 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = [for queueName in queueNames: {
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for queueName in queueNames: {
   parent: namespace
   name: queueName
   properties: {
@@ -75,5 +95,6 @@ resource queueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for 
   }
 }]
 
+output id string = namespace.id
 output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
 output queueNames array = queueNames

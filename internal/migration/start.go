@@ -53,8 +53,6 @@ type StartRequest struct {
 	// Reconcile, with sync: "delete" (the default) removes from the destination, at the cutover, the resources the
 	// source no longer has (hard-deleted or purged there); "report" only lists them.
 	Reconcile *string `json:"reconcile"`
-	// CutoverVerify, with sync: "fast" (the default) or "full-ids" (cutover_compare.go).
-	CutoverVerify *string `json:"cutoverVerify"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -265,7 +263,7 @@ func checkSync(r *StartRequest, req *Request) *Error {
 	default:
 		return invalid("invalid_reconcile", "reconcile", "reconcile must be %s", orList(reconcileModes))
 	}
-	return checkCutoverVerify(r.CutoverVerify, r.Sync, req)
+	return nil
 }
 
 func (s *Service) checkServer(raw *string, field string) (string, *Error) {
