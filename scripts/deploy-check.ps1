@@ -110,6 +110,21 @@ function Test-StagingAccess([string]$who, [string]$resourceId, [string]$envName,
     if ($LASTEXITCODE -ne 0) { Fail "could not set $envName in azd's environment" }
 }
 
+# Sign-in: AUTH_MODE is entra (the Bicep's default) or keys; entra needs the app registration's client id.
+$authMode = if ($env:AUTH_MODE) { $env:AUTH_MODE } else { 'entra' }
+switch -CaseSensitive ($authMode) {
+    'entra' {
+        $clientId = "$env:AUTH_CLIENT_ID"
+        if (-not $clientId) {
+            Fail "AUTH_MODE is entra (the default) and AUTH_CLIENT_ID is not set: create the app registration (docs/deploy.md, Deploying into a locked-down tenant) and run  azd env set AUTH_CLIENT_ID <client id>  (or  azd env set AUTH_MODE keys)"
+        } elseif ($clientId -cnotmatch '^[0-9a-fA-F-]{36}$') {
+            Fail "AUTH_CLIENT_ID `"$clientId`" is not an application (client) id: a GUID of 36 characters"
+        }
+    }
+    'keys' { }
+    default { Fail "AUTH_MODE is `"$authMode`": it takes entra or keys" }
+}
+
 $wire = ConvertFrom-GoBool $(if ($env:WIRE_STAGING_STORAGE) { $env:WIRE_STAGING_STORAGE } else { 'false' })
 if ($wire -eq $true -and $env:STAGING_STORAGE_ACCOUNT_NAME) {
     if (-not (Get-Command az -ErrorAction SilentlyContinue)) {

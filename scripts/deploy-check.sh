@@ -5,6 +5,8 @@
 #   - azd's alpha feature for `language: custom` services, decided as azd decides it (without it azd stops
 #     before deploying);
 #   - Go 1.26 or later, to build the package (scripts/package.sh, the service's prepackage hook);
+#   - with AUTH_MODE entra (the default): AUTH_CLIENT_ID, the app registration's client id (a GUID); the Bicep's
+#     sign-in setup fails without it, after most resources are created;
 #   - with WIRE_STAGING_STORAGE=true and an existing staging account: whether each FHIR service's identity already
 #     holds Storage Blob Data Contributor there (ARM refuses a second equal assignment), setting
 #     SOURCE_STAGING_ACCESS_EXISTS and DESTINATION_STAGING_ACCESS_EXISTS in azd's environment (azd reloads it after
@@ -103,6 +105,27 @@ else
     fail "go ${go_version:-(unknown version)} is older than $min_go, which go.mod needs: install Go $min_go or later"
   fi
 fi
+
+# Sign-in: AUTH_MODE is entra (the Bicep's default) or keys; entra needs the app registration's client id.
+auth_mode="${AUTH_MODE:-entra}"
+case "$auth_mode" in
+entra)
+  client_id="${AUTH_CLIENT_ID:-}"
+  if [ -z "$client_id" ]; then
+    fail "AUTH_MODE is entra (the default) and AUTH_CLIENT_ID is not set: create the app registration (docs/deploy.md, Deploying into a locked-down tenant) and run  azd env set AUTH_CLIENT_ID <client id>  (or  azd env set AUTH_MODE keys)"
+  else
+    case "$client_id" in
+    *[!0-9a-fA-F-]*) bad_id=true ;;
+    *) bad_id=false ;;
+    esac
+    if [ "$bad_id" = true ] || [ "${#client_id}" -ne 36 ]; then
+      fail "AUTH_CLIENT_ID \"$client_id\" is not an application (client) id: a GUID of 36 characters"
+    fi
+  fi
+  ;;
+keys) ;;
+*) fail "AUTH_MODE is \"$auth_mode\": it takes entra or keys" ;;
+esac
 
 # check_staging_access WHO RESOURCE_ID ENV_NAME: sets ENV_NAME in azd's environment to whether the service's
 # system-assigned identity already holds Storage Blob Data Contributor on the staging account, at its own scope.

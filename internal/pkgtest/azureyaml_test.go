@@ -106,6 +106,7 @@ func TestAzureYAMLProvisionHooks(t *testing.T) {
 var azdEnv = []string{"AZURE_ENV_NAME=dev", "AZURE_LOCATION=westeurope",
 	"AZURE_SUBSCRIPTION_ID=00000000-0000-0000-0000-000000000001", "AZURE_RESOURCE_GROUP=rg-fhir-migrator-dev",
 	"SOURCE_FHIR_SERVICE_NAME=apiforfhir", "DESTINATION_WORKSPACE_NAME=ws", "DESTINATION_FHIR_SERVICE_NAME=fhir",
+	"AUTH_MODE=entra", "AUTH_CLIENT_ID=" + testClientID,
 }
 
 // runAsAzd runs a posix hook's run line as azd does: /bin/sh -c RUN from the project folder dir, here on the

@@ -137,12 +137,16 @@ func runHookIn(t *testing.T, dir, script string, f fakes, env ...string) (string
 	dash, err := exec.LookPath("dash")
 	require.NoError(t, err, "dash (Debian's /bin/sh) runs the hooks as a strict POSIX shell")
 	cmd := exec.Command(dash, filepath.Join(repoRoot(t), "scripts", script))
-	cmd.Env = append([]string{"PATH=" + hookPATH(t, script, f)}, env...)
+	// A client id for the default sign-in mode (entra), unless the case sets its own (the last value wins).
+	cmd.Env = append([]string{"PATH=" + hookPATH(t, script, f), "AUTH_CLIENT_ID=" + testClientID}, env...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	requireOnlyListedTools(t, script, string(out))
 	return string(out), err
 }
+
+// testClientID is an app registration's client id as the sign-in check wants one.
+const testClientID = "0b8a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
 
 func ready(version string, config map[string]string) fakeSetup {
 	return fakeSetup{azdVersion: version, config: config, goVersion: "1.26.8"}
@@ -176,6 +180,13 @@ func TestDeployCheckUnderDash(t *testing.T) {
 		{"go too old", fakeSetup{azdVersion: "1.30.0", config: on, goVersion: "1.25.3"}, nil, "go 1.25.3 is older than 1.26"},
 		{"go absent", fakeSetup{azdVersion: "1.30.0", config: on}, nil, "go not found"},
 		{"every gap at once", fakeSetup{azdVersion: "0.9.0", config: map[string]string{"alpha.language.custom": "off"}}, nil, "3 problem(s)"},
+		// Sign-in: entra is the Bicep's default and needs the app registration's client id; keys needs nothing.
+		{"entra by default, no client id", ready("1.26.0", on), []string{"AUTH_CLIENT_ID="}, "AUTH_MODE is entra (the default) and AUTH_CLIENT_ID is not set"},
+		{"entra, no client id", ready("1.26.0", on), []string{"AUTH_MODE=entra", "AUTH_CLIENT_ID="}, "azd env set AUTH_CLIENT_ID <client id>"},
+		{"entra, not a GUID", ready("1.26.0", on), []string{"AUTH_CLIENT_ID=my-app"}, `AUTH_CLIENT_ID "my-app" is not an application (client) id`},
+		{"entra, a GUID", ready("1.26.0", on), []string{"AUTH_MODE=entra", "AUTH_CLIENT_ID=" + testClientID}, ""},
+		{"keys, no client id", ready("1.26.0", on), []string{"AUTH_MODE=keys", "AUTH_CLIENT_ID="}, ""},
+		{"unknown mode", ready("1.26.0", on), []string{"AUTH_MODE=Entra"}, `AUTH_MODE is "Entra": it takes entra or keys`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -274,7 +285,9 @@ func TestWindowsHooksMatchThePOSIXOnes(t *testing.T) {
 		"alpha.all", "alpha.language.custom", "SOURCE_STAGING_ACCESS_EXISTS", "DESTINATION_STAGING_ACCESS_EXISTS",
 		"is older than", "azd accepts only on or off there", "azd config set alpha.language.custom on",
 		"ready for azd up", "problem(s); fix them and run again", "az not found", "could not read the",
-		"already holds Storage Blob Data Contributor on the staging account"} {
+		"already holds Storage Blob Data Contributor on the staging account", "AUTH_MODE", "AUTH_CLIENT_ID",
+		"AUTH_MODE is entra (the default) and AUTH_CLIENT_ID is not set", "is not an application (client) id: a GUID of 36 characters",
+		"it takes entra or keys"} {
 		require.Contains(t, sh, shared)
 		require.Contains(t, ps, shared)
 	}
