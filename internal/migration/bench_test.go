@@ -74,16 +74,49 @@ func BenchmarkWindowedDocument(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// 5,000 Observations a day apart in 10 groups of one instant each day: windows of 10.
+	h, got := manyWindowsExported(b, 500, func(c *Config) { c.Store = docs })
+	windows := len(exportWindows(got))
+	raw, _, err := docs.Get(ctx, docName(got.ID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := h.svc.Poll(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	// Then every import finishes: the finished jobs leave the document in pages.
+	done := driveManyWindows(b, h, got.ID, windows)
+	final, _, err := docs.Get(ctx, docName(got.ID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(raw)), "doc-bytes")
+	b.ReportMetric(float64(len(final)), "done-doc-bytes")
+	b.ReportMetric(float64(len(done.JobPages)), "pages")
+	b.ReportMetric(float64(windows), "windows")
+	b.ReportMetric(float64(exportedFileCount(got)), "files")
+}
+
+// manyWindowsExported plans a migration of the given number of windows through the engine (Observations a day
+// apart, 10 at one instant each day: windows of 10), every export writing 200 files (500 windows: 100,000 files),
+// and sweeps until every window is exported. Nothing delivers the import messages, so every import is still queued.
+// tune runs after the harness's own settings (a benchmark sets its document store there).
+func manyWindowsExported(tb testing.TB, windows int, tune func(*Config)) (*harness, *Migration) {
+	tb.Helper()
 	var obs []time.Time
-	for d := range 500 {
+	for d := range windows {
 		for range 10 {
 			obs = append(obs, time.Date(2018, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d))
 		}
 	}
-	h, _ := newPlanningHarness(b, func(c *Config) {
-		c.Store = docs
+	h, _ := newPlanningHarness(tb, func(c *Config) {
 		c.MaxExportsPerSource = 1000
+		if tune != nil {
+			tune(c)
+		}
 	}, map[string][]time.Time{"Observation": obs})
 	files := make([]int64, 200)
 	for i := range files {
@@ -99,40 +132,22 @@ func BenchmarkWindowedDocument(b *testing.B) {
 		h.poll()
 	}
 	got := h.get(m.ID)
-	if !allExportsDone(got) {
-		b.Fatalf("not every window exported: %s", got.Status)
+	if !allExportsDone(got) || len(exportWindows(got)) != windows {
+		tb.Fatalf("%d windows, every export done %t, want %d exported: %s",
+			len(exportWindows(got)), allExportsDone(got), windows, got.Status)
 	}
-	windows := 0
-	for _, j := range got.Jobs {
-		if j.Kind == KindExport {
-			windows++
-		}
-	}
-	raw, _, err := docs.Get(ctx, docName(m.ID))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		if err := h.svc.Poll(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	// Then every import finishes: the finished jobs leave the document in pages.
-	done := h.drive(m.ID, 10*time.Second, 400)
+	return h, got
+}
+
+// driveManyWindows delivers and sweeps the migration of manyWindowsExported until it completes with an export and
+// an import for each of its windows.
+func driveManyWindows(tb testing.TB, h *harness, id string, windows int) *Migration {
+	tb.Helper()
+	done := h.drive(id, 10*time.Second, 400)
 	if done.Status != StatusCompleted || len(done.Jobs) != 2*windows {
-		b.Fatalf("migration %s with %d jobs, want completed with %d", done.Status, len(done.Jobs), 2*windows)
+		tb.Fatalf("migration %s with %d jobs, want completed with %d", done.Status, len(done.Jobs), 2*windows)
 	}
-	final, _, err := docs.Get(ctx, docName(m.ID))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(len(raw)), "doc-bytes")
-	b.ReportMetric(float64(len(final)), "done-doc-bytes")
-	b.ReportMetric(float64(len(done.JobPages)), "pages")
-	b.ReportMetric(float64(windows), "windows")
-	b.ReportMetric(float64(exportedFileCount(got)), "files")
+	return done
 }
 
 func allExportsDone(m *Migration) bool {
