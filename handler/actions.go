@@ -106,6 +106,7 @@ func (a *app) actionHandlers() map[string]func(w http.ResponseWriter, r *http.Re
 				api.Write(w, bad)
 				return
 			}
+			auditFields(r.Context(), req)
 			res, err := a.svc.Cleanup(r.Context(), id, req)
 			if err != nil {
 				a.writeError(w, r, err)
@@ -125,6 +126,7 @@ func startAction[T any](a *app, call func(context.Context, string, T) (*migratio
 			api.Write(w, bad)
 			return
 		}
+		auditFields(r.Context(), req)
 		m, err := call(r.Context(), id, req)
 		if err != nil {
 			a.writeError(w, r, err)

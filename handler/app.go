@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
+	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
 	"github.com/fhir-migrator/fhir-migrator/internal/identity"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 	"github.com/fhir-migrator/fhir-migrator/internal/staging"
@@ -22,8 +25,10 @@ import (
 
 // app is the wired handler: one migration service behind the HTTP API and the function invocations.
 type app struct {
-	svc       *migration.Service
-	logger    *slog.Logger
+	svc    *migration.Service
+	logger *slog.Logger
+	// auth is how API callers are let in (auth.go); the zero value is AUTH_MODE keys.
+	auth      AuthConfig
 	messaging string
 	closers   []func()
 	// openAPI is the API's description, built on its first request (not at every start of the handler).
@@ -35,7 +40,7 @@ type app struct {
 // newApp wires the handler: the document store, the staging account, the chained-message sender and the FHIR
 // clients, under one migration service.
 func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err error) {
-	a := &app{logger: logger}
+	a := &app{logger: logger, auth: cfg.Auth}
 	// A start that fails after the Service Bus client was made must not leave its connection open.
 	defer func() {
 		if err != nil {
@@ -201,35 +206,72 @@ func (a *app) Routes() http.Handler {
 	mux.HandleFunc("POST /RunImport", a.invocation("RunImport", a.runImport))
 	mux.HandleFunc("POST /VerifyCounts", a.invocation("VerifyCounts", a.verifyCounts))
 	mux.HandleFunc("/", noRoute)
-	apis := newAPIRouter(a.apiRoutes())
+	routes := a.apiRoutes()
+	for i := range routes {
+		routes[i].handle = a.guard(routes[i])
+	}
+	apis := newAPIRouter(routes)
 	return withInvocationLog(a.logger, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if apis.owns(r) {
-			apis.ServeHTTP(w, r)
+			// Every API request, to an operation or not, is authenticated first (entra mode: 401 without a
+			// signed-in principal); each operation then checks its role (guard).
+			c, refusal := a.authenticate(r)
+			if refusal != nil {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+				api.Write(w, refusal)
+				client, _ := clientAddress(r.Header)
+				a.logger.Warn("unauthenticated request refused", "method", r.Method, "path", r.URL.Path, "client", client,
+					"reason", refusal.Message, "invocationId", r.Header.Get("X-Azure-Functions-InvocationId"))
+				return
+			}
+			apis.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, c)))
 			return
 		}
 		mux.ServeHTTP(w, r)
 	}))
 }
 
+// apiRoute is one operation of the API: its pattern, the app role a caller needs for it (AUTH_MODE entra), and
+// its handler. auditRead: a read that is logged as an audit line (every operation that needs roleOperate changes
+// a migration, and is audited in its document and the log).
 type apiRoute struct {
-	pattern string
-	handle  http.HandlerFunc
+	pattern   string
+	role      appRole
+	auditRead bool
+	handle    http.HandlerFunc
 }
 
 // apiRoutes are the operations of the HTTP API the Functions host forwards (described by openapi.go), each
-// "METHOD path" with {name} parameters; a path's methods here are what a 405 lists in Allow. A test holds them to
-// the function.json files: the host routes each to an API function that takes its method (handler/routes_test.go).
+// "METHOD path" with {name} parameters, with the app role each needs: roleRead to read, roleOperate to change
+// anything (TestEveryOperationHasItsRole holds every operation to one). A path's methods here are what a 405 lists
+// in Allow. A test holds them to the function.json files: the host routes each to an API function that takes its
+// method (handler/routes_test.go).
 func (a *app) apiRoutes() []apiRoute {
 	return []apiRoute{
-		{"POST /api/migrations", a.startMigration},
-		{"GET /api/migrations", a.listMigrations},
-		{"GET /api/migrations/{id}", a.getMigration},
-		{"DELETE /api/migrations/{id}", a.cancelMigration},
-		{"GET /api/migrations/{id}/report", a.migrationReport},
-		{"GET /api/migrations/{id}/report/{part}", a.migrationReport},
-		{"POST /api/migrations/{id}/{action}", a.migrationAction},
-		{"GET /api/openapi.json", a.serveOpenAPI},
+		{"POST /api/migrations", roleOperate, false, a.startMigration},
+		{"GET /api/migrations", roleRead, false, a.listMigrations},
+		{"GET /api/migrations/{id}", roleRead, false, a.getMigration},
+		{"DELETE /api/migrations/{id}", roleOperate, false, a.cancelMigration},
+		{"GET /api/migrations/{id}/report", roleRead, true, a.migrationReport},
+		{"GET /api/migrations/{id}/report/{part}", roleRead, true, a.migrationReport},
+		{"POST /api/migrations/{id}/{action}", roleOperate, false, a.migrationAction},
+		{"GET /api/openapi.json", roleRead, false, a.serveOpenAPI},
 	}
+}
+
+// routeRole is the app role of the operation "METHOD path" (a path of the description, {id} in it): the role of
+// the route that serves it.
+func routeRole(method, path string) (appRole, bool) {
+	for _, rt := range (&app{}).apiRoutes() {
+		m, p, _ := strings.Cut(rt.pattern, " ")
+		if m != method {
+			continue
+		}
+		if _, ok := hostroute.MustParse(p).Match(path); ok {
+			return rt.role, true
+		}
+	}
+	return "", false
 }
 
 // withInvocationLog logs each request with the host's invocation id.

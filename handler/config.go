@@ -46,6 +46,9 @@ type Config struct {
 	// Tuning is the engine's pacing and bounds: its defaults, with the settings named by Tuning.Settings.
 	Tuning migration.Tuning
 
+	// Auth is how the HTTP API's callers are let in (settings AUTH_MODE and AUTH_CLIENT_ID; auth.go).
+	Auth AuthConfig
+
 	LogLevel slog.Level // setting LogLevel: debug, info (default), warn, error
 	// LogFormat is text (key=value, default) or json (one object per line: what the Azure dashboard queries).
 	LogFormat string
@@ -150,6 +153,17 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		for _, e := range strings.Split(err.Error(), "\n") {
 			bad("%s", e)
 		}
+	}
+
+	c.Auth = AuthConfig{Mode: get("AUTH_MODE", AuthKeys), ClientID: get("AUTH_CLIENT_ID", "")}
+	switch c.Auth.Mode {
+	case AuthKeys:
+	case AuthEntra:
+		if !guidPattern.MatchString(c.Auth.ClientID) {
+			bad("AUTH_CLIENT_ID: with AUTH_MODE entra, set the application (client) id of the app registration the tokens are issued for (a GUID), got %q", c.Auth.ClientID)
+		}
+	default:
+		bad("AUTH_MODE: want %q or %q, got %q", AuthKeys, AuthEntra, c.Auth.Mode)
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("LogLevel", "info"))); err != nil {

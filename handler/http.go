@@ -19,6 +19,7 @@ func (a *app) startMigration(w http.ResponseWriter, r *http.Request) {
 		api.Write(w, bad)
 		return
 	}
+	auditFields(r.Context(), req)
 	res, err := a.svc.Start(r.Context(), req)
 	if err != nil {
 		a.writeError(w, r, err)

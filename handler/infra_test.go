@@ -176,6 +176,19 @@ func appSettings(t *testing.T) map[string]string {
 	for k, v := range namedObject(t, files["infra/modules/function-app.bicep"], "premiumSettings") {
 		settings[k] = v
 	}
+	// authSettings (AUTH_MODE, AUTH_CLIENT_ID) join handlerSettings in the app's settings (union); its keys
+	// branch is read first, so that the entra branch's values (the default authMode) win.
+	main := files["infra/main.bicep"]
+	if m := regexp.MustCompile(`(?m)^var authSettings = [^\n]*\?\s*\{`).FindStringIndex(main); m != nil {
+		entra := m[1] - 1
+		entraBody := block(t, main, entra)
+		keys := strings.Index(main[entra+len(entraBody)+2:], "{") + entra + len(entraBody) + 2
+		for _, body := range []string{block(t, main, keys), entraBody} {
+			for k, v := range objectEntries(body) {
+				settings[k] = v
+			}
+		}
+	}
 	return settings
 }
 
@@ -259,6 +272,7 @@ func TestLoadConfigAcceptsTheBicepSettings(t *testing.T) {
 	deployed := map[string]string{
 		"identity.properties.clientId":               "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
 		"serviceBus.outputs.fullyQualifiedNamespace": "sb-abc.servicebus.windows.net",
+		"authClientId": "0b9e6c3a-1d2f-4e5a-8b7c-6d5e4f3a2b1c", // AUTH_CLIENT_ID: required with authMode entra
 	}
 	env := map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "34567"}
 	for name, expr := range appSettings(t) {
@@ -285,6 +299,7 @@ func TestLoadConfigAcceptsTheBicepSettings(t *testing.T) {
 	require.NotEmpty(t, cfg.DocumentStorage.ServiceURL)
 	require.Empty(t, cfg.StagingStorage.ConnectionString)
 	require.Equal(t, "https://deployed.deployed/", cfg.StagingStorage.ServiceURL)
+	require.Equal(t, AuthConfig{Mode: AuthEntra, ClientID: "0b9e6c3a-1d2f-4e5a-8b7c-6d5e4f3a2b1c"}, cfg.Auth, "authMode entra, the default")
 }
 
 type functionJSON struct {

@@ -32,6 +32,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	logger := cfg.NewLogger(stdout)
+	if w := platformAuthWarning(cfg.Auth, getenv); w != "" {
+		logger.Warn(w)
+	}
 	// Storage is reached at start-up (the document container is created when missing); an unreachable account
 	// must fail the start with a clear error instead of hanging the host's readiness wait.
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

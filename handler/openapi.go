@@ -289,6 +289,13 @@ func openAPIDocument() ([]byte, error) {
 		if !op.inMemory {
 			opCodes = append(opCodes, "internal_error")
 		}
+		// AUTH_MODE entra: every operation needs a signed-in caller holding the app role of its route (auth.go).
+		role, ok := routeRole(op.method, op.path)
+		if !ok {
+			return nil, fmt.Errorf("operation %s: no route of the handler serves %s %s", op.id, op.method, op.path)
+		}
+		o["x-required-role"] = string(role)
+		opCodes = append(opCodes, "unauthenticated", "forbidden")
 		for _, c := range opCodes {
 			row, ok := codes[c]
 			if !ok {
@@ -299,7 +306,11 @@ func openAPIDocument() ([]byte, error) {
 		for status, cs := range byStatus {
 			var lines []string
 			for _, c := range cs {
-				lines = append(lines, fmt.Sprintf("`%s`: %s", c, codes[c].When))
+				line := fmt.Sprintf("`%s`: %s", c, codes[c].When)
+				if c == "forbidden" {
+					line += "; this operation needs `" + string(role) + "`"
+				}
+				lines = append(lines, line)
 			}
 			responses[strconv.Itoa(status)] = map[string]any{
 				"description":   strings.Join(lines, "\n\n"),
@@ -323,9 +334,15 @@ func openAPIDocument() ([]byte, error) {
 			"description": "Moves a FHIR server's data from Azure API for FHIR to the Azure Health Data Services FHIR service: start, watch, verify, sync and cut over, clean up."},
 		"servers": []any{map[string]any{"url": "{baseUrl}", "variables": map[string]any{
 			"baseUrl": map[string]any{"default": "http://127.0.0.1:7071", "description": "the Function App's URL"}}}},
-		"security":   []any{map[string]any{"functionKey": []string{}}},
-		"paths":      paths,
-		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{"functionKey": map[string]any{"type": "apiKey", "in": "header", "name": "x-functions-key", "description": "a function key of the app (none on the local host)"}}},
+		// A function key always (every function is authLevel function); with AUTH_MODE entra a Microsoft Entra
+		// access token as well.
+		"security": []any{map[string]any{"functionKey": []string{}}, map[string]any{"functionKey": []string{}, "entraId": []string{}}},
+		"paths":    paths,
+		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{
+			"functionKey": map[string]any{"type": "apiKey", "in": "header", "name": "x-functions-key", "description": "a function key of the app (none on the local host)"},
+			"entraId": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+				"description": "AUTH_MODE entra: a Microsoft Entra access token for the app registration (scope api://<AUTH_CLIENT_ID>/.default), sent with the function key. App Service authentication checks it; the handler then requires the app role each operation names in x-required-role (" + string(roleOperate) + " implies " + string(roleRead) + ")."},
+		}},
 		"x-route-codes": map[string]any{
 			"description": "answered to a request that names no operation (404), or a method its path does not take (405, with Allow)",
 			"codes":       routeCodes,

@@ -70,6 +70,52 @@ var walkVariables = [][3]string{
 	{"pollMillis", "1000", "the time between them, in milliseconds"},
 }
 
+// entraVariables are the Postman collection's sign-in with Microsoft Entra ID (AUTH_MODE entra), off while
+// entraAccessToken and entraClientSecret are empty: the collection's OAuth 2.0 authorization sends entraAccessToken
+// as Authorization: Bearer (postman-runtime's oauth2 authorizer signs nothing without a token), and the
+// collection's pre-request script fills it by the client credentials grant once entraClientSecret is set.
+var entraVariables = [][3]string{
+	{"entraAuthority", "https://login.microsoftonline.com", "AUTH_MODE entra: the Microsoft Entra authority (another cloud's: https://login.microsoftonline.us, https://login.chinacloudapi.cn)"},
+	{"entraTenantId", "", "AUTH_MODE entra: the Microsoft Entra tenant (id or domain) of the app registration"},
+	{"entraClientId", "", "AUTH_MODE entra, client credentials: the application (client) id of the calling app (a confidential client holding the app role Migration.Operate or Migration.Read)"},
+	{"entraClientSecret", "", "AUTH_MODE entra, client credentials: the calling app's client secret; set it as a current value or with newman --env-var, never saved in the collection. Empty: no token is fetched"},
+	{"entraScope", "", "AUTH_MODE entra: the migrator's scope, api://<AUTH_CLIENT_ID>/.default"},
+	{"entraAccessToken", "", "AUTH_MODE entra: the bearer token sent (empty: none). Filled by the pre-request script, or set by hand: az account get-access-token --scope api://<AUTH_CLIENT_ID>/.default --query accessToken -o tsv"},
+	{"entraTokenExpires", "0", "when entraAccessToken expires (ms since 1970), set by the pre-request script"},
+}
+
+// entraPrerequest is the collection's pre-request script: the client credentials grant, when entraClientSecret is
+// set and entraAccessToken is empty or about to expire.
+var entraPrerequest = []string{
+	"// Sign-in with Microsoft Entra ID (AUTH_MODE entra), off unless entraClientSecret is set: a token for entraScope",
+	"// by the client credentials grant of the app entraClientId in entraTenantId, kept in entraAccessToken until two",
+	"// minutes before it expires. The collection's OAuth 2.0 authorization sends entraAccessToken (nothing while empty).",
+	`var secret = pm.variables.get("entraClientSecret");`,
+	`if (secret && (!pm.variables.get("entraAccessToken") || Date.now() > Number(pm.collectionVariables.get("entraTokenExpires") || 0) - 120000)) {`,
+	"  pm.sendRequest({",
+	`    url: pm.variables.get("entraAuthority") + "/" + pm.variables.get("entraTenantId") + "/oauth2/v2.0/token",`,
+	`    method: "POST",`,
+	`    header: { "Content-Type": "application/x-www-form-urlencoded" },`,
+	`    body: { mode: "urlencoded", urlencoded: [`,
+	`      { key: "grant_type", value: "client_credentials" },`,
+	`      { key: "client_id", value: pm.variables.get("entraClientId") },`,
+	`      { key: "client_secret", value: secret },`,
+	`      { key: "scope", value: pm.variables.get("entraScope") }`,
+	"    ] }",
+	"  }, function (err, res) {",
+	`    pm.test("signed in with Microsoft Entra ID", function () {`,
+	"      pm.expect(err).to.eql(null);",
+	"      pm.expect(res.code).to.eql(200);",
+	"    });",
+	"    if (!err && res.code === 200) {",
+	"      var t = res.json();",
+	`      pm.collectionVariables.set("entraAccessToken", t.access_token);`,
+	`      pm.collectionVariables.set("entraTokenExpires", String(Date.now() + Number(t.expires_in) * 1000));`,
+	"    }",
+	"  });",
+	"}",
+}
+
 // js quotes a Go value as a JavaScript literal.
 func js(v any) string {
 	b, err := json.Marshal(v)
@@ -497,7 +543,8 @@ func postmanCollection(openAPI []byte) ([]byte, error) {
 			description += "\n\nA wait: sent again, at most maxPolls times and pollMillis apart, until " + r.awaited + "."
 		}
 		req := map[string]any{"method": r.op.method, "url": url, "description": description}
-		var header []kv
+		// The function key on every request: the collection's authorization is its OAuth 2.0 sign-in.
+		header := []kv{{Key: "x-functions-key", Value: "{{functionKey}}", Type: "text"}}
 		if r.accept != "" {
 			header = append(header, kv{Key: "Accept", Value: r.accept})
 		}
@@ -505,9 +552,7 @@ func postmanCollection(openAPI []byte) ([]byte, error) {
 			header = append(header, kv{Key: "Content-Type", Value: "application/json"})
 			req["body"] = map[string]any{"mode": "raw", "raw": r.body, "options": map[string]any{"raw": map[string]any{"language": "json"}}}
 		}
-		if header != nil {
-			req["header"] = header
-		}
+		req["header"] = header
 		it := item{Name: r.name, Request: req, Event: []any{script("test", r.testScript())}}
 		if r.until != "" {
 			it.Event = append([]any{script("prerequest", []string{
@@ -520,7 +565,7 @@ func postmanCollection(openAPI []byte) ([]byte, error) {
 		items = append(items, it)
 	}
 	var vars []kv
-	for _, v := range walkVariables {
+	for _, v := range append(slices.Clone(walkVariables), entraVariables...) {
 		vars = append(vars, kv{Key: v[0], Value: v[1], Type: "string", Description: v[2]})
 	}
 	for _, c := range capturedVariables(reqs) {
@@ -535,14 +580,28 @@ func postmanCollection(openAPI []byte) ([]byte, error) {
 				"a dry run, a migration started, waited for, reported on and verified again, a syncing migration listed, cut over and waited for, a cleanup, and a cancel last. " +
 				"Each request's tests check its answer; the waits send their request again until the migration gets there (at most maxPolls, pollMillis apart). " +
 				"Set baseUrl (the Function App's URL), functionKey, sourceUrl and destinationUrl; the defaults are the local stack's (make stack-up). " +
+				"A Function App deployed with AUTH_MODE entra also wants a Microsoft Entra token: the collection's authorization is OAuth 2.0, off while entraAccessToken is empty; " +
+				"set entraTenantId, entraClientId, entraClientSecret and entraScope (api://<AUTH_CLIENT_ID>/.default) and the collection's pre-request script gets a token by the client credentials grant, " +
+				"or set entraAccessToken to a token of your own, or use Authorization > Get New Access Token (client credentials, or switch the grant type to Authorization Code with PKCE). " +
 				"Generated from GET /api/openapi.json and the walkthrough in handler/walkthrough.go, like requests.http: go test ./handler -run Walkthrough -update-postman rewrites both.",
 			"schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
 		},
-		"auth": map[string]any{"type": "apikey", "apikey": []kv{
-			{Key: "key", Value: "x-functions-key", Type: "string"},
-			{Key: "value", Value: "{{functionKey}}", Type: "string"},
-			{Key: "in", Value: "header", Type: "string"},
+		// AUTH_MODE entra: OAuth 2.0, client credentials, the migrator's scope; nothing is sent while
+		// entraAccessToken is empty.
+		"auth": map[string]any{"type": "oauth2", "oauth2": []kv{
+			{Key: "accessToken", Value: "{{entraAccessToken}}", Type: "string"},
+			{Key: "addTokenTo", Value: "header", Type: "string"},
+			{Key: "headerPrefix", Value: "Bearer", Type: "string"},
+			{Key: "grant_type", Value: "client_credentials", Type: "string"},
+			{Key: "accessTokenUrl", Value: "{{entraAuthority}}/{{entraTenantId}}/oauth2/v2.0/token", Type: "string"},
+			{Key: "authUrl", Value: "{{entraAuthority}}/{{entraTenantId}}/oauth2/v2.0/authorize", Type: "string"},
+			{Key: "clientId", Value: "{{entraClientId}}", Type: "string"},
+			{Key: "clientSecret", Value: "{{entraClientSecret}}", Type: "string"},
+			{Key: "scope", Value: "{{entraScope}}", Type: "string"},
+			{Key: "client_authentication", Value: "body", Type: "string"},
+			{Key: "tokenName", Value: "FHIR migrator (Microsoft Entra ID)", Type: "string"},
 		}},
+		"event":    []any{script("prerequest", entraPrerequest)},
 		"variable": vars,
 		"item":     items,
 	}
@@ -564,7 +623,9 @@ func requestsHTTP(openAPI []byte) ([]byte, error) {
 # Client (# @name and {{name.response.body.$.x}} are its syntax); the same walkthrough as the Postman collection,
 # whose tests check each answer. Generated from GET /api/openapi.json and handler/walkthrough.go:
 # go test ./handler -run Walkthrough -update-postman rewrites it. Defaults target the local stack (make stack-up); in
-# Azure set @baseUrl to https://<app>.azurewebsites.net, @functionKey to a function key and the FHIR servers.
+# Azure set @baseUrl to https://<app>.azurewebsites.net, @functionKey to a function key and the FHIR servers. A
+# Function App deployed with AUTH_MODE entra also wants a Microsoft Entra token on each request, beside the key:
+# Authorization: Bearer <az account get-access-token --scope api://<AUTH_CLIENT_ID>/.default --query accessToken -o tsv>
 `)
 	for _, v := range walkVariables {
 		if v[0] == "maxPolls" || v[0] == "pollMillis" {

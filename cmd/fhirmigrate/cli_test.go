@@ -372,7 +372,8 @@ func TestAPIErrorIsPrinted(t *testing.T) {
 	code, out, errOut = runMain(t, []string{"FHIRMIGRATE_URL=" + srv.URL}, "status", "m-1")
 	require.Equal(t, 1, code)
 	require.Empty(t, out)
-	require.Equal(t, "fhirmigrate: HTTP 401 Unauthorized: the Function App wants its function key: --key or FHIRMIGRATE_KEY\n", errOut)
+	require.Equal(t, "fhirmigrate: HTTP 401 Unauthorized: the Function App wants its function key: --key or FHIRMIGRATE_KEY "+
+		"(and, when it signs callers in with Microsoft Entra ID, a token: --audience or FHIRMIGRATE_AUDIENCE)\n", errOut)
 
 	// --key after the command wins over the variable.
 	code, _, _ = runMain(t, []string{"FHIRMIGRATE_URL=" + srv.URL, "FHIRMIGRATE_KEY=old"}, "status", "m-1", "--key", "new")

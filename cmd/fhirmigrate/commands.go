@@ -138,7 +138,15 @@ const connectionHelp = `connection options (before or after the command):
                      az functionapp keys list -g RESOURCE_GROUP -n APP --query functionKeys.default -o tsv
                    (or the portal: the Function App, App keys). Prefer the variable: a --key shows in the
                    process list.
-  --interval D     how often watch polls (default 1s)`
+  --interval D     how often watch polls (default 1s)
+  --audience SCOPE sign in with Microsoft Entra ID (a Function App deployed with AUTH_MODE entra): the app's
+                   scope, api://<client-id>/.default (env FHIRMIGRATE_AUDIENCE; a bare client id or api://<client-id>
+                   gets /.default). The token, from the Azure CLI's sign-in (az login), goes in Authorization:
+                   Bearer on every request, with the function key. The caller needs the app role Migration.Read
+                   to read, Migration.Operate to change.
+  --device-code    sign in with a device code instead (env FHIRMIGRATE_DEVICE_CODE=1); the instructions go to
+                   stderr. --tenant ID (env FHIRMIGRATE_TENANT) picks the tenant, --client-id ID (env
+                   FHIRMIGRATE_CLIENT_ID) the public client application the device code sign-in uses.`
 
 const exitHelp = `exit status: 0 done; 1 the service refused or failed the request (printed as
 "fhirmigrate: CODE: MESSAGE (field FIELD)"), the service could not be reached, or a watched migration ended

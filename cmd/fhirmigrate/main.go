@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"golang.org/x/term"
 )
 
@@ -52,6 +53,8 @@ type env struct {
 	// now is the clock: watch reads the time from it (a test replays a recording at its own times).
 	now    func() time.Time
 	getenv func(string) string
+	// credential makes the sign-in's credential (nil: newCredential, azidentity's; a test gives a fake).
+	credential func(signIn) (azcore.TokenCredential, error)
 }
 
 // run executes one command and returns the process exit code.
@@ -64,18 +67,45 @@ func runAt(ctx context.Context, args []string, out io.Writer, now func() time.Ti
 	return runEnv(ctx, args, &env{out: out, errOut: os.Stderr, now: now, getenv: os.Getenv})
 }
 
-// connFlags defines the connection options on fs with their defaults: the environment's for the options before
+// conn are the connection options.
+type conn struct {
+	url, key                   *string
+	interval                   *time.Duration
+	audience, tenant, clientID *string
+	deviceCode                 *bool
+}
+
+// connFlags defines the connection options on fs with their defaults d: the environment's for the options before
 // the command, those options' values for the command's own.
-func connFlags(fs *flagSet, base, key string, interval time.Duration) (*string, *string, *time.Duration) {
-	return fs.String("url", base, "the Function App's base URL"), fs.String("key", key, "the function key (x-functions-key)"),
-		fs.Duration("interval", interval, "poll interval of watch")
+func connFlags(fs *flagSet, d conn) conn {
+	return conn{
+		url:        fs.String("url", *d.url, "the Function App's base URL"),
+		key:        fs.String("key", *d.key, "the function key (x-functions-key)"),
+		interval:   fs.Duration("interval", *d.interval, "poll interval of watch"),
+		audience:   fs.String("audience", *d.audience, "sign in with Microsoft Entra ID for this app scope (api://<client-id>/.default)"),
+		tenant:     fs.String("tenant", *d.tenant, "the Microsoft Entra tenant to sign in to"),
+		clientID:   fs.String("client-id", *d.clientID, "the public client application a device code sign-in uses"),
+		deviceCode: fs.Bool("device-code", *d.deviceCode, "sign in with a device code instead of the Azure CLI's sign-in"),
+	}
+}
+
+// envConn are the connection options' defaults from the environment.
+func envConn(getenv func(string) string) conn {
+	url, key, audience, tenant, clientID := envOr(getenv, envURL, defaultURL), getenv(envKey), getenv(envAudience), getenv(envTenant), getenv(envClientID)
+	interval := time.Second
+	device := false
+	switch strings.ToLower(strings.TrimSpace(getenv(envDeviceCode))) {
+	case "1", "true", "yes":
+		device = true
+	}
+	return conn{url: &url, key: &key, interval: &interval, audience: &audience, tenant: &tenant, clientID: &clientID, deviceCode: &device}
 }
 
 // runEnv parses the command line and runs its command. Help (fhirmigrate --help, help [COMMAND], COMMAND --help)
 // goes to stdout with status 0; a command line it cannot run returns status 2 and a usageError.
 func runEnv(ctx context.Context, args []string, e *env) (int, error) {
 	global := newFlagSet("fhirmigrate")
-	base, key, interval := connFlags(global, envOr(e.getenv, envURL, defaultURL), e.getenv(envKey), time.Second)
+	globalConn := connFlags(global, envConn(e.getenv))
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			_, _ = io.WriteString(e.out, usageText())
@@ -104,7 +134,7 @@ func runEnv(ctx context.Context, args []string, e *env) (int, error) {
 		return 2, &usageError{fmt.Sprintf("unknown command %q", name), usageText()}
 	}
 	fs := newFlagSet(name)
-	cBase, cKey, cInterval := connFlags(fs, *base, *key, *interval)
+	cc := connFlags(fs, globalConn)
 	runCmd := cmd.setup(fs)
 	pos, err := fs.parse(rest)
 	switch {
@@ -123,10 +153,23 @@ func runEnv(ctx context.Context, args []string, e *env) (int, error) {
 	}
 	prog := "fhirmigrate"
 	if global.set("url") || fs.set("url") {
-		prog += " --url " + *cBase
+		prog += " --url " + *cc.url
 	}
-	c := &client{base: strings.TrimSuffix(*cBase, "/"), key: *cKey, http: &http.Client{Timeout: 60 * time.Second}, now: e.now}
-	return runCmd(ctx, &invocation{env: e, c: c, args: pos, interval: *cInterval, prog: prog})
+	c := &client{base: strings.TrimSuffix(*cc.url, "/"), key: *cc.key, http: &http.Client{Timeout: 60 * time.Second}, now: e.now}
+	if scope := scopeOf(*cc.audience); scope != "" {
+		newCred := e.credential
+		if newCred == nil {
+			newCred = newCredential
+		}
+		cred, err := newCred(signIn{scope: scope, deviceCode: *cc.deviceCode, tenant: *cc.tenant, clientID: *cc.clientID, prompt: e.errOut})
+		if err != nil {
+			return 1, fmt.Errorf("sign in: %w", err)
+		}
+		c.token = &tokenSource{cred: cred, scope: scope}
+	} else if *cc.deviceCode {
+		return 2, &usageError{name + ": --device-code signs in for an app: give its scope too (--audience or " + envAudience + ")", cmd.help()}
+	}
+	return runCmd(ctx, &invocation{env: e, c: c, args: pos, interval: *cc.interval, prog: prog})
 }
 
 func isHelpFlag(arg string) bool {
@@ -158,8 +201,10 @@ func writeRaw(out io.Writer, raw []byte) {
 type client struct {
 	base string
 	key  string
-	http *http.Client
-	now  func() time.Time
+	// token, when the CLI signs in (--audience), gives the bearer token of every request.
+	token *tokenSource
+	http  *http.Client
+	now   func() time.Time
 }
 
 // do sends a request and reads its answer, whatever its status.
@@ -228,6 +273,13 @@ func (c *client) open(ctx context.Context, h *http.Client, method, path string, 
 	if c.key != "" {
 		req.Header.Set("x-functions-key", c.key)
 	}
+	if c.token != nil {
+		tok, err := c.token.token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := h.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -271,7 +323,8 @@ func (e *apiError) Error() string {
 	}
 	s := fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
-		s += ": the Function App wants its function key: --key or " + envKey
+		s += ": the Function App wants its function key: --key or " + envKey +
+			" (and, when it signs callers in with Microsoft Entra ID, a token: --audience or " + envAudience + ")"
 	}
 	if e.Body != "" {
 		s += ": " + e.Body

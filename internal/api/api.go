@@ -31,6 +31,10 @@ const (
 	Method migration.ErrorKind = "method"
 	// Internal: the request failed on the service's side; the details stay in the function's log.
 	Internal migration.ErrorKind = "internal"
+	// Unauthenticated: with AUTH_MODE entra, the request carries no principal signed in by the platform.
+	Unauthenticated migration.ErrorKind = "unauthenticated"
+	// Forbidden: with AUTH_MODE entra, the signed-in principal lacks the app role the operation needs.
+	Forbidden migration.ErrorKind = "forbidden"
 )
 
 // Error is an error answer: {"error": {"code", "message", "field"}} with Status.
@@ -57,6 +61,10 @@ func StatusOf(kind migration.ErrorKind) int {
 		return http.StatusNotFound
 	case Method:
 		return http.StatusMethodNotAllowed
+	case Unauthenticated:
+		return http.StatusUnauthorized
+	case Forbidden:
+		return http.StatusForbidden
 	case migration.Conflict:
 		return http.StatusConflict
 	case migration.Unavailable:
@@ -89,6 +97,8 @@ func Codes() []Code {
 		Code{Code: "unknown_action", Kind: Route, When: "`POST /api/migrations/{id}/{action}` with an action other than `verify`, `cleanup`, `cutover` or `repair`"},
 		Code{Code: "no_route", Kind: Route, When: "no such endpoint"},
 		Code{Code: "method_not_allowed", Kind: Method, When: "the path is an endpoint's and the method is not one it takes; the `Allow` header lists those it takes"},
+		Code{Code: "unauthenticated", Kind: Unauthenticated, When: "`AUTH_MODE` `entra`: the request carries no principal signed in by App Service authentication (`X-MS-CLIENT-PRINCIPAL` absent or unreadable), or one whose token was issued for another audience"},
+		Code{Code: "forbidden", Kind: Forbidden, When: "`AUTH_MODE` `entra`: the signed-in principal lacks the app role the operation needs (`message` names it): `Migration.Read` to read, `Migration.Operate` to start or change a migration"},
 		Code{Code: "internal_error", Kind: Internal, When: "the request failed on the service's side (storage unreachable, ...); the log has the details"},
 	)
 	for i := range out {

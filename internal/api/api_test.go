@@ -86,6 +86,8 @@ func TestEveryCodeHasOneStatus(t *testing.T) {
 	}
 	require.Equal(t, 500, StatusOf(Internal))
 	require.Equal(t, 405, StatusOf(Method))
+	require.Equal(t, 401, StatusOf(Unauthenticated))
+	require.Equal(t, 403, StatusOf(Forbidden))
 }
 
 var update = flag.Bool("update", false, "rewrite the API reference's error table from Codes")

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
+	"strings"
 )
 
 // RunCLI is cmd/devhost: it parses the flags, runs the local host until ctx ends, and returns the first error.
@@ -22,6 +24,8 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	duplicateRate := fs.Float64("duplicate-rate", 0, "chaos: probability that a delivery loses its lock and the message is delivered again")
 	dropRate := fs.Float64("drop-rate", 0, "chaos: probability that a message accepted by the send API is lost (201, never delivered)")
 	chaosSeed := fs.Int64("chaos-seed", 0, "chaos: seed of the rolls (0: from the time)")
+	principalFlag := fs.String("principal", os.Getenv("DEVHOST_PRINCIPAL"), "the signed-in caller put on every request, as App Service authentication "+
+		"does in Azure (X-MS-CLIENT-PRINCIPAL): name:Role1,Role2 or JSON {\"objectId\",\"name\",\"roles\"} (env DEVHOST_PRINCIPAL; local only)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -42,15 +46,24 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("%s %v: want a probability in [0,1]", r.flag, r.p)
 		}
 	}
+	principal, err := ParsePrincipal(*principalFlag)
+	if err != nil {
+		return fmt.Errorf("--principal: %w", err)
+	}
 	settings, err := LoadSettings(*settingsPath)
 	if err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	h, err := New(Config{AppRoot: *appRoot, Settings: settings, Addr: *addr, MaxDeliveryCount: *maxDelivery,
-		HandlerStdout: stdout, Logger: logger, DuplicateRate: *duplicateRate, DropRate: *dropRate, ChaosSeed: *chaosSeed})
+		HandlerStdout: stdout, Logger: logger, DuplicateRate: *duplicateRate, DropRate: *dropRate, ChaosSeed: *chaosSeed,
+		Principal: principal})
 	if err != nil {
 		return err
+	}
+	if principal != nil {
+		logger.Info("every request is signed in as this principal (local host only)", "name", principal.Name,
+			"objectId", principal.ObjectID, "roles", strings.Join(principal.Roles, ","))
 	}
 	if err := h.Start(ctx); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -43,6 +44,10 @@ type Config struct {
 	DuplicateRate float64
 	DropRate      float64
 	ChaosSeed     int64
+
+	// Principal is the signed-in caller put on every request to a function, as App Service authentication would
+	// (principal.go); nil: none. Local only: the local host listens on loopback alone.
+	Principal *Principal
 }
 
 // Stats is what the host has done so far.
@@ -78,6 +83,9 @@ type Host struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// principal is the caller put on each request to a function (SetPrincipal).
+	principal atomic.Pointer[Principal]
 
 	mu          sync.Mutex
 	invocations map[string]int
@@ -155,6 +163,7 @@ func New(cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, app: a, log: cfg.Logger, now: cfg.Clock, queues: map[string]*queue{}, chaos: ch,
 		timers: map[string]*timerState{}, invocations: map[string]int{}, durations: map[string][]time.Duration{},
 		client: &http.Client{Timeout: a.FunctionTimeout}}
+	h.principal.Store(cfg.Principal)
 	for _, fn := range a.Functions {
 		switch fn.Kind {
 		case triggerServiceBus:

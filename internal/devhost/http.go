@@ -166,6 +166,8 @@ func (h *Host) serveFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if route, params, ok := h.app.Routes.Route(r.Method, r.URL.EscapedPath()); ok {
 		fn := h.app.Functions[route.Name]
+		// App Service authentication's part: the client's principal headers out, the configured principal's in.
+		r = h.withPrincipal(r)
 		if fn.Forward {
 			h.forward(w, r, fn)
 		} else {

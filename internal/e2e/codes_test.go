@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/devhost"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 )
 
@@ -198,6 +199,26 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 
 	pairs, ops := s.describedCodes()
 	covered := map[string]bool{}
+
+	// unauthenticated and forbidden, which every operation answers in AUTH_MODE entra: through a local host that
+	// signs no one in (401), then one that signs in a principal holding no app role (403; a reader refused a
+	// change is TestAuditTrailThroughTheLocalHost's).
+	es := newStack(t, stackOptions{patients: 1, settings: entraSettings()})
+	for op, where := range ops {
+		path := strings.ReplaceAll(where[1], "{id}", done)
+		for _, c := range []struct {
+			code      string
+			principal *devhost.Principal
+		}{{"unauthenticated", nil}, {"forbidden", mustPrincipal(t, "nobody@contoso.com")}} {
+			es.host.SetPrincipal(c.principal)
+			status, raw := es.api(where[0], path, nil)
+			var e struct{ Error struct{ Code string } }
+			require.NoError(t, json.Unmarshal(raw, &e), "%s %s: %s", where[0], path, raw)
+			require.Equal(t, c.code, e.Error.Code, "%s %s: %s", where[0], path, raw)
+			require.Equal(t, pairs[op+" "+c.code], status, "%s %s: the status the description says", op, c.code)
+			covered[op+" "+c.code] = true
+		}
+	}
 	for _, c := range cases {
 		key := c.op + " " + c.code
 		want, described := pairs[key]

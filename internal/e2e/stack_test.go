@@ -86,6 +86,8 @@ type stackOptions struct {
 	// source's.
 	destOptions   []fhirsim.Option
 	sourceOptions []fhirsim.Option
+	// principal is the signed-in caller the local host puts on every request (s.host.SetPrincipal changes it).
+	principal *devhost.Principal
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -104,7 +106,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		Storage: azurite.ConnectionString, RepoRoot: repoRoot, HandlerBinary: handlerBin,
 		Source:   append([]fhirsim.Option{fhirsim.WithSeed(opts.patients, 7), fhirsim.WithRollover(500)}, opts.sourceOptions...),
 		Dests:    [][]fhirsim.Option{opts.destOptions},
-		Settings: settings,
+		Settings: settings, Principal: opts.principal,
 	})
 	require.NoError(t, err)
 	s := &stack{t: t, host: st.Host, source: st.Source.Srv, dest: st.Dests[0].Srv, srcSim: st.Source.Sim,

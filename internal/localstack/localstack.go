@@ -115,6 +115,8 @@ type Options struct {
 	DuplicateRate float64
 	DropRate      float64
 	ChaosSeed     int64
+	// Principal is the signed-in caller the local host puts on every request (devhost.Principal; nil: none).
+	Principal *devhost.Principal
 }
 
 // Settings are the handler's app settings for a local stack on storage, with overrides applied.
@@ -188,7 +190,7 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	h, err := devhost.New(devhost.Config{
 		AppRoot: opts.RepoRoot, Settings: Settings(opts.Storage, opts.Settings), Addr: "127.0.0.1:0",
 		ExecutablePath: opts.HandlerBinary, HandlerStdout: out, Logger: logger,
-		DuplicateRate: opts.DuplicateRate, DropRate: opts.DropRate, ChaosSeed: opts.ChaosSeed,
+		DuplicateRate: opts.DuplicateRate, DropRate: opts.DropRate, ChaosSeed: opts.ChaosSeed, Principal: opts.Principal,
 	})
 	if err != nil {
 		return fmt.Errorf("local host: %w", err)

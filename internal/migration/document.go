@@ -139,6 +139,11 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 			return m, nil, err
 		}
 		m.UpdatedAt = s.now()
+		// The request this change serves is recorded in the same save (audit.go).
+		audit, err := s.recordAudit(ctx, m, false)
+		if err != nil {
+			return nil, nil, err
+		}
 		data, err := s.encodeForSave(ctx, m)
 		if err != nil {
 			return nil, nil, err
@@ -150,6 +155,7 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*Migration)
 		if err != nil {
 			return nil, nil, fmt.Errorf("save migration %s: %w", id, err)
 		}
+		audit.markSaved()
 		s.logChanges(ctx, b, m)
 		return m, eff, nil
 	}

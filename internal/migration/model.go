@@ -89,6 +89,10 @@ type Migration struct {
 	Cutover *Cutover `json:"cutover,omitempty"`
 	// Repairs records what POST .../repair wrote on the destination (refused.go).
 	Repairs *Repairs `json:"repairs,omitempty"`
+	// Audit is the latest requests that changed the migration (audit.go); AuditPages name the blobs the older ones
+	// moved to, oldest first.
+	Audit      []AuditEntry `json:"audit,omitempty"`
+	AuditPages []string     `json:"auditPages,omitempty"`
 	// Progress is derived when serving; never stored.
 	Progress *Progress `json:"progress,omitempty"`
 }

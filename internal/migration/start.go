@@ -98,6 +98,10 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 	m := &Migration{ID: id, Status: StatusPlanning, CreatedAt: now, UpdatedAt: now, Request: *req,
 		Planning: newPlanning(req, sourceTypes, now), Baseline: s.takeBaseline(ctx, id, req, sourceTypes, destTypes),
 		SourceTypes: sourceTypes}
+	audit, err := s.recordAudit(ctx, m, true)
+	if err != nil {
+		return nil, err
+	}
 	data, err := encodeDoc(m)
 	if err != nil {
 		return nil, err
@@ -106,6 +110,7 @@ func (s *Service) Start(ctx context.Context, raw StartRequest) (*StartResult, er
 		s.releaseContainer(req.Container, id)
 		return nil, fmt.Errorf("create migration %s: %w", id, err)
 	}
+	audit.markSaved()
 	s.log.Info("migration started", "migration", id, "source", req.Source, "destination", req.Destination,
 		"container", req.Container)
 	return &StartResult{Migration: m.served(s.now())}, nil
