@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -407,6 +409,51 @@ func TestEveryStateChangeIsAudited(t *testing.T) {
 	m, err = a.svc.Get(context.Background(), "m-done")
 	require.NoError(t, err)
 	require.Len(t, m.Audit, 1, "reads are not recorded in the document")
+
+	// What these audit lines carried is what the dashboard's audit tile may read (infra_deploy_test.go).
+	checkAuditLines(t, logs.lines("audit"))
+}
+
+var updateAuditLines = flag.Bool("update-audit-lines", false,
+	"rewrite testdata/audit-lines.json from the audit lines TestEveryStateChangeIsAudited logs")
+
+// auditLinesFile holds the fields the handler's audit lines carried in TestEveryStateChangeIsAudited (changes,
+// a refused change, reads), and the values seen of operation and code, in the shape of
+// internal/migration/testdata/change-lines.json, so that the dashboard's queries are checked against both.
+const auditLinesFile = "testdata/audit-lines.json"
+
+func checkAuditLines(t *testing.T, lines []map[string]any) {
+	t.Helper()
+	type line struct {
+		Fields []string            `json:"fields"`
+		Values map[string][]string `json:"values"`
+	}
+	l := line{Values: map[string][]string{}}
+	for _, m := range lines {
+		for f, v := range m {
+			if !slices.Contains(l.Fields, f) {
+				l.Fields = append(l.Fields, f)
+			}
+			if s, ok := v.(string); ok && (f == "operation" || f == "code") && !slices.Contains(l.Values[f], s) {
+				l.Values[f] = append(l.Values[f], s)
+			}
+		}
+	}
+	slices.Sort(l.Fields)
+	for _, vs := range l.Values {
+		slices.Sort(vs)
+	}
+	got, err := json.MarshalIndent(map[string]any{"lines": map[string]line{"audit": l}}, "", "  ")
+	require.NoError(t, err)
+	got = append(got, '\n')
+	if *updateAuditLines {
+		require.NoError(t, os.MkdirAll("testdata", 0o755))
+		require.NoError(t, os.WriteFile(auditLinesFile, got, 0o644))
+	}
+	want, err := os.ReadFile(auditLinesFile)
+	require.NoError(t, err)
+	require.Equal(t, string(want), string(got),
+		"the audit lines differ from %s: run go test ./handler -run TestEveryStateChangeIsAudited -update-audit-lines", auditLinesFile)
 }
 
 // In keys mode (the default) nothing changes for callers: no principal is needed or checked, a principal without

@@ -160,6 +160,16 @@ func TestDashboardQueriesReadOnlyWhatTheHandlerLogs(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "internal/migration/testdata/change-lines.json")), &captured))
 	require.NotEmpty(t, captured.Lines)
+	// And the handler's audit lines, captured by TestEveryStateChangeIsAudited.
+	var audit struct {
+		Lines map[string]struct {
+			Fields []string
+			Values map[string][]string
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, "handler/testdata/audit-lines.json")), &audit))
+	require.Contains(t, audit.Lines, "audit")
+	captured.Lines["audit"] = audit.Lines["audit"]
 	var everyLine []string // the fields seen on every captured line
 	for msg, l := range captured.Lines {
 		for _, f := range []string{"time", "level", "msg", "migration"} {
