@@ -74,7 +74,7 @@ func actionsApp(t testing.TB) *app {
 		_, err := docs.Put(ctx, name, []byte(body), "", nil)
 		require.NoError(t, err)
 	}
-	return &app{svc: svc, logger: slog.New(slog.DiscardHandler)}
+	return &app{svc: svc, assess: testAssess(t, docs, svc), logger: slog.New(slog.DiscardHandler)}
 }
 
 func TestReportAndActionRoutes(t *testing.T) {

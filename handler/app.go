@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/assess"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
@@ -25,7 +26,10 @@ import (
 
 // app is the wired handler: one migration service behind the HTTP API and the function invocations.
 type app struct {
-	svc    *migration.Service
+	svc *migration.Service
+	// assess runs the assessments (POST /api/assessments): documents beside the migrations', advanced by the same
+	// PollJob sweep (pollJob).
+	assess *assess.Service
 	logger *slog.Logger
 	// auth is how API callers are let in (auth.go); the zero value is AUTH_MODE keys.
 	auth      AuthConfig
@@ -60,12 +64,19 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 	if err != nil {
 		return nil, err
 	}
-	clients, policy, err := fhirClients(cfg, logger)
+	newClient, policy, err := fhirClientFactory(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	clients := func(base string) (migration.FHIRClient, error) { return newClient(base) }
 	a.svc, err = migration.NewService(migration.Config{Tuning: cfg.Tuning, Store: docs, Bus: sender, FHIR: clients,
 		Policy: policy, Staging: stage, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	a.assess, err = assess.NewService(assess.Config{Store: docs, Staging: stage, Validator: a.svc,
+		FHIR:                func(base string) (assess.Client, error) { return newClient(base) },
+		MaxExportsPerSource: cfg.Tuning.MaxExportsPerSource, MaxPlanningCounts: cfg.Tuning.MaxPlanningCounts, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +111,7 @@ func openDocuments(ctx context.Context, cfg *Config, azure *azureIdentity) (stor
 }
 
 // openStaging opens the account the source exports into and the destination imports from.
-func openStaging(cfg *Config, azure *azureIdentity) (migration.Staging, error) {
+func openStaging(cfg *Config, azure *azureIdentity) (*staging.Account, error) {
 	client, err := blobClient(cfg.StagingStorage, azure)
 	if err != nil {
 		return nil, fmt.Errorf("staging storage: %w", err)
@@ -108,8 +119,13 @@ func openStaging(cfg *Config, azure *azureIdentity) (migration.Staging, error) {
 	return staging.New(client)
 }
 
-// The staging account is the engine's staging as it is: no adapter, checked here.
-var _ migration.Staging = (*staging.Account)(nil)
+// The staging account is the engine's staging and the assessment's as it is, and the FHIR client the assessment's:
+// no adapter, checked here.
+var (
+	_ migration.Staging = (*staging.Account)(nil)
+	_ assess.Staging    = (*staging.Account)(nil)
+	_ assess.Client     = (*fhir.Client)(nil)
+)
 
 // openMessaging picks the chained-message sender: Service Bus by namespace (identity) or connection string, else
 // the local host's queues.
@@ -144,8 +160,17 @@ func (a *app) openMessaging(cfg *Config, azure *azureIdentity) (bus.Sender, erro
 	return dh, nil
 }
 
-// fhirClients makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential.
+// fhirClients makes the engine's FHIR client factory (fhirClientFactory).
 func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, error) {
+	newClient, policy, err := fhirClientFactory(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(base string) (migration.FHIRClient, error) { return newClient(base) }, policy, nil
+}
+
+// fhirClientFactory makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential.
+func fhirClientFactory(cfg *Config, logger *slog.Logger) (func(base string) (*fhir.Client, error), *fhir.HostPolicy, error) {
 	policy, err := fhir.ParseHostPolicy(cfg.AllowedHosts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("AllowedHosts: %w", err)
@@ -154,7 +179,7 @@ func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fh
 	if err != nil {
 		return nil, nil, err
 	}
-	factory := func(base string) (migration.FHIRClient, error) {
+	factory := func(base string) (*fhir.Client, error) {
 		return fhir.New(base, fhir.Config{Credential: cred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
 	}
 	return factory, policy, nil
@@ -255,6 +280,9 @@ func (a *app) apiRoutes() []apiRoute {
 		{"GET /api/migrations/{id}/report", roleRead, true, a.migrationReport},
 		{"GET /api/migrations/{id}/report/{part}", roleRead, true, a.migrationReport},
 		{"POST /api/migrations/{id}/{action}", roleOperate, false, a.migrationAction},
+		{"POST /api/assessments", roleOperate, false, a.startAssessment},
+		{"GET /api/assessments/{id}", roleRead, false, a.getAssessment},
+		{"GET /api/assessments/{id}/report", roleRead, false, a.assessmentReport},
 		{"GET /api/openapi.json", roleRead, false, a.serveOpenAPI},
 	}
 }

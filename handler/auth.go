@@ -297,7 +297,13 @@ func (a *app) guard(rt apiRoute) http.HandlerFunc {
 		rt.handle(rec, r.WithContext(ctx))
 		id := r.PathValue("id")
 		if id == "" {
-			id = strings.TrimPrefix(rec.Header().Get("Location"), "/api/migrations/") // a start's new migration
+			// A start's new migration or assessment.
+			loc := rec.Header().Get("Location")
+			if rest, ok := strings.CutPrefix(loc, "/api/assessments/"); ok {
+				id = rest
+			} else {
+				id = strings.TrimPrefix(loc, "/api/migrations/")
+			}
 		}
 		a.logAudit(r, entry, rec.status(), rec.code(), id)
 	}

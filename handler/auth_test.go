@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/assess"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
@@ -117,7 +118,7 @@ func authApp(t *testing.T, mode string) (*app, *syncBuffer, string, string) {
 	_, err = docs.Put(context.Background(), "reports/m-done.md", []byte("# Verification of migration m-done\n"), "", nil)
 	require.NoError(t, err)
 	logs := &syncBuffer{}
-	a := &app{svc: svc, logger: slog.New(slog.NewJSONHandler(logs, nil)), auth: AuthConfig{Mode: mode, ClientID: testClientID}}
+	a := &app{svc: svc, assess: testAssess(t, docs, svc), logger: slog.New(slog.NewJSONHandler(logs, nil)), auth: AuthConfig{Mode: mode, ClientID: testClientID}}
 	return a, logs, src.URL, dst.URL
 }
 
@@ -315,6 +316,11 @@ func TestEveryStateChangeIsAudited(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, start.status, start.raw)
 	var started migration.Migration
 	require.NoError(t, json.Unmarshal([]byte(start.raw), &started))
+	assessBody := `{"source":"` + src + `","destination":"` + dst + `","types":["Patient"]}`
+	assessed := callAPI(t, h, http.MethodPost, "/api/assessments", assessBody, operator)
+	require.Equal(t, http.StatusAccepted, assessed.status, assessed.raw)
+	var assessment assess.Assessment
+	require.NoError(t, json.Unmarshal([]byte(assessed.raw), &assessment))
 
 	changes := []struct {
 		op, method, path, body, id string
@@ -327,8 +333,9 @@ func TestEveryStateChangeIsAudited(t *testing.T) {
 		{"cutOver", http.MethodPost, "/api/migrations/m-syncing/cutover", `{"accept":["refused-versions"]}`, "m-syncing", http.StatusAccepted, map[string]any{"accept": []any{"refused-versions"}}},
 		{"repair", http.MethodPost, "/api/migrations/m-stale/repair", "", "m-stale", http.StatusAccepted, nil},
 		{"cleanUp", http.MethodPost, "/api/migrations/m-running/cleanup", `{"force":true}`, "m-running", http.StatusOK, map[string]any{"force": true}},
+		{"startAssessment", "", "", "", assessment.ID, http.StatusAccepted, map[string]any{"source": src, "destination": dst, "types": []any{"Patient"}}},
 	}
-	for _, c := range changes[1:] {
+	for _, c := range changes[1 : len(changes)-1] {
 		got := callAPI(t, h, c.method, c.path, c.body, operator)
 		require.Equal(t, c.status, got.status, "%s: %s", c.op, got.raw)
 	}
@@ -347,11 +354,19 @@ func TestEveryStateChangeIsAudited(t *testing.T) {
 
 	lines := logs.lines("audit")
 	for _, c := range changes {
-		m, err := a.svc.Get(context.Background(), c.id)
-		require.NoError(t, err)
-		i := slices.IndexFunc(m.Audit, func(e migration.AuditEntry) bool { return e.Operation == c.op })
-		require.GreaterOrEqual(t, i, 0, "%s: no audit entry in %s: %+v", c.op, c.id, m.Audit)
-		e := m.Audit[i]
+		var trail []migration.AuditEntry
+		if c.op == "startAssessment" { // the assessment's own document
+			as, err := a.assess.Get(context.Background(), c.id)
+			require.NoError(t, err)
+			trail = as.Audit
+		} else {
+			m, err := a.svc.Get(context.Background(), c.id)
+			require.NoError(t, err)
+			trail = m.Audit
+		}
+		i := slices.IndexFunc(trail, func(e migration.AuditEntry) bool { return e.Operation == c.op })
+		require.GreaterOrEqual(t, i, 0, "%s: no audit entry in %s: %+v", c.op, c.id, trail)
+		e := trail[i]
 		require.Equal(t, "olga@contoso.com", e.Who, c.op)
 		require.Equal(t, "oid-olga", e.ObjectID, c.op)
 		require.Equal(t, "olga@contoso.com", e.Name, c.op)

@@ -52,7 +52,7 @@ func TestInternalErrorAndInvalidBodyAreAnswered(t *testing.T) {
 	svc, err := migration.NewService(migration.Config{Tuning: migration.DefaultTuning(), Store: brokenStore{}, Bus: &bus.Memory{},
 		Policy: policy, Staging: noStaging{}, FHIR: clients})
 	require.NoError(t, err)
-	a := &app{svc: svc, logger: slog.New(slog.DiscardHandler)}
+	a := &app{svc: svc, assess: testAssess(t, brokenStore{}, svc), logger: slog.New(slog.DiscardHandler)}
 	srv := httptest.NewServer(a.Routes())
 	defer srv.Close()
 
@@ -64,7 +64,7 @@ func TestInternalErrorAndInvalidBodyAreAnswered(t *testing.T) {
 			body := ""
 			if op.RequestBody != nil {
 				body = fmt.Sprintf(`{"source":%q,"destination":%q,"types":["Patient"]}`, src.URL, dst.URL)
-				if !strings.HasSuffix(path, "/api/migrations") {
+				if !strings.HasSuffix(path, "/api/migrations") && !strings.HasSuffix(path, "/api/assessments") {
 					body = `{}`
 				}
 			}

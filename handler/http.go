@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -102,7 +103,9 @@ func (a *app) pollJob(ctx context.Context, log *slog.Logger, req *funcs.InvokeRe
 	if t, err := req.Timer("timer"); err == nil && t.IsPastDue {
 		log.Info("timer is past due")
 	}
-	return a.svc.Poll(ctx)
+	// The migrations' sweep, then the assessments' (each bounded by its step budget); one failing does not stop
+	// the other.
+	return errors.Join(a.svc.Poll(ctx), a.assess.Poll(ctx))
 }
 
 func (a *app) runImport(ctx context.Context, log *slog.Logger, req *funcs.InvokeRequest) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/invopop/jsonschema"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/assess"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
@@ -79,6 +80,15 @@ func startCodes() []string {
 		"invalid_import_mode", "invalid_container", "invalid_verify", "invalid_verify_sample", "invalid_cleanup",
 		"invalid_window_target", "history_not_combinable", "invalid_sync", "invalid_reconcile", "container_in_use", "source_unreachable",
 		"destination_unreachable")
+}
+
+// assessmentCodes answer POST /api/assessments: the start request's own validation (startCodes), without what only
+// a start checks: the servers (an assessment reports them as items), the container, and history_not_combinable
+// (assessed, a blocking item).
+func assessmentCodes() []string {
+	return slices.DeleteFunc(startCodes(), func(c string) bool {
+		return slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable", "destination_unreachable", "history_not_combinable"}, c)
+	})
 }
 
 // apiOperations is every operation of the HTTP API.
@@ -153,6 +163,24 @@ func apiOperations() []apiOperation {
 			description: "Writes on the destination, by PUT, the source's current version of every resource the last verification found stale (a hard delete first when the source's versions started again), records each repair (the destination's versionId and lastUpdated are new), then verifies again in the same mode.",
 			answers:     []apiAnswer{accepted("the migration, verifying (a new generation that repairs first)")},
 			codes:       append(slices.Clone(bodyCodes), "not_found", "verification_running", "nothing_to_repair")},
+		{method: http.MethodPost, path: "/api/assessments", id: "startAssessment", summary: "Assess a migration before starting it",
+			description: "Takes the body of POST /api/migrations and answers 202 with the assessment (status running) and its Location; the PollJob timer runs its checks (both servers, a probe export with an empty output, the staging account, the destination's import and its mode, what each type holds on both servers, custom SearchParameters and profiles, the plan and an estimate), writing nothing to either FHIR server, until it is completed (or failed when it could not finish). Each item has a stable code and a status ok, warning or blocking (docs/assessment.md).",
+			request:     migration.StartRequest{},
+			examples: []apiExample{
+				{"assess", "is this migration ready to run, how long will it take, what is left to do by hand",
+					`{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "types": ["Patient", "Observation"], "verify": "ids"}`},
+			},
+			answers: []apiAnswer{{status: http.StatusAccepted, description: "the new assessment, running", contentType: "application/json",
+				body: assess.Assessment{}, location: true}},
+			codes: assessmentCodes()},
+		{method: http.MethodGet, path: "/api/assessments/{id}", id: "getAssessment", summary: "Get an assessment",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the assessment document", contentType: "application/json", body: assess.Assessment{}}},
+			codes:   []string{"not_found"}},
+		{method: http.MethodGet, path: "/api/assessments/{id}/report", id: "getAssessmentReport", summary: "The assessment's report",
+			description: "With Accept: text/html, one self-contained HTML page of the assessment as it is now; otherwise its Markdown report.",
+			answers: []apiAnswer{{status: http.StatusOK, description: "the report", contentType: "text/markdown"},
+				{status: http.StatusOK, description: "the report", contentType: "text/html"}},
+			codes: []string{"not_found"}},
 		{method: http.MethodGet, path: "/api/openapi.json", id: "getOpenAPI", summary: "This description", inMemory: true,
 			answers: []apiAnswer{{status: http.StatusOK, description: "the OpenAPI 3.1 document", contentType: "application/json"}}},
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fhir-migrator/fhir-migrator/internal/assess"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
 )
 
@@ -191,6 +192,23 @@ func walkthrough() []walkStep {
 			refused: `{"source": "{{sourceUrl}}", "destination": "{{destinationUrl}}", "importMode": "Overwrite"}`,
 			note:    "400 with a stable code and the field to blame",
 			tests:   []string{expectEq("d.error.field", "importMode")}},
+		{name: "Assess a migration", ref: "assess", op: "startAssessment", example: "assess", status: http.StatusAccepted,
+			note: "the same body as a start; the PollJob timer runs the checks, writing nothing to either FHIR server",
+			tests: []string{
+				expectJS("Location names the new assessment", `pm.expect(pm.response.headers.get("Location")).to.eql("/api/assessments/" + d.id)`),
+				expectEq("d.status", string(assess.StatusRunning))},
+			set: capture("assess", "assessmentId")},
+		{name: "Wait for the assessment", op: "getAssessment", id: "assessmentId", status: http.StatusOK,
+			note:  "its items: each a stable code, a status (ok, warning, blocking), what to do, the fact's source",
+			until: `d.status !== "running"`, awaited: "the assessment ends (status completed or failed)",
+			tests: []string{expectEq("d.status", string(assess.StatusCompleted)),
+				expectJS("every item has a code and a status", `d.items.forEach(function (it) { pm.expect(it.code).to.be.a("string"); pm.expect(["ok", "warning", "blocking"]).to.include(it.status); })`),
+				expectJS("an estimate", `pm.expect(d.estimate.totalSeconds).to.be.a("number")`)}},
+		{name: "The assessment report (Markdown)", op: "getAssessmentReport", id: "assessmentId", accept: "text/markdown", status: http.StatusOK,
+			tests: []string{expectJS("the report of this assessment", `pm.expect(text).to.include("# Assessment " + pm.collectionVariables.get("assessmentId"))`)}},
+		{name: "The assessment page (HTML)", op: "getAssessmentReport", id: "assessmentId", accept: "text/html", status: http.StatusOK,
+			note:  "one self-contained page (open it in a browser)",
+			tests: []string{expectJS("an HTML page of this assessment", `pm.expect(text).to.include("<title>Assessment " + pm.collectionVariables.get("assessmentId"))`)}},
 		{name: "Start a migration", ref: "start", op: "startMigration", example: "start", status: http.StatusAccepted,
 			note: "the migration is stored (status planning); the PollJob timer plans and runs it",
 			tests: append(started(),

@@ -108,6 +108,7 @@ func TestEveryRequestFieldHasAFlagThatReachesTheBody(t *testing.T) {
 		path   string
 	}{
 		{"start", reflect.TypeFor[migration.StartRequest](), startFields, "/api/migrations"},
+		{"assess", reflect.TypeFor[migration.StartRequest](), startFields, "/api/assessments"},
 		{"verify", reflect.TypeFor[migration.ReverifyRequest](), verifyFields, "/api/migrations/m-1/verify"},
 		{"cutover", reflect.TypeFor[migration.CutoverRequest](), cutoverFields, "/api/migrations/m-1/cutover"},
 		{"cleanup", reflect.TypeFor[migration.CleanupRequest](), cleanupFields, "/api/migrations/m-1/cleanup"},
@@ -125,7 +126,7 @@ func TestEveryRequestFieldHasAFlagThatReachesTheBody(t *testing.T) {
 			lookupCommand(c.cmd).setup(fs)
 			help := lookupCommand(c.cmd).help()
 			args := []string{c.cmd}
-			if c.cmd != "start" {
+			if c.cmd != "start" && c.cmd != "assess" {
 				args = append(args, "m-1")
 			}
 			want := map[string]any{}

@@ -53,6 +53,21 @@ Each flag sets the field of the request (POST /api/migrations) named in [bracket
 field out, and the service applies its default. --body FILE sends a JSON request read from FILE, with the flags
 given set on top of it (so --body FILE --dry-run plans that request).`,
 			setup: setupStart},
+		{name: "assess", synopsis: "--source URL --destination URL [flags]",
+			summary: "assess a migration before starting it: will it work, how long, what to do by hand",
+			detail: `Assess a migration before starting it (POST /api/assessments), with the same flags and body as start:
+both servers, a probe export whose output is empty, the staging account, the destination's import and its mode,
+what each type holds on both servers, custom SearchParameters and profiles, the plan, an estimate of the
+duration and staging storage, and what to do by hand afterwards. Nothing is written to either FHIR server.
+assess prints the assessment's id; --watch waits until it ends and prints its Markdown report, with exit status
+1 when an item is blocking or the assessment failed. Each flag sets the field named in [brackets].`,
+			setup: setupAssess},
+		{name: "assessment", args: "ID", synopsis: "[--json | --html] [--out FILE]",
+			summary: "an assessment's report: Markdown, --html page, --json document",
+			detail: `Print an assessment (GET /api/assessments/{id}[/report]): its Markdown report (default), the
+self-contained HTML page (--html), or the document (--json), each as it is now, running or ended.
+--out FILE writes it to FILE instead of stdout.`,
+			setup: setupAssessment},
 		{name: "watch", args: "ID",
 			summary: "show progress until the migration ends; exit 0 only when it completed",
 			detail: `Follow a migration until it ends, then print its verification table. On a terminal: a progress bar per

@@ -53,6 +53,8 @@ type options struct {
 	importHold        time.Duration
 	maxImports        int
 	rates             *fhirsim.RateModel
+	fhirVersion       string
+	importDisabled    bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -69,6 +71,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rollover, "rollover", fhirsim.DefaultRollover, "resources per exported NDJSON file")
 	fs.DurationVar(&o.jobDelay, "job-delay", fhirsim.DefaultJobDelay, "least time a background job takes")
 	fs.BoolVar(&o.initialImportMode, "initial-import-mode", false, "accept InitialLoad imports (and lock API writes)")
+	fs.StringVar(&o.fhirVersion, "fhir-version", fhirsim.DefaultFHIRVersion, "the fhirVersion of the CapabilityStatement (3.0.2: a service created for STU3)")
+	fs.BoolVar(&o.importDisabled, "import-disabled", false, "ahds: the service's import is not enabled ($import answers 400 \"not enabled\"); without --storage, $export and $import have no storage configured")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&faults, "faults", "", "faults to inject, name=probability,... (names: "+strings.Join(fhirsim.FaultNames(), ", ")+")")
 	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
@@ -157,6 +161,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fhirsim.WithFaults(o.faults),
 		fhirsim.WithImportHold(o.importHold),
 		fhirsim.WithMaxImports(o.maxImports),
+		fhirsim.WithFHIRVersion(o.fhirVersion),
+		fhirsim.WithImportDisabled(o.importDisabled),
 	}
 	if o.faultSeedSet {
 		opts = append(opts, fhirsim.WithFaultSeed(o.faultSeed))

@@ -219,3 +219,16 @@ func TestParseOptionsRateModel(t *testing.T) {
 	require.Equal(t, 2, o.maxImports)
 	require.Equal(t, 100.5, o.rates.ExportRate)
 }
+
+// The configurations an assessment tells apart: an STU3 service and a service whose import is off.
+func TestParseOptionsAssessmentKnobs(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions([]string{"--fhir-version", "3.0.2", "--import-disabled"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "3.0.2", o.fhirVersion)
+	require.True(t, o.importDisabled)
+	o, err = parseOptions(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, fhirsim.DefaultFHIRVersion, o.fhirVersion)
+	require.False(t, o.importDisabled)
+}

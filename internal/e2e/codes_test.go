@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,6 +194,20 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"route", "method_not_allowed", "GET", action(done, "verify"), ""},
 	}
 	cases = append(cases, bodyCases("startMigration", "POST", "/api/migrations")...)
+	// An assessment's start validates the body as a migration's does, except what only a start checks (the servers,
+	// the container) and the combination it assesses as an item.
+	for _, c := range slices.Clone(cases) {
+		if c.op != "startMigration" || slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable",
+			"destination_unreachable", "history_not_combinable"}, c.code) {
+			continue
+		}
+		c.op, c.path = "startAssessment", "/api/assessments"
+		cases = append(cases, c)
+	}
+	cases = append(cases, []codeCase{
+		{"getAssessment", "not_found", "GET", "/api/assessments/a-nobody", ""},
+		{"getAssessmentReport", "not_found", "GET", "/api/assessments/a-nobody/report", ""},
+	}...)
 	for _, a := range []struct{ op, name string }{{"verifyAgain", "verify"}, {"cleanUp", "cleanup"}, {"cutOver", "cutover"}, {"repair", "repair"}} {
 		cases = append(cases, bodyCases(a.op, "POST", action(done, a.name))...)
 	}

@@ -116,9 +116,14 @@ func (s *Server) handleImportKickOff(w http.ResponseWriter, r *http.Request) {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "the Content-Type header must be application/fhir+json for $import")
 		return
 	}
-	blobs, ok := s.storage(w, "$import")
-	if !ok {
+	if !s.importEnabled() {
+		// ImportController.CheckIfImportIsEnabled, the action's first check (after the header filter).
+		writeOutcome(w, http.StatusBadRequest, "not-supported", `The requested "import" operation is not enabled`)
 		return
+	}
+	blobs := s.blobs // nil: none configured, refused once the body is read (ValidateImportRequestConfiguration)
+	if blobs == nil && s.blobsErr != nil {
+		s.log.Error("storage configuration", "err", s.blobsErr)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxImportBodySize))
 	if err != nil {
@@ -168,6 +173,11 @@ func (s *Server) handleImportKickOff(w http.ResponseWriter, r *http.Request) {
 	writeAccepted(w)
 }
 
+// parseImportSpec reads a $import body and checks it in the order of fhir-server's ImportController.Import and
+// ValidateImportRequestConfiguration: the body is a Parameters resource, inputFormat, storageDetail, at least one
+// input, a storage account configured for import, no duplicate url, each input's type and url (absolute, no query,
+// on the configured account), then no SearchParameter input, and last the mode (and InitialLoad only in initial
+// import mode). An assessment's probe relies on this order (internal/fhir.ImportProbe).
 func (s *Server) parseImportSpec(body []byte, blobs *blobAccount) (importSpec, error) {
 	var p fhirParameters
 	if err := json.Unmarshal(body, &p); err != nil {
@@ -177,8 +187,7 @@ func (s *Server) parseImportSpec(body []byte, blobs *blobAccount) (importSpec, e
 		return importSpec{}, fmt.Errorf("the $import body must be a Parameters resource, not %q", p.ResourceType)
 	}
 	spec := importSpec{Mode: modeIncremental, ErrorContainer: s.cfg.errorContainer, Inputs: []importInput{}}
-	inputFormat := ""
-	seen := map[string]bool{}
+	inputFormat, storageType := "", ""
 	for _, prm := range p.Parameter {
 		if !importParameterNames[prm.Name] {
 			return importSpec{}, fmt.Errorf("the $import parameter %q is not supported", prm.Name)
@@ -196,27 +205,47 @@ func (s *Server) parseImportSpec(body []byte, blobs *blobAccount) (importSpec, e
 			spec.ErrorContainer = v
 		case "storageDetail":
 			for _, part := range prm.Part {
-				if t, _ := part.text(); part.Name == "type" && t != "azure-blob" {
-					return importSpec{}, fmt.Errorf("storageDetail type %q is not supported (want azure-blob)", t)
+				if t, _ := part.text(); part.Name == "type" {
+					storageType = t
 				}
 			}
 		case "input":
-			in, err := parseImportInput(prm, blobs)
+			in, err := parseImportInput(prm)
 			if err != nil {
 				return importSpec{}, fmt.Errorf("input %d: %w", len(spec.Inputs)+1, err)
 			}
-			if seen[in.URL] {
-				return importSpec{}, fmt.Errorf("input %d: the url %s appears more than once", len(spec.Inputs)+1, in.URL)
-			}
-			seen[in.URL] = true
 			spec.Inputs = append(spec.Inputs, in)
-			if len(spec.Inputs) > maxImportInputs {
-				return importSpec{}, fmt.Errorf("an $import request takes at most %d inputs", maxImportInputs)
-			}
 		}
 	}
 	if inputFormat != "application/fhir+ndjson" {
 		return importSpec{}, fmt.Errorf("inputFormat %q is not supported (want application/fhir+ndjson)", inputFormat)
+	}
+	if storageType != "" && storageType != "azure-blob" {
+		return importSpec{}, fmt.Errorf("storageDetail type %q is not supported (want azure-blob)", storageType)
+	}
+	if len(spec.Inputs) == 0 {
+		return importSpec{}, errors.New("Value of the following parameter input is invalid: the $import request has no input")
+	}
+	if blobs == nil {
+		return importSpec{}, errors.New("The import storage account is not configured correctly on the server. Import operations require a valid storage account.")
+	}
+	seen := map[string]bool{}
+	for i, in := range spec.Inputs {
+		if seen[in.URL] {
+			return importSpec{}, fmt.Errorf("input %d: the url %s appears more than once", i+1, in.URL)
+		}
+		seen[in.URL] = true
+	}
+	for i, in := range spec.Inputs {
+		if err := checkImportInput(in, blobs); err != nil {
+			return importSpec{}, fmt.Errorf("input %d: %w", i+1, err)
+		}
+	}
+	if len(spec.Inputs) > maxImportInputs {
+		return importSpec{}, fmt.Errorf("an $import request takes at most %d inputs", maxImportInputs)
+	}
+	if slices.ContainsFunc(spec.Inputs, func(in importInput) bool { return in.Type == "SearchParameter" }) {
+		return importSpec{}, errors.New("Requested operation does not support resource type: SearchParameter. (SearchParameter resources cannot be imported)")
 	}
 	switch spec.Mode {
 	case modeIncremental:
@@ -227,13 +256,11 @@ func (s *Server) parseImportSpec(body []byte, blobs *blobAccount) (importSpec, e
 	default:
 		return importSpec{}, fmt.Errorf("import mode %q is not supported (want InitialLoad or IncrementalLoad)", spec.Mode)
 	}
-	if len(spec.Inputs) == 0 {
-		return importSpec{}, errors.New("the $import request has no input")
-	}
 	return spec, nil
 }
 
-func parseImportInput(prm fhirParameter, blobs *blobAccount) (importInput, error) {
+// parseImportInput reads one input's parts.
+func parseImportInput(prm fhirParameter) (importInput, error) {
 	var in importInput
 	for _, part := range prm.Part {
 		switch part.Name {
@@ -253,26 +280,29 @@ func parseImportInput(prm fhirParameter, blobs *blobAccount) (importInput, error
 			return in, fmt.Errorf("the input part %q is not supported", part.Name)
 		}
 	}
+	return in, nil
+}
+
+// checkImportInput checks one input as ValidateImportRequestConfiguration does: a known type, an absolute url with
+// no query (SAS URLs are refused), on the account configured for import.
+func checkImportInput(in importInput, blobs *blobAccount) error {
 	if in.Type != "" && !knownType(in.Type) {
-		return in, fmt.Errorf("resource type %q is not supported", in.Type)
-	}
-	if in.Type == "SearchParameter" {
-		return in, errors.New("SearchParameter resources cannot be imported")
+		return fmt.Errorf("resource type %q is not supported", in.Type)
 	}
 	if in.URL == "" {
-		return in, errors.New("the input has no url")
+		return errors.New("the input has no url")
 	}
 	u, err := url.Parse(in.URL)
 	if err != nil || !u.IsAbs() {
-		return in, fmt.Errorf("the url %q is not an absolute URL", in.URL)
+		return fmt.Errorf("the url %q is not an absolute URL", in.URL)
 	}
 	if u.RawQuery != "" || u.ForceQuery {
-		return in, fmt.Errorf("the url %s://%s%s has a query string: SAS URLs are not supported", u.Scheme, u.Host, u.EscapedPath())
+		return fmt.Errorf("the url %s://%s%s has a query string: SAS URLs are not supported", u.Scheme, u.Host, u.EscapedPath())
 	}
 	if !blobs.inAccount(in.URL) {
-		return in, fmt.Errorf("the url %s is not in the storage account configured for import", in.URL)
+		return fmt.Errorf("the url %s is not in the storage account configured for import (input.url must match the configured integration storage account endpoint)", in.URL)
 	}
-	return in, nil
+	return nil
 }
 
 // runImport loads every input; a bad line fails alone, a missing or unreadable input fails the job.

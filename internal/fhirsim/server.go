@@ -68,6 +68,7 @@ type config struct {
 	maxImports        int
 	rates             RateModel
 	resources         [][]byte
+	knobs             knobs // knobs.go
 }
 
 // Option configures a Server.
@@ -131,6 +132,9 @@ type Stats struct {
 	ImportJobs int `json:"importJobs"`
 	// Requests counts answered requests by HTTP status code (answers cut by drop-conn are not counted).
 	Requests map[int]int `json:"requests"`
+	// Writes counts the write requests answered 2xx: PUT, POST, PATCH and DELETE of resources, batches, $purge-history
+	// (kick-offs of $export and $import, and DELETEs of jobs, are counted as jobs: isWrite).
+	Writes int `json:"writes"`
 	// FaultSeed is the seed of the fault rolls: WithFaultSeed(FaultSeed) replays them.
 	FaultSeed int64 `json:"faultSeed"`
 	// FaultsInjected counts injected faults by name; job faults count when assigned at kick-off.
@@ -348,6 +352,18 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// isWrite reports whether a request may change the resources the server holds: any method but GET and HEAD, except
+// the bulk operations' kick-offs and their jobs' cancelations (ExportJobs, ImportJobs), which change none by
+// themselves.
+func isWrite(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return false
+	}
+	p := strings.Trim(r.URL.Path, "/")
+	return p != "$export" && p != "$import" && !strings.HasPrefix(p, "_operations/")
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == simStatsPath {
 		s.handleSimStats(w, r)
@@ -372,6 +388,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.stats.Requests[code]++
+	if code/100 == 2 && isWrite(r) {
+		s.stats.Writes++
+	}
 	s.mu.Unlock()
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code)
 }
@@ -388,6 +407,9 @@ func (s *Server) handleSimStats(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if s.initialImportLock(w, r) { // knobs.go
+		return
+	}
 	path := r.URL.Path
 	if path == "/metadata" {
 		if r.Method != http.MethodGet {
