@@ -68,6 +68,7 @@ type config struct {
 	maxImports        int
 	rates             RateModel
 	resources         [][]byte
+	knobs             knobs
 }
 
 // Option configures a Server.
