@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -112,6 +113,14 @@ func defaultSourceKind(baseURL string) string {
 type WindowBounds struct {
 	Tick          time.Duration
 	TillExclusive bool
+}
+
+// describe says in words how windows are cut, for the report's scope.
+func (b WindowBounds) describe() string {
+	if b.TillExclusive {
+		return fmt.Sprintf("export windows cut at %s, each _till the next window's _since", b.Tick)
+	}
+	return fmt.Sprintf("export windows cut at %s, both ends in the window", b.Tick)
 }
 
 // align truncates t to a boundary.
