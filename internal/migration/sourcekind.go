@@ -147,6 +147,17 @@ func (b WindowBounds) countTill(till time.Time) string {
 	return "le" + fhir.FormatInstant(till)
 }
 
+// heldAt is the last instant an export without _till holds when its manifest's transactionTime is t: t itself
+// when the till is inclusive; with TillExclusive the export ended before the tick of t (the FHIR service's
+// transactionTime is the job's creation, which is also its default _till: GetExportRequestHandler.cs,
+// ExportOrchestratorJob.cs), so the last tick before it.
+func (b WindowBounds) heldAt(t time.Time) time.Time {
+	if b.TillExclusive {
+		return b.align(t).Add(-b.Tick)
+	}
+	return t
+}
+
 // split halves the range [since, till] at a boundary: the left half ends at leftTill, the right one starts at
 // rightSince (one Tick later). ok is false when the range is within one Tick and cannot be split.
 func (b WindowBounds) split(since, till time.Time) (leftTill, rightSince time.Time, ok bool) {
