@@ -40,7 +40,11 @@ var sourceKindNames = []string{SourceKindAPIForFHIR, SourceKindFHIRService}
 //     client factory; a kind with another scheme wraps or replaces it).
 //   - StageFiles: where a finished export's files are and how they are read: it answers the files, as URLs in
 //     the staging account, that the destination imports. A kind whose source wrote into the staging container
-//     answers the manifest's files as they are; one whose files are elsewhere copies them there first.
+//     answers the manifest's files as they are; one whose files are elsewhere copies them there first. It runs
+//     in the sweep's concurrent calls (poll.go runCalls), before the document is saved, each time a status poll
+//     answers a manifest for a job still running in the document: it must be idempotent (the same manifest may be
+//     staged again after a lost save or a re-poll), and an error is handled as a failed status poll
+//     (applyPollError: retried, bounded by MaxPollFailures; wrap one a retry cannot fix with permanent()).
 //
 // A kind is stateless: kindOf answers a fresh value, and everything it needs arrives in the call.
 type SourceKind interface {
