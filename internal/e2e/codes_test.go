@@ -79,7 +79,9 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close() // a loopback port nothing listens on: allowed, unreachable
-	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2")) // a source of another FHIR version
+
+	// A source of another FHIR version (STU3).
+	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2"))
 	t.Cleanup(stu3Sim.Close)
 	stu3 := serveLoopback(t, stu3Sim)
 
