@@ -83,11 +83,11 @@ func startCodes() []string {
 }
 
 // assessmentCodes answer POST /api/assessments: the start request's own validation (startCodes), without what only
-// a start checks: the servers (an assessment reports them as items), the container, and history_not_combinable
+// a start checks: the servers and their FHIR versions (an assessment reports them as items), the container, and history_not_combinable
 // (assessed, a blocking item).
 func assessmentCodes() []string {
 	return slices.DeleteFunc(startCodes(), func(c string) bool {
-		return slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable", "destination_unreachable", "history_not_combinable"}, c)
+		return slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable", "destination_unreachable", "fhir_version_mismatch", "history_not_combinable"}, c)
 	})
 }
 

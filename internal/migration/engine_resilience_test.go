@@ -226,6 +226,11 @@ func TestFaultStalledExportIsCanceledAndRequeued(t *testing.T) {
 	h.clock.Advance(time.Minute)
 	h.poll()
 	j := h.get(m.ID).job("export-Patient")
+	require.Len(t, j.Attempts, 1, "past the deadline, asked once more first")
+	require.Equal(t, h.clock.Now(), *j.Attempts[0].RunningAt, "and found running after the deadline")
+	h.clock.Advance(time.Second)
+	h.poll()
+	j = h.get(m.ID).job("export-Patient")
 	_, _, canceled := h.src.snapshot()
 	require.Equal(t, []string{first}, canceled, "the stalled export is canceled on the source")
 	require.Len(t, j.Attempts, 2, "and kicked off again in the same sweep")
@@ -235,6 +240,8 @@ func TestFaultStalledExportIsCanceledAndRequeued(t *testing.T) {
 	require.NotEqual(t, first, j.ContentLocation)
 
 	h.clock.Advance(time.Hour)
+	h.poll()
+	h.clock.Advance(time.Second)
 	h.poll()
 	got := h.get(m.ID)
 	require.Equal(t, StatusFailed, got.Status, "re-exports are bounded")
@@ -678,4 +685,32 @@ func TestFaultRepeatedCrashesAtKickoffAreBounded(t *testing.T) {
 	require.Equal(t, 2, got.job("export-Patient").Orphans, "the second orphan ends the job instead of a third kick-off")
 	ex, _, _ := h.src.snapshot()
 	require.Equal(t, 2, ex)
+}
+
+// An export the server finished before the deadline, whose next poll the backoff put after it, is asked before it
+// is given up, and completes: the deadline is judged on the server's answer, not on the engine's last poll.
+func TestExportPastTheDeadlineIsAskedBeforeItIsGivenUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) {
+		c.ExportDeadline = time.Hour
+		c.PollInitial, c.PollMax = 45*time.Minute, 45*time.Minute
+	})
+	h.src.exportPending = 1
+	m := h.start(`{` + endpoints + `,"types":["Patient"]}`)
+	h.poll()
+	h.clock.Advance(45 * time.Minute)
+	h.poll() // 202: still running; the next poll is due at 90 minutes
+	j := h.get(m.ID).job("export-Patient")
+	require.Equal(t, JobRunning, j.State)
+	require.True(t, j.NextPollAt.After(h.clock.Now().Add(30*time.Minute)), "the backoff leaves the deadline unpolled")
+
+	h.clock.Advance(16 * time.Minute) // past the deadline; the server finished meanwhile
+	h.poll()
+	j = h.get(m.ID).job("export-Patient")
+	require.Len(t, j.Attempts, 1, "not exported again")
+	require.Empty(t, j.Attempts[0].Abandoned)
+	require.Zero(t, j.Reexports)
+	require.Equal(t, JobDone, j.State, "its answer, asked at once, was the finished export")
+	_, _, canceled := h.src.snapshot()
+	require.Empty(t, canceled)
 }

@@ -248,11 +248,20 @@ func stalled(j *Job, now time.Time, deadline time.Duration) bool {
 	if a == nil {
 		return false
 	}
-	since := a.StartedAt
+	return !now.Before(attemptAccepted(a).Add(deadline))
+}
+
+// attemptAccepted is when the server accepted an attempt (its kick-off's answer; its start when that is unknown).
+func attemptAccepted(a *Attempt) time.Time {
 	if a.AnsweredAt != nil {
-		since = *a.AnsweredAt
+		return *a.AnsweredAt
 	}
-	return !now.Before(since.Add(deadline))
+	return a.StartedAt
+}
+
+// seenRunningSince tells whether a status poll found the attempt's server job running at or after t.
+func seenRunningSince(a *Attempt, t time.Time) bool {
+	return a.RunningAt != nil && !a.RunningAt.Before(t)
 }
 
 // failedKickoffs counts the attempts of a job that never got a server job: refused, failed or orphaned.

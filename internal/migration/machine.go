@@ -221,10 +221,23 @@ func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 		}
 		switch j.State {
 		case JobRunning:
-			if stalled(j, now, s.cfg.ExportDeadline) {
-				s.reexport(m, j, fmt.Sprintf("stalled: not finished %s after the source accepted it; canceled", s.cfg.ExportDeadline), true, now, e)
-				changed = true
+			if !stalled(j, now, s.cfg.ExportDeadline) {
+				continue
 			}
+			// The deadline is judged on the server's answer, not on the engine's last poll, which the backoff may
+			// have left well before it: a job not seen running since the deadline is asked now (this sweep's
+			// polls), and given up in a later sweep if it still runs. One that cannot be asked for PollMax more
+			// (its polls fail) is given up all the same.
+			if a := j.lastAttempt(); !seenRunningSince(a, attemptAccepted(a).Add(s.cfg.ExportDeadline)) &&
+				now.Before(attemptAccepted(a).Add(s.cfg.ExportDeadline+s.cfg.PollMax)) {
+				if j.NextPollAt == nil || j.NextPollAt.After(now) {
+					j.NextPollAt = timePtr(now)
+					changed = true
+				}
+				continue
+			}
+			s.reexport(m, j, fmt.Sprintf("stalled: not finished %s after the source accepted it; canceled", s.cfg.ExportDeadline), true, now, e)
+			changed = true
 		case JobStarting:
 			a := j.lastAttempt()
 			if a == nil || a.ContentLocation != "" || a.StartedAt.After(cutoff) {

@@ -255,6 +255,9 @@ type Attempt struct {
 	Orphaned bool `json:"orphaned,omitempty"`
 	// Abandoned says why an accepted attempt was given up and the job exported again.
 	Abandoned string `json:"abandoned,omitempty"`
+	// RunningAt is when a status poll last found the server job still running: an export past ExportDeadline is
+	// given up only once a poll after the deadline found it running (machine.go housekeep).
+	RunningAt *time.Time `json:"runningAt,omitempty"`
 }
 
 // Input is one NDJSON file to import or copy.

@@ -358,6 +358,9 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		}
 		j.Polls++
 		j.PollFailures = 0
+		if a := j.lastAttempt(); a != nil && c.export != nil {
+			a.RunningAt = timePtr(now)
+		}
 		j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, j.Polls)))
 	}
 }

@@ -241,6 +241,7 @@ func TestFailedCancelIsRecordedAndDrivenAgain(t *testing.T) {
 	h.src.cancelErrs = []error{errors.New("connection reset"), errors.New("connection reset")}
 	h.src.mu.Unlock()
 	h.clock.Advance(time.Hour)
+	h.poll() // past the deadline: asked once more, still running
 	h.poll()
 	got := h.get(m.ID)
 	require.Len(t, got.Cancels, 1, "the failed DELETE is in the document")
