@@ -4,6 +4,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +56,11 @@ type options struct {
 	importHold        time.Duration
 	maxImports        int
 	rates             *fhirsim.RateModel
+	// The bulk-data flavor's.
+	smartClientID  string
+	smartPublicKey crypto.PublicKey
+	tokenLifetime  time.Duration
+	downloadCuts   int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -61,7 +69,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("fhirsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8081", "loopback address to listen on")
-	fs.StringVar(&flavor, "flavor", string(fhirsim.FlavorAPIForFHIR), "service to behave as: api-for-fhir or ahds")
+	fs.StringVar(&flavor, "flavor", string(fhirsim.FlavorAPIForFHIR), "service to behave as: api-for-fhir, ahds or bulk-data")
 	fs.StringVar(&o.storage, "storage", os.Getenv(storageEnv), "blob storage connection string (default $"+storageEnv+")")
 	fs.IntVar(&o.seedPatients, "seed-patients", 0, "number of synthetic patients to generate (about 100 resources each)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
@@ -74,6 +82,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
 	fs.DurationVar(&o.importHold, "import-hold", fhirsim.DefaultImportHold, "how long import-hold holds a completed import's status call")
 	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit; "+strconv.Itoa(fhirsim.DefaultImportSlots)+" with --rate-model)")
+	var smartKeyFile string
+	fs.StringVar(&o.smartClientID, "smart-client-id", "", "bulk-data: the SMART Backend Services client_id registered with the token endpoint")
+	fs.StringVar(&smartKeyFile, "smart-public-key", "", "bulk-data: PEM file of the client's public key (RSA for RS384, P-384 for ES384)")
+	fs.DurationVar(&o.tokenLifetime, "token-lifetime", fhirsim.DefaultTokenLifetime, "bulk-data: lifetime of the tokens the token endpoint issues")
+	fs.IntVar(&o.downloadCuts, "download-cuts", 0, "bulk-data: whole-file downloads cut half-way before the rest are served whole")
 	model := fhirsim.DefaultRateModel()
 	rateModel := fs.Bool("rate-model", false, "take the time the real services take (the flags below); off: jobs take --job-delay")
 	fs.Int64Var(&model.Weight, "weight", model.Weight, "with --rate-model: modelled resources each stored resource stands for in counts, manifests and import results")
@@ -116,12 +129,37 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if err := requireLoopback(o.addr); err != nil {
 		return options{}, err
 	}
+	if (o.smartClientID == "") != (smartKeyFile == "") {
+		return options{}, errors.New("--smart-client-id and --smart-public-key go together")
+	}
+	if smartKeyFile != "" {
+		if o.smartPublicKey, err = readPublicKey(smartKeyFile); err != nil {
+			return options{}, fmt.Errorf("--smart-public-key: %w", err)
+		}
+	}
 	if o.storage != "" {
 		if _, err := azblob.NewClientFromConnectionString(o.storage, nil); err != nil {
 			return options{}, errors.New("--storage is not a valid storage connection string")
 		}
 	}
 	return o, nil
+}
+
+// readPublicKey reads a PEM "PUBLIC KEY" (PKIX) file holding an RSA or ECDSA key.
+func readPublicKey(path string) (crypto.PublicKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s holds no PEM PUBLIC KEY block", path)
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return key, nil
 }
 
 // requireLoopback refuses any address a machine other than this one could reach.
@@ -157,6 +195,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fhirsim.WithFaults(o.faults),
 		fhirsim.WithImportHold(o.importHold),
 		fhirsim.WithMaxImports(o.maxImports),
+		fhirsim.WithTokenLifetime(o.tokenLifetime),
+		fhirsim.WithDownloadCuts(o.downloadCuts),
+	}
+	if o.smartClientID != "" {
+		opts = append(opts, fhirsim.WithSMARTClient(o.smartClientID, o.smartPublicKey))
 	}
 	if o.faultSeedSet {
 		opts = append(opts, fhirsim.WithFaultSeed(o.faultSeed))
