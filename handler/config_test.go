@@ -151,11 +151,11 @@ func TestLoadConfigSMART(t *testing.T) {
 
 	for name, m := range map[string]map[string]string{
 		"SmartSigningKey: a key file is for the local stack only": with("SmartClientId", "c", "SmartSigningKey", "file:/tmp/k.pem"),
-		"SmartSigningKey: set the Key Vault":                       with("SmartClientId", "c"),
-		"SmartSigningKey: want a Key Vault":                        with("SmartClientId", "c", "SmartSigningKey", "https://evil.example.com/keys/k", "SmartSigningAlg", "RS384"),
-		"SmartSigningAlg":                                          with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS256"),
-		"SmartScope":                                               with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS384", "SmartScope", "system/*.*"),
-		"SmartClientId: set it with":                               with("SmartSigningKey", "https://kv1.vault.azure.net/keys/smart"),
+		"SmartSigningKey: set the Key Vault":                      with("SmartClientId", "c"),
+		"SmartSigningKey: want a Key Vault":                       with("SmartClientId", "c", "SmartSigningKey", "https://evil.example.com/keys/k", "SmartSigningAlg", "RS384"),
+		"SmartSigningAlg":                                         with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS256"),
+		"SmartScope":                                              with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS384", "SmartScope", "system/*.*"),
+		"SmartClientId: set it with":                              with("SmartSigningKey", "https://kv1.vault.azure.net/keys/smart"),
 	} {
 		_, err := LoadConfig(env(m))
 		require.ErrorContains(t, err, name)
