@@ -152,3 +152,18 @@ func (a *Account) Open(ctx context.Context, blobURL string) (io.ReadCloser, erro
 	}
 	return resp.Body, nil
 }
+
+// UploadStream writes r to a block blob in blocks of blockSize bytes, at most concurrency in flight, so memory is
+// bounded by their product whatever the blob's size; an existing blob is replaced when the upload commits, and a
+// failed upload leaves no blob behind. It returns the blob's URL.
+func (a *Account) UploadStream(ctx context.Context, containerName, blobName string, r io.Reader, blockSize int64, concurrency int) (string, error) {
+	_, err := a.client.UploadStream(ctx, containerName, blobName, r, &azblob.UploadStreamOptions{
+		BlockSize: blockSize, Concurrency: concurrency,
+	})
+	if err != nil {
+		return "", fmt.Errorf("upload %s/%s: %w", containerName, blobName, err)
+	}
+	u := *a.endpoint
+	u.Path += containerName + "/" + blobName
+	return u.String(), nil
+}

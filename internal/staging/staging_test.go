@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,4 +119,54 @@ func TestReleaseContainerUndoesAnEmptyClaim(t *testing.T) {
 	require.NoError(t, err)
 	require.Error(t, a.ReleaseContainer(ctx, name, "m-2"), "a container with blobs stays claimed")
 	require.ErrorIs(t, a.ClaimContainer(ctx, name, "m-3"), staging.ErrContainerTaken)
+}
+
+// errAfter yields n bytes, then fails: an upload that breaks part-way.
+type errAfter struct{ n int }
+
+func (r *errAfter) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	k := min(len(p), r.n)
+	for i := range k {
+		p[i] = 'x'
+	}
+	r.n -= k
+	return k, nil
+}
+
+func TestUploadStreamInBlocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := account(t)
+	name, err := azurite.CreateContainer(ctx, "upload-stream")
+	require.NoError(t, err)
+	var want strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&want, `{"resourceType":"Patient","id":"p%d"}`+"\n", i)
+	}
+	// Blocks of 64 KiB, a file of about 110 KiB: several blocks, committed as one blob.
+	u, err := a.UploadStream(ctx, name, "dir/Patient-1.ndjson", strings.NewReader(want.String()), 64<<10, 2)
+	require.NoError(t, err)
+	r, err := a.Open(ctx, u)
+	require.NoError(t, err)
+	got, err := io.ReadAll(r)
+	require.NoError(t, r.Close())
+	require.NoError(t, err)
+	require.Equal(t, want.String(), string(got))
+
+	// A source that breaks leaves the committed blob as it was, and no new one.
+	_, err = a.UploadStream(ctx, name, "dir/Patient-1.ndjson", &errAfter{n: 100 << 10}, 64<<10, 2)
+	require.Error(t, err)
+	_, err = a.UploadStream(ctx, name, "dir/broken.ndjson", &errAfter{n: 10}, 64<<10, 2)
+	require.Error(t, err)
+	r, err = a.Open(ctx, u)
+	require.NoError(t, err)
+	got, err = io.ReadAll(r)
+	require.NoError(t, r.Close())
+	require.NoError(t, err)
+	require.Equal(t, want.String(), string(got))
+	_, err = a.Open(ctx, strings.TrimSuffix(u, "Patient-1.ndjson")+"broken.ndjson")
+	require.ErrorIs(t, err, staging.ErrBlobNotFound)
 }
