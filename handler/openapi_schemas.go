@@ -77,9 +77,11 @@ func schemaRules() map[string]map[string]schemaRule {
 	return map[string]map[string]schemaRule{
 		"StartRequest": {
 			"source": combine(format("uri"), pattern(serverURLPattern),
-				describe("the source FHIR server's base URL (Azure API for FHIR); its host must be allowed by the AllowedHosts setting")),
+				describe("the source FHIR server's base URL (see sourceKind); its host must be allowed by the AllowedHosts setting")),
 			"destination": combine(format("uri"), pattern(serverURLPattern),
 				describe("the destination FHIR server's base URL (an Azure Health Data Services FHIR service), not the source")),
+			"sourceKind": combine(enumOf(migration.SourceKinds()),
+				describe("the kind of source: api-for-fhir (Azure API for FHIR), fhir-service (an Azure Health Data Services FHIR service), bulk-data (a server of the HL7 Bulk Data Access IG); default from the source's host: *.fhir.azurehealthcareapis.com is fhir-service, another *.azurehealthcareapis.com api-for-fhir, any other host must name it")),
 			"types": combine(func(s *jsonschema.Schema) { s.Items.Pattern = migration.TypePattern(); s.UniqueItems = true },
 				describe("the resource types to migrate, each once and supported by the source (default: every type)")),
 			"since": combine(format("date-time"), describe("only what was updated at or after this time (RFC 3339), in the past and before till")),
@@ -114,6 +116,7 @@ func schemaRules() map[string]map[string]schemaRule {
 		},
 		// The accepted request, with its defaults applied, as the answers carry it.
 		"Request": {
+			"sourceKind":     enumOf(migration.SourceKinds()),
 			"exportStrategy": enumOf(migration.ExportStrategies()),
 			"importMode":     enumOf(migration.ImportModes()),
 			"verify":         enumOf(migration.VerifyModes()),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -79,6 +80,9 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	}
 	if r.Container != "" {
 		q.Set("_container", r.Container)
+	}
+	if r.IsParallel != nil {
+		q.Set("_isParallel", strconv.FormatBool(*r.IsParallel))
 	}
 	var associated []string
 	if r.History {

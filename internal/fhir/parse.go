@@ -295,8 +295,18 @@ func (b *bundle) next() string {
 // parseCapabilityTypes returns the resource types of the CapabilityStatement's server rest entries, deduplicated,
 // in order.
 func parseCapabilityTypes(data []byte) ([]string, error) {
+	c, err := parseCapabilities(data)
+	if err != nil {
+		return nil, err
+	}
+	return c.Types, nil
+}
+
+// parseCapabilities reads the server resource types and the fhirVersion of a CapabilityStatement.
+func parseCapabilities(data []byte) (Capabilities, error) {
 	var cs struct {
 		ResourceType string `json:"resourceType"`
+		FHIRVersion  string `json:"fhirVersion"`
 		Rest         []struct {
 			Mode     string `json:"mode"`
 			Resource []struct {
@@ -305,10 +315,10 @@ func parseCapabilityTypes(data []byte) ([]string, error) {
 		} `json:"rest"`
 	}
 	if err := decodeStrict(data, &cs); err != nil {
-		return nil, fmt.Errorf("capability statement is malformed: %w", err)
+		return Capabilities{}, fmt.Errorf("capability statement is malformed: %w", err)
 	}
 	if cs.ResourceType != "CapabilityStatement" {
-		return nil, fmt.Errorf("expected a CapabilityStatement, got resourceType %q", excerpt(cs.ResourceType, 64))
+		return Capabilities{}, fmt.Errorf("expected a CapabilityStatement, got resourceType %q", excerpt(cs.ResourceType, 64))
 	}
 	seen := map[string]bool{}
 	var types []string
@@ -318,7 +328,7 @@ func parseCapabilityTypes(data []byte) ([]string, error) {
 		}
 		for _, r := range rest.Resource {
 			if !resourceTypePattern.MatchString(r.Type) {
-				return nil, fmt.Errorf("capability statement lists an invalid resource type %q", excerpt(r.Type, 64))
+				return Capabilities{}, fmt.Errorf("capability statement lists an invalid resource type %q", excerpt(r.Type, 64))
 			}
 			if !seen[r.Type] {
 				seen[r.Type] = true
@@ -327,9 +337,9 @@ func parseCapabilityTypes(data []byte) ([]string, error) {
 		}
 	}
 	if len(types) == 0 {
-		return nil, errors.New("capability statement lists no server resource types")
+		return Capabilities{}, errors.New("capability statement lists no server resource types")
 	}
-	return types, nil
+	return Capabilities{Types: types, FHIRVersion: cs.FHIRVersion}, nil
 }
 
 func absoluteHTTPURL(s string) bool {

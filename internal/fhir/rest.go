@@ -13,22 +13,31 @@ import (
 
 // ResourceTypes reads GET {base}/metadata and returns rest[mode=server].resource[].type, deduplicated, in order.
 func (c *Client) ResourceTypes(ctx context.Context) ([]string, error) {
+	caps, err := c.Capabilities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return caps.Types, nil
+}
+
+// Capabilities reads the server's CapabilityStatement (GET {base}/metadata): its resource types and fhirVersion.
+func (c *Client) Capabilities(ctx context.Context) (Capabilities, error) {
 	const op = "metadata"
 	resp, err := c.do(ctx, call{
 		op: op, method: http.MethodGet, url: c.endpoint("metadata", nil), retry: true,
 		header: http.Header{"Accept": {mediaFHIRJSON}},
 	})
 	if err != nil {
-		return nil, err
+		return Capabilities{}, err
 	}
 	if resp.status != http.StatusOK {
-		return nil, newError(op, resp, c.now())
+		return Capabilities{}, newError(op, resp, c.now())
 	}
-	types, err := parseCapabilityTypes(resp.body)
+	caps, err := parseCapabilities(resp.body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return Capabilities{}, fmt.Errorf("%s: %w", op, err)
 	}
-	return types, nil
+	return caps, nil
 }
 
 // Count returns Bundle.total of GET {base}[/{Type}]?{query}&_summary=count; resourceType "" counts at system level.

@@ -27,6 +27,17 @@ type ExportRequest struct {
 	// History and Deleted become includeAssociatedData=_history,_deleted: older versions and deletion stubs in
 	// the same files (not combinable with TypeFilter).
 	History, Deleted bool
+	// IsParallel, when not nil, becomes _isParallel: the FHIR service's export is parallel unless told otherwise,
+	// Azure API for FHIR's is not (ExportController.cs GetExportParallelSetting).
+	IsParallel *bool
+}
+
+// Capabilities is what the engine reads of a server's CapabilityStatement.
+type Capabilities struct {
+	// Types are the resource types of its rest entries in mode server, in order, each once.
+	Types []string
+	// FHIRVersion is its fhirVersion, such as "4.0.1" ("" when absent).
+	FHIRVersion string
 }
 
 // Manifest is the body of a completed export's status (200).

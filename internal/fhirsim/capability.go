@@ -98,6 +98,6 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, "application/fhir+json", capabilityStatement{
 		ResourceType: "CapabilityStatement", Status: "active", Date: "2024-01-01", Kind: "instance",
 		Software:    capSoftware{Name: "fhirsim (" + string(s.cfg.flavor) + ")", Version: "1"},
-		FHIRVersion: "4.0.1", Format: []string{"application/fhir+json"}, Rest: []capabilityRest{rest},
+		FHIRVersion: s.fhirVersion(), Format: []string{"application/fhir+json"}, Rest: []capabilityRest{rest},
 	})
 }

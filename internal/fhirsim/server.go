@@ -69,6 +69,7 @@ type config struct {
 	maxImports        int
 	rates             RateModel
 	resources         [][]byte
+	knobs             knobs
 	// The bulk-data flavor's (bulkdata.go).
 	smartClients     map[string]crypto.PublicKey
 	tokenLifetime    time.Duration

@@ -47,6 +47,9 @@ const (
 // ExportStrategies are the values of exportStrategy.
 func ExportStrategies() []string { return slices.Clone(exportStrategies) }
 
+// SourceKinds are the values of sourceKind.
+func SourceKinds() []string { return slices.Clone(sourceKindNames) }
+
 // ImportModes are the values of importMode.
 func ImportModes() []string { return slices.Clone(importModes) }
 

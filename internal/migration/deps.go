@@ -14,7 +14,8 @@ import (
 // FHIRClient is what the engine needs of a FHIR server; *fhir.Client satisfies it.
 type FHIRClient interface {
 	BaseURL() string
-	ResourceTypes(ctx context.Context) ([]string, error)
+	// Capabilities reads the server's CapabilityStatement: its resource types and fhirVersion.
+	Capabilities(ctx context.Context) (fhir.Capabilities, error)
 	ExportKickoff(ctx context.Context, r fhir.ExportRequest) (string, error)
 	ExportStatus(ctx context.Context, contentLocation string) (*fhir.ExportStatus, error)
 	ImportKickoff(ctx context.Context, r fhir.ImportRequest) (string, error)

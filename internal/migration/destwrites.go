@@ -91,7 +91,7 @@ func (s *Service) writesSince(ctx context.Context, m *Migration, dst FHIRClient,
 	}
 	hr := fhir.HistoryRange{Since: &from}
 	if till != nil {
-		hr.Before = timePtr(till.Add(instant))
+		hr.Before = timePtr(kindOf(&m.Request).Bounds().next(*till))
 	}
 	listed := map[string]fhir.HistoryEntry{}
 	err := dst.History(ctx, "", hr, true, 1000, func(e fhir.HistoryEntry) error {

@@ -18,6 +18,8 @@ type effects struct {
 // remoteJob is a job on a FHIR server, addressed by its Content-Location.
 type remoteJob struct {
 	baseURL, contentLocation, jobID string
+	// sourceKind is the migration's source kind when the job is on its source ("" on the destination).
+	sourceKind string
 }
 
 type slotRef struct {
@@ -26,8 +28,12 @@ type slotRef struct {
 
 func (e *effects) send(m bus.Message) { e.messages = append(e.messages, m) }
 
-func (e *effects) cancel(baseURL, contentLocation, jobID string) {
-	e.cancels = append(e.cancels, remoteJob{baseURL: baseURL, contentLocation: contentLocation, jobID: jobID})
+func (e *effects) cancel(m *Migration, baseURL, contentLocation, jobID string) {
+	rj := remoteJob{baseURL: baseURL, contentLocation: contentLocation, jobID: jobID}
+	if baseURL == m.Request.Source {
+		rj.sourceKind = m.Request.SourceKind
+	}
+	e.cancels = append(e.cancels, rj)
 }
 
 func (e *effects) release(baseURL, kind, holder string) {
@@ -51,6 +57,9 @@ func (s *Service) perform(ctx context.Context, migrationID string, e *effects) {
 		answers := make(map[string]error, len(e.cancels))
 		for _, c := range e.cancels {
 			client, err := s.cfg.FHIR(c.baseURL)
+			if c.sourceKind != "" {
+				client, err = s.sourceClient(&Request{Source: c.baseURL, SourceKind: c.sourceKind})
+			}
 			if err == nil {
 				err = client.CancelJob(ctx, c.contentLocation)
 			}

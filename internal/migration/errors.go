@@ -52,7 +52,9 @@ type Code struct {
 // Codes lists every code the engine's operations return (a test checks each refusal in the code is listed).
 func Codes() []Code {
 	return []Code{
-		{"missing_field", Invalid, "`source` or `destination` absent"},
+		{"missing_field", Invalid, "`source` or `destination` absent, or `sourceKind` absent for a source whose host implies no kind"},
+		{"invalid_source_kind", Invalid, "`sourceKind` is not one of the kinds (`api-for-fhir`, `fhir-service`)"},
+		{"fhir_version_mismatch", Invalid, "the source's and the destination's CapabilityStatement `fhirVersion` differ in major.minor version (an STU3 source and an R4 destination)"},
 		{"invalid_url", Invalid, "`source` or `destination` is not an absolute URL, or one the allow-list cannot read"},
 		{"host_not_allowed", Invalid, "`source` or `destination` is not on `AllowedHosts` (or uses http off loopback)"},
 		{"same_server", Invalid, "`source` and `destination` are the same server"},

@@ -32,7 +32,7 @@ type rangeCount struct{ lower, upper int64 }
 
 // countRange counts typ ("*": every type, at system level) on the source over job j's window and filters, with
 // extra added to every query (a _lastUpdated bound).
-func countRange(ctx context.Context, client FHIRClient, j *Job, typ string, extra url.Values) (rangeCount, error) {
+func countRange(ctx context.Context, client FHIRClient, b WindowBounds, j *Job, typ string, extra url.Values) (rangeCount, error) {
 	name := typ
 	if typ == allTypes {
 		name = ""
@@ -43,7 +43,7 @@ func countRange(ctx context.Context, client FHIRClient, j *Job, typ string, extr
 	}
 	var rc rangeCount
 	for _, f := range filters {
-		q := windowQuery(j.Since, j.Till)
+		q := windowQuery(b, j.Since, j.Till)
 		for _, add := range []url.Values{f.query, extra} {
 			for k, vs := range add {
 				q[k] = append(q[k], vs...)
@@ -95,14 +95,14 @@ func exportTypes(m *Migration, j *Job) []string {
 // expectedCounts takes the source's counts for an export job's window before its kick-off, to confirm its
 // manifest later: per type (the lower bound for filtered types), or in total for a system export of every type.
 // A count that cannot be taken fails the attempt: nothing is read as "no resources expected".
-func expectedCounts(ctx context.Context, client FHIRClient, j *Job) (map[string]int64, error) {
+func expectedCounts(ctx context.Context, client FHIRClient, b WindowBounds, j *Job) (map[string]int64, error) {
 	types := j.Types
 	if len(types) == 0 {
 		types = []string{allTypes}
 	}
 	out := make(map[string]int64, len(types))
 	for _, t := range types {
-		rc, err := countRange(ctx, client, j, t, nil)
+		rc, err := countRange(ctx, client, b, j, t, nil)
 		if err != nil {
 			return nil, &countError{fmt.Errorf("before kick-off: %w", err)}
 		}
@@ -122,7 +122,7 @@ func changedSince(ctx context.Context, client FHIRClient, j *Job, short []shortT
 	window.Since, window.Till = nil, nil // changed since the count, wherever the resource was before
 	out := make(map[string]int64, len(short))
 	for _, st := range short {
-		rc, err := countRange(ctx, client, &window, st.typ, after)
+		rc, err := countRange(ctx, client, WindowBounds{Tick: instant}, &window, st.typ, after) // no window: no bounds
 		if err != nil {
 			return nil, &countError{fmt.Errorf("changes since the kick-off count: %w", err)}
 		}
@@ -131,15 +131,15 @@ func changedSince(ctx context.Context, client FHIRClient, j *Job, short []shortT
 	return out, nil
 }
 
-// windowQuery is the search for an export window: _since is _lastUpdated=ge, _till is le (inclusive on the
-// source, as its export is).
-func windowQuery(since, till *time.Time) url.Values {
+// windowQuery is the search for an export window: _since is _lastUpdated=ge, and the till ends it as the source
+// kind's export ends it (WindowBounds.countTill: le on Azure API for FHIR, lt one tick later on the FHIR service).
+func windowQuery(b WindowBounds, since, till *time.Time) url.Values {
 	q := url.Values{}
 	if since != nil {
 		q.Add("_lastUpdated", "ge"+fhir.FormatInstant(*since))
 	}
 	if till != nil {
-		q.Add("_lastUpdated", "le"+fhir.FormatInstant(*till))
+		q.Add("_lastUpdated", b.countTill(*till))
 	}
 	return q
 }

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,8 +37,9 @@ type fakeServer struct {
 	mu    sync.Mutex
 	base  string
 	types []string
-	// typesErr fails ResourceTypes.
-	typesErr error
+	// typesErr fails Capabilities; fhirVersion is the version it answers ("": 4.0.1).
+	typesErr    error
+	fhirVersion string
 	// files: per type, the resource count of each exported file.
 	files map[string][]int64
 	// filesFor, when set, answers the files of an export instead of files (an export that reads its window).
@@ -108,13 +110,13 @@ func newFakeServer(base string, types []string, reg *fileRegistry) *fakeServer {
 
 func (f *fakeServer) BaseURL() string { return f.base }
 
-func (f *fakeServer) ResourceTypes(context.Context) ([]string, error) {
+func (f *fakeServer) Capabilities(context.Context) (fhir.Capabilities, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.typesErr != nil {
-		return nil, f.typesErr
+		return fhir.Capabilities{}, f.typesErr
 	}
-	return slices.Clone(f.types), nil
+	return fhir.Capabilities{Types: slices.Clone(f.types), FHIRVersion: cmp.Or(f.fhirVersion, "4.0.1")}, nil
 }
 
 func (f *fakeServer) popErr() error {

@@ -76,7 +76,7 @@ func cancelServerJob(m *Migration, server, contentLocation, jobID, reason string
 		m.Cancels = append(m.Cancels, ServerCancel{Job: jobID, Server: server, ContentLocation: contentLocation,
 			Reason: reason, RequestedAt: now})
 	}
-	e.cancel(server, contentLocation, jobID)
+	e.cancel(m, server, contentLocation, jobID)
 }
 
 // pendingCancels counts the recorded DELETEs still to be seen through.
@@ -104,7 +104,7 @@ func redriveCancels(m *Migration, now time.Time, redriveAfter time.Duration, e *
 			continue
 		}
 		c.NextAt = now.Add(redriveAfter)
-		e.cancel(c.Server, c.ContentLocation, c.Job)
+		e.cancel(m, c.Server, c.ContentLocation, c.Job)
 		changed = true
 	}
 	return changed

@@ -99,7 +99,9 @@ type Migration struct {
 
 // Request is the accepted start request with its defaults applied.
 type Request struct {
-	Source         string     `json:"source"`
+	Source string `json:"source"`
+	// SourceKind is the kind of source server (sourcekind.go): api-for-fhir, fhir-service or bulk-data.
+	SourceKind     string     `json:"sourceKind"`
 	Destination    string     `json:"destination"`
 	Types          []string   `json:"types,omitempty"`
 	Since          *time.Time `json:"since,omitempty"`

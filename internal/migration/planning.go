@@ -27,7 +27,8 @@ const (
 	dryRunBudget = 10 * time.Second
 )
 
-// instant is the resolution of a FHIR service's lastUpdated: windows end 100 ns before the next begins.
+// instant is the resolution of a FHIR instant as Azure API for FHIR selects by it: its windows end 100 ns before
+// the next begins (other kinds have their own: SourceKind.Bounds).
 const instant = 100 * time.Nanosecond
 
 // Planning is the progress of a migration's plan: the ranges still to count, and what was found.
@@ -61,7 +62,8 @@ const (
 	countLive     = "live"
 )
 
-// PlanRange is a range of one type's resources by lastUpdated, both ends inclusive.
+// PlanRange is a range of one type's resources by lastUpdated, both ends inclusive, each on a boundary of the
+// source kind's WindowBounds.
 type PlanRange struct {
 	// Type is a resource type, or "*" for the whole request (a system export not yet known to be under the
 	// target).
@@ -80,9 +82,10 @@ type PlanRange struct {
 // newPlanning starts the plan of a request: the whole request for a system export (split by type when over the
 // target), else each type's whole range.
 func newPlanning(req *Request, sourceTypes []string, now time.Time) *Planning {
-	till := now
+	b := kindOf(req).Bounds()
+	till := b.align(now)
 	if req.Till != nil {
-		till = *req.Till
+		till = b.align(*req.Till)
 	}
 	p := &Planning{Till: till, Windows: map[string]int{}}
 	if req.History || req.Deletes {
@@ -125,10 +128,12 @@ type planner struct {
 	sourceTypes []string
 	target      int64
 	maxCounts   int
-	source      FHIRClient
-	p           *Planning
-	jobs        []*Job
-	now         time.Time
+	// bounds are the source kind's window boundaries.
+	bounds WindowBounds
+	source FHIRClient
+	p      *Planning
+	jobs   []*Job
+	now    time.Time
 }
 
 // errPlanningBudget stops a step whose budget is spent; the rest is planned at the next.
@@ -175,17 +180,17 @@ func (pl *planner) count(ctx context.Context, r PlanRange) (int64, error) {
 		pl.p.Versions, pl.p.VersionsNote = countLive, truncate(err.Error(), maxErrorMessage)
 	}
 	if r.Type != allTypes {
-		rc, err := countRange(ctx, pl.source, pl.rangeJob(r), r.Type, nil)
+		rc, err := countRange(ctx, pl.source, pl.bounds, pl.rangeJob(r), r.Type, nil)
 		return rc.upper, err
 	}
 	types := pl.req.Types
 	if len(types) == 0 {
-		rc, err := countRange(ctx, pl.source, pl.rangeJob(r), allTypes, nil)
+		rc, err := countRange(ctx, pl.source, pl.bounds, pl.rangeJob(r), allTypes, nil)
 		return rc.upper, err
 	}
 	var total int64
 	for _, t := range types {
-		rc, err := countRange(ctx, pl.source, pl.rangeJob(PlanRange{Type: t, Since: r.Since, Till: r.Till}), t, nil)
+		rc, err := countRange(ctx, pl.source, pl.bounds, pl.rangeJob(PlanRange{Type: t, Since: r.Since, Till: r.Till}), t, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -201,7 +206,7 @@ func (pl *planner) count(ctx context.Context, r PlanRange) (int64, error) {
 func (pl *planner) countVersions(ctx context.Context, r PlanRange) (int64, error) {
 	hr := fhir.HistoryRange{Since: r.Since}
 	if pl.req.Till != nil || !r.Till.Equal(pl.p.Till) {
-		hr.Before = timePtr(r.Till.Add(instant))
+		hr.Before = timePtr(pl.bounds.next(r.Till))
 	}
 	types := []string{r.Type}
 	switch {
@@ -274,13 +279,11 @@ func (pl *planner) split(ctx context.Context, r PlanRange, n int64) error {
 	if r.Since != nil {
 		lo = r.Since
 	}
-	since := lo.Truncate(instant)
-	if r.Till.Sub(since) < instant {
+	mid, after, ok := pl.bounds.split(*lo, r.Till)
+	if !ok {
 		pl.window(r, n)
 		return nil
 	}
-	mid := since.Add(r.Till.Sub(since) / 2).Truncate(instant)
-	after := mid.Add(instant)
 	left := PlanRange{Type: r.Type, Since: r.Since, From: r.From, Till: mid}
 	right := PlanRange{Type: r.Type, Since: &after, Till: r.Till}
 	pl.p.Pending = append([]PlanRange{left, right}, pl.p.Pending...)
@@ -373,13 +376,13 @@ func orderWindows(jobs []*Job) {
 // planStep does one bounded step of a migration's planning and saves it; the last step orders the windows and
 // starts the exports.
 func (s *Service) planStep(ctx context.Context, m *Migration) error {
-	source, err := s.cfg.FHIR(m.Request.Source)
+	source, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
 	p := clonePlanning(m.Planning)
 	pl := &planner{req: &m.Request, sourceTypes: m.SourceTypes, target: windowTarget(&m.Request),
-		maxCounts: s.cfg.MaxPlanningCounts, source: source, p: p, now: s.now()}
+		maxCounts: s.cfg.MaxPlanningCounts, bounds: kindOf(&m.Request).Bounds(), source: source, p: p, now: s.now()}
 	runErr := pl.run(ctx, planningCountsPerStep, s.now().Add(planningStepBudget), s.now)
 	if errors.Is(runErr, errPlanningBudget) {
 		runErr = nil

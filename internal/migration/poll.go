@@ -66,7 +66,9 @@ type call struct {
 	changed map[string]int64
 	// manifest names the blob a completed export's manifest was written to; importErrors the blob of a finished
 	// import's error files (typed by input), and errorSummary their digest.
-	manifest     string
+	manifest string
+	// files are a completed export's files as its source kind staged them (SourceKind.StageFiles).
+	files        []File
 	importErrors string
 	errorSummary *ErrorSummary
 }
@@ -232,7 +234,7 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 	clients := map[string]FHIRClient{}
 	clientErr := map[string]error{}
 	for _, base := range []string{m.Request.Source, m.Request.Destination} {
-		clients[base], clientErr[base] = s.cfg.FHIR(base)
+		clients[base], clientErr[base] = s.clientOf(&m.Request, base)
 	}
 	fanOut(len(calls), s.cfg.PollConcurrency, func(i int) {
 		c := calls[i]
@@ -246,7 +248,7 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 		switch {
 		case c.isKickoff():
 			c.countedAt = s.now()
-			if c.expected, c.err = expectedCounts(ctx, client, j); c.err == nil {
+			if c.expected, c.err = expectedCounts(ctx, client, kindOf(&m.Request).Bounds(), j); c.err == nil {
 				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
 			}
 		case c.kind == KindExport:
@@ -254,9 +256,14 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			if c.err != nil || !c.export.Done || c.export.Manifest == nil {
 				return
 			}
+			c.files, c.err = kindOf(&m.Request).StageFiles(ctx, StageInput{Migration: m, Job: j, Manifest: c.export.Manifest,
+				Source: client, Staging: s.cfg.Staging})
+			if c.err != nil {
+				return
+			}
 			if j.ShortManifests > 0 {
 				// A short manifest confirmed by a re-poll: did enough of the source change since the count?
-				if short := shortfall(j.Expected, manifestFiles(c.export.Manifest)); len(short) > 0 {
+				if short := shortfall(j.Expected, c.files); len(short) > 0 {
 					if c.changed, c.err = changedSince(ctx, client, j, short); c.err != nil {
 						return
 					}
@@ -264,7 +271,7 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			}
 			// Written before the document names it; a manifest that is not accepted leaves a small unused blob.
 			c.manifest = manifestName(m.ID, j.ID, len(j.Attempts))
-			c.err = s.putJSON(ctx, c.manifest, manifestBlob{Output: manifestFiles(c.export.Manifest), Error: manifestErrors(c.export.Manifest)})
+			c.err = s.putJSON(ctx, c.manifest, manifestBlob{Output: c.files, Error: manifestErrors(c.export.Manifest)})
 		default:
 			c.imp, c.err = client.ImportStatus(ctx, c.contentLocation)
 			if c.err == nil && c.imp.Done && c.imp.Result != nil && len(c.imp.Result.Error) > 0 {
@@ -292,11 +299,9 @@ func manifestFiles(man *fhir.Manifest) []File {
 	return out
 }
 
+// exportRequest is the kick-off of an export job, as the source's kind sends it.
 func exportRequest(m *Migration, j *Job) fhir.ExportRequest {
-	return fhir.ExportRequest{Types: j.Types, Since: j.Since, Till: j.Till, TypeFilter: j.TypeFilter, Container: m.Request.Container,
-		// History brings deletions too: without its stub, an older version of a deleted resource would become
-		// current on the destination. A sync round always carries them.
-		History: m.Request.History, Deleted: m.Request.Deletes || m.Request.History || j.Round > 0}
+	return kindOf(&m.Request).ExportRequest(&m.Request, j)
 }
 
 // applyCall applies one answer to the fresh document; answers that no longer match their job are stale.
@@ -326,7 +331,7 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		if t, err := time.Parse(time.RFC3339Nano, c.export.Manifest.TransactionTime); err == nil {
 			j.TransactionTime = timePtr(t.UTC())
 		}
-		output := manifestFiles(c.export.Manifest)
+		output := c.files
 		if short := shortfall(j.Expected, output); len(short) > 0 {
 			s.distrustManifest(m, j, short, c.changed, c.manifest, output, now, e)
 			return

@@ -89,7 +89,7 @@ type reconcileStep struct {
 // reconcile runs the reconciliation from its cursor, a page at a time, saving after each; when the budget is
 // spent it sends the next message and answers false.
 func (s *Service) reconcile(ctx context.Context, m *Migration, generation int) (bool, error) {
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}

@@ -565,7 +565,7 @@ func (s *Service) repairStale(ctx context.Context, m *Migration, report string, 
 	if err := s.getJSON(ctx, report, &all); err != nil {
 		return nil, "", fmt.Errorf("read the report to repair from: %w", err)
 	}
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return nil, "", fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}

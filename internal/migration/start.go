@@ -31,8 +31,11 @@ var (
 
 // StartRequest is the start request as sent; pointers tell "absent" from "empty". Start validates every field.
 type StartRequest struct {
-	Source         *string  `json:"source"`
-	Destination    *string  `json:"destination"`
+	Source      *string `json:"source"`
+	Destination *string `json:"destination"`
+	// SourceKind is api-for-fhir, fhir-service or bulk-data; absent, the source's host decides where it can
+	// (defaultSourceKind).
+	SourceKind     *string  `json:"sourceKind"`
 	Types          []string `json:"types"`
 	Since          *string  `json:"since"`
 	Till           *string  `json:"till"`
@@ -128,6 +131,9 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 	}
 	if req.Source == req.Destination {
 		return nil, invalid("same_server", "destination", "source and destination are the same server")
+	}
+	if req.SourceKind, refusal = checkSourceKind(r.SourceKind, req.Source); refusal != nil {
+		return nil, refusal
 	}
 	for i, t := range r.Types {
 		field := fmt.Sprintf("types[%d]", i)
@@ -271,6 +277,22 @@ func checkSync(r *StartRequest, req *Request) *Error {
 	return nil
 }
 
+// checkSourceKind reads sourceKind, or takes it from the source's host; a host that implies none needs it.
+func checkSourceKind(raw *string, source string) (string, *Error) {
+	if raw == nil {
+		kind := defaultSourceKind(source)
+		if kind == "" {
+			return "", invalid("missing_field", "sourceKind",
+				"sourceKind is required for a source that is not an Azure host (%s)", orList(sourceKindNames))
+		}
+		return kind, nil
+	}
+	if !slices.Contains(sourceKindNames, *raw) {
+		return "", invalid("invalid_source_kind", "sourceKind", "sourceKind must be %s", orList(sourceKindNames))
+	}
+	return *raw, nil
+}
+
 func (s *Service) checkServer(raw *string, field string) (string, *Error) {
 	if raw == nil || strings.TrimSpace(*raw) == "" {
 		return "", invalid("missing_field", field, "%s is required", field)
@@ -329,16 +351,28 @@ func validContainer(c string) bool {
 	return len(c) >= 3 && len(c) <= 63 && containerPattern.MatchString(c)
 }
 
-// preflight asks both servers for their resource types: the source's list checks the request and plans
-// per-type exports; the destination's proves it answers.
+// preflight reads both servers' CapabilityStatements: their FHIR versions must agree; the source's resource types
+// check the request and plan per-type exports; the destination's prove it answers.
 func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, destTypes []string, err error) {
-	src, err := s.cfg.FHIR(req.Source)
+	src, err := s.sourceClient(req)
+	var srcCaps, dstCaps fhir.Capabilities
 	if err == nil {
-		sourceTypes, err = src.ResourceTypes(ctx)
+		srcCaps, err = src.Capabilities(ctx)
 	}
 	if err != nil {
 		return nil, nil, unavailable("source_unreachable", "source", "the source's CapabilityStatement could not be read: %v", err)
 	}
+	dst, err := s.cfg.FHIR(req.Destination)
+	if err == nil {
+		dstCaps, err = dst.Capabilities(ctx)
+	}
+	if err != nil {
+		return nil, nil, unavailable("destination_unreachable", "destination", "the destination's CapabilityStatement could not be read: %v", err)
+	}
+	if refusal := checkFHIRVersions(srcCaps.FHIRVersion, dstCaps.FHIRVersion); refusal != nil {
+		return nil, nil, refusal
+	}
+	sourceTypes = srcCaps.Types
 	for i, t := range req.Types {
 		if !slices.Contains(sourceTypes, t) {
 			return nil, nil, invalid("unknown_type", fmt.Sprintf("types[%d]", i), "the source does not support %s", t)
@@ -359,25 +393,49 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 			return nil, nil, unavailable("source_unreachable", field, "the source could not count %q: %v", f, err)
 		}
 	}
-	dst, err := s.cfg.FHIR(req.Destination)
-	if err == nil {
-		destTypes, err = dst.ResourceTypes(ctx)
+	return sourceTypes, dstCaps.Types, nil
+}
+
+// checkFHIRVersions refuses servers whose fhirVersion differ in major or minor version (4.0.1 and 4.0.0 agree;
+// 3.0.2, STU3, and 4.0.1, R4, do not): an export of one is not resources the other imports. A version that is
+// absent or unreadable is refused too, since nothing can show that it agrees.
+func checkFHIRVersions(source, destination string) *Error {
+	sv, sok := majorMinor(source)
+	dv, dok := majorMinor(destination)
+	if sok && dok && sv == dv {
+		return nil
 	}
-	if err != nil {
-		return nil, nil, unavailable("destination_unreachable", "destination", "the destination's CapabilityStatement could not be read: %v", err)
+	return invalid("fhir_version_mismatch", "source",
+		"the source's fhirVersion %q and the destination's %q differ in major.minor version: "+
+			"resources of one FHIR version cannot be imported into a server of another (see README: FHIR versions)",
+		source, destination)
+}
+
+// majorMinor is the "major.minor" of a FHIR version such as "4.0.1" (or "4.0").
+func majorMinor(v string) (string, bool) {
+	parts := strings.Split(strings.TrimSpace(v), ".")
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return "", false
 	}
-	return sourceTypes, destTypes, nil
+	for _, p := range parts[:2] {
+		for _, r := range p {
+			if r < '0' || r > '9' {
+				return "", false
+			}
+		}
+	}
+	return parts[0] + "." + parts[1], true
 }
 
 // dryRunPlan plans the request in memory for about dryRunBudget: the windows it could count, and the ranges it
 // could not marked as estimated. Nothing is stored.
 func (s *Service) dryRunPlan(ctx context.Context, req *Request, sourceTypes []string, now time.Time) ([]*Job, error) {
-	source, err := s.cfg.FHIR(req.Source)
+	source, err := s.sourceClient(req)
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", req.Source, err)
 	}
 	pl := &planner{req: req, sourceTypes: sourceTypes, target: windowTarget(req), maxCounts: s.cfg.MaxPlanningCounts,
-		source: source, p: newPlanning(req, sourceTypes, now), now: now}
+		bounds: kindOf(req).Bounds(), source: source, p: newPlanning(req, sourceTypes, now), now: now}
 	err = pl.run(ctx, s.cfg.MaxPlanningCounts, s.now().Add(dryRunBudget), s.now)
 	switch {
 	case errors.Is(err, errPlanningBudget):

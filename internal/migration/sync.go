@@ -217,7 +217,9 @@ func finishRound(m *Migration, r *SyncRound, jobs []*Job, now time.Time) {
 func startRound(m *Migration, now time.Time, final bool) {
 	sy := m.Sync
 	n, attempt := sy.Rounds+1, sy.Attempts+1
-	since := sy.HighWater.Add(-syncMargin(&m.Request))
+	// On a boundary of the kind (rounded down): a transactionTime finer than the source's export selects would
+	// leave out what shares its first tick.
+	since := kindOf(&m.Request).Bounds().align(sy.HighWater.Add(-syncMargin(&m.Request)))
 	base := fmt.Sprintf("sync-%d-a%d", n, attempt)
 	var jobs []*Job
 	if m.Request.ExportStrategy == StrategyPerType {

@@ -295,7 +295,7 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 			types = append(types, t)
 		}
 	}
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
@@ -305,7 +305,7 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 	fanOut(len(types), s.cfg.PollConcurrency, func(i int) {
 		t := types[i]
 		whole := &Job{Types: []string{t}, Since: m.Request.Since, Till: till, TypeFilter: filtersOf(&m.Request, []string{t})}
-		counts[i], errs[i] = countRange(ctx, src, whole, t, nil)
+		counts[i], errs[i] = countRange(ctx, src, kindOf(&m.Request).Bounds(), whole, t, nil)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, nil, fmt.Errorf("count the migrated range on the source: %w", err)
@@ -400,7 +400,7 @@ func (s *Service) countHistory(ctx context.Context, m *Migration, src, dst FHIRC
 	}
 	hr := fhir.HistoryRange{Since: m.Request.Since}
 	if till := migratedTill(m); till != nil {
-		hr.Before = timePtr(till.Add(instant))
+		hr.Before = timePtr(kindOf(&m.Request).Bounds().next(*till))
 	}
 	errs := make([]error, len(rows))
 	fanOut(len(rows), s.cfg.PollConcurrency, func(i int) {

@@ -73,7 +73,7 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 	// destination must hold is what the source holds now, asked of the source itself.
 	var source FHIRClient
 	if m.Request.associated() {
-		if source, err = s.cfg.FHIR(m.Request.Source); err != nil {
+		if source, err = s.sourceClient(&m.Request); err != nil {
 			return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 		}
 	}
