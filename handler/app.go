@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
+	"github.com/fhir-migrator/fhir-migrator/internal/bulkfetch"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
@@ -60,12 +61,18 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 	if err != nil {
 		return nil, err
 	}
-	clients, policy, err := fhirClients(cfg, logger)
+	clients, policy, fhirCred, err := fhirClients(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	uploader, _ := stage.(bulkfetch.Uploader)
+	bulk := &bulkDataSources{cfg: cfg.SMART, fhirCred: fhirCred, azure: azure, policy: policy, stage: uploader, log: logger}
+	var smartClients migration.ClientFactory
+	if cfg.SMART.Enabled() {
+		smartClients = bulk.client
+	}
 	a.svc, err = migration.NewService(migration.Config{Tuning: cfg.Tuning, Store: docs, Bus: sender, FHIR: clients,
-		Policy: policy, Staging: stage, Logger: logger})
+		SMARTFHIR: smartClients, SourceFiles: bulk.files, Policy: policy, Staging: stage, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -144,20 +151,21 @@ func (a *app) openMessaging(cfg *Config, azure *azureIdentity) (bus.Sender, erro
 	return dh, nil
 }
 
-// fhirClients makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential.
-func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, error) {
+// fhirClients makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential (also
+// answered, for bulk-data sources without a SMART client).
+func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, azcore.TokenCredential, error) {
 	policy, err := fhir.ParseHostPolicy(cfg.AllowedHosts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("AllowedHosts: %w", err)
+		return nil, nil, nil, fmt.Errorf("AllowedHosts: %w", err)
 	}
 	cred, err := identity.New(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	factory := func(base string) (migration.FHIRClient, error) {
 		return fhir.New(base, fhir.Config{Credential: cred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
 	}
-	return factory, policy, nil
+	return factory, policy, cred, nil
 }
 
 // closeServiceBus has Close release the Service Bus connection.

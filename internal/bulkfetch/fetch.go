@@ -56,6 +56,8 @@ type Config struct {
 	// Scope is asked of the credential ("{origin}/.default" by default; a SMART credential ignores it).
 	Scope    string
 	Uploader Uploader
+	// Allow, when set, must allow every URL fetched (the FHIR host allow-list).
+	Allow func(*url.URL) bool
 	// HTTPClient is used for every call (default: 30 s to the headers, no overall timeout: files are large).
 	HTTPClient *http.Client
 	// BlockSize and Concurrency bound the memory of one file's upload (their product).
@@ -197,6 +199,9 @@ func (f *Fetcher) checkURL(raw string, requiresToken bool) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
 		return nil, fmt.Errorf("bulkfetch: the file URL %q is not an http(s) URL", raw)
+	}
+	if f.cfg.Allow != nil && !f.cfg.Allow(u) {
+		return nil, fmt.Errorf("bulkfetch: the file %s is not on an allowed host: %w", redact(u), errRefused)
 	}
 	if requiresToken && u.Scheme+"://"+u.Host != f.origin {
 		return nil, fmt.Errorf("bulkfetch: the file %s needs the token but is not on the source %s; the token is sent nowhere else", redact(u), f.origin)

@@ -13,8 +13,11 @@ import (
 	"time"
 )
 
-// ExportRequest is a system-level $export kick-off (GET {base}/$export).
+// ExportRequest is an $export kick-off: GET {base}/$export, or {base}/{Path} (Patient/$export, Group/{id}/$export).
 type ExportRequest struct {
+	// Path is the kick-off's path under the base URL: "" for $export (system level), "Patient/$export" or
+	// "Group/{id}/$export".
+	Path string
 	// Types becomes _type (comma-joined); empty exports every type.
 	Types []string
 	// Since and Till become _since and _till (RFC 3339) when not nil.
@@ -38,6 +41,10 @@ type Capabilities struct {
 	Types []string
 	// FHIRVersion is its fhirVersion, such as "4.0.1" ("" when absent).
 	FHIRVersion string
+	// Operations are the operations it declares, at system level and on its resources (rest.operation and
+	// rest.resource.operation, mode server): name, such as "export" or "group-export", to definition (a canonical
+	// URL).
+	Operations map[string]string
 }
 
 // Manifest is the body of a completed export's status (200).

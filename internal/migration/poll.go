@@ -248,7 +248,10 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 		switch {
 		case c.isKickoff():
 			c.countedAt = s.now()
-			if c.expected, c.err = expectedCounts(ctx, client, kindOf(&m.Request).Bounds(), j); c.err == nil {
+			if kindOf(&m.Request).CountsExports(&m.Request) {
+				c.expected, c.err = expectedCounts(ctx, client, kindOf(&m.Request).Bounds(), j)
+			}
+			if c.err == nil {
 				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
 			}
 		case c.kind == KindExport:
@@ -256,8 +259,14 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			if c.err != nil || !c.export.Done || c.export.Manifest == nil {
 				return
 			}
-			c.files, c.err = kindOf(&m.Request).StageFiles(ctx, StageInput{Migration: m, Job: j, Manifest: c.export.Manifest,
-				Source: client, Staging: s.cfg.Staging})
+			in := StageInput{Migration: m, Job: j, Manifest: c.export.Manifest, Source: client, Staging: s.cfg.Staging,
+				Log: s.log.With("migration", m.ID, "job", j.ID)}
+			if s.cfg.SourceFiles != nil {
+				if in.Files, c.err = s.cfg.SourceFiles(m.Request.Source); c.err != nil {
+					return
+				}
+			}
+			c.files, c.err = kindOf(&m.Request).StageFiles(ctx, in)
 			if c.err != nil {
 				return
 			}
