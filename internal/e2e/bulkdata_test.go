@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhirsim"
+)
+
+// bulkDataOptions make the source a Bulk Data server with SMART Backend Services, and the handler its SMART
+// client with a key file (the local stack's signer).
+func bulkDataOptions(t *testing.T, patients int, extra ...fhirsim.Option) stackOptions {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "smart-client.pem")
+	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	return stackOptions{
+		patients: patients,
+		sourceOptions: append([]fhirsim.Option{fhirsim.WithFlavor(fhirsim.FlavorBulkData),
+			fhirsim.WithSMARTClient("fhir-migrator", &key.PublicKey)}, extra...),
+		settings: map[string]string{"SmartClientId": "fhir-migrator", "SmartSigningKey": "file:" + path},
+	}
+}
+
+// generatedByKey is the source's seed data by "Type/id".
+func generatedByKey(t *testing.T, patients int) map[string]json.RawMessage {
+	t.Helper()
+	out := map[string]json.RawMessage{}
+	for _, raw := range fhirsim.Generate(patients, 7) {
+		var h struct{ ResourceType, ID string }
+		require.NoError(t, json.Unmarshal(raw, &h))
+		out[h.ResourceType+"/"+h.ID] = raw
+	}
+	return out
+}
+
+func requireSameResources(t *testing.T, want, got map[string]json.RawMessage) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for key, w := range want {
+		g, ok := got[key]
+		require.True(t, ok, "%s missing in the destination", key)
+		if strings.HasPrefix(key, "SearchParameter/") {
+			w, g = withoutMeta(t, w), withoutMeta(t, g)
+		}
+		require.JSONEq(t, string(w), string(g), key)
+	}
+}
+
+// TestBulkDataSourceMigratesExactly: a Bulk Data server (files behind its token, no _till, no _container) moves
+// exactly; its files are fetched with SMART tokens, one download is cut and resumed by Range, the tokens are
+// revoked mid-export and renewed on the 401, and the export is deleted on the server once staged.
+func TestBulkDataSourceMigratesExactly(t *testing.T) {
+	t.Parallel()
+	const patients = 6
+	s := newStack(t, bulkDataOptions(t, patients, fhirsim.WithDownloadCuts(1), fhirsim.WithTokenRevocationAfterFiles(2)))
+	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL, "sourceKind": "bulk-data"})
+	final, raw := s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+	require.Contains(t, string(raw), `"sourceKind": "bulk-data"`)
+
+	want := generatedByKey(t, patients)
+	requireSameResources(t, want, resources(t, s.dest.URL, allTypes...))
+
+	// What the source saw: one export, every file with a token it issued, the cut download resumed from where it
+	// broke with the same token, a 401 after the revocation and the same file again with a new token, a DELETE.
+	st := s.srcSim.Stats()
+	require.Equal(t, 1, st.ExportJobs, "no time upper bound: the full copy is one export")
+	require.NotContains(t, st.Exports[0].Query, "_till")
+	require.NotContains(t, st.Exports[0].Query, "_container")
+	fetches := s.srcSim.BulkFetches()
+	var cut, resumed, refused, deletes int
+	for i, f := range fetches {
+		switch {
+		case f.Method == http.MethodDelete:
+			deletes++
+			require.Equal(t, http.StatusAccepted, f.Status)
+			continue
+		case f.Cut:
+			cut++
+			next := fetches[i+1]
+			require.Equal(t, fmt.Sprintf("bytes=%d-", f.Bytes), next.Range, "resumed where it broke")
+			require.Equal(t, f.Path, next.Path)
+		case f.Status == http.StatusPartialContent:
+			resumed++
+		case f.Status == http.StatusUnauthorized:
+			refused++
+			require.Equal(t, f.Path, fetches[i+1].Path, "the same file again")
+			require.NotEqual(t, f.Token, fetches[i+1].Token, "with a renewed token")
+			require.Equal(t, http.StatusOK, fetches[i+1].Status)
+		}
+		require.True(t, strings.HasPrefix(f.Token, "token-"), "every file fetched with an issued token: %+v", f)
+	}
+	require.Equal(t, 1, cut)
+	require.Equal(t, 1, resumed)
+	require.Equal(t, 1, refused)
+	require.Equal(t, 1, deletes)
+	grants := s.srcSim.TokenGrants()
+	require.GreaterOrEqual(t, len(grants), 2)
+	for _, g := range grants {
+		require.Equal(t, http.StatusOK, g.Status)
+		require.Equal(t, "RS384", g.Alg)
+	}
+}
+
+// TestBulkDataGroupExportMovesTheGroup: Group/{id}/$export moves exactly the group's patients (an active member
+// and the members of a nested group) and their compartments, nothing else, verified by the manifest's lines.
+func TestBulkDataGroupExportMovesTheGroup(t *testing.T) {
+	t.Parallel()
+	const patients = 5
+	all := generatedByKey(t, patients)
+	var ids []string
+	for key := range all {
+		if id, ok := strings.CutPrefix(key, "Patient/"); ok {
+			ids = append(ids, id)
+		}
+	}
+	require.Len(t, ids, patients)
+	members := map[string]bool{ids[0]: true, ids[1]: true}
+	group := fmt.Sprintf(`{"resourceType":"Group","id":"cohort","type":"person","actual":true,"meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},`+
+		`"member":[{"entity":{"reference":"Patient/%s"}},{"entity":{"reference":"Patient/%s"},"inactive":true},{"entity":{"reference":"Group/nested"}}]}`, ids[0], ids[2])
+	nested := fmt.Sprintf(`{"resourceType":"Group","id":"nested","type":"person","actual":true,"meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},`+
+		`"member":[{"entity":{"reference":"Patient/%s"}}]}`, ids[1])
+	s := newStack(t, bulkDataOptions(t, patients, fhirsim.WithResources([]byte(group), []byte(nested))))
+
+	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL, "sourceKind": "bulk-data", "group": "cohort"})
+	final, raw := s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+
+	want := map[string]json.RawMessage{}
+	for key, r := range all {
+		var refs struct {
+			Subject struct{ Reference string } `json:"subject"`
+		}
+		require.NoError(t, json.Unmarshal(r, &refs))
+		typ, rid, _ := strings.Cut(key, "/")
+		if (typ == "Patient" && members[rid]) || members[strings.TrimPrefix(refs.Subject.Reference, "Patient/")] {
+			want[key] = r
+		}
+	}
+	require.Greater(t, len(want), 20)
+	requireSameResources(t, want, resources(t, s.dest.URL, append(allTypes, "Group")...))
+	st := s.srcSim.Stats()
+	require.Equal(t, 1, st.ExportJobs)
+	require.Contains(t, s.srcSim.BulkFetches()[0].Path, "/_bulk/")
+
+	// An Azure source takes no group; a group the source lacks is refused before anything starts.
+	status, body := s.api(http.MethodPost, "/api/migrations", map[string]any{"source": s.source.URL, "destination": s.dest.URL,
+		"sourceKind": "bulk-data", "group": "nobody"})
+	require.Equal(t, http.StatusBadRequest, status, string(body))
+	require.Contains(t, string(body), "group_not_found")
+	status, body = s.api(http.MethodPost, "/api/migrations", map[string]any{"source": s.source.URL, "destination": s.dest.URL,
+		"group": "cohort"})
+	require.Equal(t, http.StatusBadRequest, status, string(body))
+	require.Contains(t, string(body), "unsupported_by_source_kind")
+}
