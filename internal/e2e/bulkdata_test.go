@@ -8,10 +8,12 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -167,4 +169,74 @@ func TestBulkDataGroupExportMovesTheGroup(t *testing.T) {
 		"group": "cohort"})
 	require.Equal(t, http.StatusBadRequest, status, string(body))
 	require.Contains(t, string(body), "unsupported_by_source_kind")
+}
+
+// bulkWrite writes to the bulk-data source with a token it issued.
+func bulkWrite(t *testing.T, sim *fhirsim.Server, base, method, path, resource string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(resource))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+sim.IssueToken())
+	req.Header.Set("Content-Type", "application/fhir+json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Less(t, resp.StatusCode, 300, "%s %s", method, path)
+}
+
+// TestBulkDataSyncRoundsSinceTheLastTransactionTime: a synced bulk-data migration carries what the source
+// changes, each round's _since the transactionTime of the round before (no _till), until the cutover.
+func TestBulkDataSyncRoundsSinceTheLastTransactionTime(t *testing.T) {
+	t.Parallel()
+	const patients = 2
+	s := newStack(t, bulkDataOptions(t, patients))
+	src, dst := s.source.URL, s.dest.URL
+	id := s.start(map[string]any{"source": src, "destination": dst, "sourceKind": "bulk-data",
+		"sync": true, "syncInterval": "1s", "syncMargin": "0s"})
+	d := s.until(id, "syncing", func(d syncDoc) bool { return d.Status == "syncing" })
+
+	var copied string
+	for key := range generatedByKey(t, patients) {
+		if id, ok := strings.CutPrefix(key, "Patient/"); ok {
+			copied = id
+			break
+		}
+	}
+	bulkWrite(t, s.srcSim, src, http.MethodPut, "/Patient/"+copied, fmt.Sprintf(`{"resourceType":"Patient","id":%q,"gender":"other"}`, copied))
+	bulkWrite(t, s.srcSim, src, http.MethodPut, "/Patient/bulk-new", `{"resourceType":"Patient","id":"bulk-new"}`)
+	carried := d.Sync.Rounds + 2
+	s.until(id, "two more rounds", func(d syncDoc) bool { return d.Sync.Rounds >= carried })
+	require.Equal(t, int64(1), count(t, dst, "Patient", url.Values{"_id": {"bulk-new"}}), "the create arrived")
+	require.Contains(t, string(resources(t, dst, "Patient")["Patient/"+copied]), `"gender":"other"`, "the update arrived")
+
+	status, raw := s.api(http.MethodPost, "/api/migrations/"+id+"/cutover", nil)
+	require.Equal(t, http.StatusAccepted, status, string(raw))
+	final, raw := s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+	require.Equal(t, int64(patients+1), count(t, dst, "Patient", nil))
+
+	// In the source's records: no export has _till; each round's _since is the transactionTime
+	// (the kick-off instant, at the millisecond) of an export before it: the full copy's for the first round.
+	exports := s.srcSim.Stats().Exports
+	require.GreaterOrEqual(t, len(exports), 4)
+	for i, e := range exports {
+		q, err := url.ParseQuery(e.Query)
+		require.NoError(t, err)
+		require.False(t, q.Has("_till"))
+		if i < 1 {
+			continue
+		}
+		since, err := time.Parse(time.RFC3339Nano, q.Get("_since"))
+		require.NoError(t, err, e.Query)
+		found := false
+		for _, before := range exports[:i] {
+			found = found || before.Created.Truncate(time.Millisecond).Equal(since)
+		}
+		if !found {
+			for _, b := range exports {
+				t.Logf("export created %s query %s", b.Created.Format(time.RFC3339Nano), b.Query)
+			}
+		}
+		require.True(t, found, "export %d: _since %s is no earlier export's transactionTime", i, since)
+	}
 }

@@ -229,6 +229,21 @@ func (s *Server) bulkAuthorized(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// IssueToken issues a token as the token endpoint does, without an assertion: for tests and tools that write to
+// a bulk-data source (recorded as a grant to client "(direct)").
+func (s *Server) IssueToken() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	value := hex.EncodeToString(b[:])
+	s.bulk.mu.Lock()
+	defer s.bulk.mu.Unlock()
+	s.bulk.issued++
+	label := fmt.Sprintf("token-%d", s.bulk.issued)
+	s.bulk.tokens[value] = &issuedToken{label: label, expires: time.Now().Add(s.cfg.tokenLifetime)}
+	s.bulk.grants = append(s.bulk.grants, TokenGrant{ClientID: "(direct)", Status: http.StatusOK, Token: label})
+	return value
+}
+
 // tokenLabel names the bearer token of r for the records.
 func (s *Server) tokenLabel(r *http.Request) string {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -80,8 +80,6 @@ func (bulkDataKind) Prepare(ctx context.Context, src FHIRClient, caps fhir.Capab
 	case req.History || req.Deletes:
 		return invalid("unsupported_by_source_kind", pick(req.History, "history", "deletes"),
 			"a bulk-data source exports current resources only (the Bulk Data IG has no includeAssociatedData)")
-	case req.Sync:
-		return invalid("unsupported_by_source_kind", "sync", "sync is not implemented for bulk-data sources yet")
 	case req.Till != nil:
 		return invalid("unsupported_by_source_kind", "till", "a bulk-data export has no time upper bound here: the full copy is one export up to the server's transactionTime")
 	}
@@ -118,6 +116,10 @@ func (bulkDataKind) Prepare(ctx context.Context, src FHIRClient, caps fhir.Capab
 	if bd.Path == "" {
 		_, err := src.Count(ctx, "Patient", nil)
 		bd.Counts = err == nil
+	}
+	if bd.Path != "" && req.Sync {
+		// A round exports what changed again: its lines would count a resource twice against the destination.
+		return invalid("unsupported_by_source_kind", "sync", "sync needs a system export: a %s is verified by its manifests' lines", op)
 	}
 	if bd.Path != "" && req.Verify != VerifyModeCounts && req.Verify != VerifyModeNone {
 		// ids and full list the source's resources by type search: a compartment is not what they list.

@@ -339,6 +339,14 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		}
 		if t, err := time.Parse(time.RFC3339Nano, c.export.Manifest.TransactionTime); err == nil {
 			j.TransactionTime = timePtr(t.UTC())
+			if kindOf(&m.Request).Bounds().OneExport {
+				// Sent without a till, the export holds exactly what its transactionTime says: the window ends
+				// there (the next sync round starts there), and so does a full copy's migrated range.
+				j.Till = timePtr(t.UTC())
+				if j.Round == 0 && m.Planning != nil && m.Request.Till == nil {
+					m.Planning.Till = t.UTC()
+				}
+			}
 		}
 		output := c.files
 		if short := shortfall(j.Expected, output); len(short) > 0 {
