@@ -466,7 +466,7 @@ func (s *Server) handleBulkKickOff(w http.ResponseWriter, r *http.Request, level
 		}
 	}
 	created := s.now()
-	spec, err := parseExportSpec(q, created)
+	spec, err := parseExportSpec(q, created, FlavorBulkData)
 	if err != nil {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
 		return

@@ -91,7 +91,9 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 			{"group-export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
 		}
 	case FlavorAHDS:
-		rest.Operation = []capOperation{{"import", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import"}}
+		// The AHDS service exports as well as imports (it is a source, too).
+		rest.Operation = []capOperation{{"import", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import"},
+			{"export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}}
 	default:
 		rest.Operation = []capOperation{{"export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}}
 	}

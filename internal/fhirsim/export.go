@@ -63,11 +63,9 @@ type exportJob struct {
 	filesDeleted bool
 }
 
+// handleExportKickOff starts a system $export. Both flavors export; they differ in how a parallel export selects
+// by time (parseExportSpec).
 func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.flavor != FlavorAPIForFHIR {
-		writeOutcome(w, http.StatusBadRequest, "not-supported", `the requested "$export" operation is not enabled on this simulator flavor`)
-		return
-	}
 	if accept := r.Header.Values("Accept"); len(accept) != 1 || accept[0] != "application/fhir+json" {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "the Accept header must be exactly application/fhir+json for $export")
 		return
@@ -77,7 +75,7 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	created := s.now()
-	spec, err := parseExportSpec(r.URL.Query(), created)
+	spec, err := parseExportSpec(r.URL.Query(), created, s.cfg.flavor)
 	if err != nil {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
 		return
@@ -132,6 +130,9 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		j.output = output
+		for _, res := range written {
+			s.exported[res.Type+"/"+res.ID+"/_history/"+res.VersionID]++
+		}
 		s.mu.Unlock()
 		return nil
 	})
@@ -161,7 +162,12 @@ func checkExportPrefer(values []string) error {
 	return nil
 }
 
-func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
+// parseExportSpec reads a kick-off's parameters. On the AHDS flavor a parallel export (the default there:
+// ExportController.cs GetExportParallelSetting, where only Azure API for FHIR defaults to false) of every type
+// without _typeFilter is split by surrogate ids from since.ToId() to till.ToId() - 1 (SqlExportOrchestratorJob.cs;
+// IdHelper.cs ToId truncates to the millisecond): _till is exclusive at millisecond precision. Otherwise, and on
+// Azure API for FHIR, ExportJobTask.cs selects le{_till}: inclusive.
+func parseExportSpec(q url.Values, created time.Time, flavor Flavor) (exportSpec, error) {
 	names := make([]string, 0, len(q))
 	for name := range q {
 		names = append(names, name)
@@ -220,7 +226,12 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 	if q.Has("_anonymizationConfig") || q.Has("_anonymizationConfigCollectionReference") {
 		return exportSpec{}, fmt.Errorf("anonymized export is not configured on this server")
 	}
-	if v := q.Get("_isParallel"); v != "" && v != "true" && v != "false" {
+	parallel := flavor == FlavorAHDS
+	switch v := q.Get("_isParallel"); v {
+	case "":
+	case "true", "false":
+		parallel = v == "true"
+	default:
 		return exportSpec{}, fmt.Errorf("_isParallel %q is not a boolean", v)
 	}
 	if v := q.Get("_maxCount"); v != "" {
@@ -241,6 +252,11 @@ func parseExportSpec(q url.Values, created time.Time) (exportSpec, error) {
 			return exportSpec{}, fmt.Errorf("_till: %w", err)
 		}
 		spec.till = dateFilter{prefix: "le", r: tr}
+	}
+	if flavor == FlavorAHDS && parallel && typeFilter == "" {
+		// globalEndId = till.ToId() - 1: everything before the millisecond that holds _till (which is stricter
+		// than the worker's own le{_till}).
+		spec.till = dateFilter{prefix: "lt", r: timeRange{start: spec.till.r.start.Truncate(time.Millisecond)}}
 	}
 	if v := q.Get("_container"); v != "" {
 		if !validContainerName(v) {

@@ -162,3 +162,46 @@ func TestExportAfterCloseFails(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, final.StatusCode)
 	require.Contains(t, string(body), "shutting down")
 }
+
+// TestAHDSParallelExportTakesTillExclusively: the AHDS flavor's export is parallel unless told otherwise, and a
+// parallel export without _typeFilter ends before the millisecond of its _till (SqlExportOrchestratorJob.cs), so
+// that _till can be the next export's _since; a non-parallel one, one with _typeFilter, and Azure API for FHIR's
+// take _till inclusively. Every version exported is recorded, and one written by two exports is listed.
+func TestAHDSParallelExportTakesTillExclusively(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2024, 2, 3, 4, 5, 6, 7_000_000, time.UTC)
+	obs := func(id string, t time.Time) []byte {
+		return []byte(`{"resourceType":"Observation","id":"` + id + `","meta":{"versionId":"1","lastUpdated":"` +
+			t.Format("2006-01-02T15:04:05.000Z") + `"},"status":"final"}`)
+	}
+	data := fhirsim.WithResources(obs("before", at.Add(-time.Millisecond)), obs("on-a", at), obs("on-b", at), obs("after", at.Add(time.Millisecond)))
+	till := at.Format("2006-01-02T15:04:05.0000000Z")
+	ahds := startSim(t, fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithStorage(azurite.ConnectionString), data,
+		fhirsim.WithJobDelay(5*time.Millisecond))
+	api := startSim(t, fhirsim.WithStorage(azurite.ConnectionString), data, fhirsim.WithJobDelay(5*time.Millisecond))
+	for _, tc := range []struct {
+		name   string
+		source *sim
+		query  url.Values
+		want   []string
+	}{
+		{"ahds default (parallel)", ahds, url.Values{"_till": {till}}, []string{"Observation/before"}},
+		{"ahds parallel", ahds, url.Values{"_till": {till}, "_isParallel": {"true"}}, []string{"Observation/before"}},
+		{"ahds next window", ahds, url.Values{"_since": {till}, "_isParallel": {"true"}},
+			[]string{"Observation/after", "Observation/on-a", "Observation/on-b"}},
+		{"ahds not parallel", ahds, url.Values{"_till": {till}, "_isParallel": {"false"}},
+			[]string{"Observation/before", "Observation/on-a", "Observation/on-b"}},
+		{"ahds with a typeFilter", ahds, url.Values{"_till": {till}, "_type": {"Observation"}, "_typeFilter": {"Observation?status=final"}},
+			[]string{"Observation/before", "Observation/on-a", "Observation/on-b"}},
+		{"api for fhir", api, url.Values{"_till": {till}, "_isParallel": {"true"}},
+			[]string{"Observation/before", "Observation/on-a", "Observation/on-b"}},
+	} {
+		tc.query.Set("_container", uniqueName("till"))
+		m, _ := exportAll(t, tc.source, tc.query.Encode())
+		require.Equal(t, tc.want, exportedIDs(t, m), tc.name)
+	}
+	st := ahds.Stats()
+	// "before" was written by all four exports with a _till, the ones on the instant by three, "after" by one.
+	require.Equal(t, 4, st.ExportedVersions)
+	require.Equal(t, []string{"Observation/before/_history/1", "Observation/on-a/_history/1", "Observation/on-b/_history/1"}, st.ExportedTwice)
+}

@@ -47,7 +47,6 @@ func TestRejectsWhatTheRealServicesReject(t *testing.T) {
 		{"export bad _since", source, request{path: "/$export?_since=yesterday", headers: exportHeaders()}, 400, "_since"},
 		{"export bad _till", source, request{path: "/$export?_till=2024-13-01", headers: exportHeaders()}, 400, "_till"},
 		{"export bad _container", source, request{path: "/$export?_container=Bad_Name", headers: exportHeaders()}, 400, "_container"},
-		{"export on ahds flavor", dest, request{path: "/$export", headers: exportHeaders()}, 400, "$export"},
 		{"import on api-for-fhir", source, request{method: "POST", path: "/$import", headers: importHeaders(), body: importBody("", importInput{URL: inAccount})}, 400, "$import"},
 		{"import Prefer with handling", dest, request{method: "POST", path: "/$import", headers: map[string]string{"Content-Type": "application/fhir+json", "Prefer": "respond-async, handling=lenient"}, body: importBody("", importInput{URL: inAccount})}, 400, "Prefer"},
 		{"import Prefer missing", dest, request{method: "POST", path: "/$import", headers: map[string]string{"Content-Type": "application/fhir+json"}, body: importBody("", importInput{URL: inAccount})}, 400, "Prefer"},

@@ -151,6 +151,10 @@ type Stats struct {
 	// bookkeeping against (never the engine's own documents).
 	Exports []ExportJobStats `json:"exports"`
 	Imports []ImportJobStats `json:"imports"`
+	// ExportedVersions counts the resource versions export jobs wrote, each once; ExportedTwice lists, sorted, the
+	// "Type/id/_history/version" keys more than one export job wrote.
+	ExportedVersions int      `json:"exportedVersions"`
+	ExportedTwice    []string `json:"exportedTwice"`
 }
 
 // JobStats is what the simulator saw of one job.
@@ -201,6 +205,8 @@ type Server struct {
 	// importKeys maps a canonicalised $import body to its job id: registration is idempotent.
 	importKeys map[string]string
 	stats      Stats
+	// exported counts, by "Type/id/_history/version", the export jobs that wrote each version.
+	exported map[string]int
 
 	faults *injector
 	// exportGate and importMeter are the rate model's (nil without one).
@@ -250,6 +256,7 @@ func New(opts ...Option) *Server {
 		exports:    map[string]*exportJob{},
 		imports:    map[string]*importJob{},
 		importKeys: map[string]string{},
+		exported:   map[string]int{},
 		stats:      Stats{Requests: map[int]int{}},
 		faults:     newInjector(faults, cfg.faultSeed),
 		bulk:       newBulkState(cfg),
@@ -330,6 +337,13 @@ func (s *Server) Stats() Stats {
 		}
 		out.Imports = append(out.Imports, st)
 	}
+	out.ExportedVersions, out.ExportedTwice = len(s.exported), []string{}
+	for key, n := range s.exported {
+		if n > 1 {
+			out.ExportedTwice = append(out.ExportedTwice, key)
+		}
+	}
+	slices.Sort(out.ExportedTwice)
 	slices.SortFunc(out.Exports, func(a, b ExportJobStats) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
 	slices.SortFunc(out.Imports, func(a, b ImportJobStats) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
 	return out

@@ -128,6 +128,10 @@ func inWindow(at time.Time, bounds []string) bool {
 			if at.After(v) {
 				return false
 			}
+		case "lt":
+			if !at.Before(v) {
+				return false
+			}
 		}
 	}
 	return true

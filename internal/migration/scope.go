@@ -22,6 +22,8 @@ func Scope(m *Migration) []ScopeItem {
 		out = append(out, ScopeItem{Label: label, Value: fmt.Sprintf(format, args...)})
 	}
 	add("Source", "%s", r.Source)
+	kind := kindOf(r)
+	add("Source kind", "%s (%s)", kind.Name(), kind.Bounds().describe())
 	add("Destination", "%s", r.Destination)
 	switch {
 	case len(r.Types) > 0:

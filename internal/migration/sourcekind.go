@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -143,6 +144,17 @@ type WindowBounds struct {
 	Tick          time.Duration
 	TillExclusive bool
 	OneExport     bool
+}
+
+// describe says in words how windows are cut, for the report's scope.
+func (b WindowBounds) describe() string {
+	if b.OneExport {
+		return "one export, without a time upper bound, up to the source's transactionTime"
+	}
+	if b.TillExclusive {
+		return fmt.Sprintf("export windows cut at %s, each _till the next window's _since", b.Tick)
+	}
+	return fmt.Sprintf("export windows cut at %s, both ends in the window", b.Tick)
 }
 
 // align truncates t to a boundary.
