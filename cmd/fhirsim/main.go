@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -82,9 +84,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
 	fs.DurationVar(&o.importHold, "import-hold", fhirsim.DefaultImportHold, "how long import-hold holds a completed import's status call")
 	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit; "+strconv.Itoa(fhirsim.DefaultImportSlots)+" with --rate-model)")
-	var smartKeyFile string
+	var smartKeyFile, smartGenerate string
 	fs.StringVar(&o.smartClientID, "smart-client-id", "", "bulk-data: the SMART Backend Services client_id registered with the token endpoint")
 	fs.StringVar(&smartKeyFile, "smart-public-key", "", "bulk-data: PEM file of the client's public key (RSA for RS384, P-384 for ES384)")
+	fs.StringVar(&smartGenerate, "smart-generate-key", "", "bulk-data, the local stack: write a new RSA private key (PEM, mode 0600) for the client to this `PATH` and register its public half (with --smart-client-id)")
 	fs.DurationVar(&o.tokenLifetime, "token-lifetime", fhirsim.DefaultTokenLifetime, "bulk-data: lifetime of the tokens the token endpoint issues")
 	fs.IntVar(&o.downloadCuts, "download-cuts", 0, "bulk-data: whole-file downloads cut half-way before the rest are served whole")
 	model := fhirsim.DefaultRateModel()
@@ -129,8 +132,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if err := requireLoopback(o.addr); err != nil {
 		return options{}, err
 	}
-	if (o.smartClientID == "") != (smartKeyFile == "") {
-		return options{}, errors.New("--smart-client-id and --smart-public-key go together")
+	if smartKeyFile != "" && smartGenerate != "" {
+		return options{}, errors.New("--smart-public-key and --smart-generate-key exclude each other")
+	}
+	if (o.smartClientID == "") != (smartKeyFile == "" && smartGenerate == "") {
+		return options{}, errors.New("--smart-client-id goes with --smart-public-key or --smart-generate-key")
+	}
+	if smartGenerate != "" {
+		if o.smartPublicKey, err = generateClientKey(smartGenerate); err != nil {
+			return options{}, fmt.Errorf("--smart-generate-key: %w", err)
+		}
 	}
 	if smartKeyFile != "" {
 		if o.smartPublicKey, err = readPublicKey(smartKeyFile); err != nil {
@@ -143,6 +154,23 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// generateClientKey writes a new 2048-bit RSA private key (PKCS #8 PEM) to path for the SMART client of the local
+// stack, and returns its public half.
+func generateClientKey(path string) (crypto.PublicKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return &key.PublicKey, nil
 }
 
 // readPublicKey reads a PEM "PUBLIC KEY" (PKIX) file holding an RSA or ECDSA key.
