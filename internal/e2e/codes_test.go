@@ -79,6 +79,9 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close() // a loopback port nothing listens on: allowed, unreachable
+	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2")) // a source of another FHIR version
+	t.Cleanup(stu3Sim.Close)
+	stu3 := serveLoopback(t, stu3Sim)
 
 	// The states the codes need: finished migrations (one to clean up), one failed by its verification, one held
 	// before its exports, one being verified, and one naming a container another migration owns.
@@ -137,6 +140,8 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"startMigration", "invalid_url", "POST", "/api/migrations", `{"source":"::not a url","destination":"` + dst + `"}`},
 		{"startMigration", "host_not_allowed", "POST", "/api/migrations", `{"source":"https://example.com","destination":"` + dst + `"}`},
 		{"startMigration", "same_server", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, src, src)},
+		{"startMigration", "invalid_source_kind", "POST", "/api/migrations", startBody(`,"sourceKind":"cosmos"`)},
+		{"startMigration", "fhir_version_mismatch", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, stu3.URL, dst)},
 		{"startMigration", "invalid_type", "POST", "/api/migrations", startBody(`,"types":["patient!"]`)},
 		{"startMigration", "unknown_type", "POST", "/api/migrations", startBody(`,"types":["Spaceship"]`)},
 		{"startMigration", "invalid_time", "POST", "/api/migrations", startBody(`,"since":"yesterday"`)},

@@ -64,14 +64,18 @@ type DestinationWrites struct {
 
 var errTooManyVersions = errors.New("too many versions to check")
 
-// roundHeld is what a round's exports hold: the earliest of their transactionTimes (or their _till, when earlier).
-func roundHeld(jobs []*Job) *time.Time {
+// roundHeld is what a round's exports hold: the earliest of their transactionTimes (or their _till, when earlier),
+// the last instant each holds by the source kind's bounds.
+func roundHeld(b WindowBounds, jobs []*Job) *time.Time {
 	var out *time.Time
 	for _, j := range jobs {
 		if j.Kind != KindExport {
 			continue
 		}
 		held := j.TransactionTime
+		if held != nil {
+			held = timePtr(b.heldAt(*held))
+		}
 		if held == nil || (j.Till != nil && j.Till.Before(*held)) {
 			held = j.Till
 		}
@@ -211,7 +215,7 @@ func roundReadyForCheck(m *Migration) bool {
 func (s *Service) checkRound(ctx context.Context, m *Migration) (*Migration, error) {
 	r := m.Sync.Round
 	from := m.Sync.HighWater
-	till := roundHeld(roundJobs(m, r))
+	till := roundHeld(kindOf(&m.Request).Bounds(), roundJobs(m, r))
 	if r.Final {
 		till = nil // no later round checks what comes after it
 	}

@@ -197,8 +197,8 @@ func (s *Service) recordExportAttempts(ctx context.Context, m *Migration, now ti
 			}
 			if j.Till == nil {
 				// The window ends now: the count taken before the kick-off and the export cover the same range,
-				// and verification can count it again later.
-				j.Till = timePtr(now)
+				// and verification can count it again later. On a boundary of the source's kind, as every window is.
+				j.Till = timePtr(kindOf(&m.Request).Bounds().align(now))
 			}
 			kickoffs = append(kickoffs, &call{jobID: id, kind: KindExport, attempt: recordAttempt(j, now)})
 		}

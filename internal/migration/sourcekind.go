@@ -45,7 +45,11 @@ var sourceKindNames = []string{SourceKindAPIForFHIR, SourceKindFHIRService, Sour
 //
 //   - StageFiles: where a finished export's files are and how they are read: it answers the files, as URLs in
 //     the staging account, that the destination imports. A kind whose source wrote into the staging container
-//     answers the manifest's files as they are; one whose files are elsewhere copies them there first.
+//     answers the manifest's files as they are; one whose files are elsewhere copies them there first. It runs
+//     in the sweep's concurrent calls (poll.go runCalls), before the document is saved, each time a status poll
+//     answers a manifest for a job still running in the document: it must be idempotent (the same manifest may be
+//     staged again after a lost save or a re-poll), and an error is handled as a failed status poll
+//     (applyPollError: retried, bounded by MaxPollFailures; wrap one a retry cannot fix with permanent()).
 //
 //   - Prepare: at start, checks the request against what the source declares (its CapabilityStatement, given)
 //     and records in the request what the kind's kick-offs need; a refusal is a 4xx.
@@ -179,6 +183,17 @@ func (b WindowBounds) countTill(till time.Time) string {
 		return "lt" + fhir.FormatInstant(b.next(till))
 	}
 	return "le" + fhir.FormatInstant(till)
+}
+
+// heldAt is the last instant an export without _till holds when its manifest's transactionTime is t: t itself
+// when the till is inclusive; with TillExclusive the export ended before the tick of t (the FHIR service's
+// transactionTime is the job's creation, which is also its default _till: GetExportRequestHandler.cs,
+// ExportOrchestratorJob.cs), so the last tick before it.
+func (b WindowBounds) heldAt(t time.Time) time.Time {
+	if b.TillExclusive {
+		return b.align(t).Add(-b.Tick)
+	}
+	return t
 }
 
 // split halves the range [since, till] at a boundary: the left half ends at leftTill, the right one starts at

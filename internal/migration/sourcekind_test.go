@@ -155,3 +155,35 @@ func TestFHIRServiceWindowsAreExactAtMilliseconds(t *testing.T) {
 	require.Nil(t, r.IsParallel)
 	require.Equal(t, *windows[0].Till, *r.Till)
 }
+
+// TestWindowBounds: each kind's boundaries: the next window's start, the count's end, the _till sent, a round's
+// held range, and splits down to one tick.
+func TestWindowBounds(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2024, 5, 6, 7, 8, 9, 123_456_789, time.UTC)
+	api, svc := apiForFHIRKind{}.Bounds(), fhirServiceKind{}.Bounds()
+	ms := at.Truncate(time.Millisecond)
+
+	require.Equal(t, at.Truncate(instant).Add(instant), api.next(at.Truncate(instant)))
+	require.Equal(t, "le2024-05-06T07:08:09.1234567Z", api.countTill(at))
+	require.Equal(t, at, api.exportTill(at))
+	require.Equal(t, at, api.heldAt(at))
+
+	require.Equal(t, ms.Add(time.Millisecond), svc.next(ms))
+	require.Equal(t, "lt2024-05-06T07:08:09.1240000Z", svc.countTill(ms))
+	require.Equal(t, ms.Add(time.Millisecond), svc.exportTill(ms))
+	require.Equal(t, ms.Add(-time.Millisecond), svc.heldAt(at), "the export ended before the millisecond of its transactionTime")
+
+	// Two milliseconds split into one each; one millisecond does not split.
+	left, right, ok := svc.split(ms, ms.Add(time.Millisecond))
+	require.True(t, ok)
+	require.Equal(t, ms, left)
+	require.Equal(t, ms.Add(time.Millisecond), right)
+	_, _, ok = svc.split(ms, ms)
+	require.False(t, ok)
+	_, _, ok = svc.split(at, at.Add(500*time.Microsecond).Truncate(time.Millisecond))
+	require.False(t, ok, "within one millisecond")
+	left, right, ok = api.split(ms, ms.Add(time.Millisecond))
+	require.True(t, ok)
+	require.Equal(t, instant, right.Sub(left))
+}

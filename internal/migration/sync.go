@@ -186,7 +186,7 @@ func finishRound(m *Migration, r *SyncRound, jobs []*Job, now time.Time) {
 	sy := m.Sync
 	// The exports hold every change up to their manifests' transactionTime, and no later than the _till they were
 	// sent with; with several exports, the earliest is what all of them hold.
-	r.Till = roundHeld(jobs)
+	r.Till = roundHeld(kindOf(&m.Request).Bounds(), jobs)
 	for _, j := range jobs {
 		switch j.Kind {
 		case KindExport:
