@@ -65,15 +65,19 @@ func requireSameResources(t *testing.T, want, got map[string]json.RawMessage) {
 
 // TestBulkDataSourceMigratesExactly: a Bulk Data server (files behind its token, no _till, no _container) moves
 // exactly; its files are fetched with SMART tokens, one download is cut and resumed by Range, the tokens are
-// revoked mid-export and renewed on the 401, and the export is deleted on the server once staged.
+// revoked mid-export and renewed on the 401, its error file is read into the report, and the export is deleted on
+// the server once staged.
 func TestBulkDataSourceMigratesExactly(t *testing.T) {
 	t.Parallel()
 	const patients = 6
-	s := newStack(t, bulkDataOptions(t, patients, fhirsim.WithDownloadCuts(1), fhirsim.WithTokenRevocationAfterFiles(2)))
+	s := newStack(t, bulkDataOptions(t, patients, fhirsim.WithDownloadCuts(1), fhirsim.WithTokenRevocationAfterFiles(2),
+		fhirsim.WithExportErrors("Observation/broken could not be serialized")))
 	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL, "sourceKind": "bulk-data"})
 	final, raw := s.await(id, nil)
 	require.Equal(t, "completed", final.Status, string(raw))
 	require.Contains(t, string(raw), `"sourceKind": "bulk-data"`)
+	require.Contains(t, string(raw), "export-system: the source reported 1 export error(s), the first: error processing: Observation/broken could not be serialized",
+		"the source's error file, read into the report's notes")
 
 	want := generatedByKey(t, patients)
 	requireSameResources(t, want, resources(t, s.dest.URL, allTypes...))

@@ -82,6 +82,9 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2")) // a source of another FHIR version
 	t.Cleanup(stu3Sim.Close)
 	stu3 := serveLoopback(t, stu3Sim)
+	bulkSim := fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorBulkData), fhirsim.WithAuth(false)) // a Bulk Data server, no Group
+	t.Cleanup(bulkSim.Close)
+	bulk := serveLoopback(t, bulkSim)
 
 	// The states the codes need: finished migrations (one to clean up), one failed by its verification, one held
 	// before its exports, one being verified, and one naming a container another migration owns.
@@ -142,6 +145,10 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"startMigration", "same_server", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, src, src)},
 		{"startMigration", "invalid_source_kind", "POST", "/api/migrations", startBody(`,"sourceKind":"cosmos"`)},
 		{"startMigration", "fhir_version_mismatch", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, stu3.URL, dst)},
+		{"startMigration", "invalid_group", "POST", "/api/migrations", startBody(`,"group":"no group"`)},
+		{"startMigration", "unsupported_by_source_kind", "POST", "/api/migrations", startBody(`,"group":"cohort"`)},
+		{"startMigration", "export_not_declared", "POST", "/api/migrations", startBody(`,"sourceKind":"bulk-data","group":"cohort"`)},
+		{"startMigration", "group_not_found", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q,"sourceKind":"bulk-data","group":"cohort"}`, bulk.URL, dst)},
 		{"startMigration", "invalid_type", "POST", "/api/migrations", startBody(`,"types":["patient!"]`)},
 		{"startMigration", "unknown_type", "POST", "/api/migrations", startBody(`,"types":["Spaceship"]`)},
 		{"startMigration", "invalid_time", "POST", "/api/migrations", startBody(`,"since":"yesterday"`)},

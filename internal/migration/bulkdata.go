@@ -35,6 +35,9 @@ type SourceFiles interface {
 	Delete(ctx context.Context, statusURL string, withToken bool) error
 }
 
+// maxExportErrorNotes bounds the source's error messages quoted in a note.
+const maxExportErrorNotes = 5
+
 // bulkDataKind is any server of the HL7 Bulk Data Access IG (v2): a system, Patient or Group export with only
 // the parameters the server declares, files on the server behind its token, SMART Backend Services (or the
 // configured Entra ID credential). Without a time upper bound an export cannot be cut into windows: the full copy
@@ -195,6 +198,22 @@ func (bulkDataKind) StageFiles(ctx context.Context, in StageInput) ([]File, erro
 			return nil, fmt.Errorf("stage %s: %w", f.URL, err)
 		}
 		out = append(out, File{Type: f.Type, URL: res.BlobURL, Count: res.Lines})
+	}
+	if len(man.Error) > 0 && in.Note != nil {
+		// The IG's error files are OperationOutcomes, one per line: what the source could not export, in words.
+		var errFiles []bulkfetch.File
+		for _, f := range man.Error {
+			errFiles = append(errFiles, bulkfetch.File(f))
+		}
+		msgs, err := in.Files.ReadErrors(ctx, errFiles, man.RequiresAccessToken)
+		if err != nil {
+			return nil, fmt.Errorf("read the error files: %w", err)
+		}
+		if len(msgs) > 0 {
+			shown := msgs[:min(len(msgs), maxExportErrorNotes)]
+			in.Note(truncate(fmt.Sprintf("%s: the source reported %d export error(s), the first: %s", in.Job.ID, len(msgs),
+				strings.Join(shown, "; ")), maxErrorMessage))
+		}
 	}
 	for i, f := range man.Error {
 		res, err := in.Files.Stage(ctx, bulkfetch.File{Type: f.Type, URL: f.URL}, man.RequiresAccessToken,

@@ -68,7 +68,9 @@ type call struct {
 	// import's error files (typed by input), and errorSummary their digest.
 	manifest string
 	// files are a completed export's files as its source kind staged them (SourceKind.StageFiles).
-	files        []File
+	files []File
+	// notes are what staging the files has to say in the report (a bulk-data source's export errors).
+	notes        []string
 	importErrors string
 	errorSummary *ErrorSummary
 }
@@ -260,7 +262,7 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 				return
 			}
 			in := StageInput{Migration: m, Job: j, Manifest: c.export.Manifest, Source: client, Staging: s.cfg.Staging,
-				Log: s.log.With("migration", m.ID, "job", j.ID)}
+				Log: s.log.With("migration", m.ID, "job", j.ID), Note: func(n string) { c.notes = append(c.notes, n) }}
 			if s.cfg.SourceFiles != nil {
 				if in.Files, c.err = s.cfg.SourceFiles(m.Request.Source); c.err != nil {
 					return
@@ -347,6 +349,9 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 					m.Planning.Till = t.UTC()
 				}
 			}
+		}
+		for _, n := range c.notes {
+			m.Notes = appendNote(m.Notes, n)
 		}
 		output := c.files
 		if short := shortfall(j.Expected, output); len(short) > 0 {

@@ -88,6 +88,8 @@ type StageInput struct {
 	// Files reads the export's files where the source keeps them (Config.SourceFiles; nil when not configured).
 	Files SourceFiles
 	Log   *slog.Logger
+	// Note adds a line to the migration's notes (shown in the report) once the manifest is accepted.
+	Note func(string)
 }
 
 // kindOf is the kind of a request's source (validate sets Request.SourceKind; a document from before the field
