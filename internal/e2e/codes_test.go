@@ -78,7 +78,7 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	src, dst := s.source.URL, s.dest.URL
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
-	closed.Close() // a loopback port nothing listens on: allowed, unreachable
+	closed.Close()                                           // a loopback port nothing listens on: allowed, unreachable
 	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2")) // a source of another FHIR version
 	t.Cleanup(stu3Sim.Close)
 	stu3 := serveLoopback(t, stu3Sim)
