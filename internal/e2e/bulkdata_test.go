@@ -163,6 +163,9 @@ func TestBulkDataGroupExportMovesTheGroup(t *testing.T) {
 	st := s.srcSim.Stats()
 	require.Equal(t, 1, st.ExportJobs)
 	require.Contains(t, s.srcSim.BulkFetches()[0].Path, "/_bulk/")
+	status, report := s.api(http.MethodGet, "/api/migrations/"+id+"/report", nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, string(report), "Group/cohort/$export, with _outputFormat, _since, _type, _typeFilter", "the report's scope names the export")
 
 	// An Azure source takes no group; a group the source lacks is refused before anything starts.
 	status, body := s.api(http.MethodPost, "/api/migrations", map[string]any{"source": s.source.URL, "destination": s.dest.URL,
