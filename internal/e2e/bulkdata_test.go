@@ -247,3 +247,37 @@ func TestBulkDataSyncRoundsSinceTheLastTransactionTime(t *testing.T) {
 		require.True(t, found, "export %d: _since %s is no earlier export's transactionTime", i, since)
 	}
 }
+
+// TestBulkDataUntilWhereDeclared: a server that declares _until takes the request's till as it, and the migration
+// moves exactly what was last updated up to it (verified by counts with the same end).
+func TestBulkDataUntilWhereDeclared(t *testing.T) {
+	t.Parallel()
+	const patients = 3
+	s := newStack(t, bulkDataOptions(t, patients, fhirsim.WithDeclaredUntil(true)))
+	till := "2022-01-01T00:00:00Z"
+	id := s.start(map[string]any{"source": s.source.URL, "destination": s.dest.URL, "sourceKind": "bulk-data", "till": till})
+	final, raw := s.await(id, nil)
+	require.Equal(t, "completed", final.Status, string(raw))
+
+	tillT, err := time.Parse(time.RFC3339, till)
+	require.NoError(t, err)
+	want := map[string]json.RawMessage{}
+	for key, r := range generatedByKey(t, patients) {
+		var m struct {
+			Meta struct {
+				LastUpdated time.Time `json:"lastUpdated"`
+			} `json:"meta"`
+		}
+		require.NoError(t, json.Unmarshal(r, &m))
+		if !m.Meta.LastUpdated.After(tillT) {
+			want[key] = r
+		}
+	}
+	require.Greater(t, len(want), 10)
+	require.Less(t, len(want), len(generatedByKey(t, patients)), "the till leaves some out")
+	requireSameResources(t, want, resources(t, s.dest.URL, allTypes...))
+	q, err := url.ParseQuery(s.srcSim.Stats().Exports[0].Query)
+	require.NoError(t, err)
+	require.Equal(t, "2022-01-01T00:00:00.0000000Z", q.Get("_until"))
+	require.False(t, q.Has("_till"))
+}

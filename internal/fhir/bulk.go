@@ -77,6 +77,12 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	if r.Till != nil {
 		q.Set("_till", FormatInstant(*r.Till))
 	}
+	if r.Until != nil {
+		if r.Since != nil && r.Until.Before(*r.Since) {
+			return nil, errors.New("until is before since")
+		}
+		q.Set("_until", FormatInstant(*r.Until))
+	}
 	if len(r.TypeFilter) > 0 {
 		if len(r.Types) == 0 {
 			return nil, errors.New("typeFilter needs types")

@@ -1100,4 +1100,13 @@ func TestExportKickoffPaths(t *testing.T) {
 		require.ErrorContains(t, err, "is not $export", path)
 	}
 	require.Len(t, srv.requests(), 2, "a refused path is never sent")
+
+	until := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	_, err := c.ExportKickoff(context.Background(), ExportRequest{Path: "Patient/$export", Until: &until})
+	require.NoError(t, err)
+	reqs := srv.requests()
+	require.Equal(t, url.Values{"_until": {"2024-05-06T07:08:09.0000000Z"}}, reqs[len(reqs)-1].Query)
+	later := until.Add(time.Hour)
+	_, err = c.ExportKickoff(context.Background(), ExportRequest{Since: &later, Until: &until})
+	require.ErrorContains(t, err, "until is before since")
 }

@@ -20,9 +20,11 @@ type ExportRequest struct {
 	Path string
 	// Types becomes _type (comma-joined); empty exports every type.
 	Types []string
-	// Since and Till become _since and _till (RFC 3339) when not nil.
+	// Since and Till become _since and _till (RFC 3339) when not nil; Until becomes _until (the Bulk Data IG v2's
+	// name of an upper bound, for a server that declares it).
 	Since *time.Time
 	Till  *time.Time
+	Until *time.Time
 	// TypeFilter entries such as "Observation?status=final" become _typeFilter (comma-joined).
 	TypeFilter []string
 	// Container becomes _container.

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,6 +75,10 @@ func WithTokenLifetime(d time.Duration) Option {
 		}
 	}
 }
+
+// WithDeclaredUntil makes the bulk-data flavor declare and take _until (the IG v2's optional upper bound: only
+// resources last updated at or before it), as some servers do; by default it takes no upper bound.
+func WithDeclaredUntil(on bool) Option { return func(c *config) { c.declaredUntil = on } }
 
 // WithDownloadCuts makes the first n whole-file downloads (GETs without Range) of the bulk-data flavor stop after
 // half of the file's bytes with the connection closed, as a dropped download does; resumed ranges are served whole.
@@ -432,6 +437,9 @@ func (s *Server) handleOperationDefinition(w http.ResponseWriter, id string) {
 		{"_outputFormat", "in", 0, "1", "string"}, {"_since", "in", 0, "1", "instant"},
 		{"_type", "in", 0, "*", "string"}, {"_typeFilter", "in", 0, "*", "string"},
 	}
+	if s.cfg.declaredUntil {
+		params = append(params, param{"_until", "in", 0, "1", "instant"})
+	}
 	def := map[string]any{
 		"resourceType": "OperationDefinition", "id": id, "status": "active", "kind": "operation", "code": "export",
 		"url": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/" + id, "parameter": params,
@@ -460,13 +468,23 @@ func (s *Server) handleBulkKickOff(w http.ResponseWriter, r *http.Request, level
 	}
 	q := r.URL.Query()
 	for name := range q {
-		if !bulkExportParams[name] {
+		if !bulkExportParams[name] && (name != "_until" || !s.cfg.declaredUntil) {
 			writeOutcome(w, http.StatusBadRequest, "not-supported", "the query parameter %q is not supported for $export", name)
 			return
 		}
 	}
 	created := s.now()
-	spec, err := parseExportSpec(q, created, FlavorBulkData)
+	parse := q
+	if v, ok := q["_until"]; ok {
+		// _until selects as the export's till does (le, inclusive).
+		parse = url.Values{}
+		for k, vs := range q {
+			parse[k] = vs
+		}
+		delete(parse, "_until")
+		parse["_till"] = v
+	}
+	spec, err := parseExportSpec(parse, created, FlavorBulkData)
 	if err != nil {
 		writeOutcome(w, http.StatusBadRequest, "invalid", "%v", err)
 		return

@@ -76,6 +76,7 @@ type config struct {
 	downloadCuts     int
 	revokeAfterFiles int
 	exportErrors     []string
+	declaredUntil    bool
 }
 
 // Option configures a Server.

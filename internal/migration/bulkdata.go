@@ -20,7 +20,7 @@ type BulkDataExport struct {
 	// Path is the kick-off's path: "" for $export (system), "Patient/$export" or "Group/{id}/$export".
 	Path string `json:"path,omitempty"`
 	// Params are the kick-off parameters its OperationDefinition declares (the IG's defaults when it serves
-	// none): _since always; _type, _typeFilter and _until only when listed.
+	// none): _since always; _type, _typeFilter and _until only when listed (a request's till is sent as _until).
 	Params []string `json:"params"`
 	// Counts: the source answers _summary=count, and a search counts what the export selects (a system export):
 	// planning, each manifest's check and verification count it. Otherwise the manifest's lines stand for the
@@ -63,6 +63,9 @@ func (bulkDataKind) ExportRequest(req *Request, j *Job) fhir.ExportRequest {
 	if slices.Contains(bd.Params, "_typeFilter") && len(r.Types) > 0 {
 		r.TypeFilter = j.TypeFilter
 	}
+	if slices.Contains(bd.Params, "_until") && req.Till != nil {
+		r.Until = req.Till
+	}
 	return r
 }
 
@@ -83,8 +86,6 @@ func (bulkDataKind) Prepare(ctx context.Context, src FHIRClient, caps fhir.Capab
 	case req.History || req.Deletes:
 		return invalid("unsupported_by_source_kind", pick(req.History, "history", "deletes"),
 			"a bulk-data source exports current resources only (the Bulk Data IG has no includeAssociatedData)")
-	case req.Till != nil:
-		return invalid("unsupported_by_source_kind", "till", "a bulk-data export has no time upper bound here: the full copy is one export up to the server's transactionTime")
 	}
 	op := "export"
 	bd := &BulkDataExport{}
@@ -104,6 +105,9 @@ func (bulkDataKind) Prepare(ctx context.Context, src FHIRClient, caps fhir.Capab
 		return unavailable("source_unreachable", "source", "the source's OperationDefinition of %s could not be read: %v", op, err)
 	}
 	bd.Params = params
+	if req.Till != nil && !slices.Contains(params, "_until") {
+		return invalid("unsupported_by_source_kind", "till", "the source's %s declares no _until: the full copy is one export up to the server's transactionTime", op)
+	}
 	if len(req.Types) > 0 && !slices.Contains(params, "_type") {
 		return invalid("unsupported_by_source_kind", "types", "the source's %s declares no _type", op)
 	}

@@ -79,6 +79,23 @@ func TestBulkDataPrepareReadsWhatTheSourceDeclares(t *testing.T) {
 		require.Equal(t, field, refusal.Field)
 	}
 
+	// A server that declares _until takes the request's till as it.
+	withUntil := fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorBulkData), fhirsim.WithAuth(false), fhirsim.WithDeclaredUntil(true))
+	srv := httptest.NewServer(withUntil)
+	t.Cleanup(func() { srv.Close(); withUntil.Close() })
+	policy, err := fhir.ParseHostPolicy("127.0.0.1")
+	require.NoError(t, err)
+	untilSrc, err := fhir.New(srv.URL, fhir.Config{Credential: identity.DevCredential{}, Policy: policy})
+	require.NoError(t, err)
+	untilCaps, err := untilSrc.Capabilities(t.Context())
+	require.NoError(t, err)
+	bounded := &Request{SourceKind: SourceKindBulkData, Till: &till, Verify: VerifyModeCounts}
+	require.Nil(t, k.Prepare(t.Context(), untilSrc, untilCaps, bounded))
+	require.Contains(t, bounded.BulkData.Params, "_until")
+	er = k.ExportRequest(bounded, &Job{Since: &since, Till: &till})
+	require.Equal(t, &till, er.Until)
+	require.Nil(t, er.Till)
+
 	// An Azure kind takes no group.
 	refusal := apiForFHIRKind{}.Prepare(t.Context(), src, caps, &Request{Group: "g1", SourceKind: SourceKindAPIForFHIR})
 	require.NotNil(t, refusal)

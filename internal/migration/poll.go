@@ -342,11 +342,16 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		if t, err := time.Parse(time.RFC3339Nano, c.export.Manifest.TransactionTime); err == nil {
 			j.TransactionTime = timePtr(t.UTC())
 			if kindOf(&m.Request).Bounds().OneExport {
-				// Sent without a till, the export holds exactly what its transactionTime says: the window ends
-				// there (the next sync round starts there), and so does a full copy's migrated range.
-				j.Till = timePtr(t.UTC())
+				// Sent without a till (or with the request's, as _until), the export holds exactly what its
+				// transactionTime says, up to the request's till: the window ends there (the next sync round starts
+				// there), and so does a full copy's migrated range.
+				held := t.UTC()
+				if m.Request.Till != nil && m.Request.Till.Before(held) {
+					held = *m.Request.Till
+				}
+				j.Till = timePtr(held)
 				if j.Round == 0 && m.Planning != nil && m.Request.Till == nil {
-					m.Planning.Till = t.UTC()
+					m.Planning.Till = held
 				}
 			}
 		}
