@@ -211,7 +211,7 @@ func planAnswer(t *testing.T) []byte {
 		return &v
 	}
 	p := migration.Plan{DryRun: true,
-		Request: migration.Request{Source: "http://s", Destination: "http://d", Types: []string{"Patient", "Observation"},
+		Request: migration.Request{Source: "http://s", SourceKind: "fhir-service", Destination: "http://d", Types: []string{"Patient", "Observation"},
 			ExportStrategy: "per-type", ImportMode: "IncrementalLoad", Container: "m-20261125-120000-abcdef", Verify: "counts", WindowTarget: 100000},
 		Jobs: []*migration.Job{
 			{ID: "export-Patient", Kind: migration.KindExport, Types: []string{"Patient"}, Till: at("2026-11-25T12:00:00Z"), Planned: 2000, State: migration.JobQueued},
@@ -234,7 +234,7 @@ func TestDryRunPrintsThePlan(t *testing.T) {
 
 	want := `dry run: nothing was stored or started. The migration http://s -> http://d would run:
   types: Patient, Observation
-  export per-type, import IncrementalLoad, verify counts, windows of at most 100000 resources
+  source kind fhir-service, export per-type, import IncrementalLoad, verify counts, windows of at most 100000 resources
 3 export window(s), 92000 resources counted (an upper bound); 1 window(s) not counted within the dry run's time: planning counts them when the migration starts
 #  WINDOW                TYPES        SINCE                         TILL                  RESOURCES
 1  export-Patient        Patient      -                             2026-11-25T12:00:00Z  2000

@@ -160,6 +160,9 @@ func (p *plan) print(out io.Writer) {
 		fmt.Fprintf(out, "  last updated: %s to %s\n", instantOr(r.Since, "the beginning"), instantOr(r.Till, "the start of the migration"))
 	}
 	opts := []string{"export " + r.ExportStrategy, "import " + r.ImportMode, "verify " + r.Verify}
+	if r.SourceKind != "" {
+		opts = append([]string{"source kind " + r.SourceKind}, opts...)
+	}
 	if r.VerifySample > 0 {
 		opts = append(opts, fmt.Sprintf("%d resources per type", r.VerifySample))
 	}

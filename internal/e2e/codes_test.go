@@ -78,11 +78,14 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	src, dst := s.source.URL, s.dest.URL
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
-	closed.Close()                                           // a loopback port nothing listens on: allowed, unreachable
-	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2")) // a source of another FHIR version
+	closed.Close() // a loopback port nothing listens on: allowed, unreachable
+
+	// A source of another FHIR version (STU3).
+	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2"))
 	t.Cleanup(stu3Sim.Close)
 	stu3 := serveLoopback(t, stu3Sim)
-	bulkSim := fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorBulkData), fhirsim.WithAuth(false)) // a Bulk Data server, no Group
+	// A Bulk Data server holding no Group.
+	bulkSim := fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorBulkData), fhirsim.WithAuth(false))
 	t.Cleanup(bulkSim.Close)
 	bulk := serveLoopback(t, bulkSim)
 

@@ -101,6 +101,9 @@ func (s *Service) load(ctx context.Context, id string) (*Migration, string, erro
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, "", fmt.Errorf("decode migration %s: %w", id, err)
 	}
+	if m.Request.SourceKind == "" {
+		m.Request.SourceKind = SourceKindAPIForFHIR // a document from before sourceKind: the only kind there was
+	}
 	if err := s.readPages(ctx, &m); err != nil {
 		return nil, "", err
 	}

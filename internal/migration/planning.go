@@ -300,7 +300,7 @@ func (pl *planner) split(ctx context.Context, r PlanRange, n int64) error {
 // oldest current resource.
 func (pl *planner) oldest(ctx context.Context, typ string, till time.Time) (time.Time, bool, error) {
 	if pl.p.Versions != countVersions {
-		return oldestLastUpdated(ctx, pl.source, typ, till)
+		return oldestLastUpdated(ctx, pl.source, pl.bounds, typ, till)
 	}
 	var oldest time.Time
 	found := false
@@ -343,9 +343,10 @@ func (pl *planner) systemWindow(r PlanRange, n int64) {
 		TypeFilter: filtersOf(pl.req, types), State: JobQueued, CreatedAt: pl.now, Planned: n})
 }
 
-// oldestLastUpdated is the lastUpdated of the type's oldest resource up to till (_sort=_lastUpdated&_count=1).
-func oldestLastUpdated(ctx context.Context, source FHIRClient, typ string, till time.Time) (time.Time, bool, error) {
-	q := url.Values{"_sort": {"_lastUpdated"}, "_count": {"1"}, "_lastUpdated": {"le" + fhir.FormatInstant(till)}}
+// oldestLastUpdated is the lastUpdated of the type's oldest resource up to till (_sort=_lastUpdated&_count=1), till
+// ending the search as it ends a count (WindowBounds.countTill).
+func oldestLastUpdated(ctx context.Context, source FHIRClient, b WindowBounds, typ string, till time.Time) (time.Time, bool, error) {
+	q := url.Values{"_sort": {"_lastUpdated"}, "_count": {"1"}, "_lastUpdated": {b.countTill(till)}}
 	var oldest time.Time
 	found := false
 	errFound := errors.New("found")

@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -186,4 +187,23 @@ func TestWindowBounds(t *testing.T) {
 	left, right, ok = api.split(ms, ms.Add(time.Millisecond))
 	require.True(t, ok)
 	require.Equal(t, instant, right.Sub(left))
+}
+
+// TestADocumentFromBeforeSourceKindIsAzureAPIForFHIR: a stored document without request.sourceKind reads as
+// api-for-fhir, the only kind there was.
+func TestADocumentFromBeforeSourceKindIsAzureAPIForFHIR(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	m := h.start(`{` + endpoints + `}`)
+	require.Equal(t, SourceKindAPIForFHIR, m.Request.SourceKind)
+	raw, etag, err := h.store.Get(context.Background(), docName(m.ID))
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	delete(doc["request"].(map[string]any), "sourceKind")
+	old, err := json.Marshal(doc)
+	require.NoError(t, err)
+	_, err = h.store.Put(context.Background(), docName(m.ID), old, etag, docMetadata(m))
+	require.NoError(t, err)
+	require.Equal(t, SourceKindAPIForFHIR, h.get(m.ID).Request.SourceKind)
 }
