@@ -42,6 +42,13 @@ type Uploader interface {
 	UploadStream(ctx context.Context, containerName, blobName string, r io.Reader, blockSize int64, concurrency int) (string, error)
 }
 
+// Marker is an Uploader that can record a finished file on its blob and find it again (staging.Account): a file
+// staged by an earlier run (a poll that ran out of time after it) is not fetched again.
+type Marker interface {
+	MarkStaged(ctx context.Context, containerName, blobName, sourceURL string, lines int64) error
+	StagedLines(ctx context.Context, containerName, blobName, sourceURL string) (blobURL string, lines, size int64, found bool, err error)
+}
+
 // Invalidator is a credential that can drop a token the server refused (internal/smart.Credential).
 type Invalidator interface {
 	Invalidate(token string)
@@ -148,6 +155,8 @@ type Result struct {
 	// Attempts is how often the file was tried whole, Resumes how often the last attempt resumed by Range,
 	// Renewals how often a 401 made it renew the token.
 	Attempts, Resumes, Renewals int
+	// Already: an earlier run staged it (Marker); nothing was fetched.
+	Already bool
 }
 
 // ErrCountMismatch: the file's lines differ from the manifest's count, every attempt.
@@ -158,6 +167,16 @@ func (f *Fetcher) Stage(ctx context.Context, file File, requiresToken bool, cont
 	u, err := f.checkURL(file.URL, requiresToken)
 	if err != nil {
 		return Result{}, err
+	}
+	marker, _ := f.cfg.Uploader.(Marker)
+	if marker != nil {
+		blobURL, lines, size, found, err := marker.StagedLines(ctx, containerName, blobName, file.URL)
+		if err != nil {
+			return Result{}, fmt.Errorf("bulkfetch: %w", err)
+		}
+		if found && (file.Count <= 0 || lines == file.Count) {
+			return Result{BlobURL: blobURL, Lines: lines, Bytes: size, Already: true}, nil
+		}
 	}
 	var res Result
 	var last error
@@ -174,6 +193,9 @@ func (f *Fetcher) Stage(ctx context.Context, file File, requiresToken bool, cont
 		res.Resumes, res.Renewals = r.resumes, res.Renewals+r.renewals
 		if err == nil && file.Count > 0 && r.lines.n != file.Count {
 			err = fmt.Errorf("%w: %s has %d lines, the manifest says %d", ErrCountMismatch, redact(u), r.lines.n, file.Count)
+		}
+		if err == nil && marker != nil {
+			err = marker.MarkStaged(ctx, containerName, blobName, file.URL, r.lines.n)
 		}
 		if err == nil {
 			res.BlobURL, res.Lines, res.Bytes = blobURL, r.lines.n, r.offset

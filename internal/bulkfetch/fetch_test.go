@@ -224,3 +224,48 @@ func TestStageWithoutRangeSupportRetriesWhole(t *testing.T) {
 }
 
 func policyOpts() policy.TokenRequestOptions { return policy.TokenRequestOptions{} }
+
+// markingUploader is a memUploader that records finished files as staging.Account does.
+type markingUploader struct {
+	memUploader
+	marks map[string]int64 // "container/blob|source" -> lines
+}
+
+func (m *markingUploader) MarkStaged(_ context.Context, c, b, src string, lines int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.marks[c+"/"+b+"|"+src] = lines
+	return nil
+}
+
+func (m *markingUploader) StagedLines(_ context.Context, c, b, src string) (string, int64, int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lines, ok := m.marks[c+"/"+b+"|"+src]
+	return "http://staging/" + c + "/" + b, lines, int64(len(m.blobs[c+"/"+b])), ok, nil
+}
+
+// A file an earlier run staged (a poll that ran out of time after it) is not fetched again; another file, or the
+// same blob name for another source file, is.
+func TestStageSkipsAFileAlreadyStaged(t *testing.T) {
+	e := start(t)
+	up := &markingUploader{memUploader: memUploader{blobs: map[string][]byte{}}, marks: map[string]int64{}}
+	f, err := bulkfetch.New(bulkfetch.Config{SourceBaseURL: e.base, Credential: e.cred, Uploader: up,
+		Sleep: func(context.Context, time.Duration) error { return nil }})
+	require.NoError(t, err)
+	_, m := e.export(t)
+	first, err := f.Stage(t.Context(), m.Output[0], true, "stage", "a.ndjson")
+	require.NoError(t, err)
+	require.False(t, first.Already)
+	again, err := f.Stage(t.Context(), m.Output[0], true, "stage", "a.ndjson")
+	require.NoError(t, err)
+	require.True(t, again.Already)
+	require.Equal(t, first.Lines, again.Lines)
+	require.Equal(t, first.Bytes, again.Bytes)
+	require.Len(t, e.sim.BulkFetches(), 1, "fetched once")
+
+	other, err := f.Stage(t.Context(), m.Output[1], true, "stage", "a.ndjson")
+	require.NoError(t, err)
+	require.False(t, other.Already, "the blob holds another source file")
+	require.Len(t, e.sim.BulkFetches(), 2)
+}

@@ -170,3 +170,40 @@ func TestUploadStreamInBlocks(t *testing.T) {
 	_, err = a.Open(ctx, strings.TrimSuffix(u, "Patient-1.ndjson")+"broken.ndjson")
 	require.ErrorIs(t, err, staging.ErrBlobNotFound)
 }
+
+func TestMarkStagedAndStagedLines(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := account(t)
+	name, err := azurite.CreateContainer(ctx, "marked")
+	require.NoError(t, err)
+	src := "https://ehr.example.com/bulk/1/Patient-1.ndjson?sig=secret"
+	_, _, _, found, err := a.StagedLines(ctx, name, "j/1/Patient-1.ndjson", src)
+	require.NoError(t, err)
+	require.False(t, found, "no blob yet")
+
+	u, err := a.UploadStream(ctx, name, "j/1/Patient-1.ndjson", strings.NewReader("{}\n{}\n"), 1<<20, 1)
+	require.NoError(t, err)
+	_, _, _, found, err = a.StagedLines(ctx, name, "j/1/Patient-1.ndjson", src)
+	require.NoError(t, err)
+	require.False(t, found, "uploaded but not marked: an upload cut short is never taken as done")
+
+	require.NoError(t, a.MarkStaged(ctx, name, "j/1/Patient-1.ndjson", src, 2))
+	got, lines, size, found, err := a.StagedLines(ctx, name, "j/1/Patient-1.ndjson", src)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, u, got)
+	require.Equal(t, int64(2), lines)
+	require.Equal(t, int64(6), size)
+	_, _, _, found, err = a.StagedLines(ctx, name, "j/1/Patient-1.ndjson", "https://ehr.example.com/bulk/2/Patient-1.ndjson")
+	require.NoError(t, err)
+	require.False(t, found, "marked for another source file")
+
+	c, err := azurite.Client()
+	require.NoError(t, err)
+	props, err := c.ServiceClient().NewContainerClient(name).NewBlobClient("j/1/Patient-1.ndjson").GetProperties(ctx, nil)
+	require.NoError(t, err)
+	for _, v := range props.Metadata {
+		require.NotContains(t, *v, "secret", "the source URL is kept as a hash, never with its signature")
+	}
+}
