@@ -14,8 +14,8 @@ build:
 	$(GO) build -o bin/devhost ./cmd/devhost
 	$(GO) build -o bin/fhirmigrate ./cmd/fhirmigrate
 
-demo: ## the README's first command: a whole migration on the local stack
-	@./scripts/demo.sh
+demo: ## the README's first command: a whole migration on the local stack (SOURCE_KIND=bulk-data: from a Bulk Data server)
+	@SOURCE_KIND=$(SOURCE_KIND) ./scripts/demo.sh
 
 stack-up: ## the local stack, left running for Postman or curl (SEED_PATIENTS sets the seed size)
 	@./scripts/stack.sh up

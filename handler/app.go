@@ -15,6 +15,7 @@ import (
 
 	"github.com/fhir-migrator/fhir-migrator/internal/api"
 	"github.com/fhir-migrator/fhir-migrator/internal/assess"
+	"github.com/fhir-migrator/fhir-migrator/internal/bulkfetch"
 	"github.com/fhir-migrator/fhir-migrator/internal/bus"
 	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 	"github.com/fhir-migrator/fhir-migrator/internal/hostroute"
@@ -64,13 +65,19 @@ func newApp(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *app, err 
 	if err != nil {
 		return nil, err
 	}
-	newClient, policy, err := fhirClientFactory(cfg, logger)
+	newClient, policy, fhirCred, err := fhirClientFactory(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	clients := func(base string) (migration.FHIRClient, error) { return newClient(base) }
+	var uploader bulkfetch.Uploader = stage
+	bulk := &bulkDataSources{cfg: cfg.SMART, fhirCred: fhirCred, azure: azure, policy: policy, stage: uploader, log: logger}
+	var smartClients migration.ClientFactory
+	if cfg.SMART.Enabled() {
+		smartClients = bulk.client
+	}
 	a.svc, err = migration.NewService(migration.Config{Tuning: cfg.Tuning, Store: docs, Bus: sender, FHIR: clients,
-		Policy: policy, Staging: stage, Logger: logger})
+		SMARTFHIR: smartClients, SourceFiles: bulk.files, Policy: policy, Staging: stage, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -160,29 +167,31 @@ func (a *app) openMessaging(cfg *Config, azure *azureIdentity) (bus.Sender, erro
 	return dh, nil
 }
 
-// fhirClients makes the engine's FHIR client factory (fhirClientFactory).
-func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, error) {
-	newClient, policy, err := fhirClientFactory(cfg, logger)
+// fhirClients makes the engine's FHIR client factory (fhirClientFactory), with its host policy and the FHIR
+// credential.
+func fhirClients(cfg *Config, logger *slog.Logger) (migration.ClientFactory, *fhir.HostPolicy, azcore.TokenCredential, error) {
+	newClient, policy, cred, err := fhirClientFactory(cfg, logger)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return func(base string) (migration.FHIRClient, error) { return newClient(base) }, policy, nil
+	return func(base string) (migration.FHIRClient, error) { return newClient(base) }, policy, cred, nil
 }
 
-// fhirClientFactory makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential.
-func fhirClientFactory(cfg *Config, logger *slog.Logger) (func(base string) (*fhir.Client, error), *fhir.HostPolicy, error) {
+// fhirClientFactory makes the FHIR client factory: allow-listed hosts only, tokens from the FHIR credential (also
+// answered, for bulk-data sources without a SMART client).
+func fhirClientFactory(cfg *Config, logger *slog.Logger) (func(base string) (*fhir.Client, error), *fhir.HostPolicy, azcore.TokenCredential, error) {
 	policy, err := fhir.ParseHostPolicy(cfg.AllowedHosts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("AllowedHosts: %w", err)
+		return nil, nil, nil, fmt.Errorf("AllowedHosts: %w", err)
 	}
 	cred, err := identity.New(cfg.FHIRCredential, cfg.ManagedIdentityClientID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	factory := func(base string) (*fhir.Client, error) {
 		return fhir.New(base, fhir.Config{Credential: cred, Policy: policy, Logger: logger, UserAgent: "fhir-migrator"})
 	}
-	return factory, policy, nil
+	return factory, policy, cred, nil
 }
 
 // closeServiceBus has Close release the Service Bus connection.

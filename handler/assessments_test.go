@@ -34,7 +34,7 @@ func (assessStaging) PutBlob(context.Context, string, string, string, []byte) (s
 // clients as the handler makes them (loopback allowed).
 func testAssess(t testing.TB, docs store.Store, svc *migration.Service) *assess.Service {
 	t.Helper()
-	newClient, _, err := fhirClientFactory(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
+	newClient, _, _, err := fhirClientFactory(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	a, err := assess.NewService(assess.Config{Store: docs, Staging: assessStaging{}, Validator: svc,
 		FHIR: func(base string) (assess.Client, error) { return newClient(base) }})

@@ -91,7 +91,7 @@ func authApp(t *testing.T, mode string) (*app, *syncBuffer, string, string) {
 	t.Cleanup(src.Close)
 	dst := httptest.NewServer(fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithAuth(false)))
 	t.Cleanup(dst.Close)
-	clients, policy, err := fhirClients(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
+	clients, policy, _, err := fhirClients(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	docs := store.NewMemory()
 	svc, err := migration.NewService(migration.Config{Tuning: migration.DefaultTuning(), Store: docs, Bus: &bus.Memory{},

@@ -47,7 +47,7 @@ func TestInternalErrorAndInvalidBodyAreAnswered(t *testing.T) {
 	defer src.Close()
 	dst := httptest.NewServer(fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorAHDS), fhirsim.WithAuth(false)))
 	defer dst.Close()
-	clients, policy, err := fhirClients(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
+	clients, policy, _, err := fhirClients(&Config{AllowedHosts: "127.0.0.1", FHIRCredential: "dev"}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	svc, err := migration.NewService(migration.Config{Tuning: migration.DefaultTuning(), Store: brokenStore{}, Bus: &bus.Memory{},
 		Policy: policy, Staging: noStaging{}, FHIR: clients})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fhir-migrator/fhir-migrator/internal/funcs"
 	"github.com/fhir-migrator/fhir-migrator/internal/migration"
+	"github.com/fhir-migrator/fhir-migrator/internal/smart"
 )
 
 // Config is every setting the handler reads, validated at start. In Azure the settings are app settings; locally
@@ -46,6 +47,10 @@ type Config struct {
 	// Tuning is the engine's pacing and bounds: its defaults, with the settings named by Tuning.Settings.
 	Tuning migration.Tuning
 
+	// SMART is the SMART Backend Services client of bulk-data sources (settings SmartClientId, SmartSigningKey,
+	// SmartSigningAlg, SmartScope, SmartKeyId); unset, bulk-data sources authorise with the identity or not at all.
+	SMART SMARTConfig
+
 	// Auth is how the HTTP API's callers are let in (settings AUTH_MODE and AUTH_CLIENT_ID; auth.go).
 	Auth AuthConfig
 
@@ -62,6 +67,20 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
+
+// SMARTConfig configures the SMART Backend Services client (internal/smart). SigningKey is a Key Vault key
+// identifier (https://{vault}.vault.azure.net/keys/{name}[/{version}], signed with SigningAlg) or, with
+// FhirCredential dev only, file:{path} of a PEM private key (the local stack).
+type SMARTConfig struct {
+	ClientID   string
+	SigningKey string
+	SigningAlg string
+	Scope      string
+	KeyID      string
+}
+
+// Enabled reports whether a SMART client is configured.
+func (s SMARTConfig) Enabled() bool { return s.ClientID != "" }
 
 // Storage is a storage account reached by connection string (local) or by URL with the identity (Azure).
 type Storage struct {
@@ -166,6 +185,10 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		bad("AUTH_MODE: want %q or %q, got %q", AuthKeys, AuthEntra, c.Auth.Mode)
 	}
 
+	c.SMART = SMARTConfig{ClientID: get("SmartClientId", ""), SigningKey: get("SmartSigningKey", ""),
+		SigningAlg: get("SmartSigningAlg", ""), Scope: get("SmartScope", ""), KeyID: get("SmartKeyId", "")}
+	checkSMART(c.SMART, c.FHIRCredential, bad)
+
 	if err := c.LogLevel.UnmarshalText([]byte(get("LogLevel", "info"))); err != nil {
 		bad("LogLevel: want debug, info, warn or error, got %q", get("LogLevel", ""))
 	}
@@ -179,6 +202,36 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		return nil, errors.New("invalid settings:\n  " + strings.Join(problems, "\n  "))
 	}
 	return c, nil
+}
+
+// checkSMART validates the SMART client settings; a key value is never echoed beyond its kind.
+func checkSMART(s SMARTConfig, fhirCredential string, bad func(string, ...any)) {
+	if s.ClientID == "" {
+		if s.SigningKey != "" || s.SigningAlg != "" || s.Scope != "" || s.KeyID != "" {
+			bad("SmartClientId: set it with the other Smart* settings, or none of them")
+		}
+		return
+	}
+	switch path, isFile := strings.CutPrefix(s.SigningKey, "file:"); {
+	case s.SigningKey == "":
+		bad("SmartSigningKey: set the Key Vault key identifier (https://{vault}.vault.azure.net/keys/{name}[/{version}]) that signs the client assertions")
+	case isFile:
+		if fhirCredential != "dev" {
+			bad("SmartSigningKey: a key file is for the local stack only (FhirCredential dev); use a Key Vault key")
+		} else if path == "" {
+			bad("SmartSigningKey: file: needs a path")
+		}
+	default:
+		if _, err := smart.KeyVaultSignURL(s.SigningKey); err != nil {
+			bad("SmartSigningKey: want a Key Vault key identifier https://{vault}.vault.azure.net/keys/{name}[/{version}]")
+		}
+		if s.SigningAlg != "RS384" && s.SigningAlg != "ES384" {
+			bad("SmartSigningAlg: want RS384 (an RSA key) or ES384 (a P-384 key), got %q", s.SigningAlg)
+		}
+	}
+	if s.Scope != "" && s.Scope != smart.ScopeV2 && s.Scope != smart.ScopeV1 {
+		bad("SmartScope: want %s or %s, got %q", smart.ScopeV2, smart.ScopeV1, s.Scope)
+	}
 }
 
 func checkServiceURL(name, raw string, bad func(string, ...any)) {

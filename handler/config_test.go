@@ -120,3 +120,44 @@ func TestLogFormat(t *testing.T) {
 		require.True(t, strings.HasSuffix(out.String(), want), "%s: %s", format, out.String())
 	}
 }
+
+func TestLoadConfigSMART(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{
+		"FUNCTIONS_CUSTOMHANDLER_PORT": "4711",
+		"AzureWebJobsStorage":          "UseDevelopmentStorage=false",
+		"StagingStorage":               "x",
+		"DEVHOST_URL":                  "http://127.0.0.1:7071",
+	}
+	with := func(kv ...string) map[string]string {
+		m := maps.Clone(base)
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	c, err := LoadConfig(env(base))
+	require.NoError(t, err)
+	require.False(t, c.SMART.Enabled())
+
+	c, err = LoadConfig(env(with("SmartClientId", "migrator", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart/0123",
+		"SmartSigningAlg", "ES384", "SmartScope", "system/*.read", "SmartKeyId", "k1")))
+	require.NoError(t, err)
+	require.Equal(t, SMARTConfig{ClientID: "migrator", SigningKey: "https://kv1.vault.azure.net/keys/smart/0123",
+		SigningAlg: "ES384", Scope: "system/*.read", KeyID: "k1"}, c.SMART)
+
+	_, err = LoadConfig(env(with("FhirCredential", "dev", "SmartClientId", "local", "SmartSigningKey", "file:/tmp/k.pem")))
+	require.NoError(t, err, "a key file with the local credential")
+
+	for name, m := range map[string]map[string]string{
+		"SmartSigningKey: a key file is for the local stack only": with("SmartClientId", "c", "SmartSigningKey", "file:/tmp/k.pem"),
+		"SmartSigningKey: set the Key Vault":                      with("SmartClientId", "c"),
+		"SmartSigningKey: want a Key Vault":                       with("SmartClientId", "c", "SmartSigningKey", "https://evil.example.com/keys/k", "SmartSigningAlg", "RS384"),
+		"SmartSigningAlg":                                         with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS256"),
+		"SmartScope":                                              with("SmartClientId", "c", "SmartSigningKey", "https://kv1.vault.azure.net/keys/smart", "SmartSigningAlg", "RS384", "SmartScope", "system/*.*"),
+		"SmartClientId: set it with":                              with("SmartSigningKey", "https://kv1.vault.azure.net/keys/smart"),
+	} {
+		_, err := LoadConfig(env(m))
+		require.ErrorContains(t, err, name)
+	}
+}

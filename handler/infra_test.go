@@ -273,6 +273,9 @@ func TestLoadConfigAcceptsTheBicepSettings(t *testing.T) {
 		"identity.properties.clientId":               "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
 		"serviceBus.outputs.fullyQualifiedNamespace": "sb-abc.servicebus.windows.net",
 		"authClientId": "0b9e6c3a-1d2f-4e5a-8b7c-6d5e4f3a2b1c", // AUTH_CLIENT_ID: required with authMode entra
+		// A deployment with a SMART client for a bulk-data source (empty is valid too: no client).
+		"smartClientId": "fhir-migrator", "smartSigningKey": "https://kv-migrator.vault.azure.net/keys/smart-client",
+		"smartSigningAlg": "RS384", "smartScope": "system/*.rs", "smartKeyId": "smart-client-1",
 	}
 	env := map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "34567"}
 	for name, expr := range appSettings(t) {

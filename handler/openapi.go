@@ -75,7 +75,7 @@ type apiAnswer struct {
 }
 
 func startCodes() []string {
-	return append(slices.Clone(bodyCodes), "missing_field", "invalid_source_kind", "fhir_version_mismatch", "invalid_url", "host_not_allowed", "same_server", "invalid_type",
+	return append(slices.Clone(bodyCodes), "missing_field", "invalid_source_kind", "fhir_version_mismatch", "invalid_group", "unsupported_by_source_kind", "export_not_declared", "group_not_found", "invalid_url", "host_not_allowed", "same_server", "invalid_type",
 		"unknown_type", "invalid_time", "invalid_window", "invalid_type_filter", "invalid_export_strategy",
 		"invalid_import_mode", "invalid_container", "invalid_verify", "invalid_verify_sample", "invalid_cleanup",
 		"invalid_window_target", "history_not_combinable", "invalid_sync", "invalid_reconcile", "container_in_use", "source_unreachable",
@@ -83,11 +83,12 @@ func startCodes() []string {
 }
 
 // assessmentCodes answer POST /api/assessments: the start request's own validation (startCodes), without what only
-// a start checks: the servers and their FHIR versions (an assessment reports them as items), the container, and history_not_combinable
-// (assessed, a blocking item).
+// a start checks: the servers and their FHIR versions (an assessment reports them as items), the container, what only a
+// bulk-data source's CapabilityStatement tells (such a source is not assessed: unsupported_by_source_kind), and
+// history_not_combinable (assessed, a blocking item).
 func assessmentCodes() []string {
 	return slices.DeleteFunc(startCodes(), func(c string) bool {
-		return slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable", "destination_unreachable", "fhir_version_mismatch", "history_not_combinable"}, c)
+		return slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable", "destination_unreachable", "fhir_version_mismatch", "history_not_combinable", "export_not_declared", "group_not_found"}, c)
 	})
 }
 

@@ -82,6 +82,8 @@ func schemaRules() map[string]map[string]schemaRule {
 				describe("the destination FHIR server's base URL (an Azure Health Data Services FHIR service), not the source")),
 			"sourceKind": combine(enumOf(migration.SourceKinds()),
 				describe("the kind of source: api-for-fhir (Azure API for FHIR), fhir-service (an Azure Health Data Services FHIR service), bulk-data (a server of the HL7 Bulk Data Access IG); default from the source's host: *.fhir.azurehealthcareapis.com is fhir-service, another *.azurehealthcareapis.com api-for-fhir, any other host must name it")),
+			"group": combine(pattern(migration.IDPattern()),
+				describe("bulk-data sources: the id of the Group whose patients are exported (Group/{id}/$export); absent, a system export (or Patient/$export where the server declares only that)")),
 			"types": combine(func(s *jsonschema.Schema) { s.Items.Pattern = migration.TypePattern(); s.UniqueItems = true },
 				describe("the resource types to migrate, each once and supported by the source (default: every type)")),
 			"since": combine(format("date-time"), describe("only what was updated at or after this time (RFC 3339), in the past and before till")),

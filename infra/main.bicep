@@ -142,6 +142,21 @@ param authMode string = 'entra'
 @description('With authMode entra: application (client) id of the migrator\'s Entra app registration (app roles Migration.Read and Migration.Operate).')
 param authClientId string = ''
 
+@description('bulk-data sources only: the SMART Backend Services client_id registered with the source (empty: no SMART client).')
+param smartClientId string = ''
+
+@description('bulk-data sources only: the Key Vault key that signs the SMART client assertions, https://{vault}.vault.azure.net/keys/{name}[/{version}]; grant the identity the key\'s sign permission (Key Vault Crypto User).')
+param smartSigningKey string = ''
+
+@description('bulk-data sources only: RS384 (RSA key) or ES384 (P-384 key).')
+param smartSigningAlg string = ''
+
+@description('bulk-data sources only: system/*.rs (default) or system/*.read.')
+param smartScope string = ''
+
+@description('bulk-data sources only: the kid of the SMART client assertions (the key\'s id in the JWKS registered with the source).')
+param smartKeyId string = ''
+
 @description('With authMode entra: tenant of the app registration; empty: this deployment\'s tenant.')
 param authTenantId string = ''
 
@@ -363,6 +378,11 @@ var handlerSettings = {
   MaxExportsPerSource: string(maxExportsPerSource)
   MaxImportsPerDestination: string(maxImportsPerDestination)
   LogLevel: logLevel
+  SmartClientId: smartClientId
+  SmartSigningKey: smartSigningKey
+  SmartSigningAlg: smartSigningAlg
+  SmartScope: smartScope
+  SmartKeyId: smartKeyId
   // One JSON object per line: the dashboard (modules/dashboard.bicep) reads its fields.
   LogFormat: 'json'
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString

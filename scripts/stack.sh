@@ -5,7 +5,9 @@
 #   scripts/stack.sh down   stop everything started by `up`
 #   scripts/stack.sh status show what is running
 # Environment: SEED_PATIENTS (default 100), SEED (default 1), SOURCE_FAULTS / DEST_FAULTS (passed to the
-# simulators' --faults when set), STACK_DIR (default .stack), AZURITE_PERSIST=1 keeps blobs in STACK_DIR/azurite.
+# simulators' --faults when set), STACK_DIR (default .stack), AZURITE_PERSIST=1 keeps blobs in STACK_DIR/azurite,
+# SOURCE_KIND=bulk-data makes the source a Bulk Data server with SMART Backend Services (a client key generated in
+# STACK_DIR, the handler's Smart* settings in STACK_DIR/local.settings.json; tokens of 20s, one download cut).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -58,15 +60,24 @@ up() {
   local sf=() df=()
   [ -n "${SOURCE_FAULTS:-}" ] && sf=(--faults "$SOURCE_FAULTS")
   [ -n "${DEST_FAULTS:-}" ] && df=(--faults "$DEST_FAULTS")
-  start source bin/fhirsim --addr 127.0.0.1:8081 --flavor api-for-fhir --storage "$AZURITE_CONN" \
-    --seed-patients "$SEED_PATIENTS" --seed "$SEED" "${sf[@]}"
+  local flavor=api-for-fhir settings=local.settings.json bd=()
+  if [ "${SOURCE_KIND:-api-for-fhir}" = bulk-data ]; then
+    flavor=bulk-data settings="$STACK_DIR/local.settings.json"
+    rm -f "$STACK_DIR/smart-client.pem"
+    bd=(--smart-client-id fhir-migrator --smart-generate-key "$STACK_DIR/smart-client.pem" --token-lifetime 20s --download-cuts 1)
+    awk -v key="file:$STACK_DIR/smart-client.pem" '{ print } /"Values": *[{]/ {
+      print "    \"SmartClientId\": \"fhir-migrator\","; print "    \"SmartSigningKey\": \"" key "\"," }' \
+      local.settings.json >"$settings"
+  fi
+  start source bin/fhirsim --addr 127.0.0.1:8081 --flavor "$flavor" --storage "$AZURITE_CONN" \
+    --seed-patients "$SEED_PATIENTS" --seed "$SEED" "${sf[@]}" "${bd[@]}"
   start destination bin/fhirsim --addr 127.0.0.1:8082 --flavor ahds --storage "$AZURITE_CONN" "${df[@]}"
   wait_http source http://127.0.0.1:8081/metadata 60
   wait_http destination http://127.0.0.1:8082/metadata 60
 
-  start devhost bin/devhost --app-root . --settings local.settings.json --addr 127.0.0.1:7071
+  start devhost bin/devhost --app-root . --settings "$settings" --addr 127.0.0.1:7071
   wait_http devhost http://127.0.0.1:7071/api/migrations 90
-  log "up: Azurite 127.0.0.1:10000, source http://127.0.0.1:8081, destination http://127.0.0.1:8082, functions http://127.0.0.1:7071/api"
+  log "up: Azurite 127.0.0.1:10000, source http://127.0.0.1:8081 ($flavor), destination http://127.0.0.1:8082, functions http://127.0.0.1:7071/api"
   log "logs in $STACK_DIR/*.log; stop with 'make stack-down'"
 }
 

@@ -19,6 +19,7 @@ var startFields = []field{
 	{json: "source", flag: "source", kind: kString, usage: "the source FHIR server's base `URL` (Azure API for FHIR); required"},
 	{json: "destination", flag: "destination", kind: kString, usage: "the destination FHIR server's base `URL` (AHDS FHIR service); required"},
 	{json: "sourceKind", flag: "source-kind", kind: kString, usage: "`api-for-fhir|fhir-service|bulk-data`: the kind of source (default: from its host, *.fhir.azurehealthcareapis.com fhir-service, another *.azurehealthcareapis.com api-for-fhir; required for any other host)"},
+	{json: "group", flag: "group", kind: kString, usage: "bulk-data sources: the `ID` of the Group whose patients are exported (Group/{id}/$export)"},
 	{json: "types", flag: "types", kind: kList, usage: "resource `TYPES`, comma-separated or repeated (default: every type of the source)"},
 	{json: "since", flag: "since", kind: kString, usage: "copy what was last updated at or after this RFC 3339 `TIME`"},
 	{json: "till", flag: "till", kind: kString, usage: "copy what was last updated at or before this RFC 3339 `TIME`"},
@@ -113,6 +114,7 @@ type plan struct {
 		Source         string     `json:"source"`
 		Destination    string     `json:"destination"`
 		SourceKind     string     `json:"sourceKind"`
+		Group          string     `json:"group"`
 		Types          []string   `json:"types"`
 		Since          *time.Time `json:"since"`
 		Till           *time.Time `json:"till"`

@@ -4,6 +4,11 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +60,11 @@ type options struct {
 	rates             *fhirsim.RateModel
 	fhirVersion       string
 	importDisabled    bool
+	// The bulk-data flavor's.
+	smartClientID  string
+	smartPublicKey crypto.PublicKey
+	tokenLifetime  time.Duration
+	downloadCuts   int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -63,7 +73,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("fhirsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8081", "loopback address to listen on")
-	fs.StringVar(&flavor, "flavor", string(fhirsim.FlavorAPIForFHIR), "service to behave as: api-for-fhir or ahds")
+	fs.StringVar(&flavor, "flavor", string(fhirsim.FlavorAPIForFHIR), "service to behave as: api-for-fhir, ahds or bulk-data")
 	fs.StringVar(&o.storage, "storage", os.Getenv(storageEnv), "blob storage connection string (default $"+storageEnv+")")
 	fs.IntVar(&o.seedPatients, "seed-patients", 0, "number of synthetic patients to generate (about 100 resources each)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
@@ -78,6 +88,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Int64Var(&o.faultSeed, "fault-seed", 0, "seed of the fault rolls (default: from the time)")
 	fs.DurationVar(&o.importHold, "import-hold", fhirsim.DefaultImportHold, "how long import-hold holds a completed import's status call")
 	fs.IntVar(&o.maxImports, "max-imports", 0, "running imports beyond which $import answers 429 (0: no limit; "+strconv.Itoa(fhirsim.DefaultImportSlots)+" with --rate-model)")
+	var smartKeyFile, smartGenerate string
+	fs.StringVar(&o.smartClientID, "smart-client-id", "", "bulk-data: the SMART Backend Services client_id registered with the token endpoint")
+	fs.StringVar(&smartKeyFile, "smart-public-key", "", "bulk-data: PEM file of the client's public key (RSA for RS384, P-384 for ES384)")
+	fs.StringVar(&smartGenerate, "smart-generate-key", "", "bulk-data, the local stack: write a new RSA private key (PEM, mode 0600) for the client to this `PATH` and register its public half (with --smart-client-id)")
+	fs.DurationVar(&o.tokenLifetime, "token-lifetime", fhirsim.DefaultTokenLifetime, "bulk-data: lifetime of the tokens the token endpoint issues")
+	fs.IntVar(&o.downloadCuts, "download-cuts", 0, "bulk-data: whole-file downloads cut half-way before the rest are served whole")
 	model := fhirsim.DefaultRateModel()
 	rateModel := fs.Bool("rate-model", false, "take the time the real services take (the flags below); off: jobs take --job-delay")
 	fs.Int64Var(&model.Weight, "weight", model.Weight, "with --rate-model: modelled resources each stored resource stands for in counts, manifests and import results")
@@ -120,12 +136,62 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if err := requireLoopback(o.addr); err != nil {
 		return options{}, err
 	}
+	if smartKeyFile != "" && smartGenerate != "" {
+		return options{}, errors.New("--smart-public-key and --smart-generate-key exclude each other")
+	}
+	if (o.smartClientID == "") != (smartKeyFile == "" && smartGenerate == "") {
+		return options{}, errors.New("--smart-client-id goes with --smart-public-key or --smart-generate-key")
+	}
+	if smartGenerate != "" {
+		if o.smartPublicKey, err = generateClientKey(smartGenerate); err != nil {
+			return options{}, fmt.Errorf("--smart-generate-key: %w", err)
+		}
+	}
+	if smartKeyFile != "" {
+		if o.smartPublicKey, err = readPublicKey(smartKeyFile); err != nil {
+			return options{}, fmt.Errorf("--smart-public-key: %w", err)
+		}
+	}
 	if o.storage != "" {
 		if _, err := azblob.NewClientFromConnectionString(o.storage, nil); err != nil {
 			return options{}, errors.New("--storage is not a valid storage connection string")
 		}
 	}
 	return o, nil
+}
+
+// generateClientKey writes a new 2048-bit RSA private key (PKCS #8 PEM) to path for the SMART client of the local
+// stack, and returns its public half.
+func generateClientKey(path string) (crypto.PublicKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return &key.PublicKey, nil
+}
+
+// readPublicKey reads a PEM "PUBLIC KEY" (PKIX) file holding an RSA or ECDSA key.
+func readPublicKey(path string) (crypto.PublicKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s holds no PEM PUBLIC KEY block", path)
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return key, nil
 }
 
 // requireLoopback refuses any address a machine other than this one could reach.
@@ -163,6 +229,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fhirsim.WithMaxImports(o.maxImports),
 		fhirsim.WithFHIRVersion(o.fhirVersion),
 		fhirsim.WithImportDisabled(o.importDisabled),
+		fhirsim.WithTokenLifetime(o.tokenLifetime),
+		fhirsim.WithDownloadCuts(o.downloadCuts),
+	}
+	if o.smartClientID != "" {
+		opts = append(opts, fhirsim.WithSMARTClient(o.smartClientID, o.smartPublicKey))
 	}
 	if o.faultSeedSet {
 		opts = append(opts, fhirsim.WithFaultSeed(o.faultSeed))

@@ -85,6 +85,10 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 	stu3Sim := fhirsim.New(fhirsim.WithFHIRVersion("3.0.2"))
 	t.Cleanup(stu3Sim.Close)
 	stu3 := serveLoopback(t, stu3Sim)
+	// A Bulk Data server holding no Group.
+	bulkSim := fhirsim.New(fhirsim.WithFlavor(fhirsim.FlavorBulkData), fhirsim.WithAuth(false))
+	t.Cleanup(bulkSim.Close)
+	bulk := serveLoopback(t, bulkSim)
 
 	// The states the codes need: finished migrations (one to clean up), one failed by its verification, one held
 	// before its exports, one being verified, and one naming a container another migration owns.
@@ -145,6 +149,10 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"startMigration", "same_server", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, src, src)},
 		{"startMigration", "invalid_source_kind", "POST", "/api/migrations", startBody(`,"sourceKind":"cosmos"`)},
 		{"startMigration", "fhir_version_mismatch", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, stu3.URL, dst)},
+		{"startMigration", "invalid_group", "POST", "/api/migrations", startBody(`,"group":"no group"`)},
+		{"startMigration", "unsupported_by_source_kind", "POST", "/api/migrations", startBody(`,"group":"cohort"`)},
+		{"startMigration", "export_not_declared", "POST", "/api/migrations", startBody(`,"sourceKind":"bulk-data","group":"cohort"`)},
+		{"startMigration", "group_not_found", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q,"sourceKind":"bulk-data","group":"cohort"}`, bulk.URL, dst)},
 		{"startMigration", "invalid_type", "POST", "/api/migrations", startBody(`,"types":["patient!"]`)},
 		{"startMigration", "unknown_type", "POST", "/api/migrations", startBody(`,"types":["Spaceship"]`)},
 		{"startMigration", "invalid_time", "POST", "/api/migrations", startBody(`,"since":"yesterday"`)},
@@ -201,17 +209,20 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"route", "method_not_allowed", "GET", action(done, "verify"), ""},
 	}
 	cases = append(cases, bodyCases("startMigration", "POST", "/api/migrations")...)
-	// An assessment's start validates the body as a migration's does, except what only a start checks (the servers,
-	// the container) and the combination it assesses as an item.
+	// An assessment's start validates the body as a migration's does, except what only a start checks (the servers and
+	// their FHIR versions, the container) and the combination it assesses as an item (handler/openapi.go assessmentCodes).
 	for _, c := range slices.Clone(cases) {
 		if c.op != "startMigration" || slices.Contains([]string{"unknown_type", "container_in_use", "source_unreachable",
-			"destination_unreachable", "history_not_combinable"}, c.code) {
+			"destination_unreachable", "fhir_version_mismatch", "history_not_combinable", "export_not_declared", "group_not_found"}, c.code) {
 			continue
 		}
 		c.op, c.path = "startAssessment", "/api/assessments"
 		cases = append(cases, c)
 	}
 	cases = append(cases, []codeCase{
+		// A bulk-data source is not assessed (its refusals come from its CapabilityStatement, which an assessment
+		// does not read).
+		{"startAssessment", "unsupported_by_source_kind", "POST", "/api/assessments", startBody(`,"sourceKind":"bulk-data"`)},
 		{"getAssessment", "not_found", "GET", "/api/assessments/a-nobody", ""},
 		{"getAssessmentReport", "not_found", "GET", "/api/assessments/a-nobody/report", ""},
 	}...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -35,10 +36,17 @@ func (c *Client) ExportKickoff(ctx context.Context, r ExportRequest) (string, er
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", op, err)
 	}
+	path := "$export"
+	if r.Path != "" {
+		if !exportPathPattern.MatchString(r.Path) {
+			return "", fmt.Errorf("%s: the path %q is not $export, Patient/$export or Group/{id}/$export", op, r.Path)
+		}
+		path = r.Path
+	}
 	resp, err := c.do(ctx, call{
 		op:     op,
 		method: http.MethodGet,
-		url:    c.endpoint("$export", q),
+		url:    c.endpoint(path, q),
 		header: http.Header{"Accept": {mediaFHIRJSON}, "Prefer": {"respond-async"}},
 	})
 	if err != nil {
@@ -46,6 +54,9 @@ func (c *Client) ExportKickoff(ctx context.Context, r ExportRequest) (string, er
 	}
 	return c.contentLocation(op, resp)
 }
+
+// exportPathPattern is an export kick-off's path: Patient/$export or Group/{id}/$export (a FHIR id).
+var exportPathPattern = regexp.MustCompile(`^(Patient/\$export|Group/[A-Za-z0-9\-.]{1,64}/\$export)$`)
 
 func exportQuery(r ExportRequest) (url.Values, error) {
 	q := url.Values{}
@@ -65,6 +76,12 @@ func exportQuery(r ExportRequest) (url.Values, error) {
 	}
 	if r.Till != nil {
 		q.Set("_till", FormatInstant(*r.Till))
+	}
+	if r.Until != nil {
+		if r.Since != nil && r.Until.Before(*r.Since) {
+			return nil, errors.New("until is before since")
+		}
+		q.Set("_until", FormatInstant(*r.Until))
 	}
 	if len(r.TypeFilter) > 0 {
 		if len(r.Types) == 0 {

@@ -208,10 +208,14 @@ func (c *Client) bearer(ctx context.Context) (string, error) {
 	return tok.Token, nil
 }
 
-// forgetToken drops the cached token after a 401 so the next call fetches a fresh one.
+// forgetToken drops the cached token after a 401 so the next call fetches a fresh one; a credential that caches
+// tokens itself (the SMART client, internal/smart) is told to drop it too.
 func (c *Client) forgetToken() {
 	c.tokenMu.Lock()
 	defer c.tokenMu.Unlock()
+	if inv, ok := c.cred.(interface{ Invalidate(token string) }); ok {
+		inv.Invalidate(c.token.Token)
+	}
 	c.token = azcore.AccessToken{}
 }
 

@@ -1080,3 +1080,33 @@ func TestErrorClassification(t *testing.T) {
 	require.False(t, Refused(errors.New("dial tcp: refused")), "not a server's answer")
 	require.False(t, Throttled(nil))
 }
+
+func TestExportKickoffPaths(t *testing.T) {
+	t.Parallel()
+	var srv *fhirServer
+	srv = newFHIRServer(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
+		w.Header().Set("Content-Location", srv.URL+"/fhir/_operations/export/42")
+		w.WriteHeader(http.StatusAccepted)
+	})
+	c := newTestClient(t, srv.URL+"/fhir/", "127.0.0.1")
+	for _, path := range []string{"Patient/$export", "Group/cohort-1/$export"} {
+		_, err := c.ExportKickoff(context.Background(), ExportRequest{Path: path})
+		require.NoError(t, err)
+		reqs := srv.requests()
+		require.Equal(t, "/fhir/"+path, reqs[len(reqs)-1].Path)
+	}
+	for _, path := range []string{"../$export", "Group/a/b/$export", "Group//$export", "Observation/$export", "Patient/$export?x=1"} {
+		_, err := c.ExportKickoff(context.Background(), ExportRequest{Path: path})
+		require.ErrorContains(t, err, "is not $export", path)
+	}
+	require.Len(t, srv.requests(), 2, "a refused path is never sent")
+
+	until := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	_, err := c.ExportKickoff(context.Background(), ExportRequest{Path: "Patient/$export", Until: &until})
+	require.NoError(t, err)
+	reqs := srv.requests()
+	require.Equal(t, url.Values{"_until": {"2024-05-06T07:08:09.0000000Z"}}, reqs[len(reqs)-1].Query)
+	later := until.Add(time.Hour)
+	_, err = c.ExportKickoff(context.Background(), ExportRequest{Since: &later, Until: &until})
+	require.ErrorContains(t, err, "until is before since")
+}

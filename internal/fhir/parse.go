@@ -310,8 +310,10 @@ func parseCapabilities(data []byte) (Capabilities, error) {
 		Rest         []struct {
 			Mode     string `json:"mode"`
 			Resource []struct {
-				Type string `json:"type"`
+				Type      string         `json:"type"`
+				Operation []capOperation `json:"operation"`
 			} `json:"resource"`
+			Operation []capOperation `json:"operation"`
 		} `json:"rest"`
 	}
 	if err := decodeStrict(data, &cs); err != nil {
@@ -322,11 +324,18 @@ func parseCapabilities(data []byte) (Capabilities, error) {
 	}
 	seen := map[string]bool{}
 	var types []string
+	ops := map[string]string{}
 	for _, rest := range cs.Rest {
 		if rest.Mode != "server" {
 			continue
 		}
+		for _, o := range rest.Operation {
+			ops[o.Name] = o.Definition
+		}
 		for _, r := range rest.Resource {
+			for _, o := range r.Operation {
+				ops[o.Name] = o.Definition
+			}
 			if !resourceTypePattern.MatchString(r.Type) {
 				return Capabilities{}, fmt.Errorf("capability statement lists an invalid resource type %q", excerpt(r.Type, 64))
 			}
@@ -339,7 +348,13 @@ func parseCapabilities(data []byte) (Capabilities, error) {
 	if len(types) == 0 {
 		return Capabilities{}, errors.New("capability statement lists no server resource types")
 	}
-	return Capabilities{Types: types, FHIRVersion: cs.FHIRVersion}, nil
+	return Capabilities{Types: types, FHIRVersion: cs.FHIRVersion, Operations: ops}, nil
+}
+
+// capOperation is one operation a CapabilityStatement declares.
+type capOperation struct {
+	Name       string `json:"name"`
+	Definition string `json:"definition"`
 }
 
 func absoluteHTTPURL(s string) bool {

@@ -207,3 +207,19 @@ func FuzzParseImportStatus(f *testing.F) {
 		}
 	})
 }
+
+func TestParseCapabilitiesOperations(t *testing.T) {
+	t.Parallel()
+	caps, err := parseCapabilities([]byte(`{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1","rest":[
+		{"mode":"server","operation":[{"name":"export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
+		 "resource":[{"type":"Patient","operation":[{"name":"patient-export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export|2.0.0"}]},
+		             {"type":"Group","operation":[{"name":"group-export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]}]},
+		{"mode":"client","operation":[{"name":"import","definition":"http://example.org/import"}]}]}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"Patient", "Group"}, caps.Types)
+	require.Equal(t, map[string]string{
+		"export":         "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+		"patient-export": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export|2.0.0",
+		"group-export":   "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+	}, caps.Operations, "a client-mode rest entry declares nothing of the server")
+}

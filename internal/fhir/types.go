@@ -13,13 +13,18 @@ import (
 	"time"
 )
 
-// ExportRequest is a system-level $export kick-off (GET {base}/$export).
+// ExportRequest is an $export kick-off: GET {base}/$export, or {base}/{Path} (Patient/$export, Group/{id}/$export).
 type ExportRequest struct {
+	// Path is the kick-off's path under the base URL: "" for $export (system level), "Patient/$export" or
+	// "Group/{id}/$export".
+	Path string
 	// Types becomes _type (comma-joined); empty exports every type.
 	Types []string
-	// Since and Till become _since and _till (RFC 3339) when not nil.
+	// Since and Till become _since and _till (RFC 3339) when not nil; Until becomes _until (the Bulk Data IG v2's
+	// name of an upper bound, for a server that declares it).
 	Since *time.Time
 	Till  *time.Time
+	Until *time.Time
 	// TypeFilter entries such as "Observation?status=final" become _typeFilter (comma-joined).
 	TypeFilter []string
 	// Container becomes _container.
@@ -38,6 +43,10 @@ type Capabilities struct {
 	Types []string
 	// FHIRVersion is its fhirVersion, such as "4.0.1" ("" when absent).
 	FHIRVersion string
+	// Operations are the operations it declares, at system level and on its resources (rest.operation and
+	// rest.resource.operation, mode server): name, such as "export" or "group-export", to definition (a canonical
+	// URL).
+	Operations map[string]string
 }
 
 // Manifest is the body of a completed export's status (200).

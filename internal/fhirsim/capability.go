@@ -82,6 +82,14 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 		rest.Resource = append(rest.Resource, res)
 	}
 	switch s.cfg.flavor {
+	case FlavorBulkData:
+		// The Bulk Data IG's canonical OperationDefinitions; this server serves them at /OperationDefinition/{id}
+		// with the parameters it takes (bulkdata.go).
+		rest.Operation = []capOperation{
+			{"export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+			{"patient-export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
+			{"group-export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
+		}
 	case FlavorAHDS:
 		// The AHDS service exports as well as imports (it is a source, too).
 		rest.Operation = []capOperation{{"import", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import"},

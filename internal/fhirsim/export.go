@@ -55,6 +55,12 @@ type exportJob struct {
 	fault  string // the job fault assigned at kick-off, "" for none
 	// earlyAnswered is set once FaultEarly200 has answered its short manifest.
 	earlyAnswered bool
+	// bulk marks a bulk-data flavor export: files served by the simulator behind the token, an error file maybe,
+	// and a DELETE after completion that removes them.
+	bulk       bool
+	errorFiles []manifestFile
+	// filesDeleted: the client DELETEd the completed bulk export; its status URL answers 404 since.
+	filesDeleted bool
 }
 
 // handleExportKickOff starts a system $export. Both flavors export; they differ in how a parallel export selects
@@ -361,9 +367,13 @@ func (s *Server) writeExport(ctx context.Context, blobs *blobAccount, j *exportJ
 }
 
 func writeManifest(w http.ResponseWriter, j *exportJob, output []manifestFile) {
+	errorFiles := j.errorFiles
+	if errorFiles == nil {
+		errorFiles = []manifestFile{}
+	}
 	writeJSON(w, http.StatusOK, "application/json", exportManifest{
 		TransactionTime: formatInstant(j.created), Request: j.request, Output: output,
-		Error: []manifestFile{}, Issues: []any{},
+		Error: errorFiles, Issues: []any{}, RequiresAccessToken: j.bulk,
 	})
 }
 
@@ -377,7 +387,7 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 	if j != nil && r.Method == http.MethodDelete {
 		j.deletes++
 	}
-	if j == nil || j.state == jobCanceled && r.Method == http.MethodGet {
+	if j == nil || (j.state == jobCanceled || j.filesDeleted) && r.Method == http.MethodGet || j.filesDeleted {
 		writeOutcome(w, http.StatusNotFound, "not-found", "the export job %q was not found", id)
 		return
 	}
@@ -403,6 +413,14 @@ func (s *Server) handleExportJob(w http.ResponseWriter, r *http.Request, id stri
 		}
 		writeManifest(w, j, j.output)
 	case http.MethodDelete:
+		if j.bulk && j.state == jobCompleted {
+			// The Bulk Data IG: a DELETE after completion tells the server the client is done with the files.
+			j.filesDeleted = true
+			s.deleteBulkFiles(j.id)
+			s.recordDelete(r, http.StatusAccepted)
+			writeAccepted(w)
+			return
+		}
 		if j.state != jobRunning {
 			writeOutcome(w, http.StatusConflict, "conflict", "the export job %q has already finished", id)
 			return

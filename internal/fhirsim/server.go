@@ -8,6 +8,7 @@ package fhirsim
 import (
 	"cmp"
 	"context"
+	"crypto"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
@@ -31,13 +32,13 @@ const (
 	FlavorAHDS Flavor = "ahds"
 )
 
-// ParseFlavor accepts "api-for-fhir" or "ahds".
+// ParseFlavor accepts "api-for-fhir", "ahds" or "bulk-data".
 func ParseFlavor(s string) (Flavor, error) {
 	switch f := Flavor(s); f {
-	case FlavorAPIForFHIR, FlavorAHDS:
+	case FlavorAPIForFHIR, FlavorAHDS, FlavorBulkData:
 		return f, nil
 	}
-	return "", fmt.Errorf("unknown flavor %q (want %q or %q)", s, FlavorAPIForFHIR, FlavorAHDS)
+	return "", fmt.Errorf("unknown flavor %q (want %q, %q or %q)", s, FlavorAPIForFHIR, FlavorAHDS, FlavorBulkData)
 }
 
 // Defaults of the options.
@@ -69,6 +70,13 @@ type config struct {
 	rates             RateModel
 	resources         [][]byte
 	knobs             knobs // knobs.go
+	// The bulk-data flavor's (bulkdata.go).
+	smartClients     map[string]crypto.PublicKey
+	tokenLifetime    time.Duration
+	downloadCuts     int
+	revokeAfterFiles int
+	exportErrors     []string
+	declaredUntil    bool
 }
 
 // Option configures a Server.
@@ -208,6 +216,8 @@ type Server struct {
 	// exportGate and importMeter are the rate model's (nil without one).
 	exportGate  exportGate
 	importMeter *importMeter
+	// bulk is the bulk-data flavor's tokens, files and records.
+	bulk *bulkState
 }
 
 // New builds a simulator. Invalid storage configuration is reported by $export/$import as the real service would.
@@ -221,6 +231,7 @@ func New(opts ...Option) *Server {
 		auth:            true,
 		now:             time.Now,
 		importHold:      DefaultImportHold,
+		tokenLifetime:   DefaultTokenLifetime,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -252,6 +263,7 @@ func New(opts ...Option) *Server {
 		exported:   map[string]int{},
 		stats:      Stats{Requests: map[int]int{}},
 		faults:     newInjector(faults, cfg.faultSeed),
+		bulk:       newBulkState(cfg),
 	}
 	if len(faults) > 0 || cfg.maxImports > 0 {
 		s.log.Info("fault injection on", "faults", faults.String(), "fault_seed", cfg.faultSeed,
@@ -359,6 +371,9 @@ func (w *statusRecorder) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer (a bulk-data download cut flushes first).
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusRecorder) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
@@ -433,12 +448,18 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.handleMetadata(w, r)
 		return
 	}
-	if !s.authorized(w, r) {
+	if s.cfg.flavor == FlavorBulkData && s.routeBulkPublic(w, r) {
+		return
+	}
+	if s.cfg.flavor == FlavorBulkData && !s.bulkAuthorized(w, r) || s.cfg.flavor != FlavorBulkData && !s.authorized(w, r) {
 		return
 	}
 	segs := strings.Split(strings.Trim(path, "/"), "/")
 	if path == "/" {
 		segs = nil
+	}
+	if s.cfg.flavor == FlavorBulkData && s.routeBulk(w, r, segs) {
+		return
 	}
 	switch {
 	case len(segs) == 0 && r.Method == http.MethodGet:

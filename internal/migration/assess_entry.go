@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/fhir"
 )
 
 // Entry points for the assessment (internal/assess): it validates a start request as Start does and plans the
@@ -12,8 +14,23 @@ import (
 
 // ValidateStart validates a start request as Start does, without calling a server: the request with its defaults,
 // or the refusal Start would answer before it checks the servers.
+//
+// It also refuses what the source's kind refuses without asking the source (group for the Azure kinds). A
+// bulk-data source's refusals come from its CapabilityStatement and OperationDefinition, which an assessment does
+// not read: such a source is not assessed (a dry run reads them).
 func (s *Service) ValidateStart(raw StartRequest) (*Request, *Error) {
-	return s.validate(&raw)
+	req, refusal := s.validate(&raw)
+	if refusal != nil {
+		return nil, refusal
+	}
+	if req.SourceKind == SourceKindBulkData {
+		return nil, invalid("unsupported_by_source_kind", "sourceKind",
+			"an assessment covers the Azure kinds (%s, %s); for a bulk-data source, start with dryRun true", SourceKindAPIForFHIR, SourceKindFHIRService)
+	}
+	if refusal := kindOf(req).Prepare(context.Background(), nil, fhir.Capabilities{}, req); refusal != nil {
+		return nil, refusal
+	}
+	return req, nil
 }
 
 // NewPlanning is the plan of a request before any count: the whole request for a system export, else each type's

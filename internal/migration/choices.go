@@ -94,3 +94,6 @@ func orList(values []string) string {
 	}
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
+
+// IDPattern is a FHIR id (the request field group).
+func IDPattern() string { return idPattern.String() }

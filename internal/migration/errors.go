@@ -53,7 +53,11 @@ type Code struct {
 func Codes() []Code {
 	return []Code{
 		{"missing_field", Invalid, "`source` or `destination` absent, or `sourceKind` absent for a source whose host implies no kind"},
-		{"invalid_source_kind", Invalid, "`sourceKind` is not one of the kinds (`api-for-fhir`, `fhir-service`)"},
+		{"invalid_source_kind", Invalid, "`sourceKind` is not one of the kinds (`api-for-fhir`, `fhir-service`, `bulk-data`)"},
+		{"invalid_group", Invalid, "`group` is not a FHIR id"},
+		{"unsupported_by_source_kind", Invalid, "the source's kind cannot do what a field asks: `group` for an Azure source; `history` or `deletes` for a bulk-data source, `till` for one whose export declares no `_until`, `sync` for its Patient or Group export; `types`, `typeFilter` where its export declares no `_type` or `_typeFilter`; `verify` `ids` or `full` of a Patient or Group export; an assessment of a bulk-data source"},
+		{"export_not_declared", Invalid, "a bulk-data source's CapabilityStatement declares no `export` (or `patient-export`), or no `group-export` for `group`"},
+		{"group_not_found", Invalid, "a bulk-data source has no Group of the id in `group`"},
 		{"fhir_version_mismatch", Invalid, "the source's and the destination's CapabilityStatement `fhirVersion` differ in major.minor version (an STU3 source and an R4 destination)"},
 		{"invalid_url", Invalid, "`source` or `destination` is not an absolute URL, or one the allow-list cannot read"},
 		{"host_not_allowed", Invalid, "`source` or `destination` is not on `AllowedHosts` (or uses http off loopback)"},

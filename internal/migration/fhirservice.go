@@ -44,9 +44,15 @@ func (k fhirServiceKind) ExportRequest(req *Request, j *Job) fhir.ExportRequest 
 	return r
 }
 
-func (fhirServiceKind) Client(factory ClientFactory, baseURL string) (FHIRClient, error) {
-	return factory(baseURL)
+func (fhirServiceKind) Client(c Clients, baseURL string) (FHIRClient, error) {
+	return c.Entra(baseURL)
 }
+
+func (fhirServiceKind) Prepare(_ context.Context, _ FHIRClient, _ fhir.Capabilities, req *Request) *Error {
+	return noGroup(req)
+}
+
+func (fhirServiceKind) CountsExports(*Request) bool { return true }
 
 func (fhirServiceKind) StageFiles(_ context.Context, in StageInput) ([]File, error) {
 	return manifestFiles(in.Manifest), nil

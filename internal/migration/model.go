@@ -101,18 +101,22 @@ type Migration struct {
 type Request struct {
 	Source string `json:"source"`
 	// SourceKind is the kind of source server (sourcekind.go): api-for-fhir, fhir-service or bulk-data.
-	SourceKind     string     `json:"sourceKind"`
-	Destination    string     `json:"destination"`
-	Types          []string   `json:"types,omitempty"`
-	Since          *time.Time `json:"since,omitempty"`
-	Till           *time.Time `json:"till,omitempty"`
-	TypeFilter     []string   `json:"typeFilter,omitempty"`
-	ExportStrategy string     `json:"exportStrategy"`
-	ImportMode     string     `json:"importMode"`
-	Container      string     `json:"container"`
-	Verify         string     `json:"verify"`
-	VerifySample   int        `json:"verifySample"`
-	DryRun         bool       `json:"dryRun,omitempty"`
+	SourceKind string `json:"sourceKind"`
+	// Group is the Group whose patients a bulk-data source exports (Group/{id}/$export), or "".
+	Group string `json:"group,omitempty"`
+	// BulkData is what a bulk-data source declared at start (bulkdata.go).
+	BulkData       *BulkDataExport `json:"bulkData,omitempty"`
+	Destination    string          `json:"destination"`
+	Types          []string        `json:"types,omitempty"`
+	Since          *time.Time      `json:"since,omitempty"`
+	Till           *time.Time      `json:"till,omitempty"`
+	TypeFilter     []string        `json:"typeFilter,omitempty"`
+	ExportStrategy string          `json:"exportStrategy"`
+	ImportMode     string          `json:"importMode"`
+	Container      string          `json:"container"`
+	Verify         string          `json:"verify"`
+	VerifySample   int             `json:"verifySample"`
+	DryRun         bool            `json:"dryRun,omitempty"`
 	// WindowTarget is the most resources one export window holds (0: DefaultWindowTarget).
 	WindowTarget int64 `json:"windowTarget,omitempty"`
 	// Cleanup is "after-verify" to delete the staged files once verification passed, or empty.

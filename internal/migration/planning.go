@@ -91,7 +91,7 @@ func newPlanning(req *Request, sourceTypes []string, now time.Time) *Planning {
 	if req.History || req.Deletes {
 		p.Versions = countVersions
 	}
-	if req.ExportStrategy == StrategySystem {
+	if req.ExportStrategy == StrategySystem || b.OneExport {
 		p.Pending = []PlanRange{{Type: allTypes, Since: req.Since, Till: till, Whole: true}}
 		return p
 	}
@@ -147,6 +147,12 @@ func (pl *planner) run(ctx context.Context, counts int, deadline time.Time, cloc
 			return errPlanningBudget
 		}
 		r := pl.p.Pending[0]
+		if pl.bounds.OneExport {
+			// A source without a time upper bound: the request is one export, never split, never counted.
+			pl.p.Pending = pl.p.Pending[1:]
+			pl.systemWindow(r, 0)
+			continue
+		}
 		if pl.p.Counts >= pl.maxCounts {
 			// Past the bound, what is not split yet is exported as it is: never a failure.
 			pl.p.Pending = pl.p.Pending[1:]

@@ -68,7 +68,9 @@ type call struct {
 	// import's error files (typed by input), and errorSummary their digest.
 	manifest string
 	// files are a completed export's files as its source kind staged them (SourceKind.StageFiles).
-	files        []File
+	files []File
+	// notes are what staging the files has to say in the report (a bulk-data source's export errors).
+	notes        []string
 	importErrors string
 	errorSummary *ErrorSummary
 }
@@ -248,7 +250,10 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 		switch {
 		case c.isKickoff():
 			c.countedAt = s.now()
-			if c.expected, c.err = expectedCounts(ctx, client, kindOf(&m.Request).Bounds(), j); c.err == nil {
+			if kindOf(&m.Request).CountsExports(&m.Request) {
+				c.expected, c.err = expectedCounts(ctx, client, kindOf(&m.Request).Bounds(), j)
+			}
+			if c.err == nil {
 				c.contentLocation, c.err = client.ExportKickoff(ctx, exportRequest(m, j))
 			}
 		case c.kind == KindExport:
@@ -256,8 +261,14 @@ func (s *Service) runCalls(ctx context.Context, m *Migration, calls []*call) {
 			if c.err != nil || !c.export.Done || c.export.Manifest == nil {
 				return
 			}
-			c.files, c.err = kindOf(&m.Request).StageFiles(ctx, StageInput{Migration: m, Job: j, Manifest: c.export.Manifest,
-				Source: client, Staging: s.cfg.Staging})
+			in := StageInput{Migration: m, Job: j, Manifest: c.export.Manifest, Source: client, Staging: s.cfg.Staging,
+				Log: s.log.With("migration", m.ID, "job", j.ID), Note: func(n string) { c.notes = append(c.notes, n) }}
+			if s.cfg.SourceFiles != nil {
+				if in.Files, c.err = s.cfg.SourceFiles(m.Request.Source); c.err != nil {
+					return
+				}
+			}
+			c.files, c.err = kindOf(&m.Request).StageFiles(ctx, in)
 			if c.err != nil {
 				return
 			}
@@ -330,6 +341,22 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		}
 		if t, err := time.Parse(time.RFC3339Nano, c.export.Manifest.TransactionTime); err == nil {
 			j.TransactionTime = timePtr(t.UTC())
+			if kindOf(&m.Request).Bounds().OneExport {
+				// Sent without a till (or with the request's, as _until), the export holds exactly what its
+				// transactionTime says, up to the request's till: the window ends there (the next sync round starts
+				// there), and so does a full copy's migrated range.
+				held := t.UTC()
+				if m.Request.Till != nil && m.Request.Till.Before(held) {
+					held = *m.Request.Till
+				}
+				j.Till = timePtr(held)
+				if j.Round == 0 && m.Planning != nil && m.Request.Till == nil {
+					m.Planning.Till = held
+				}
+			}
+		}
+		for _, n := range c.notes {
+			m.Notes = appendNote(m.Notes, n)
 		}
 		output := c.files
 		if short := shortfall(j.Expected, output); len(short) > 0 {

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ func Scope(m *Migration) []ScopeItem {
 	add("Source", "%s", r.Source)
 	kind := kindOf(r)
 	add("Source kind", "%s (%s)", kind.Name(), kind.Bounds().describe())
+	if bd := r.BulkData; bd != nil {
+		add("Bulk Data export", "%s, with %s (what the source declares)", cmp.Or(bd.Path, "$export (system)"), strings.Join(bd.Params, ", "))
+	}
 	add("Destination", "%s", r.Destination)
 	switch {
 	case len(r.Types) > 0:

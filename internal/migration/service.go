@@ -16,11 +16,15 @@ import (
 // Config is everything the engine needs: its parts and its Tuning (start from DefaultTuning).
 type Config struct {
 	Tuning
-	Store   store.Store
-	Bus     bus.Sender
-	FHIR    ClientFactory
-	Policy  URLPolicy
-	Staging Staging
+	Store store.Store
+	Bus   bus.Sender
+	FHIR  ClientFactory
+	// SMARTFHIR is the client factory of SMART Backend Services (bulk-data sources); nil: none configured.
+	SMARTFHIR ClientFactory
+	// SourceFiles reads a bulk-data source's export files (bulkfetch) for the base URL; nil: none configured.
+	SourceFiles func(baseURL string) (SourceFiles, error)
+	Policy      URLPolicy
+	Staging     Staging
 	// Clock defaults to time.Now.
 	Clock  func() time.Time
 	Logger *slog.Logger

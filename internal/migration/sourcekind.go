@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -24,20 +25,24 @@ const (
 )
 
 // sourceKindNames are the values of sourceKind the engine implements (kindOf answers each), in the order the API
-// documents them. bulk-data joins the list with its implementation.
-var sourceKindNames = []string{SourceKindAPIForFHIR, SourceKindFHIRService}
+// documents them.
+var sourceKindNames = []string{SourceKindAPIForFHIR, SourceKindFHIRService, SourceKindBulkData}
 
 // SourceKind is everything about a source that differs by its kind; the rest of the engine asks the migration's
 // kind (kindOf) and never branches on the kind's name. A kind must provide:
 //
 //   - Name: its value of the request field sourceKind.
+//
 //   - Bounds: how windows are cut and counted: the resolution of the source's lastUpdated as its export selects
 //     it, and whether an export's _till is in the window or starts the next one. Planning, the counts before
 //     each kick-off, verification and the history counts all take their ends from it.
+//
 //   - ExportRequest: the $export kick-off of one export job, holding only the parameters the kind takes
 //     (fhir.ExportRequest; a kind that cannot name a container or a till leaves them out).
-//   - Client: the client of the source, authorised as the kind authorises (factory is the configured Entra ID
-//     client factory; a kind with another scheme wraps or replaces it).
+//
+//   - Client: the client of the source, authorised as the kind authorises (Clients holds the configured
+//     factories: Entra ID, and SMART Backend Services when configured).
+//
 //   - StageFiles: where a finished export's files are and how they are read: it answers the files, as URLs in
 //     the staging account, that the destination imports. A kind whose source wrote into the staging container
 //     answers the manifest's files as they are; one whose files are elsewhere copies them there first. It runs
@@ -46,13 +51,30 @@ var sourceKindNames = []string{SourceKindAPIForFHIR, SourceKindFHIRService}
 //     staged again after a lost save or a re-poll), and an error is handled as a failed status poll
 //     (applyPollError: retried, bounded by MaxPollFailures; wrap one a retry cannot fix with permanent()).
 //
+//   - Prepare: at start, checks the request against what the source declares (its CapabilityStatement, given)
+//     and records in the request what the kind's kick-offs need; a refusal is a 4xx.
+//
+//   - CountsExports: whether a search on the source counts what the request's exports select. Planning, the
+//     check of each manifest against the counts before its kick-off, and verification count the source only
+//     then; otherwise the manifest's lines stand for the source.
+//
 // A kind is stateless: kindOf answers a fresh value, and everything it needs arrives in the call.
 type SourceKind interface {
 	Name() string
 	Bounds() WindowBounds
 	ExportRequest(req *Request, j *Job) fhir.ExportRequest
-	Client(factory ClientFactory, baseURL string) (FHIRClient, error)
+	Client(c Clients, baseURL string) (FHIRClient, error)
 	StageFiles(ctx context.Context, in StageInput) ([]File, error)
+	Prepare(ctx context.Context, src FHIRClient, caps fhir.Capabilities, req *Request) *Error
+	CountsExports(req *Request) bool
+}
+
+// Clients are the configured client factories a kind chooses from.
+type Clients struct {
+	// Entra is the Entra ID (managed identity) client factory: Config.FHIR.
+	Entra ClientFactory
+	// SMART authorises with SMART Backend Services (Config.SMARTFHIR); nil when no SMART client is configured.
+	SMART ClientFactory
 }
 
 // StageInput is what StageFiles is given: the migration, its export job, and the manifest its source answered.
@@ -63,6 +85,11 @@ type StageInput struct {
 	// Source is the source's client (from the kind's Client); Staging the staging account.
 	Source  FHIRClient
 	Staging Staging
+	// Files reads the export's files where the source keeps them (Config.SourceFiles; nil when not configured).
+	Files SourceFiles
+	Log   *slog.Logger
+	// Note adds a line to the migration's notes (shown in the report) once the manifest is accepted.
+	Note func(string)
 }
 
 // kindOf is the kind of a request's source (validate sets Request.SourceKind; a document from before the field
@@ -71,6 +98,8 @@ func kindOf(req *Request) SourceKind {
 	switch req.SourceKind {
 	case SourceKindFHIRService:
 		return fhirServiceKind{}
+	case SourceKindBulkData:
+		return bulkDataKind{}
 	default:
 		return apiForFHIRKind{}
 	}
@@ -78,7 +107,7 @@ func kindOf(req *Request) SourceKind {
 
 // sourceClient is the client of a request's source, authorised as its kind authorises.
 func (s *Service) sourceClient(req *Request) (FHIRClient, error) {
-	return kindOf(req).Client(s.cfg.FHIR, req.Source)
+	return kindOf(req).Client(Clients{Entra: s.cfg.FHIR, SMART: s.cfg.SMARTFHIR}, req.Source)
 }
 
 // clientOf is the client of base, one of the migration's two servers.
@@ -114,13 +143,20 @@ func defaultSourceKind(baseURL string) string {
 // next window starts one Tick after the till of the one before. With TillExclusive the source's export takes
 // _till exclusively: a window is sent with _till one Tick after its last, which is the next window's _since, and
 // counted with the same ends (ge{since}, lt{till + Tick}); else it is sent and counted as it is (ge, le).
+//
+// With OneExport the source's export takes no time upper bound: the request is planned as one export, whatever
+// its size, and never split.
 type WindowBounds struct {
 	Tick          time.Duration
 	TillExclusive bool
+	OneExport     bool
 }
 
 // describe says in words how windows are cut, for the report's scope.
 func (b WindowBounds) describe() string {
+	if b.OneExport {
+		return "one export, without a time upper bound, up to the source's transactionTime"
+	}
 	if b.TillExclusive {
 		return fmt.Sprintf("export windows cut at %s, each _till the next window's _since", b.Tick)
 	}
@@ -186,8 +222,22 @@ func (apiForFHIRKind) ExportRequest(req *Request, j *Job) fhir.ExportRequest {
 	return azureExportRequest(req, j)
 }
 
-func (apiForFHIRKind) Client(factory ClientFactory, baseURL string) (FHIRClient, error) {
-	return factory(baseURL)
+func (apiForFHIRKind) Client(c Clients, baseURL string) (FHIRClient, error) {
+	return c.Entra(baseURL)
+}
+
+func (apiForFHIRKind) Prepare(_ context.Context, _ FHIRClient, _ fhir.Capabilities, req *Request) *Error {
+	return noGroup(req)
+}
+
+func (apiForFHIRKind) CountsExports(*Request) bool { return true }
+
+// noGroup refuses the request field group for a kind that exports at system level only.
+func noGroup(req *Request) *Error {
+	if req.Group != "" {
+		return invalid("unsupported_by_source_kind", "group", "group is for a bulk-data source (Group/{id}/$export); sourceKind is %s", req.SourceKind)
+	}
+	return nil
 }
 
 func (apiForFHIRKind) StageFiles(_ context.Context, in StageInput) ([]File, error) {

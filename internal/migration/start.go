@@ -35,7 +35,9 @@ type StartRequest struct {
 	Destination *string `json:"destination"`
 	// SourceKind is api-for-fhir, fhir-service or bulk-data; absent, the source's host decides where it can
 	// (defaultSourceKind).
-	SourceKind     *string  `json:"sourceKind"`
+	SourceKind *string `json:"sourceKind"`
+	// Group, for a bulk-data source: the id of the Group whose patients are exported (Group/{id}/$export).
+	Group          *string  `json:"group"`
 	Types          []string `json:"types"`
 	Since          *string  `json:"since"`
 	Till           *string  `json:"till"`
@@ -134,6 +136,12 @@ func (s *Service) validate(r *StartRequest) (*Request, *Error) {
 	}
 	if req.SourceKind, refusal = checkSourceKind(r.SourceKind, req.Source); refusal != nil {
 		return nil, refusal
+	}
+	if r.Group != nil {
+		if !idPattern.MatchString(*r.Group) {
+			return nil, invalid("invalid_group", "group", "group must be a FHIR id ([A-Za-z0-9-.]{1,64})")
+		}
+		req.Group = *r.Group
 	}
 	for i, t := range r.Types {
 		field := fmt.Sprintf("types[%d]", i)
@@ -370,6 +378,9 @@ func (s *Service) preflight(ctx context.Context, req *Request) (sourceTypes, des
 		return nil, nil, unavailable("destination_unreachable", "destination", "the destination's CapabilityStatement could not be read: %v", err)
 	}
 	if refusal := checkFHIRVersions(srcCaps.FHIRVersion, dstCaps.FHIRVersion); refusal != nil {
+		return nil, nil, refusal
+	}
+	if refusal := kindOf(req).Prepare(ctx, src, srcCaps, req); refusal != nil {
 		return nil, nil, refusal
 	}
 	sourceTypes = srcCaps.Types

@@ -295,6 +295,14 @@ func (s *Service) measure(ctx context.Context, m *Migration) ([]TypeRow, *System
 			types = append(types, t)
 		}
 	}
+	if !kindOf(&m.Request).CountsExports(&m.Request) {
+		// No search counts what the source exported (a Patient or Group export, or a source without
+		// _summary=count): the manifests' lines, counted as the files were staged, stand for the source.
+		for _, r := range byType {
+			r.Source = r.Exported
+		}
+		types = nil
+	}
 	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)

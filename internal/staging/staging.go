@@ -4,10 +4,13 @@ package staging
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -151,4 +154,77 @@ func (a *Account) Open(ctx context.Context, blobURL string) (io.ReadCloser, erro
 		return nil, fmt.Errorf("open %s/%s: %w", c, b, err)
 	}
 	return resp.Body, nil
+}
+
+// UploadStream writes r to a block blob in blocks of blockSize bytes, at most concurrency in flight, so memory is
+// bounded by their product whatever the blob's size; an existing blob is replaced when the upload commits, and a
+// failed upload leaves no blob behind. It returns the blob's URL.
+func (a *Account) UploadStream(ctx context.Context, containerName, blobName string, r io.Reader, blockSize int64, concurrency int) (string, error) {
+	_, err := a.client.UploadStream(ctx, containerName, blobName, r, &azblob.UploadStreamOptions{
+		BlockSize: blockSize, Concurrency: concurrency,
+	})
+	if err != nil {
+		return "", fmt.Errorf("upload %s/%s: %w", containerName, blobName, err)
+	}
+	u := *a.endpoint
+	u.Path += containerName + "/" + blobName
+	return u.String(), nil
+}
+
+// Metadata keys of a blob streamed from a source server (MarkStaged): a hash of the file's URL at the source
+// (never the URL itself: a signed URL would leave its signature here) and its NDJSON line count.
+const (
+	stagedSourceKey = "fhirmigrationsource"
+	stagedLinesKey  = "fhirmigrationlines"
+)
+
+// MarkStaged records on a finished upload which source file it holds and how many lines it has, so that a later
+// run finds it done (StagedLines) instead of fetching it again.
+func (a *Account) MarkStaged(ctx context.Context, containerName, blobName, sourceURL string, lines int64) error {
+	bc := a.client.ServiceClient().NewContainerClient(containerName).NewBlobClient(blobName)
+	_, err := bc.SetMetadata(ctx, map[string]*string{
+		stagedSourceKey: to.Ptr(sourceHash(sourceURL)), stagedLinesKey: to.Ptr(strconv.FormatInt(lines, 10)),
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("mark %s/%s staged: %w", containerName, blobName, err)
+	}
+	return nil
+}
+
+// StagedLines reports a blob that MarkStaged recorded for the file at sourceURL: its URL, line count and size;
+// found is false when the blob is missing or holds something else.
+func (a *Account) StagedLines(ctx context.Context, containerName, blobName, sourceURL string) (blobURL string, lines, size int64, found bool, err error) {
+	bc := a.client.ServiceClient().NewContainerClient(containerName).NewBlobClient(blobName)
+	props, err := bc.GetProperties(ctx, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return "", 0, 0, false, nil
+	}
+	if err != nil {
+		return "", 0, 0, false, fmt.Errorf("read %s/%s: %w", containerName, blobName, err)
+	}
+	var src, n string
+	for k, v := range props.Metadata { // keys come back in any case
+		switch {
+		case v == nil:
+		case strings.EqualFold(k, stagedSourceKey):
+			src = *v
+		case strings.EqualFold(k, stagedLinesKey):
+			n = *v
+		}
+	}
+	lines, perr := strconv.ParseInt(n, 10, 64)
+	if src != sourceHash(sourceURL) || perr != nil || lines < 0 {
+		return "", 0, 0, false, nil
+	}
+	if props.ContentLength != nil {
+		size = *props.ContentLength
+	}
+	u := *a.endpoint
+	u.Path += containerName + "/" + blobName
+	return u.String(), lines, size, true, nil
+}
+
+func sourceHash(sourceURL string) string {
+	sum := sha256.Sum256([]byte(sourceURL))
+	return hex.EncodeToString(sum[:])
 }
