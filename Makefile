@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: tools browser build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale
+.PHONY: tools browser build demo stack-up stack-down package deploy-check chaos fuzz test test-short vet fmt-check bench bench-scale bench-cutover
 
 tools: ## install the pinned npm tools into .tools/ (Azurite, the KQL parser, the OpenAPI validator, Newman)
 	@./scripts/install-tools.sh
@@ -63,3 +63,6 @@ bench: ## benchmarks (speed and memory are measured here, never asserted in test
 
 bench-scale: tools ## a billion modelled resources through the local stack under the rate model (about 15 minutes): one line, and bench/out/scale.json
 	$(GO) run ./cmd/benchscale
+
+bench-cutover: tools ## the same billion synced while the source is written, then cut over (about 27 minutes): the cutover line, and bench/out/cutover.json
+	$(GO) run ./cmd/benchscale -cutover

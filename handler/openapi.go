@@ -78,7 +78,7 @@ func startCodes() []string {
 	return append(slices.Clone(bodyCodes), "missing_field", "invalid_source_kind", "fhir_version_mismatch", "invalid_group", "unsupported_by_source_kind", "export_not_declared", "group_not_found", "invalid_url", "host_not_allowed", "same_server", "invalid_type",
 		"unknown_type", "invalid_time", "invalid_window", "invalid_type_filter", "invalid_export_strategy",
 		"invalid_import_mode", "invalid_container", "invalid_verify", "invalid_verify_sample", "invalid_cleanup",
-		"invalid_window_target", "history_not_combinable", "invalid_sync", "invalid_reconcile", "container_in_use", "source_unreachable",
+		"invalid_window_target", "history_not_combinable", "invalid_sync", "invalid_reconcile", "invalid_cutover_verify", "container_in_use", "source_unreachable",
 		"destination_unreachable")
 }
 

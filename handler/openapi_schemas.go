@@ -115,6 +115,10 @@ func schemaRules() map[string]map[string]schemaRule {
 				describe("with sync: how far each round reaches back before the previous one's end, a Go duration, may be 0s")),
 			"reconcile": combine(enumOf(migration.ReconcileModes()), defaultOf(migration.DefaultReconcile),
 				describe("with sync: what the cutover does with the destination's resources the source no longer has: delete removes them, report only lists them")),
+			"cutoverVerify": combine(enumOf(migration.CutoverVerifyModes()), defaultOf(migration.CutoverVerifyFast),
+				describe("with sync: how the cutover verifies. fast checks only what changed since the checks made while syncing "+
+					"(the files not checked yet, counts over _lastUpdated ranges for reconciliation); full-ids reads every staged file "+
+					"again and lists every id on both servers (hours at a billion resources, all of them downtime)")),
 		},
 		// The accepted request, with its defaults applied, as the answers carry it.
 		"Request": {
@@ -124,6 +128,7 @@ func schemaRules() map[string]map[string]schemaRule {
 			"verify":         enumOf(migration.VerifyModes()),
 			"cleanup":        enumOf(migration.CleanupModes()),
 			"reconcile":      enumOf(migration.ReconcileModes()),
+			"cutoverVerify":  enumOf(migration.CutoverVerifyModes()),
 		},
 		"ReverifyRequest": {
 			"verify": combine(enumOf(migration.ReverifyModes()),

@@ -185,7 +185,7 @@ func openAPIProbes(t *testing.T, raw []byte) []openAPIProbe {
 	}
 	require.NoError(t, json.Unmarshal(raw, &d))
 	// Fields that apply with sync only.
-	withSync := map[string]bool{"reconcile": true, "syncInterval": true, "syncMargin": true}
+	withSync := map[string]bool{"reconcile": true, "syncInterval": true, "syncMargin": true, "cutoverVerify": true}
 	bodies := map[string]struct {
 		path string
 		base func(map[string]any) map[string]any

@@ -38,6 +38,7 @@ var startFields = []field{
 	{json: "syncInterval", flag: "sync-interval", kind: kString, usage: "with --sync, the time `D` between rounds, a Go duration (default 15m)"},
 	{json: "syncMargin", flag: "sync-margin", kind: kString, usage: "with --sync, the overlap `D` of a round with the previous one (default 5m)"},
 	{json: "reconcile", flag: "reconcile", kind: kString, usage: "`delete|report`, with --sync: what the cutover does with what the source hard-deleted or purged (default delete)"},
+	{json: "cutoverVerify", flag: "cutover-verify", kind: kString, usage: "`fast|full-ids`, with --sync: how the cutover verifies: only what changed since the checks made while syncing, or every staged file and every id again (default fast)"},
 }
 
 func setupStart(fs *flagSet) runner {
@@ -131,6 +132,7 @@ type plan struct {
 		SyncInterval   string     `json:"syncInterval"`
 		SyncMargin     string     `json:"syncMargin"`
 		Reconcile      string     `json:"reconcile"`
+		CutoverVerify  string     `json:"cutoverVerify"`
 	} `json:"request"`
 	Jobs []struct {
 		ID         string     `json:"id"`
@@ -176,7 +178,7 @@ func (p *plan) print(out io.Writer) {
 		opts = append(opts, "deletes")
 	}
 	if r.Sync {
-		opts = append(opts, fmt.Sprintf("sync every %s (margin %s, reconcile %s)", r.SyncInterval, r.SyncMargin, r.Reconcile))
+		opts = append(opts, fmt.Sprintf("sync every %s (margin %s, reconcile %s, cutover verify %s)", r.SyncInterval, r.SyncMargin, r.Reconcile, r.CutoverVerify))
 	}
 	if r.Cleanup != "" {
 		opts = append(opts, "cleanup "+r.Cleanup)

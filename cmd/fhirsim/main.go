@@ -100,6 +100,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&model.ExportRate, "export-rate", model.ExportRate, "with --rate-model: modelled resources per second of one running export job (R_e)")
 	fs.IntVar(&model.ExportSlots, "export-slots", model.ExportSlots, "with --rate-model: export jobs running at once; more wait, answering 202 (C_e)")
 	fs.Float64Var(&model.ImportRate, "import-rate", model.ImportRate, "with --rate-model: modelled resources per second the destination imports, shared by its running imports (R_I)")
+	fs.Float64Var(&model.SearchRate, "search-rate", model.SearchRate, "with --rate-model: modelled resources per second searches read in all, shared by the running searches (0: no time; "+
+		strconv.Itoa(fhirsim.DefaultSearchRate)+" is what make bench-cutover assumes)")
+	fs.Float64Var(&model.CountRate, "count-rate", model.CountRate, "with --rate-model: modelled resources per second counts scan in all, shared by the running counts (0: no time; "+
+		strconv.Itoa(fhirsim.DefaultCountRate)+" is what make bench-cutover assumes)")
+	fs.Float64Var(&model.CountLatency, "count-latency", model.CountLatency, "with --rate-model: modelled seconds each count takes besides (0: none)")
 	fs.Float64Var(&model.TimeScale, "time-scale", model.TimeScale, "with --rate-model: divides every modelled duration (S)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err

@@ -218,6 +218,15 @@ func TestParseOptionsRateModel(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, o.maxImports)
 	require.Equal(t, 100.5, o.rates.ExportRate)
+	require.Zero(t, o.rates.SearchRate, "searches and counts take no time unless asked")
+
+	o, err = parseOptions([]string{"--rate-model", "--search-rate", "16000", "--count-rate", "1e7", "--count-latency", "0.02"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 16000.0, o.rates.SearchRate)
+	require.Equal(t, 1e7, o.rates.CountRate)
+	require.Equal(t, 0.02, o.rates.CountLatency)
+	_, err = parseOptions([]string{"--rate-model", "--count-rate", "-1"}, io.Discard)
+	require.Error(t, err)
 }
 
 // The configurations an assessment tells apart: an STU3 service and a service whose import is off.

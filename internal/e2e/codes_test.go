@@ -168,6 +168,7 @@ func TestEveryDescribedErrorCodeIsAnswered(t *testing.T) {
 		{"startMigration", "history_not_combinable", "POST", "/api/migrations", startBody(`,"history":true,"importMode":"InitialLoad"`)},
 		{"startMigration", "invalid_sync", "POST", "/api/migrations", startBody(`,"syncInterval":"1m"`)},
 		{"startMigration", "invalid_reconcile", "POST", "/api/migrations", startBody(`,"reconcile":"delete"`)},
+		{"startMigration", "invalid_cutover_verify", "POST", "/api/migrations", startBody(`,"sync":true,"cutoverVerify":"quick"`)},
 		{"startMigration", "container_in_use", "POST", "/api/migrations", startBody(`,"container":"` + done + `"`)},
 		{"startMigration", "source_unreachable", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, closedURL, dst)},
 		{"startMigration", "destination_unreachable", "POST", "/api/migrations", fmt.Sprintf(`{"source":%q,"destination":%q}`, src, closedURL)},

@@ -125,7 +125,7 @@ func (s *Server) handleExportKickOff(w http.ResponseWriter, r *http.Request) {
 			return fmt.Errorf("export operation failed for reason: %w", err)
 		}
 		// Writing the files is part of the modelled time, not added to it.
-		if err := sleepCtx(ctx, s.cfg.rates.exportTime(len(written))-time.Since(began)); err != nil {
+		if err := sleepCtx(ctx, s.rateModel().exportTime(len(written))-time.Since(began)); err != nil {
 			return err
 		}
 		s.mu.Lock()

@@ -93,11 +93,14 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request, typ, id s
 		return
 	}
 	if countOnly {
-		total := s.resources.historyCountRange(hq) * int(s.cfg.rates.weight())
+		total := s.resources.historyCountRange(hq)
+		s.chargeCount(r.Context(), total)
+		total *= int(s.cfg.rates.weight())
 		writeJSON(w, http.StatusOK, "application/fhir+json", bundle{ResourceType: "Bundle", ID: newJobID(), Type: "history", Total: &total})
 		return
 	}
 	page, more := s.resources.historyPage(hq)
+	s.chargeSearch(r.Context(), len(page))
 	s.writeHistoryPage(w, r, q, page, more)
 }
 

@@ -19,13 +19,22 @@ import (
 //   - ImportRate: modelled resources per second the destination imports in all, shared equally by its running
 //     imports (C_i, their number, is WithMaxImports): one import uses the whole service and concurrent imports add
 //     no throughput.
-//   - TimeScale: divides every modelled duration (S); 0 means 1.
+//   - SearchRate: modelled resources per second the service reads for searches in all (every id an _id search
+//     asks for, every entry a listing or a _history page answers), shared equally by the searches running at
+//     once; 0: searches take no modelled time.
+//   - CountRate: modelled resources per second the service scans for counts in all (_summary=count over a range
+//     scans the range's rows), shared equally by the counts running at once; CountLatency: modelled seconds each
+//     count takes besides (not shared). 0: counts take no modelled time.
+//   - TimeScale: divides every modelled duration (S); 0 means 1. Server.SetTimeScale changes it while running.
 type RateModel struct {
-	Weight      int64
-	ExportRate  float64
-	ExportSlots int
-	ImportRate  float64
-	TimeScale   float64
+	Weight       int64
+	ExportRate   float64
+	ExportSlots  int
+	ImportRate   float64
+	SearchRate   float64
+	CountRate    float64
+	CountLatency float64
+	TimeScale    float64
 }
 
 // Defaults of the rate model, assumptions stated as such: an export job produces 2,900 resources/s (a non-parallel
@@ -36,8 +45,16 @@ const (
 	DefaultExportSlots = 4
 	DefaultImportRate  = 10_000
 	DefaultImportSlots = 5
-	defaultModelWeight = 1
-	defaultModelScale  = 1
+	// DefaultSearchRate, DefaultCountRate and DefaultCountLatency are what the cutover benchmark assumes of both
+	// services (none of them is published; see the README's "Cutover benchmark"): an _id search of 100 ids with
+	// _elements=id answered in 50 ms with 8 in flight (16,000 ids/s), and a count over a _lastUpdated range as a
+	// range scan of the narrow index on (ResourceTypeId, ResourceSurrogateId) of current resources at 10 million
+	// rows/s, plus 20 ms a query. DefaultRateModel leaves them off.
+	DefaultSearchRate   = 16_000
+	DefaultCountRate    = 10_000_000
+	DefaultCountLatency = 0.02
+	defaultModelWeight  = 1
+	defaultModelScale   = 1
 )
 
 // DefaultRateModel is the rate model with the default figures, each resource standing for itself, in real time.
@@ -49,7 +66,8 @@ func DefaultRateModel() RateModel {
 // Validate refuses negative or non-finite figures.
 func (m RateModel) Validate() error {
 	for name, v := range map[string]float64{"weight": float64(m.Weight), "export rate": m.ExportRate,
-		"export slots": float64(m.ExportSlots), "import rate": m.ImportRate, "time scale": m.TimeScale} {
+		"export slots": float64(m.ExportSlots), "import rate": m.ImportRate, "search rate": m.SearchRate,
+		"count rate": m.CountRate, "count latency": m.CountLatency, "time scale": m.TimeScale} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("rate model: %s %v is not a non-negative number", name, v)
 		}
@@ -105,8 +123,9 @@ func (g exportGate) enter(ctx context.Context) (func(), error) {
 // import joins when it starts, so that its own reading and writing overlap the time it is served, and tells its
 // modelled resources once it has read them; it ends when it has been served that many.
 type importMeter struct {
-	// rate is modelled resources per wall second (ImportRate x S, as scale gives it).
+	// rate is modelled resources per wall second (the base rate x S, as scale gives it).
 	rate   float64
+	base   float64
 	now    func() time.Time
 	mu     sync.Mutex
 	active map[*meterJob]bool
@@ -128,10 +147,35 @@ func (j *meterJob) left() float64 {
 }
 
 func newImportMeter(m RateModel, now func() time.Time) *importMeter {
-	if m.ImportRate <= 0 {
+	return newShareMeter(m.ImportRate, m.scale(), now)
+}
+
+// newShareMeter is a meter serving rate modelled resources per modelled second in all, under time scale scale;
+// nil (nothing metered) without a rate.
+func newShareMeter(rate, scale float64, now func() time.Time) *importMeter {
+	if rate <= 0 {
 		return nil
 	}
-	return &importMeter{rate: m.ImportRate * m.scale(), now: now, active: map[*meterJob]bool{}}
+	return &importMeter{rate: rate * scale, base: rate, now: now, active: map[*meterJob]bool{}}
+}
+
+// setScale serves what ran so far at the old scale, then goes on at the new one.
+func (m *importMeter) setScale(scale float64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.advanceLocked(m.now())
+	m.rate = m.base * scale
+}
+
+// serve meters work modelled resources as one job from now on (a search or a count) and waits until it is served.
+func (m *importMeter) serve(ctx context.Context, work float64) error {
+	if m == nil || work <= 0 {
+		return nil
+	}
+	return m.finish(ctx, m.join(), work)
 }
 
 // advanceLocked serves the running imports from the last advance to now, exactly: the rate is split equally
@@ -232,4 +276,45 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// SetTimeScale changes the rate model's time scale S while the simulator runs (a benchmark that runs one phase
+// fast and measures another slowly): what the meters served so far stays served at the old scale, and every
+// duration decided from now on (an export's time, a search's or a count's share, an import's share) takes the new
+// one. Without a rate model it does nothing.
+func (s *Server) SetTimeScale(scale float64) {
+	if scale <= 0 || math.IsNaN(scale) || math.IsInf(scale, 0) || s.cfg.rates == (RateModel{}) {
+		return
+	}
+	s.scale.Store(math.Float64bits(scale))
+	for _, m := range []*importMeter{s.importMeter, s.searchMeter, s.countMeter} {
+		m.setScale(scale)
+	}
+}
+
+// rateModel is the rate model with the time scale now in force.
+func (s *Server) rateModel() RateModel {
+	r := s.cfg.rates
+	if r != (RateModel{}) {
+		r.TimeScale = math.Float64frombits(s.scale.Load())
+	}
+	return r
+}
+
+// chargeSearch takes the modelled time of a search that read n stored resources (asked for by id, or answered),
+// its share of the service's search rate; chargeCount that of a count over n stored resources: its latency, then
+// its share of the count rate. Both wait in the request, as the service answers when it is done.
+func (s *Server) chargeSearch(ctx context.Context, n int) {
+	_ = s.searchMeter.serve(ctx, float64(int64(n)*s.cfg.rates.weight()))
+}
+
+func (s *Server) chargeCount(ctx context.Context, n int) {
+	r := s.rateModel()
+	if r.CountRate <= 0 && r.CountLatency <= 0 {
+		return
+	}
+	if err := sleepCtx(ctx, r.scaled(r.CountLatency)); err != nil {
+		return
+	}
+	_ = s.countMeter.serve(ctx, float64(int64(n)*r.weight()))
 }

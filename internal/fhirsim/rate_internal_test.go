@@ -86,3 +86,44 @@ func TestImportAndExportTakeTheSameScaledTime(t *testing.T) {
 		require.False(t, meter.active[j], "import at scale %v: done at %v", c.scale, c.wall)
 	}
 }
+
+// TestShareMeterChangesScale: a meter serves at its base rate times the scale; a new scale applies from the
+// instant it is set, what ran before having been served at the old one.
+func TestShareMeterChangesScale(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := t0
+	m := newShareMeter(10, 100, func() time.Time { return at }) // 1,000/s
+	m.last = t0
+	j := m.join()
+	j.work, j.known = 5_000, true
+	at = t0.Add(2 * time.Second) // 2,000 served
+	m.setScale(10)               // from now on 100/s
+	require.InDelta(t, 3_000, j.left(), 1e-9)
+	m.advanceLocked(t0.Add(12 * time.Second)) // 1,000 more
+	require.InDelta(t, 2_000, j.left(), 1e-9)
+	require.Nil(t, newShareMeter(0, 5, time.Now), "no rate: nothing metered")
+	var none *importMeter
+	none.setScale(3)
+	require.NoError(t, none.serve(context.Background(), 10))
+}
+
+// TestSetTimeScale: the rate model's durations follow the scale set while running; without a rate model nothing
+// changes, and a scale that is not positive is ignored.
+func TestSetTimeScale(t *testing.T) {
+	s := New(WithRateModel(RateModel{Weight: 1000, ExportRate: 2900, SearchRate: 16_000, CountRate: 1e7, TimeScale: 100}))
+	defer s.Close()
+	require.Equal(t, 20*time.Second, s.rateModel().exportTime(5800))
+	s.SetTimeScale(1000)
+	require.Equal(t, 2*time.Second, s.rateModel().exportTime(5800))
+	require.InDelta(t, 16_000*1000, s.searchMeter.rate, 1e-6)
+	require.InDelta(t, 1e7*1000, s.countMeter.rate, 1e-6)
+	s.SetTimeScale(-1)
+	require.Equal(t, 1000.0, s.rateModel().TimeScale)
+	plain := New()
+	defer plain.Close()
+	plain.SetTimeScale(10)
+	require.Equal(t, RateModel{}, plain.rateModel())
+	require.Nil(t, plain.searchMeter)
+	plain.chargeCount(context.Background(), 10) // no model: no wait
+	plain.chargeSearch(context.Background(), 10)
+}

@@ -235,6 +235,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 	if summary == "count" || pageSize == 0 {
 		sq.countOnly = true
 		total, _, _ := s.resources.find(sq)
+		s.chargeCount(r.Context(), total)
 		total *= int(s.cfg.rates.weight())
 		b.Total = &total
 		writeJSON(w, http.StatusOK, "application/fhir+json", b)
@@ -242,6 +243,12 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, typ string
 	}
 	sq.after, sq.limit = after, pageSize
 	_, page, more := s.resources.find(sq)
+	// An id lookup reads every id it asks for, found or not; a listing the entries it answers.
+	if read := len(page); c.ids != nil {
+		s.chargeSearch(r.Context(), max(read, len(c.ids)))
+	} else {
+		s.chargeSearch(r.Context(), read)
+	}
 	for _, res := range page {
 		raw := res.Raw
 		switch {

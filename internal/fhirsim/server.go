@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -218,6 +220,10 @@ type Server struct {
 	importMeter *importMeter
 	// bulk is the bulk-data flavor's tokens, files and records.
 	bulk *bulkState
+	// searchMeter and countMeter share the service's search and count rates among running requests (nil without
+	// them); scale holds the time scale as float64 bits (SetTimeScale changes it).
+	searchMeter, countMeter *importMeter
+	scale                   atomic.Uint64
 }
 
 // New builds a simulator. Invalid storage configuration is reported by $export/$import as the real service would.
@@ -273,13 +279,17 @@ func New(opts ...Option) *Server {
 		s.log.Error("rate model ignored", "err", err)
 		s.cfg.rates = RateModel{}
 	}
+	s.scale.Store(math.Float64bits(s.cfg.rates.scale()))
 	if r := s.cfg.rates; r != (RateModel{}) {
 		if r.ExportSlots > 0 {
 			s.exportGate = make(exportGate, r.ExportSlots)
 		}
 		s.importMeter = newImportMeter(r, time.Now)
+		s.searchMeter = newShareMeter(r.SearchRate, r.scale(), time.Now)
+		s.countMeter = newShareMeter(r.CountRate, r.scale(), time.Now)
 		s.log.Info("rate model on", "weight", r.weight(), "export_rate", r.ExportRate, "export_slots", r.ExportSlots,
-			"import_rate", r.ImportRate, "max_imports", cfg.maxImports, "time_scale", r.TimeScale)
+			"import_rate", r.ImportRate, "search_rate", r.SearchRate, "count_rate", r.CountRate,
+			"count_latency", r.CountLatency, "max_imports", cfg.maxImports, "time_scale", r.TimeScale)
 	}
 	if cfg.storage != "" {
 		s.blobs, s.blobsErr = newBlobAccount(cfg.storage)

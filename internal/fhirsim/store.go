@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,14 +227,41 @@ func (s *resourceStore) putLocked(r *resource) {
 	ix := s.index(r.Type)
 	if cur := ix.byID[r.ID]; cur != nil {
 		ix.archive(cur)
+		ix.unsort(cur)
 	}
 	if r.Deleted {
 		delete(ix.byID, r.ID)
 		ix.archive(r)
 	} else {
 		ix.byID[r.ID] = r
+		ix.sortIn(r)
 	}
-	ix.byKey, ix.byTime = nil, nil
+}
+
+// sortIn and unsort keep the sorted views, once built, up to date with one write (a binary search and a move of
+// the tail, not a sort): a source written while it is searched does not sort its whole index per write.
+func (ix *typeIndex) sortIn(r *resource) {
+	if ix.byKey == nil || ix.byTime == nil {
+		ix.byKey, ix.byTime = nil, nil
+		return
+	}
+	i, _ := slices.BinarySearchFunc(ix.byKey, r.ID, func(x *resource, id string) int { return cmp.Compare(x.ID, id) })
+	ix.byKey = slices.Insert(ix.byKey, i, r)
+	j, _ := slices.BinarySearchFunc(ix.byTime, r, byTime)
+	ix.byTime = slices.Insert(ix.byTime, j, r)
+}
+
+func (ix *typeIndex) unsort(r *resource) {
+	if ix.byKey == nil || ix.byTime == nil {
+		ix.byKey, ix.byTime = nil, nil
+		return
+	}
+	if i, ok := slices.BinarySearchFunc(ix.byKey, r.ID, func(x *resource, id string) int { return cmp.Compare(x.ID, id) }); ok {
+		ix.byKey = slices.Delete(ix.byKey, i, i+1)
+	}
+	if j, ok := slices.BinarySearchFunc(ix.byTime, r, byTime); ok {
+		ix.byTime = slices.Delete(ix.byTime, j, j+1)
+	}
 }
 
 func (s *resourceStore) index(typ string) *typeIndex {
@@ -308,10 +336,13 @@ func (s *resourceStore) hardDelete(typ, id string) bool {
 	if !had && len(h) == 0 {
 		return false
 	}
+	if cur := ix.byID[id]; cur != nil {
+		ix.unsort(cur)
+	}
 	delete(ix.byID, id)
 	delete(ix.older, id)
 	ix.olderN -= len(h)
-	ix.byKey, ix.byTime, ix.olderByTime = nil, nil, nil
+	ix.olderByTime = nil
 	return true
 }
 
@@ -514,6 +545,11 @@ func (s *resourceStore) findLocked(q query) (total int, page []*resource, more b
 		if q.countOnly && q.match == nil && q.ids == nil {
 			total += len(cands) // a range of the index: no scan
 			continue
+		}
+		if !q.countOnly && q.after != "" {
+			// The candidates are in q's order: the next page starts past the cursor, found by a binary search, not by
+			// a scan from the first.
+			cands = cands[sort.Search(len(cands), func(i int) bool { return q.pastCursor(cands[i]) }):]
 		}
 		for _, r := range cands {
 			if !q.keep(r) {

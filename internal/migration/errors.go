@@ -79,6 +79,7 @@ func Codes() []Code {
 		{"invalid_top", Invalid, "`top` of the migration list is not 1 to 500"},
 		{"invalid_continuation_token", Invalid, "`continuationToken` of the migration list is not one the service gave"},
 		{"invalid_reconcile", Invalid, "`reconcile` is not `delete` or `report`, or comes without `sync`"},
+		{"invalid_cutover_verify", Invalid, "`cutoverVerify` is not `fast` or `full-ids`, or comes without `sync`"},
 		{"invalid_accept", Invalid, "`accept[i]` of a re-verify or a cutover is not `refused-versions`, or is given twice"},
 		{"not_found", NotFound, "no migration with that id (or nothing held back: `report/search-parameters`)"},
 		{"report_not_ready", NotFound, "the migration has no finished verification report yet"},

@@ -283,6 +283,9 @@ func (f *fakeServer) Count(_ context.Context, t string, q url.Values) (int64, er
 		if strings.HasPrefix(v, "gt") {
 			return f.changed[t], nil
 		}
+		if strings.HasPrefix(v, "lt") && len(q["_lastUpdated"]) == 1 {
+			return 0, nil // before the migrated range: the fake holds nothing there
+		}
 	}
 	if f.countFor != nil {
 		if n, ok := f.countFor(t, q); ok {

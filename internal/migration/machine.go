@@ -267,6 +267,7 @@ func (s *Service) housekeep(m *Migration, now time.Time, e *effects) bool {
 			}
 		}
 	}
+	changed = driveSyncChecks(m, now, s.cfg.RedriveAfter, e) || changed
 	if v := m.Verification; m.Status == StatusVerifying && v != nil && !v.DispatchAt.After(cutoff) {
 		v.Dispatch++
 		v.DispatchAt = now

@@ -18,6 +18,10 @@ type RunImportMessage struct {
 type VerifyMessage struct {
 	MigrationID string `json:"migrationId"`
 	Generation  int    `json:"generation"`
+	// Task "sync-checks" is a syncing migration's background checks (sync_checks.go), numbered by Dispatch; empty,
+	// a verification round.
+	Task     string `json:"task,omitempty"`
+	Dispatch int    `json:"dispatch,omitempty"`
 }
 
 // runImportMessage builds the run-import message of one dispatch of a job; the MessageId changes with the

@@ -133,6 +133,10 @@ type Request struct {
 	// Reconcile is what the cutover does with the destination's resources the source no longer has: delete
 	// (default with sync) or report.
 	Reconcile string `json:"reconcile,omitempty"`
+	// CutoverVerify is how a synced migration's cutover verifies (cutover_compare.go): "fast" (the default: what
+	// the sync checked already is not read again; counts over ranges find what changed since) or "full-ids" (every
+	// staged file read again and every id of both servers listed, hours at a billion resources).
+	CutoverVerify string `json:"cutoverVerify,omitempty"`
 }
 
 // associated reports whether the exports carry more than current versions (older versions or deletion stubs):
@@ -511,6 +515,12 @@ type IDCheck struct {
 	NextFile int                 `json:"nextFile"`
 	Files    int                 `json:"files"`
 	Types    map[string]*IDTally `json:"types,omitempty"`
+	// FromSync: a fast cutover's check starts where the sync's checks stopped (sync_checks.go): the files before
+	// FromSync were checked while syncing. Suspects names the blob of the ids that differed then, looked up again
+	// once writes stopped (SuspectsDone).
+	FromSync     int    `json:"fromSync,omitempty"`
+	Suspects     string `json:"suspects,omitempty"`
+	SuspectsDone bool   `json:"suspectsDone,omitempty"`
 }
 
 // IDTally counts the id and content checks of one type.
@@ -537,6 +547,8 @@ type SystemTotal struct {
 	Before   int64 `json:"before"`
 	After    int64 `json:"after"`
 	Exported int64 `json:"exported"`
+	// Summed: After is the sum of the rows' destination counts (a fast cutover counts no other type).
+	Summed bool `json:"summed,omitempty"`
 }
 
 // Cleanup is the record of the deletion of a migration's staged files.

@@ -388,7 +388,12 @@ func (s *Service) applyCall(m *Migration, c *call, now time.Time, e *effects) {
 		if a := j.lastAttempt(); a != nil && c.export != nil {
 			a.RunningAt = timePtr(now)
 		}
-		j.NextPollAt = timePtr(now.Add(s.delay(retryAfter, j.Polls)))
+		delay := s.delay(retryAfter, j.Polls)
+		if j.Round > 0 && retryAfter == 0 {
+			// A sync round's jobs are small and their end sets the lag: polled at least every four PollInitial.
+			delay = min(delay, 4*s.cfg.PollInitial)
+		}
+		j.NextPollAt = timePtr(now.Add(delay))
 	}
 }
 

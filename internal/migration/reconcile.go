@@ -60,6 +60,17 @@ type Reconcile struct {
 	// Listed are the first of them, as "Type/id: what was done"; Parts name the report blobs listing every one.
 	Listed []string `json:"listed,omitempty"`
 	Parts  []string `json:"parts,omitempty"`
+	// Method is "counts" for a fast cutover (Compare: counts over _lastUpdated ranges on both servers, ids listed
+	// only where they differ; Types then holds only the types whose every id is listed) or "ids" (every id listed).
+	Method  string          `json:"method,omitempty"`
+	Compare *CutoverCompare `json:"compare,omitempty"`
+	// Missing lists the first resources the source holds and the destination does not, found by the comparison
+	// (MissingCount counts them all; the parts list them).
+	Missing      []string `json:"missing,omitempty"`
+	MissingCount int64    `json:"missingCount,omitempty"`
+	// StartedAt and FinishedAt time the reconciliation (part of a cutover's downtime).
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // ReconcileTally counts one type's reconciliation.
@@ -69,6 +80,8 @@ type ReconcileTally struct {
 	Extra          int64 `json:"extra,omitempty"`
 	Purged         int64 `json:"purged,omitempty"`
 	HistoryDiffers int64 `json:"historyDiffers,omitempty"`
+	// Missing counts resources of the source the destination lacks, found by the cutover's count comparison.
+	Missing int64 `json:"missing,omitempty"`
 }
 
 // reconcileDue reports whether this verification round reconciles first: the cutover of a synced migration.
@@ -109,20 +122,45 @@ func (s *Service) reconcile(ctx context.Context, m *Migration, generation int) (
 	for {
 		rc := m.Verification.Reconcile
 		if rc == nil {
-			rc = &Reconcile{Mode: m.Request.Reconcile, ByType: map[string]*ReconcileTally{}, Skipped: map[string]string{}}
-			for _, t := range planTypes(&m.Request, m.SourceTypes) {
-				before, known := baselineCount(m.Baseline, t)
-				switch {
-				case t == typeSearchParameter:
-				case !known:
-					rc.Skipped[t] = "the destination's count of the type before the migration is unknown: its own resources are not told from the source's"
-				case before != 0:
-					rc.Skipped[t] = fmt.Sprintf("the destination held %d resources of the type before the migration: they are not the source's to remove", before)
-				default:
-					rc.Types = append(rc.Types, t)
+			types, skipped := reconcileTypes(m)
+			rc = &Reconcile{Mode: m.Request.Reconcile, ByType: map[string]*ReconcileTally{}, Skipped: skipped, Method: "ids",
+				StartedAt: timePtr(s.now())}
+			if fastCutover(m) {
+				// Counts first; the types whose ids must all be listed join Types as the comparison finds them. What
+				// the sync's passes removed is reported with what the cutover removes.
+				rc.Method, rc.Compare = "counts", newCutoverCompare(m, types)
+				if c := m.Sync.Checks; c != nil && c.Removed > 0 {
+					rc.Removed = c.Removed
+					for t, n := range c.RemovedByType {
+						rc.ByType[t] = &ReconcileTally{Removed: n}
+					}
+					rc.Listed = slices.Clone(c.RemovedListed)
+					rc.Parts = slices.Clone(c.Reports)
 				}
+			} else {
+				rc.Types = types
 			}
-			slices.Sort(rc.Types)
+		}
+		if cc := rc.Compare; cc != nil && !cc.Done && cc.TypeIndex < len(cc.Types) {
+			res, t, err := s.compareStep(ctx, m, rc, src, dst, written)
+			if err != nil {
+				return false, err
+			}
+			more := s.now().Sub(started) >= verifyBudget
+			if err := s.saveCompare(ctx, m.ID, generation, rc, t, res, more); err != nil {
+				return false, err
+			}
+			if m, _, err = s.load(ctx, m.ID); err != nil {
+				return false, err
+			}
+			if !verifiable(m, generation) || more {
+				return false, nil
+			}
+			continue
+		}
+		if rc.Compare != nil && !rc.Compare.Done {
+			rc = cloneReconcile(rc)
+			rc.Compare.Done = true // no type to compare
 		}
 		if rc.TypeIndex >= len(rc.Types) {
 			return true, s.saveReconcile(ctx, m.ID, generation, rc, nil, true)
@@ -316,12 +354,7 @@ func (s *Service) saveReconcile(ctx context.Context, id string, generation int, 
 		if cur != nil && (cur.TypeIndex != from.TypeIndex || cur.Next != from.Next || cur.Done) {
 			return nil, errUnchanged
 		}
-		rc := *from
-		rc.ByType = map[string]*ReconcileTally{}
-		for k, v := range from.ByType {
-			c := *v
-			rc.ByType[k] = &c
-		}
+		rc := *cloneReconcile(from)
 		if step != nil {
 			tl := rc.ByType[step.typ]
 			if tl == nil {
@@ -349,7 +382,10 @@ func (s *Service) saveReconcile(ctx context.Context, id string, generation int, 
 				rc.PurgeCheck = nil
 			}
 		}
-		rc.Done = rc.TypeIndex >= len(rc.Types)
+		rc.Done = rc.TypeIndex >= len(rc.Types) && (rc.Compare == nil || rc.Compare.Done)
+		if rc.Done {
+			rc.FinishedAt = timePtr(s.now())
+		}
 		m.Verification.Reconcile = &rc
 		m.Verification.DispatchAt = s.now()
 		if !more || rc.Done {

@@ -58,6 +58,8 @@ type StartRequest struct {
 	// Reconcile, with sync: "delete" (the default) removes from the destination, at the cutover, the resources the
 	// source no longer has (hard-deleted or purged there); "report" only lists them.
 	Reconcile *string `json:"reconcile"`
+	// CutoverVerify, with sync: "fast" (the default) or "full-ids" (cutover_compare.go).
+	CutoverVerify *string `json:"cutoverVerify"`
 }
 
 // StartResult is what a start request made: the new migration, or the plan of a dry run.
@@ -282,7 +284,7 @@ func checkSync(r *StartRequest, req *Request) *Error {
 	default:
 		return invalid("invalid_reconcile", "reconcile", "reconcile must be %s", orList(reconcileModes))
 	}
-	return nil
+	return checkCutoverVerify(r.CutoverVerify, r.Sync, req)
 }
 
 // checkSourceKind reads sourceKind, or takes it from the source's host; a host that implies none needs it.

@@ -65,6 +65,9 @@ type Sync struct {
 	Accept []string `json:"accept,omitempty"`
 	// DestinationWrites are the versions found on the destination that no round imported (destwrites.go).
 	DestinationWrites *DestinationWrites `json:"destinationWrites,omitempty"`
+	// Checks are what is verified while the migration syncs: the staged files' ids and the reconciliation passes
+	// (sync_checks.go).
+	Checks *SyncChecks `json:"checks,omitempty"`
 }
 
 // SyncRound is one delta: an export of what the source changed since Since (deletions included), and its
@@ -155,6 +158,9 @@ func settleSync(m *Migration, now time.Time, e *effects) bool {
 		if r.Final {
 			startVerification(m, m.Request.Verify, m.Request.VerifySample, now, e)
 			m.Verification.Accept = slices.Clone(sy.Accept)
+			if fastCutover(m) {
+				seedCutoverCheck(m)
+			}
 			return true
 		}
 		if sy.CutoverRequestedAt == nil {
@@ -209,7 +215,18 @@ func finishRound(m *Migration, r *SyncRound, jobs []*Job, now time.Time) {
 	sy.Attempts, sy.LastError = 0, ""
 	sy.Recent = append(sy.Recent, *r)
 	sy.Round = nil
-	sy.NextAt = timePtr(now.Add(syncInterval(&m.Request)))
+	// Rounds start every syncInterval, counted from the start of the one before (at once when it took longer): the
+	// lag then stays under the interval plus one round's duration, where waiting the interval after each round's
+	// end would add a second round's duration to it.
+	sy.NextAt = timePtr(later(now, r.StartedAt.Add(syncInterval(&m.Request))))
+}
+
+// later is the later of two instants.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // startRound queues the exports of the next round: what changed on the source since the high-water mark less the

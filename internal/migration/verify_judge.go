@@ -3,6 +3,7 @@ package migration
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -114,6 +115,14 @@ func decideVerification(m *Migration, rows []TypeRow, system *SystemTotal, now t
 		}
 	}
 	v.Rows = rows
+	if rc := v.Reconcile; rc != nil {
+		// What the fast cutover's comparison found missing is listed with the ids the checks found missing.
+		for _, id := range rc.Missing {
+			if len(v.Missing) < maxListedMissing && !slices.Contains(v.Missing, id) {
+				v.Missing = append(v.Missing, id)
+			}
+		}
+	}
 	code := reasonCode(worst)
 	if w := v.DestinationWrites; w != nil && w.Unresolved > 0 {
 		var ids []string
@@ -244,6 +253,10 @@ func judgeRow(r *TypeRow, mode string, acceptRefused bool) string {
 	}
 	if r.Extra > 0 {
 		raise(reasonDifferent, "%d ids deleted on the source are still in the destination", r.Extra)
+	}
+	if tl := r.Reconciled; tl != nil && tl.Missing > 0 {
+		raise(reasonMissing, "the cutover's count comparison found %d resources the source holds missing from the destination "+
+			"(listed in verification.reconcile.missing)", tl.Missing)
 	}
 	if tl := r.Reconciled; tl != nil && tl.Removed+tl.Purged > 0 {
 		note("the cutover removed %d resources the source no longer holds and purged %d histories the source purged", tl.Removed, tl.Purged)

@@ -1,0 +1,196 @@
+package migration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fhir-migrator/fhir-migrator/internal/bus"
+)
+
+// syncIDHarness is a sync harness whose staged files hold generated resources and whose two servers find every
+// staged id by _id search (but the ones a test drops).
+func syncIDHarness(t *testing.T, deltaFiles map[string][]int64) (*harness, *searchDest) {
+	src := &searchDest{dropped: map[string]bool{}, changed: map[string]bool{}}
+	dst := &searchDest{dropped: map[string]bool{}, changed: map[string]bool{}}
+	h := syncHarnessWith(t, deltaFiles, func(c *Config) {
+		orig := c.FHIR
+		c.FHIR = func(base string) (FHIRClient, error) {
+			cl, err := orig(base)
+			if err != nil {
+				return cl, err
+			}
+			switch base {
+			case srcBase:
+				src.fakeServer = cl.(*fakeServer)
+				return src, nil
+			case dstBase:
+				dst.fakeServer = cl.(*fakeServer)
+				return dst, nil
+			}
+			return cl, nil
+		}
+		c.Staging = &contentStaging{fakeStaging: c.Staging.(*fakeStaging)}
+	})
+	return h, dst
+}
+
+// TestSyncChecksFollowTheRounds: while a migration with verify ids syncs, its full copy's files and then each
+// finished round's are checked in the background, reconciliation passes run one after another, and the cutover's
+// id check starts where the sync's stopped, reading only the rest.
+func TestSyncChecksFollowTheRounds(t *testing.T) {
+	t.Parallel()
+	h, _ := syncIDHarness(t, map[string][]int64{"Patient": {2}})
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m","verify":"ids"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 300, "two rounds checked and a pass", func(m *Migration) bool {
+		c := m.Sync != nil && m.Sync.Checks != nil
+		return c && m.Sync.Checks.CheckedRounds >= 2 && m.Sync.Checks.Passes >= 1
+	})
+	c := m.Sync.Checks
+	require.Equal(t, VerifyModeIDs, c.Mode)
+	require.Empty(t, c.LastError)
+	spans := syncFileSpans(m)
+	require.Equal(t, 0, spans[0].round, "the full copy first")
+	require.GreaterOrEqual(t, c.NextFile, spans[0].to)
+	require.Zero(t, c.Suspects)
+	require.Positive(t, c.Types["Patient"].Checked)
+	require.Equal(t, c.Types["Patient"].Lines, c.Types["Patient"].Checked)
+	require.NotNil(t, c.LastPass)
+	require.NotNil(t, c.LastPass.FinishedAt)
+	require.Equal(t, []string{"Patient"}, c.LastPass.Types)
+
+	_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
+	require.NoError(t, err)
+	done := h.drive(m.ID, 10*time.Second, 300)
+	require.Equal(t, StatusCompleted, done.Status, "%+v", done.Error)
+	ids := done.Verification.IDs
+	require.GreaterOrEqual(t, ids.FromSync, spans[0].to, "the files checked while syncing are not read again")
+	require.Equal(t, exportedFileCount(done), ids.NextFile, "the rest read at the cutover")
+	require.Equal(t, "counts", done.Verification.Reconcile.Method)
+	require.True(t, done.Verification.Reconcile.Compare.Done)
+	require.NotNil(t, done.Verification.Reconcile.Compare.PassStartedAt)
+}
+
+// TestASuspectIsLookedUpAgainAtTheCutover: an id the destination lacks when the sync checks its file is a suspect;
+// the cutover looks it up again once writes stopped, and still missing, it fails the cutover, named.
+func TestASuspectIsLookedUpAgainAtTheCutover(t *testing.T) {
+	t.Parallel()
+	h, dst := syncIDHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m","verify":"ids"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 300, "syncing", func(m *Migration) bool { return m.Status == StatusSyncing })
+	first := h.exported(m)[0]
+	lost := "Patient/" + stagedIDs(first.URL, first.Count)[0]
+	dst.mu.Lock()
+	dst.dropped[lost] = true
+	dst.mu.Unlock()
+	m = h.driveUntil(m.ID, 10*time.Second, 300, "the full copy checked", func(m *Migration) bool {
+		return m.Sync.Checks != nil && m.Sync.Checks.CheckedRounds >= 0
+	})
+	require.Equal(t, int64(1), m.Sync.Checks.Suspects)
+	require.Equal(t, []string{lost + " (missing)"}, m.Sync.Checks.SuspectsListed)
+	_, err := h.svc.Cutover(context.Background(), m.ID, CutoverRequest{})
+	require.NoError(t, err)
+	done := h.drive(m.ID, 10*time.Second, 300)
+	require.Equal(t, StatusFailed, done.Status)
+	require.Equal(t, codeVerificationMismatch, done.Error.Code)
+	require.True(t, done.Verification.IDs.SuspectsDone)
+	require.Equal(t, []string{lost}, done.Verification.Missing)
+	require.Equal(t, int64(1), done.Verification.Rows[0].Missing)
+}
+
+// TestSyncChecksAreDrivenAndStopAtTheCutover: the sweep starts the checks of a syncing migration, sends their
+// message again only when the one due has not run RedriveAfter later, and stops at the cutover request; a stale
+// message does nothing.
+func TestSyncChecksAreDrivenAndStopAtTheCutover(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := &Migration{ID: "m-1", Status: StatusSyncing, Request: Request{Sync: true, Verify: VerifyModeFull}, Sync: &Sync{}}
+	e := &effects{}
+	require.True(t, driveSyncChecks(m, now, time.Minute, e))
+	require.Equal(t, VerifyModeFull, m.Sync.Checks.Mode)
+	require.Equal(t, -1, m.Sync.Checks.CheckedRounds)
+	require.Len(t, e.messages, 1)
+	require.Equal(t, bus.QueueVerifyCounts, e.messages[0].Queue)
+	require.Equal(t, "m-1/sync-checks/1", e.messages[0].ID)
+	require.False(t, driveSyncChecks(m, now.Add(59*time.Second), time.Minute, &effects{}), "due, not lost yet")
+	require.True(t, driveSyncChecks(m, now.Add(61*time.Second), time.Minute, &effects{}), "lost: sent again")
+	require.Equal(t, 2, m.Sync.Checks.Dispatch)
+	require.True(t, syncChecksCurrent(m, 2))
+	require.False(t, syncChecksCurrent(m, 1), "a stale dispatch")
+	m.Sync.CutoverRequestedAt = timePtr(now)
+	require.False(t, driveSyncChecks(m, now.Add(time.Hour), time.Minute, &effects{}))
+	require.False(t, syncChecksCurrent(m, 2), "the cutover took over")
+
+	counts := &Migration{Status: StatusSyncing, Request: Request{Sync: true, Verify: VerifyModeCounts}, Sync: &Sync{}}
+	driveSyncChecks(counts, now, time.Minute, &effects{})
+	require.Empty(t, counts.Sync.Checks.Mode, "counts: no file is read while syncing")
+}
+
+func TestSyncFileSpansStopAtTheRoundInFlight(t *testing.T) {
+	t.Parallel()
+	m := &Migration{Sync: &Sync{Rounds: 2}, Jobs: []*Job{
+		{Kind: KindExport, State: JobDone, Files: 3},
+		{Kind: KindImport, State: JobDone, Files: 3},
+		{Kind: KindExport, State: JobDone, Files: 2},
+		{Kind: KindExport, State: JobFailed, Round: 1, Files: 9},
+		{Kind: KindExport, State: JobDone, Round: 1, Files: 1},
+		{Kind: KindExport, State: JobDone, Round: 2, Files: 4},
+		{Kind: KindExport, State: JobDone, Round: 3, Files: 5},
+	}}
+	spans := syncFileSpans(m)
+	require.Equal(t, []fileSpan{{0, 0, 5}, {1, 5, 6}, {2, 6, 10}}, spans)
+	round, checked := syncCursorPlace(spans, 5)
+	require.Equal(t, 0, checked)
+	require.Equal(t, 1, round)
+	round, checked = syncCursorPlace(spans, 3)
+	require.Equal(t, -1, checked)
+	require.Equal(t, 0, round)
+	_, checked = syncCursorPlace(spans, 10)
+	require.Equal(t, 2, checked)
+}
+
+func TestSeedCutoverCheck(t *testing.T) {
+	t.Parallel()
+	m := &Migration{Request: Request{Verify: VerifyModeIDs, Sync: true, CutoverVerify: CutoverVerifyFast},
+		Sync: &Sync{Checks: &SyncChecks{Mode: VerifyModeIDs, NextFile: 7, Files: 9,
+			Types: map[string]*IDTally{"Patient": {Lines: 3, Checked: 3}}, SuspectsBlob: "files/m/sync-suspects.txt"}},
+		Verification: &Verification{Mode: VerifyModeIDs}}
+	seedCutoverCheck(m)
+	ids := m.Verification.IDs
+	require.Equal(t, 7, ids.NextFile)
+	require.Equal(t, 7, ids.FromSync)
+	require.Equal(t, "files/m/sync-suspects.txt", ids.Suspects)
+	require.False(t, ids.SuspectsDone)
+	ids.Types["Patient"].Lines = 99
+	require.Equal(t, int64(3), m.Sync.Checks.Types["Patient"].Lines, "a copy")
+
+	for _, tweak := range []func(m *Migration){
+		func(m *Migration) { m.Request.CutoverVerify = CutoverVerifyFullIDs },
+		func(m *Migration) { m.Verification.Mode = VerifyModeFull },
+		func(m *Migration) { m.Sync.Checks.NextFile = 0 },
+	} {
+		m.Verification.IDs = nil
+		m.Request.CutoverVerify, m.Verification.Mode, m.Sync.Checks.NextFile = CutoverVerifyFast, VerifyModeIDs, 7
+		tweak(m)
+		seedCutoverCheck(m)
+		require.Nil(t, m.Verification.IDs, "every file is read at the cutover")
+	}
+}
+
+// TestFilesPendingGoBeforeThePass: a finished round's files wait for the checks until the cursor reaches them; the
+// pass yields to them (syncPassStep returns after a page when filesPending).
+func TestFilesPendingGoBeforeThePass(t *testing.T) {
+	t.Parallel()
+	m := &Migration{Sync: &Sync{Rounds: 1, Checks: &SyncChecks{Mode: VerifyModeIDs, NextFile: 5}}, Jobs: []*Job{
+		{Kind: KindExport, State: JobDone, Files: 5},
+		{Kind: KindExport, State: JobDone, Round: 1, Files: 2},
+		{Kind: KindExport, State: JobRunning, Round: 2},
+	}}
+	require.True(t, filesPending(m), "round 1's two files")
+	m.Sync.Checks.NextFile = 7
+	require.False(t, filesPending(m), "every finished round's files checked; the round in flight waits")
+	m.Sync.Checks.NextFile, m.Sync.Checks.Mode = 5, ""
+	require.False(t, filesPending(m), "counts: no file is read while syncing")
+}
