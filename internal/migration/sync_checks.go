@@ -351,7 +351,7 @@ func (s *Service) checkSyncFiles(ctx context.Context, m *Migration, dispatch int
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
@@ -581,7 +581,7 @@ func (s *Service) syncPassStep(ctx context.Context, m *Migration, dispatch int, 
 			return false, err
 		}
 	}
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
@@ -866,7 +866,7 @@ func (s *Service) recheckSuspects(ctx context.Context, m *Migration, generation 
 			kinds[key] = kind
 		}
 	}
-	src, err := s.cfg.FHIR(m.Request.Source)
+	src, err := s.sourceClient(&m.Request)
 	if err != nil {
 		return fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
