@@ -47,10 +47,13 @@ test-short: tools
 chaos: ## 3 migrations against faulty simulators, duplicate/dropped messages and handler kills; ends with the summary line
 	$(GO) run ./cmd/chaos
 
-# Each fuzz target briefly (their seed corpora already run in every go test). FUZZTIME=1m for longer.
+# Each fuzz target briefly (their seed corpora already run in every go test). FUZZTIME=500000x for longer.
+# The budget is a count of inputs, not a duration: with a duration, Go 1.26's fuzzing coordinator can fail a target
+# with a bare "context deadline exceeded" when its deadline fires while a starved worker is mid-call (the race in
+# src/internal/fuzz/fuzz.go's stop, go.dev/issue/75804, fixed in Go 1.27); a count sets no deadline to race.
 # A target that fails fails make fuzz, its failing input kept under testdata/fuzz, unless the fuzzer reported a lost
 # worker (Go's own message) and the input passes under `go test -run`: then it moves to test-output/fuzz-lost/.
-FUZZTIME ?= 5s
+FUZZTIME ?= 20000x
 FUZZ_TARGETS := internal/migration:FuzzStart internal/migration:FuzzMessages internal/migration:FuzzResourceLine \
 	internal/migration:FuzzErrorLine internal/fhir:FuzzParseManifest internal/fhir:FuzzParseImportStatus \
 	internal/funcs:FuzzDecodeInvokeRequest internal/fhirsim:FuzzParseDateFilter internal/api:FuzzDecode \
