@@ -563,6 +563,9 @@ type harness struct {
 	// pending messages not yet delivered; delivered IDs are dropped when sent again (duplicate detection).
 	pending   []bus.Message
 	delivered map[string]bool
+	// hold, when set, keeps the messages it matches from their function: they wait in held, for the test to run.
+	hold func(bus.Message) bool
+	held []bus.Message
 }
 
 func newHarness(t testing.TB, tune func(*Config)) *harness {
@@ -683,6 +686,10 @@ func (h *harness) deliver() int {
 		}
 		if due == nil {
 			return n
+		}
+		if h.hold != nil && h.hold(*due) {
+			h.held = append(h.held, *due)
+			continue
 		}
 		n++
 		h.handle(*due)

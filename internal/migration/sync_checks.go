@@ -228,7 +228,15 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 	deadline := started.Add(s.syncCheckBudget())
 	var workErr error
 	if !yieldToRound(m) {
-		workErr = s.syncCheckWork(ctx, m, msg.Dispatch, deadline)
+		// The work stops within a PollInitial of a round starting, the cutover being requested, or this message
+		// going stale (the sweep sent another): its searches in flight are dropped, what it saved stays.
+		work, stop := context.WithCancelCause(ctx)
+		go s.watchSyncChecks(work, stop, msg.MigrationID, msg.Dispatch)
+		workErr = s.syncCheckWork(work, m, msg.Dispatch, deadline)
+		if errors.Is(context.Cause(work), errSyncChecksStop) && ctx.Err() == nil {
+			workErr = nil
+		}
+		stop(nil)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -240,6 +248,7 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 	if workErr != nil {
 		log.Warn("sync checks asked again later", "err", workErr)
 	}
+	var next, files int
 	_, eff, err := s.update(ctx, msg.MigrationID, func(m *Migration) (*effects, error) {
 		if !syncChecksCurrent(m, msg.Dispatch) {
 			return nil, errUnchanged
@@ -263,6 +272,7 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 		}
 		c.Dispatch++
 		c.DueAt = now.Add(pause)
+		next, files = c.NextFile, c.Files
 		e := &effects{}
 		e.send(syncCheckMessage(m.ID, c.Dispatch, c.DueAt))
 		return e, nil
@@ -270,8 +280,37 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 	if err != nil {
 		return fmt.Errorf("schedule the sync checks: %w", err)
 	}
+	log.Info("sync checks", "worked", worked.Round(time.Millisecond), "next_in", pause.Round(time.Millisecond),
+		"next_file", next, "files", files)
 	s.perform(ctx, msg.MigrationID, eff)
 	return nil
+}
+
+// errSyncChecksStop is the cause the background checks' work is canceled with when it must give way.
+var errSyncChecksStop = errors.New("the sync checks give way: a round started, the cutover was requested, or another message took over")
+
+// watchSyncChecks reloads the document every PollInitial while the checks work, and stops the work when a round is
+// in flight or the checks' message is no longer the current one. Without it a step already started (a batch of
+// files, a page of a pass) would go on searching while a round needs the servers, or after the sweep re-sent the
+// message, with two invocations' searches then sharing the services' rates.
+func (s *Service) watchSyncChecks(ctx context.Context, stop context.CancelCauseFunc, id string, dispatch int) {
+	t := time.NewTicker(s.cfg.PollInitial)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m, _, err := s.load(ctx, id)
+		if err != nil {
+			continue // the work's own reads and saves report a store that fails
+		}
+		if !syncChecksCurrent(m, dispatch) || yieldToRound(m) {
+			stop(errSyncChecksStop)
+			return
+		}
+	}
 }
 
 // syncIdle reports whether the background checks have nothing to do now: every checkable file checked, and no pass
@@ -342,10 +381,30 @@ func (s *Service) checkSyncFiles(ctx context.Context, m *Migration, dispatch int
 		return false, nil
 	}
 	spans := syncFileSpans(m)
-	if len(spans) == 0 || c.NextFile >= spans[len(spans)-1].to {
+	if len(spans) == 0 {
 		return false, nil
 	}
 	total := spans[len(spans)-1].to
+	if c.NextFile >= total {
+		// Nothing to read; a round that staged no file is checked all the same, and the document says so.
+		round, checked := syncCursorPlace(spans, c.NextFile)
+		if round == c.Round && checked == c.CheckedRounds && total == c.Files {
+			return false, nil
+		}
+		_, _, err := s.update(ctx, m.ID, func(m *Migration) (*effects, error) {
+			c := m.Sync.Checks
+			if !syncChecksCurrent(m, dispatch) || c.NextFile != total || len(syncFileSpans(m)) != len(spans) {
+				return nil, errUnchanged
+			}
+			c.Files = total
+			c.Round, c.CheckedRounds = syncCursorPlace(syncFileSpans(m), total)
+			return nil, nil
+		})
+		if err != nil {
+			return false, fmt.Errorf("save the sync checks: %w", err)
+		}
+		return false, nil
+	}
 	from := c.NextFile
 	dst, err := s.cfg.FHIR(m.Request.Destination)
 	if err != nil {
@@ -385,9 +444,12 @@ func (s *Service) checkSyncFiles(ctx context.Context, m *Migration, dispatch int
 		if c.Mode == VerifyModeFull {
 			budget = syncCompareBudget(m, c, compared)
 		}
+		// The files read at once share the migration's PollConcurrency searches on each server: under a service that
+		// shares its search rate among the requests it runs, more at once only makes each slower (and a round's own
+		// searches wait behind them).
 		fanOut(len(batch), syncCheckFiles, func(i int) {
 			results[i], errs[i] = s.checkFile(ctx, dst, src, batch[i], maps.Clone(budget), comparison{importMode: m.Request.ImportMode},
-				!held[stripQuery(batch[i].URL)])
+				!held[stripQuery(batch[i].URL)], s.cfg.PollConcurrency/syncCheckFiles)
 		})
 		if err := errors.Join(errs...); err != nil {
 			return false, err

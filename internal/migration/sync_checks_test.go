@@ -2,6 +2,9 @@ package migration
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,9 +16,18 @@ import (
 // syncIDHarness is a sync harness whose staged files hold generated resources and whose two servers find every
 // staged id by _id search (but the ones a test drops).
 func syncIDHarness(t *testing.T, deltaFiles map[string][]int64) (*harness, *searchDest) {
+	h, _, dst := syncIDHarnessWith(t, deltaFiles, nil)
+	return h, dst
+}
+
+// syncIDHarnessWith is syncIDHarness with the configuration tuned, returning both servers.
+func syncIDHarnessWith(t *testing.T, deltaFiles map[string][]int64, tune func(*Config)) (*harness, *searchDest, *searchDest) {
 	src := &searchDest{dropped: map[string]bool{}, changed: map[string]bool{}}
 	dst := &searchDest{dropped: map[string]bool{}, changed: map[string]bool{}}
 	h := syncHarnessWith(t, deltaFiles, func(c *Config) {
+		if tune != nil {
+			tune(c)
+		}
 		orig := c.FHIR
 		c.FHIR = func(base string) (FHIRClient, error) {
 			cl, err := orig(base)
@@ -34,7 +46,7 @@ func syncIDHarness(t *testing.T, deltaFiles map[string][]int64) (*harness, *sear
 		}
 		c.Staging = &contentStaging{fakeStaging: c.Staging.(*fakeStaging)}
 	})
-	return h, dst
+	return h, src, dst
 }
 
 // TestSyncChecksFollowTheRounds: while a migration with verify ids syncs, its full copy's files and then each
@@ -193,4 +205,95 @@ func TestFilesPendingGoBeforeThePass(t *testing.T) {
 	require.False(t, filesPending(m), "every finished round's files checked; the round in flight waits")
 	m.Sync.Checks.NextFile, m.Sync.Checks.Mode = 5, ""
 	require.False(t, filesPending(m), "counts: no file is read while syncing")
+}
+
+// TestChecksInFlightGiveWay: the background checks' searches in flight stop when a round starts (the round has the
+// servers to itself) and when the sweep re-sent the checks' message (two invocations would share the services'
+// search rate); neither counts as a failure, and nothing of the interrupted batch is saved.
+func TestChecksInFlightGiveWay(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// interrupt makes the running invocation give way; it returns the dispatch then current.
+		interrupt func(h *harness, id string) int
+	}{
+		{"a round starts", func(h *harness, id string) int {
+			m, _, err := h.svc.update(context.Background(), id, func(m *Migration) (*effects, error) {
+				startRound(m, h.clock.Now(), false)
+				return nil, nil
+			})
+			require.NoError(t, err)
+			return m.Sync.Checks.Dispatch
+		}},
+		{"the message is re-sent", func(h *harness, id string) int {
+			h.clock.Advance(h.svc.cfg.RedriveAfter + time.Second)
+			h.poll()
+			return h.get(id).Sync.Checks.Dispatch
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h, _, dst := syncIDHarnessWith(t, map[string][]int64{"Patient": {2}}, func(c *Config) { c.PollInitial = 20 * time.Millisecond })
+			h.hold = func(msg bus.Message) bool { return strings.Contains(msg.ID, "/"+taskSyncChecks+"/") }
+			m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1h","verify":"ids"}`)
+			m = h.driveUntil(m.ID, 10*time.Second, 300, "the first round finished", func(m *Migration) bool {
+				return m.Sync != nil && m.Sync.Rounds >= 1 && m.Sync.Round == nil
+			})
+			require.True(t, filesPending(m), "the full copy's files wait for the checks")
+			current := slices.IndexFunc(h.held, func(msg bus.Message) bool {
+				return msg.ID == syncCheckMessage(m.ID, m.Sync.Checks.Dispatch, time.Time{}).ID
+			})
+			require.GreaterOrEqual(t, current, 0, "the current checks' message is held")
+
+			searching := make(chan struct{})
+			var once sync.Once
+			dst.mu.Lock()
+			dst.wait = func(ctx context.Context) error {
+				once.Do(func() { close(searching) })
+				<-ctx.Done() // answers only when the search is given up
+				return ctx.Err()
+			}
+			dst.mu.Unlock()
+			ran := make(chan error, 1)
+			go func() { ran <- h.svc.Verify(context.Background(), h.held[current].Body) }()
+			select {
+			case <-searching:
+			case err := <-ran:
+				t.Fatalf("the checks returned (%v) before searching", err)
+			}
+			dispatch := tc.interrupt(h, m.ID)
+			select {
+			case err := <-ran:
+				require.NoError(t, err)
+			case <-time.After(time.Minute):
+				t.Fatal("the checks' search in flight was not given up")
+			}
+			after := h.get(m.ID).Sync.Checks
+			require.Zero(t, after.Failures, "giving way is no failure: %s", after.LastError)
+			require.Empty(t, after.LastError)
+			require.Equal(t, m.Sync.Checks.NextFile, after.NextFile, "nothing of the interrupted batch saved")
+			if tc.name == "a round starts" {
+				require.Equal(t, dispatch+1, after.Dispatch, "the checks asked again, after the round")
+			} else {
+				require.Equal(t, dispatch, after.Dispatch, "the stale invocation schedules nothing")
+			}
+		})
+	}
+}
+
+// TestARoundWithoutFilesIsChecked: a round that staged no file (nothing changed on the source) counts as checked,
+// so that the document's checkedRounds keeps up with the rounds.
+func TestARoundWithoutFilesIsChecked(t *testing.T) {
+	t.Parallel()
+	h, _ := syncIDHarness(t, nil)
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1m","verify":"ids"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 300, "three rounds, every one checked", func(m *Migration) bool {
+		return m.Sync != nil && m.Sync.Rounds >= 3 && m.Sync.Checks != nil && m.Sync.Checks.CheckedRounds >= m.Sync.Rounds
+	})
+	c := m.Sync.Checks
+	require.Equal(t, exportedFileCount(m), c.NextFile, "only the full copy staged files")
+	require.Equal(t, c.NextFile, c.Files)
+	for _, r := range m.Sync.Recent {
+		require.Zero(t, r.Exported, "round %d exported nothing", r.N)
+	}
 }

@@ -80,7 +80,7 @@ func BenchmarkVerifyIDs(b *testing.B) {
 	var ids int64
 	for range b.N {
 		for f := range files {
-			res, err := svc.checkFile(ctx, allFound{}, nil, File{Type: "Observation", URL: fmt.Sprintf("%s/c/obs-%d.ndjson", blobBase, f)}, nil, comparison{importMode: ModeIncremental}, true)
+			res, err := svc.checkFile(ctx, allFound{}, nil, File{Type: "Observation", URL: fmt.Sprintf("%s/c/obs-%d.ndjson", blobBase, f)}, nil, comparison{importMode: ModeIncremental}, true, svc.cfg.PollConcurrency)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -120,7 +120,7 @@ func (s *Service) checkIDs(ctx context.Context, m *Migration, generation int) (b
 		if verifyMode(m) != VerifyModeCounts || overlap[f.Type] {
 			var err error
 			res, err = s.checkFile(ctx, client, source, f, compareBudget(m, types, done), comparison{importMode: m.Request.ImportMode,
-				repaired: repaired}, !held[stripQuery(f.URL)])
+				repaired: repaired}, !held[stripQuery(f.URL)], s.cfg.PollConcurrency)
 			if err != nil {
 				return false, err
 			}
@@ -259,17 +259,18 @@ type idBatch struct {
 	raw map[string][]byte
 }
 
-// checkFile streams one exported file and looks its ids up in batches, PollConcurrency searches at a time. Only
-// the batches in flight and the file's ids (for duplicates) are held in memory.
+// checkFile streams one exported file and looks its ids up in batches, workers searches at a time (on each server).
+// Only the batches in flight and the file's ids (for duplicates) are held in memory.
 // With source set (history or deletes), the ids are looked up on both servers and compared with each other.
-func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f File, compare map[string]int64, cmp comparison, lookup bool) (*fileCheck, error) {
+func (s *Service) checkFile(ctx context.Context, searcher, source FHIRClient, f File, compare map[string]int64, cmp comparison, lookup bool,
+	workers int) (*fileCheck, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	res := newFileCheck()
 	var mu sync.Mutex
 	batches := make(chan *idBatch)
 	var wg sync.WaitGroup
-	for range s.cfg.PollConcurrency {
+	for range max(workers, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -77,14 +77,16 @@ type searchDest struct {
 	droppedSuffixes []string
 	changed         map[string]bool
 	searches        int
-	// onSearch runs on each search (e.g. to advance the clock).
+	// onSearch runs on each search (e.g. to advance the clock); wait, when set, before each search answers: an
+	// error it returns is the search's.
 	onSearch func()
+	wait     func(context.Context) error
 }
 
-func (d *searchDest) Search(_ context.Context, typ string, q url.Values, each func(json.RawMessage) error) error {
+func (d *searchDest) Search(ctx context.Context, typ string, q url.Values, each func(json.RawMessage) error) error {
 	d.mu.Lock()
 	d.searches++
-	on := d.onSearch
+	on, wait := d.onSearch, d.wait
 	var lines []string
 	for id := range strings.SplitSeq(q.Get("_id"), ",") {
 		key := typ + "/" + id
@@ -100,6 +102,11 @@ func (d *searchDest) Search(_ context.Context, typ string, q url.Values, each fu
 	d.mu.Unlock()
 	if on != nil {
 		on()
+	}
+	if wait != nil {
+		if err := wait(ctx); err != nil {
+			return err
+		}
 	}
 	for _, l := range lines {
 		if err := each(json.RawMessage(l)); err != nil {

@@ -157,6 +157,8 @@ type CutoverFigures struct {
 	// ServiceRoundMaxS: see LagTargetS.
 	ServiceRoundMaxS float64 `json:"serviceRoundMaxS"`
 	Rounds           int     `json:"rounds"`
+	// SettleRounds are the rounds between the switch to the sync's scale and the measured ones (see RunCutover).
+	SettleRounds int `json:"settleRounds"`
 	// What the sync checked and the cutover compared (from the document).
 	CheckedFiles   int   `json:"checkedFiles"`
 	Passes         int   `json:"passes"`
@@ -182,10 +184,10 @@ func (f CutoverFigures) Line() string {
 
 // Detail is a second line: the targets and the rates assumed, with where they come from.
 func (f CutoverFigures) Detail() string {
-	return fmt.Sprintf("cutover: lag_target_s=%.0f round_max_s=%.0f service_round_max_s=%.0f rounds=%d lag_samples=%d checked_files=%d passes=%d "+
+	return fmt.Sprintf("cutover: lag_target_s=%.0f round_max_s=%.0f service_round_max_s=%.0f rounds=%d settle_rounds=%d lag_samples=%d checked_files=%d cutover_files=%d passes=%d "+
 		"pass_removed=%d suspects=%d compare_counts=%d compare_ranges=%d compare_listed=%d cutover_removed=%d "+
 		"search_rate=%.0f count_rate=%.0f count_latency_s=%.3f (assumptions: see docs/sync-and-cutover.md) copy_scale=%.0f copy_write_scale=%.0f sync_scale=%.0f",
-		f.LagTargetS, f.RoundMaxS, f.ServiceRoundMaxS, f.Rounds, f.LagSamples, f.CheckedFiles, f.Passes, f.PassRemoved, f.Suspects,
+		f.LagTargetS, f.RoundMaxS, f.ServiceRoundMaxS, f.Rounds, f.SettleRounds, f.LagSamples, f.CheckedFiles, f.CutoverFiles, f.Passes, f.PassRemoved, f.Suspects,
 		f.CompareCounts, f.CompareRanges, f.CompareListed, f.CutoverRemove, f.Search.SearchRate, f.Search.CountRate,
 		f.Search.CountLatency, f.CopyScale, f.CopyWriteScale, f.SyncScale)
 }
@@ -201,6 +203,24 @@ type CutoverReport struct {
 	// LagS are the lag samples, RoundsS each measured round's export and import, in modelled seconds.
 	LagS    []float64 `json:"lagS"`
 	RoundsS []float64 `json:"roundsS"`
+	// Checks is how the sync's checks kept up with the rounds: a point each time the document's rounds or checks
+	// moved, as the benchmark read it.
+	Checks []CheckPoint `json:"checks"`
+}
+
+// CheckPoint is the sync's rounds and background checks at one reading of the document.
+type CheckPoint struct {
+	// WallS is the wall time since the run started.
+	WallS float64 `json:"wallS"`
+	// Rounds are the finished rounds, InFlight whether one runs.
+	Rounds   int  `json:"rounds"`
+	InFlight bool `json:"inFlight"`
+	// NextFile is the checks' cursor, Files the checkable files when the checks last saved, CheckedRounds the
+	// rounds checked in full, Passes the reconciliation passes completed.
+	NextFile      int `json:"nextFile"`
+	Files         int `json:"files"`
+	CheckedRounds int `json:"checkedRounds"`
+	Passes        int `json:"passes"`
 }
 
 // cutoverDoc is what the benchmark reads of the migration document.
@@ -340,7 +360,7 @@ func RunCutover(ctx context.Context, cfg CutoverConfig) (*CutoverReport, error) 
 		if cfg.HandlerLog != "" {
 			var steps []string
 			for l := range strings.SplitSeq(stack.Logs.String(), "\n") {
-				if strings.Contains(l, "verification step") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				if strings.Contains(l, "verification step") || strings.Contains(l, "msg=\"sync checks\"") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 					steps = append(steps, l)
 				}
 			}
@@ -375,6 +395,25 @@ func RunCutover(ctx context.Context, cfg CutoverConfig) (*CutoverReport, error) 
 		return nil, fmt.Errorf("start answer %s: %v", localstack.Truncate(raw), err)
 	}
 	id := created.ID
+	rep := &CutoverReport{Config: cfg}
+	// note records the sync's rounds and checks when they moved.
+	note := func(d cutoverDoc) {
+		if d.Sync == nil || d.Sync.Checks == nil {
+			return
+		}
+		c := d.Sync.Checks
+		p := CheckPoint{Rounds: d.Sync.Rounds, InFlight: d.Sync.Round != nil, NextFile: c.NextFile, Files: c.Files,
+			CheckedRounds: c.CheckedRounds, Passes: c.Passes}
+		if n := len(rep.Checks); n > 0 {
+			last := rep.Checks[n-1]
+			last.WallS = 0
+			if last == p {
+				return
+			}
+		}
+		p.WallS = math.Round(time.Since(started).Seconds()*10) / 10
+		rep.Checks = append(rep.Checks, p)
+	}
 	read := func() (cutoverDoc, error) {
 		var d cutoverDoc
 		status, raw, err := localstack.API(ctx, stack.Host.URL(), http.MethodGet, "/api/migrations/"+id, nil)
@@ -387,6 +426,7 @@ func RunCutover(ctx context.Context, cfg CutoverConfig) (*CutoverReport, error) 
 		if (d.Status == "failed" && !weightOnly(d, w.Weight)) || d.Status == "canceled" {
 			return d, fmt.Errorf("migration %s %s: %+v", id, d.Status, d.Error)
 		}
+		note(d)
 		return d, nil
 	}
 	wait := func(what string, ok func(d cutoverDoc) bool) (cutoverDoc, error) {
@@ -438,17 +478,23 @@ func RunCutover(ctx context.Context, cfg CutoverConfig) (*CutoverReport, error) 
 	if err != nil {
 		return nil, err
 	}
-	// The round in flight at the switch began at the old scale; the lag counts from the next round's mark.
-	first := d.Sync.Rounds + 2
-	say("measured phase from %s (round %d on)", time.Since(started).Round(time.Second), first)
-	if _, err := wait("the first measured round", func(d cutoverDoc) bool { return d.Sync.Rounds >= first }); err != nil {
-		return nil, err
-	}
-	rep := &CutoverReport{Config: cfg}
-	sampled, err := read()
+	// Settling. The round in flight at the switch began at the old scale, and the rounds after it carry what the
+	// source took at the copy's write scale (phase 1 compresses hours of writes into wall minutes): their exports,
+	// imports and checks are larger than a steady sync's. The measured rounds start once two rounds have ended
+	// since the switch and the checks have caught up with every finished round: the steady state of a sync at the
+	// write rate. A sync whose checks never catch up never gets there, and the run ends at its budget.
+	switchedAt := d.Sync.Rounds
+	say("settling from %s (round %d): two rounds, and the checks caught up", time.Since(started).Round(time.Second), switchedAt)
+	settled, err := wait("the sync to settle", func(d cutoverDoc) bool {
+		c := d.Sync.Checks
+		return d.Sync.Rounds >= switchedAt+2 && d.Sync.Round == nil && c != nil && c.CheckedRounds >= d.Sync.Rounds
+	})
 	if err != nil {
 		return nil, err
 	}
+	first := settled.Sync.Rounds
+	say("measured phase from %s (the rounds after round %d)", time.Since(started).Round(time.Second), first)
+	sampled := settled
 	// The measured rounds are those that export from a mark set in the measured phase.
 	fromSince := sampled.Sync.HighWater.Add(-time.Duration(float64(cfg.SyncMargin)/cfg.SyncScale) - time.Second)
 	for {
@@ -486,7 +532,7 @@ func RunCutover(ctx context.Context, cfg CutoverConfig) (*CutoverReport, error) 
 		say("verified with every staged line standing for %d resources (the only difference: see weightOnly)", w.Weight)
 	}
 
-	f := CutoverFigures{Writes: writes, Search: cfg.Search, CopyScale: cfg.CopyScale, CopyWriteScale: cfg.CopyWriteScale, SyncScale: cfg.SyncScale}
+	f := CutoverFigures{SettleRounds: first - switchedAt, Writes: writes, Search: cfg.Search, CopyScale: cfg.CopyScale, CopyWriteScale: cfg.CopyWriteScale, SyncScale: cfg.SyncScale}
 	modelled := func(a, b time.Time) float64 { return b.Sub(a).Seconds() * cfg.SyncScale }
 	var total int64
 	for _, n := range writes {
