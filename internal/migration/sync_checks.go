@@ -38,7 +38,9 @@ import (
 // re-sent by the sweep when one is lost. An invocation works at most syncCheckBudget, then schedules the next as
 // long after as it worked: the background checks use the servers' search capacity at most half of the time, take no
 // export or import slot, and never hold a round (rounds are the sweep's; the checks only save their own cursor).
-// They stop when the cutover is requested.
+// While one works, a watcher reads the document every PollInitial and drops its searches in flight when a round
+// starts, the cutover is requested, or the sweep re-sent the message: a round never waits behind them, and two
+// invocations never share the services' search rate.
 
 // taskSyncChecks is the task of a sync-checks message.
 const taskSyncChecks = "sync-checks"
@@ -231,7 +233,7 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 		// The work stops within a PollInitial of a round starting, the cutover being requested, or this message
 		// going stale (the sweep sent another): its searches in flight are dropped, what it saved stays.
 		work, stop := context.WithCancelCause(ctx)
-		go s.watchSyncChecks(work, stop, msg.MigrationID, msg.Dispatch)
+		go s.watchSyncChecks(work, stop, msg.MigrationID, msg.Dispatch, started)
 		workErr = s.syncCheckWork(work, m, msg.Dispatch, deadline)
 		if errors.Is(context.Cause(work), errSyncChecksStop) && ctx.Err() == nil {
 			workErr = nil
@@ -293,7 +295,12 @@ var errSyncChecksStop = errors.New("the sync checks give way: a round started, t
 // in flight or the checks' message is no longer the current one. Without it a step already started (a batch of
 // files, a page of a pass) would go on searching while a round needs the servers, or after the sweep re-sent the
 // message, with two invocations' searches then sharing the services' rates.
-func (s *Service) watchSyncChecks(ctx context.Context, stop context.CancelCauseFunc, id string, dispatch int) {
+//
+// It is also the work's heartbeat: every quarter of RedriveAfter from beat (the invocation's start) it moves the checks' dueAt to now, so that the
+// sweep does not take a step that runs long (a batch of large files at the service's search rate) for a lost
+// message and re-send it, which would stop this one and start the same step again, never saved. A killed
+// invocation beats no more, and is re-sent RedriveAfter later.
+func (s *Service) watchSyncChecks(ctx context.Context, stop context.CancelCauseFunc, id string, dispatch int, beat time.Time) {
 	t := time.NewTicker(s.cfg.PollInitial)
 	defer t.Stop()
 	for {
@@ -309,6 +316,17 @@ func (s *Service) watchSyncChecks(ctx context.Context, stop context.CancelCauseF
 		if !syncChecksCurrent(m, dispatch) || yieldToRound(m) {
 			stop(errSyncChecksStop)
 			return
+		}
+		if now := s.now(); now.Sub(beat) >= s.cfg.RedriveAfter/4 {
+			if _, _, err := s.update(ctx, id, func(m *Migration) (*effects, error) {
+				if !syncChecksCurrent(m, dispatch) {
+					return nil, errUnchanged
+				}
+				m.Sync.Checks.DueAt = now
+				return nil, nil
+			}); err == nil {
+				beat = now // a beat that failed is tried again at the next tick
+			}
 		}
 	}
 }

@@ -226,41 +226,22 @@ func TestChecksInFlightGiveWay(t *testing.T) {
 			return m.Sync.Checks.Dispatch
 		}},
 		{"the message is re-sent", func(h *harness, id string) int {
-			h.clock.Advance(h.svc.cfg.RedriveAfter + time.Second)
-			h.poll()
-			return h.get(id).Sync.Checks.Dispatch
+			// The sweep's decision for a message it takes for lost (the invocation beats, so the sweep itself
+			// would not take this one for lost: see TestALongStepIsNotTakenForLost).
+			m, _, err := h.svc.update(context.Background(), id, func(m *Migration) (*effects, error) {
+				require.True(t, driveSyncChecks(m, h.clock.Now().Add(time.Hour), h.svc.cfg.RedriveAfter, &effects{}))
+				return nil, nil
+			})
+			require.NoError(t, err)
+			return m.Sync.Checks.Dispatch
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h, _, dst := syncIDHarnessWith(t, map[string][]int64{"Patient": {2}}, func(c *Config) { c.PollInitial = 20 * time.Millisecond })
-			h.hold = func(msg bus.Message) bool { return strings.Contains(msg.ID, "/"+taskSyncChecks+"/") }
-			m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1h","verify":"ids"}`)
-			m = h.driveUntil(m.ID, 10*time.Second, 300, "the first round finished", func(m *Migration) bool {
-				return m.Sync != nil && m.Sync.Rounds >= 1 && m.Sync.Round == nil
-			})
-			require.True(t, filesPending(m), "the full copy's files wait for the checks")
-			current := slices.IndexFunc(h.held, func(msg bus.Message) bool {
-				return msg.ID == syncCheckMessage(m.ID, m.Sync.Checks.Dispatch, time.Time{}).ID
-			})
-			require.GreaterOrEqual(t, current, 0, "the current checks' message is held")
-
-			searching := make(chan struct{})
-			var once sync.Once
-			dst.mu.Lock()
-			dst.wait = func(ctx context.Context) error {
-				once.Do(func() { close(searching) })
+			h, m, ran := checksSearching(t, func(ctx context.Context) error {
 				<-ctx.Done() // answers only when the search is given up
 				return ctx.Err()
-			}
-			dst.mu.Unlock()
-			ran := make(chan error, 1)
-			go func() { ran <- h.svc.Verify(context.Background(), h.held[current].Body) }()
-			select {
-			case <-searching:
-			case err := <-ran:
-				t.Fatalf("the checks returned (%v) before searching", err)
-			}
+			})
 			dispatch := tc.interrupt(h, m.ID)
 			select {
 			case err := <-ran:
@@ -296,4 +277,74 @@ func TestARoundWithoutFilesIsChecked(t *testing.T) {
 	for _, r := range m.Sync.Recent {
 		require.Zero(t, r.Exported, "round %d exported nothing", r.N)
 	}
+}
+
+// checksSearching runs a syncing migration's first round with the background checks held, then runs the current
+// checks' message in the background, each destination search waiting on wait; it returns once a search waits,
+// with the migration as it was and the channel the invocation's error comes on.
+func checksSearching(t *testing.T, wait func(context.Context) error) (*harness, *Migration, chan error) {
+	h, _, dst := syncIDHarnessWith(t, map[string][]int64{"Patient": {2}}, func(c *Config) { c.PollInitial = 20 * time.Millisecond })
+	h.hold = func(msg bus.Message) bool { return strings.Contains(msg.ID, "/"+taskSyncChecks+"/") }
+	m := h.start(`{` + endpoints + `,"types":["Patient"],"sync":true,"syncInterval":"1h","verify":"ids"}`)
+	m = h.driveUntil(m.ID, 10*time.Second, 300, "the first round finished", func(m *Migration) bool {
+		return m.Sync != nil && m.Sync.Rounds >= 1 && m.Sync.Round == nil
+	})
+	require.True(t, filesPending(m), "the full copy's files wait for the checks")
+	current := slices.IndexFunc(h.held, func(msg bus.Message) bool {
+		return msg.ID == syncCheckMessage(m.ID, m.Sync.Checks.Dispatch, time.Time{}).ID
+	})
+	require.GreaterOrEqual(t, current, 0, "the current checks' message is held")
+
+	searching := make(chan struct{})
+	var once sync.Once
+	dst.mu.Lock()
+	dst.wait = func(ctx context.Context) error {
+		once.Do(func() { close(searching) })
+		return wait(ctx)
+	}
+	dst.mu.Unlock()
+	ran := make(chan error, 1)
+	go func() { ran <- h.svc.Verify(context.Background(), h.held[current].Body) }()
+	select {
+	case <-searching:
+	case err := <-ran:
+		t.Fatalf("the checks returned (%v) before searching", err)
+	}
+	return h, m, ran
+}
+
+// TestALongStepIsNotTakenForLost: a batch of files that takes longer than RedriveAfter (large files at the
+// service's search rate) keeps its message: the running invocation beats, the sweep sends no other, and the batch
+// ends and is saved. Without the beat the sweep would re-send the message, the watcher would stop this invocation,
+// and the next would start the same batch over, never saved.
+func TestALongStepIsNotTakenForLost(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h, m, ran := checksSearching(t, func(ctx context.Context) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	dispatch := m.Sync.Checks.Dispatch
+	for range 6 { // three times RedriveAfter, in steps of half of it
+		h.clock.Advance(h.svc.cfg.RedriveAfter / 2)
+		now := h.clock.Now()
+		require.Eventually(t, func() bool { return !h.get(m.ID).Sync.Checks.DueAt.Before(now) },
+			30*time.Second, 5*time.Millisecond, "the running checks beat")
+		h.poll()
+		require.Equal(t, dispatch, h.get(m.ID).Sync.Checks.Dispatch, "the sweep took the running checks for lost")
+	}
+	close(release)
+	select {
+	case err := <-ran:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("the checks did not end once their searches were answered")
+	}
+	after := h.get(m.ID).Sync.Checks
+	require.Greater(t, after.NextFile, m.Sync.Checks.NextFile, "the long batch is saved")
+	require.Zero(t, after.Failures, after.LastError)
 }
