@@ -251,7 +251,9 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 		log.Warn("sync checks asked again later", "err", workErr)
 	}
 	var next, files int
+	scheduled := false
 	_, eff, err := s.update(ctx, msg.MigrationID, func(m *Migration) (*effects, error) {
+		scheduled = false
 		if !syncChecksCurrent(m, msg.Dispatch) {
 			return nil, errUnchanged
 		}
@@ -274,13 +276,17 @@ func (s *Service) runSyncChecks(ctx context.Context, msg VerifyMessage) error {
 		}
 		c.Dispatch++
 		c.DueAt = now.Add(pause)
-		next, files = c.NextFile, c.Files
+		next, files, scheduled = c.NextFile, c.Files, true
 		e := &effects{}
 		e.send(syncCheckMessage(m.ID, c.Dispatch, c.DueAt))
 		return e, nil
 	})
 	if err != nil {
 		return fmt.Errorf("schedule the sync checks: %w", err)
+	}
+	if !scheduled {
+		log.Debug("sync checks stale: another message took over", "worked", worked.Round(time.Millisecond))
+		return nil
 	}
 	log.Info("sync checks", "worked", worked.Round(time.Millisecond), "next_in", pause.Round(time.Millisecond),
 		"next_file", next, "files", files)
@@ -296,10 +302,10 @@ var errSyncChecksStop = errors.New("the sync checks give way: a round started, t
 // files, a page of a pass) would go on searching while a round needs the servers, or after the sweep re-sent the
 // message, with two invocations' searches then sharing the services' rates.
 //
-// It is also the work's heartbeat: every quarter of RedriveAfter from beat (the invocation's start) it moves the checks' dueAt to now, so that the
-// sweep does not take a step that runs long (a batch of large files at the service's search rate) for a lost
-// message and re-send it, which would stop this one and start the same step again, never saved. A killed
-// invocation beats no more, and is re-sent RedriveAfter later.
+// It is also the work's heartbeat: every quarter of RedriveAfter from beat (the invocation's start) it moves the
+// checks' dueAt to now, so that the sweep does not take a step that runs long (a batch of large files at the
+// service's search rate) for a lost message and re-send it, which would stop this one and start the same step
+// again, never saved. A killed invocation beats no more, and is re-sent RedriveAfter later.
 func (s *Service) watchSyncChecks(ctx context.Context, stop context.CancelCauseFunc, id string, dispatch int, beat time.Time) {
 	t := time.NewTicker(s.cfg.PollInitial)
 	defer t.Stop()
