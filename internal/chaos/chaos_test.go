@@ -15,8 +15,10 @@ import (
 var handlerBinary = flag.String("chaos.handler", "", "a built handler to run (default: built from ./handler)")
 
 // testFaults are every kind, likelier than the defaults, so that each fires on the small data of a test run.
+// import-hold has the fewest chances (one roll per import status answered completed, a few per migration): at 0.2
+// it once fired in none of three rounds on a loaded machine, and the run's budget started no fourth.
 const testFaults = "kickoff-429=0.2,status-500=0.1,status-503=0.1,drop-conn=0.03,export-fail=0.15,export-stall=0.1," +
-	"export-cancel=0.15,early-200=0.25,import-hold=0.2,import-busy=0.2,import-line-errors=0.02,import-drop=0.02"
+	"export-cancel=0.15,early-200=0.25,import-hold=0.4,import-busy=0.2,import-line-errors=0.02,import-drop=0.02"
 
 // TestSmallChaosRun: migrations against faulty simulators, with duplicated and lost messages and handler kills,
 // until every fault kind fired: the figures, taken from the stand-ins' records, show no loss, no duplicate
