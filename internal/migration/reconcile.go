@@ -99,24 +99,33 @@ type reconcileStep struct {
 	purgeCheck                              *bool
 }
 
-// reconcile runs the reconciliation from its cursor, a page at a time, saving after each; when the budget is
-// spent it sends the next message and answers false.
-func (s *Service) reconcile(ctx context.Context, m *Migration, generation int) (bool, error) {
-	src, err := s.sourceClient(&m.Request)
-	if err != nil {
-		return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
+// reconcileOpen is what a reconciliation (the cutover's, or a pass while syncing) starts from: both servers'
+// clients, and the resources written directly on the destination (never the reconciliation's to remove), by
+// "Type/id".
+func (s *Service) reconcileOpen(ctx context.Context, m *Migration) (src, dst FHIRClient, written map[string]bool, err error) {
+	if src, err = s.sourceClient(&m.Request); err != nil {
+		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Source, err)
 	}
-	dst, err := s.cfg.FHIR(m.Request.Destination)
-	if err != nil {
-		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
+	if dst, err = s.cfg.FHIR(m.Request.Destination); err != nil {
+		return nil, nil, nil, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
 	}
 	all, err := s.allDestinationWrites(ctx, m.Sync.DestinationWrites)
 	if err != nil {
-		return false, err
+		return nil, nil, nil, err
 	}
-	written := map[string]bool{}
+	written = make(map[string]bool, len(all))
 	for _, l := range all {
 		written[l.Type+"/"+l.ID] = true
+	}
+	return src, dst, written, nil
+}
+
+// reconcile runs the reconciliation from its cursor, a page at a time, saving after each; when the budget is
+// spent it sends the next message and answers false.
+func (s *Service) reconcile(ctx context.Context, m *Migration, generation int) (bool, error) {
+	src, dst, written, err := s.reconcileOpen(ctx, m)
+	if err != nil {
+		return false, err
 	}
 	started := s.now()
 	for {

@@ -667,21 +667,9 @@ func (s *Service) syncPassStep(ctx context.Context, m *Migration, dispatch int, 
 			return false, err
 		}
 	}
-	src, err := s.sourceClient(&m.Request)
-	if err != nil {
-		return false, fmt.Errorf("client for %s: %w", m.Request.Source, err)
-	}
-	dst, err := s.cfg.FHIR(m.Request.Destination)
-	if err != nil {
-		return false, fmt.Errorf("client for %s: %w", m.Request.Destination, err)
-	}
-	all, err := s.allDestinationWrites(ctx, m.Sync.DestinationWrites)
+	src, dst, written, err := s.reconcileOpen(ctx, m)
 	if err != nil {
 		return false, err
-	}
-	written := map[string]bool{}
-	for _, l := range all {
-		written[l.Type+"/"+l.ID] = true
 	}
 	mark := m.Sync.HighWater // the writes read above are every one up to it
 	for {
